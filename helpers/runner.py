@@ -1,0 +1,148 @@
+"""Execute the course notebooks headless (``ftcourse run``) and keep them normalised.
+
+Released nbgrader assignments are skipped: their solution cells raise
+``NotImplementedError`` by design; the grading round trip checks them instead.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+from .device import FAST_ENV
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def course_dir() -> Path:
+    """The ``course/`` folder of this checkout (``$FTCOURSE_COURSE_DIR`` overrides it)."""
+    return Path(os.environ.get("FTCOURSE_COURSE_DIR") or REPO_ROOT / "course")
+
+
+def is_nbgrader_assignment(notebook: nbformat.NotebookNode) -> bool:
+    """True if any cell carries nbgrader metadata (a graded assignment)."""
+    return any(cell.get("metadata", {}).get("nbgrader") for cell in notebook.cells)
+
+
+def course_notebooks(folder: Path | None = None) -> list[Path]:
+    """The lesson notebooks of ``folder`` in course order (by file name)."""
+    folder = folder or course_dir()
+    return sorted(p for p in folder.glob("*.ipynb") if not p.name.startswith("."))
+
+
+@dataclass
+class RunResult:
+    notebook: Path
+    status: str  # "passed", "failed" or "skipped"
+    seconds: float
+    detail: str = ""  # failing cell, or why it was skipped
+    output: Path | None = None
+
+
+def run_notebook(path: Path, output_dir: Path, timeout: int = 1800, kernel_name: str = "python3") -> RunResult:
+    """Execute one notebook in a fresh kernel and save the executed copy in ``output_dir``."""
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+    from tqdm.auto import tqdm
+
+    notebook = nbformat.read(path, as_version=4)
+    if is_nbgrader_assignment(notebook):
+        return RunResult(path, "skipped", 0.0, "nbgrader assignment (graded with `ftcourse grade`)")
+    code_cells = [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"]
+    bar = tqdm(total=len(code_cells), desc=path.name, unit="cell", leave=False)
+    current = {"index": None}
+
+    def on_cell_execute(cell, cell_index, **_):
+        current["index"] = cell_index
+
+    def on_cell_complete(cell, cell_index, **_):
+        bar.update(1)
+
+    client = NotebookClient(
+        notebook,
+        timeout=timeout,
+        kernel_name=kernel_name,
+        resources={"metadata": {"path": str(path.parent)}},
+        on_cell_execute=on_cell_execute,
+        on_cell_complete=on_cell_complete,
+    )
+    start = time.perf_counter()
+    status, detail = "passed", ""
+    try:
+        client.execute()
+    except (CellExecutionError, CellTimeoutError, DeadKernelError) as error:
+        status = "failed"
+        index = current["index"]
+        number = code_cells.index(index) + 1 if index in code_cells else "?"
+        first_line = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        if isinstance(error, CellExecutionError):
+            first_line = f"{error.ename}: {error.evalue}"
+        detail = f"code cell {number} (cell index {index}): {first_line}"[:300]
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - start
+    output_dir.mkdir(parents=True, exist_ok=True)
+    output = output_dir / path.name
+    nbformat.write(notebook, output)
+    return RunResult(path, status, seconds, detail, output)
+
+
+def run_course(
+    notebooks: list[Path], output_dir: Path, fast: bool = False, timeout: int = 1800
+) -> list[RunResult]:
+    """Execute ``notebooks`` in order; the kernel inherits ``FTCOURSE_FAST`` from here."""
+    from tqdm.auto import tqdm
+
+    if fast:
+        os.environ[FAST_ENV] = "1"
+    results = []
+    for path in tqdm(notebooks, desc="course", unit="notebook"):
+        results.append(run_notebook(path, output_dir, timeout=timeout))
+    return results
+
+
+def summary_table(results: list[RunResult]) -> str:
+    """A plain-text table: notebook, status, wall time, detail."""
+    rows = [("notebook", "status", "wall time", "detail")]
+    rows += [(r.notebook.name, r.status, f"{r.seconds:7.1f} s", r.detail) for r in results]
+    rows.append(("total", f"{sum(r.status == 'passed' for r in results)}/{len(results)} passed",
+                 f"{sum(r.seconds for r in results):7.1f} s", ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = []
+    for n, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + ("  " + row[3] if row[3] else ""))
+        if n == 0 or n == len(rows) - 2:
+            lines.append("-" * (sum(widths) + 4 + 8))
+    return "\n".join(lines)
+
+
+def normalize_notebook(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Clear outputs and execution counts, keep cell ids, drop per-run metadata."""
+    nbformat.validator.normalize(notebook)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+        for key in ("execution", "collapsed", "scrolled", "ExecuteTime"):
+            cell.metadata.pop(key, None)
+    notebook.metadata.pop("widgets", None)
+    return notebook
+
+
+def notebook_problems(path: Path) -> list[str]:
+    """Ways in which a stored notebook is not clean (empty list when it is)."""
+    try:
+        notebook = nbformat.read(path, as_version=4)
+    except Exception as error:  # nbformat raises several kinds on bad files
+        return [f"not a readable notebook ({error})"]
+    problems = []
+    for index, cell in enumerate(notebook.cells):
+        if "id" not in cell:
+            problems.append(f"cell {index} has no id")
+        if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None):
+            problems.append(f"cell {index} has stored outputs or an execution count")
+    return problems
