@@ -178,6 +178,7 @@ def setup(seed: int = 42, fast: bool | None = None, threads: int | None = None, 
     set_seed(seed)
     # Keep notebook outputs readable: our own progress bars stay, library chatter goes.
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()  # per-weight loading bars
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
 

@@ -105,12 +105,12 @@ def check_converted_model(folder: Path) -> str | None:
         files = manifest["files"]
     except (ValueError, KeyError) as error:
         return f"{manifest_path} is unreadable ({error})"
+    missing = [relative for relative in files if not (folder / relative).is_file()]
+    if missing:  # a partial cache: say so before spending time on hashes
+        return f"{folder / missing[0]} is missing"
     for relative, expected in files.items():
-        path = folder / relative
-        if not path.is_file():
-            return f"{path} is missing"
-        if sha256_path(path) != expected:
-            return f"{path} does not match its checksum"
+        if sha256_path(folder / relative) != expected:
+            return f"{folder / relative} does not match its checksum"
     return None
 
 

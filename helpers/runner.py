@@ -62,8 +62,13 @@ def run_notebook(path: Path, output_dir: Path, timeout: int = 1800, kernel_name:
     def on_cell_complete(cell, cell_index, **_):
         bar.update(1)
 
+    from traitlets.config import Config
+
+    # "auto" encrypts the kernel's channels and silences ipykernel's warning about plain TCP.
+    config = Config({"KernelManager": {"transport_encryption": "auto"}})
     client = NotebookClient(
         notebook,
+        config=config,
         timeout=timeout,
         kernel_name=kernel_name,
         resources={"metadata": {"path": str(path.parent)}},

@@ -1,0 +1,182 @@
+import json
+
+import pytest
+
+from helpers.data import (
+    DataFormatError,
+    film_leakage,
+    load_user_data,
+    qa_pairs,
+    rotten_tomatoes,
+    rotten_tomatoes_frame,
+    rotten_tomatoes_random_split,
+    split_dataset,
+    subsample,
+    wiki_text,
+    wiki_topics,
+)
+
+
+@pytest.fixture(scope="module")
+def rt():
+    return rotten_tomatoes(seed=42)
+
+
+def test_rotten_tomatoes_counts_and_labels(rt):
+    frame = rotten_tomatoes_frame()
+    assert frame["text"].is_unique
+    assert sum(len(part) for part in rt.values()) == len(frame)
+    assert len(frame) == frame["text"].nunique()
+    assert set(frame["label"]) == {0, 1}
+    assert rt["train"].features["label"].names == ["negative", "positive"]
+    shares = {name: len(part) / len(frame) for name, part in rt.items()}
+    assert 0.65 < shares["train"] < 0.75 and 0.1 < shares["validation"] < 0.2 and 0.1 < shares["test"] < 0.2
+
+
+def test_no_film_in_two_splits(rt):
+    films = {name: set(part["movie"]) for name, part in rt.items()}
+    assert not films["train"] & films["validation"]
+    assert not films["train"] & films["test"]
+    assert not films["validation"] & films["test"]
+    assert film_leakage(rt).test_films_in_train == 0
+
+
+def test_naive_random_split_leaks_films(rt):
+    naive = film_leakage(rotten_tomatoes_random_split(seed=42))
+    assert naive.test_films_in_train > 0.5 * naive.test_films
+    assert naive.example_share > 0.5
+
+
+def test_split_is_deterministic_for_a_seed(rt):
+    again = rotten_tomatoes(seed=42)
+    other = rotten_tomatoes(seed=1)
+    assert again["test"]["text"] == rt["test"]["text"]
+    assert set(other["test"]["movie"]) != set(rt["test"]["movie"])
+
+
+def test_neutral_third_class():
+    three = rotten_tomatoes(include_neutral=True)
+    assert three["train"].features["label"].names == ["negative", "positive", "neutral"]
+    assert {label for part in three.values() for label in part["label"]} == {0, 1, 2}
+    neutral = sum(label == 2 for part in three.values() for label in part["label"])
+    assert neutral == len(rotten_tomatoes_frame(include_neutral=True)) - len(rotten_tomatoes_frame())
+
+
+def test_wiki_topics_has_eleven_classes_without_uncategorized():
+    topics = wiki_topics(seed=0)
+    names = topics["train"].features["label"].names
+    assert len(names) == 11 and "Uncategorized" not in names
+    for part in topics.values():
+        assert set(part["label"]) == set(range(11))
+    total = sum(len(part) for part in topics.values())
+    assert total == len(wiki_text()) - sum(t == "Uncategorized" for t in wiki_text()["topic"])
+
+
+def test_wiki_text_paragraphs():
+    paragraphs = wiki_text()
+    assert len(paragraphs) > 10_000 - 100
+    assert all(len(text.split()) > 5 for text in paragraphs.select(range(200))["text"])
+    assert wiki_text(max_paragraphs=50, seed=3)["title"] == wiki_text(max_paragraphs=50, seed=3)["title"]
+    assert len(wiki_text(max_paragraphs=50)) == 50
+
+
+def test_qa_pairs_are_unique_with_topics():
+    pairs = qa_pairs()
+    keys = list(zip(pairs["question"], pairs["answer"]))
+    assert len(keys) == len(set(keys)) > 1000
+    assert all(q.strip() and a.strip() for q, a in keys)
+    assert len(set(pairs["topic"])) == 21
+
+
+def test_split_dataset_is_stratified_and_seeded():
+    from datasets import Dataset
+
+    data = Dataset.from_dict({"text": [f"t{i}" for i in range(1000)], "label": [int(i % 10 == 0) for i in range(1000)]})
+    splits = split_dataset(data, seed=5)
+    assert [len(splits[s]) for s in ("train", "validation", "test")] == [700, 150, 150]
+    for part in splits.values():
+        assert sum(part["label"]) / len(part) == pytest.approx(0.1, abs=0.01)
+    assert split_dataset(data, seed=5)["test"]["text"] == splits["test"]["text"]
+    assert split_dataset(data, seed=6)["test"]["text"] != splits["test"]["text"]
+    assert not set(splits["train"]["text"]) & set(splits["test"]["text"])
+    with pytest.raises(ValueError, match="summing to 1"):
+        split_dataset(data, fractions=(0.8, 0.15, 0.15))
+
+
+def test_subsample():
+    from datasets import Dataset
+
+    data = Dataset.from_dict({"x": list(range(10))})
+    assert len(subsample(data, 3)) == 3 and subsample(data, 3)["x"] == subsample(data, 3)["x"]
+    assert len(subsample(data, None)) == 10 and len(subsample(data, 50)) == 10
+
+
+# --- a student's own files -------------------------------------------------------
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_json_with_string_labels_is_mapped(tmp_path):
+    records = [{"text": "great", "label": "positive"}, {"text": "bad", "label": "negative"}, {"text": "ok", "label": "neutral"}]
+    data, label2id = load_user_data(write(tmp_path, "d.json", json.dumps(records)))
+    assert label2id == {"negative": 0, "neutral": 1, "positive": 2}
+    assert data["label"] == [2, 0, 1] and data["text"] == ["great", "bad", "ok"]
+
+
+def test_csv_and_jsonl_with_integer_labels(tmp_path):
+    data, label2id = load_user_data(write(tmp_path, "d.csv", "text,label\nfine,1\n\"bad, really\",0\n"))
+    assert label2id is None and data["label"] == [1, 0] and data["text"][1] == "bad, really"
+    data, label2id = load_user_data(write(tmp_path, "d.jsonl", '{"text": "a", "label": 0}\n\n{"text": "b", "label": 1}\n'))
+    assert label2id is None and len(data) == 2
+
+
+def test_instruction_records(tmp_path):
+    records = [{"instruction": "Translate", "input": "Bonjour", "output": "Hello"}, {"instruction": "Say hi", "output": "Hi"}]
+    data, mapping = load_user_data(write(tmp_path, "i.json", json.dumps(records)), task="instruction")
+    assert mapping is None and data["input"] == ["Bonjour", ""]
+
+
+def test_malformed_json_names_file_and_line(tmp_path):
+    path = write(tmp_path, "bad.json", '[\n  {"text": "a", "label": 1},\n  {"text": "b" "label": 0}\n]')
+    with pytest.raises(DataFormatError, match=r"bad\.json: invalid JSON at line 3"):
+        load_user_data(path)
+
+
+def test_malformed_jsonl_names_the_line(tmp_path):
+    path = write(tmp_path, "bad.jsonl", '{"text": "a", "label": 1}\n{"text": "b", label: 0}\n')
+    with pytest.raises(DataFormatError, match=r"bad\.jsonl: invalid JSON on line 2"):
+        load_user_data(path)
+
+
+def test_malformed_csv_names_the_line(tmp_path):
+    path = write(tmp_path, "bad.csv", "text,label\ngood,1\ntoo,many,fields\n")
+    with pytest.raises(DataFormatError, match=r"bad\.csv: line 3 does not have the 2 fields"):
+        load_user_data(path)
+
+
+def test_missing_field_names_field_and_row(tmp_path):
+    path = write(tmp_path, "m.jsonl", '{"text": "a", "label": 1}\n{"text": "b"}\n')
+    with pytest.raises(DataFormatError, match=r"row 2 \(line 2\) has no 'label' field"):
+        load_user_data(path)
+    path = write(tmp_path, "m.json", json.dumps([{"instruction": "x", "input": "y"}]))
+    with pytest.raises(DataFormatError, match=r"row 1 has no 'output' field"):
+        load_user_data(path, task="instruction")
+
+
+def test_empty_data_and_bad_values(tmp_path):
+    with pytest.raises(DataFormatError, match="contains no examples"):
+        load_user_data(write(tmp_path, "e.json", "[]"))
+    with pytest.raises(DataFormatError, match="contains no examples"):
+        load_user_data(write(tmp_path, "e.csv", "text,label\n"))
+    with pytest.raises(DataFormatError, match="'text' must be a non-empty string"):
+        load_user_data(write(tmp_path, "t.json", json.dumps([{"text": "  ", "label": 1}])))
+    with pytest.raises(DataFormatError, match="unsupported file type"):
+        load_user_data(write(tmp_path, "d.txt", "hello"))
+    with pytest.raises(FileNotFoundError):
+        load_user_data(tmp_path / "absent.json")
+    with pytest.raises(ValueError, match="task must be one of"):
+        load_user_data(write(tmp_path, "ok.json", "[]"), task="summarisation")
