@@ -140,22 +140,17 @@ def test_instruction_records(tmp_path):
     assert mapping is None and data["input"] == ["Bonjour", ""]
 
 
-def test_malformed_json_names_file_and_line(tmp_path):
-    path = write(tmp_path, "bad.json", '[\n  {"text": "a", "label": 1},\n  {"text": "b" "label": 0}\n]')
-    with pytest.raises(DataFormatError, match=r"bad\.json: invalid JSON at line 3"):
-        load_user_data(path)
-
-
-def test_malformed_jsonl_names_the_line(tmp_path):
-    path = write(tmp_path, "bad.jsonl", '{"text": "a", "label": 1}\n{"text": "b", label: 0}\n')
-    with pytest.raises(DataFormatError, match=r"bad\.jsonl: invalid JSON on line 2"):
-        load_user_data(path)
-
-
-def test_malformed_csv_names_the_line(tmp_path):
-    path = write(tmp_path, "bad.csv", "text,label\ngood,1\ntoo,many,fields\n")
-    with pytest.raises(DataFormatError, match=r"bad\.csv: line 3 does not have the 2 fields"):
-        load_user_data(path)
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("bad.json", '[\n  {"text": "a", "label": 1},\n  {"text": "b" "label": 0}\n]', r"bad\.json: invalid JSON at line 3"),
+        ("bad.jsonl", '{"text": "a", "label": 1}\n{"text": "b", label: 0}\n', r"bad\.jsonl: invalid JSON on line 2"),
+        ("bad.csv", "text,label\ngood,1\ntoo,many,fields\n", r"bad\.csv: line 3 does not have the 2 fields"),
+    ],
+)
+def test_malformed_file_names_file_and_line(tmp_path, name, content, message):
+    with pytest.raises(DataFormatError, match=message):
+        load_user_data(write(tmp_path, name, content))
 
 
 def test_missing_field_names_field_and_row(tmp_path):
