@@ -1,9 +1,9 @@
-"""The ``ftcourse`` command: ``doctor``, ``run``, ``install-assets``, ``normalize``.
+"""The ``ftcourse`` command: ``doctor``, ``run``, ``install-assets``, ``normalize``, ``release``, ``grade``.
 
 ``doctor`` prints what a bug report should include and exits 1 with what to
 do when something is missing. ``run`` executes the course headless and prints
-a summary table. The grading commands (``release``, ``grade``) come with the
-exercises.
+a summary table. ``release`` writes the student versions of the graded
+notebooks; ``grade`` autogrades a folder of submissions into a CSV.
 """
 
 from __future__ import annotations
@@ -116,6 +116,46 @@ def _normalize(args: argparse.Namespace) -> int:
     return 1 if (args.check and dirty) else 0
 
 
+def _release(args: argparse.Namespace) -> int:
+    from .grading import GradingUsageError, release, released_matches_source
+
+    solutions, course = Path(args.solutions), Path(args.course)
+    try:
+        if args.check:
+            stale = released_matches_source(course, solutions)
+            for name in stale:
+                print(f"{course / name} is missing or out of date with {solutions / name}: run `ftcourse release`")
+            return 1 if stale else 0
+        for path in release(solutions, course):
+            print(f"released {path}")
+    except GradingUsageError as error:
+        print(f"ftcourse release: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _grade(args: argparse.Namespace) -> int:
+    import time
+
+    from .grading import GradingUsageError, grade, step_columns, summary, write_csv
+
+    start = time.perf_counter()
+    try:
+        rows = grade(Path(args.submissions), Path(args.solutions), timeout=args.timeout, jobs=args.jobs,
+                     feedback_dir=Path(args.feedback) if args.feedback else None)
+    except GradingUsageError as error:
+        print(f"ftcourse grade: {error}", file=sys.stderr)
+        return 2
+    write_csv(rows, Path(args.out), step_columns(Path(args.solutions)))
+    seconds = time.perf_counter() - start
+    students = len({row.student for row in rows})
+    print(f"{summary(rows)} in {seconds:.1f} s ({seconds / max(students, 1):.1f} s per student); wrote {args.out}")
+    for row in rows:
+        if row.status != "graded":
+            print(f"  needs review: {row.student} / {row.notebook}: {row.reason}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ftcourse", description="LLM fine-tuning course: check, run, grade.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +172,17 @@ def build_parser() -> argparse.ArgumentParser:
     p_norm = sub.add_parser("normalize", help="strip outputs and execution counts from notebooks, keep cell ids")
     p_norm.add_argument("notebooks", nargs="*", help="default: course/ and solutions/")
     p_norm.add_argument("--check", action="store_true", help="only report notebooks that are not clean (exit 1)")
+    p_release = sub.add_parser("release", help="write the student versions of the graded notebooks into course/")
+    p_release.add_argument("--solutions", default="solutions", help="instructor sources (default: solutions/)")
+    p_release.add_argument("--course", default="course", help="where the student versions go (default: course/)")
+    p_release.add_argument("--check", action="store_true", help="only check that course/ is up to date (exit 1 if not)")
+    p_grade = sub.add_parser("grade", help="autograde a folder of submissions (one folder per student) into a CSV")
+    p_grade.add_argument("submissions", help="folder with one sub-folder per student (folder name = student id)")
+    p_grade.add_argument("--out", required=True, help="CSV file to write (one row per student and notebook)")
+    p_grade.add_argument("--feedback", help="folder for one HTML feedback file per student and notebook")
+    p_grade.add_argument("--timeout", type=int, default=60, help="per-cell time limit in seconds (default: 60)")
+    p_grade.add_argument("--jobs", type=int, default=2, help="students graded in parallel (default: 2)")
+    p_grade.add_argument("--solutions", default="solutions", help="instructor sources (default: solutions/)")
     return parser
 
 
@@ -152,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
         return code
     if args.command == "normalize":
         return _normalize(args)
+    if args.command == "release":
+        return _release(args)
+    if args.command == "grade":
+        return _grade(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -156,10 +156,38 @@ def library_versions() -> dict[str, str]:
 
 
 def set_seed(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices) in one call."""
-    import transformers
+    """Seed Python, NumPy and torch (every device) in one call, like ``transformers.set_seed``."""
+    import random
 
-    transformers.set_seed(seed)
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # seeds CUDA and MPS generators too
+
+
+QUIET_ENV = "FTCOURSE_QUIET"
+
+
+def quiet_libraries() -> None:
+    """Keep notebook outputs readable: library chatter and per-file progress bars go, the course's own stay.
+
+    Works before or after transformers and datasets are imported (environment
+    variables for later imports), so ``setup()`` does not pay for importing them.
+    """
+    os.environ[QUIET_ENV] = "1"
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()  # per-weight loading bars
+    if "datasets" in sys.modules:
+        import datasets
+
+        datasets.disable_progress_bars()
+        datasets.logging.set_verbosity_error()
 
 
 def setup(seed: int = 42, fast: bool | None = None, threads: int | None = None, verbose: bool = True) -> CourseEnv:
@@ -168,19 +196,12 @@ def setup(seed: int = 42, fast: bool | None = None, threads: int | None = None, 
     Prints a few lines worth pasting into a bug report and returns a
     :class:`CourseEnv`.
     """
-    import datasets
-    import transformers
-
     if fast is None:
         fast = is_fast_mode()
     if threads:
         torch.set_num_threads(threads)
     set_seed(seed)
-    # Keep notebook outputs readable: our own progress bars stay, library chatter goes.
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()  # per-weight loading bars
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
+    quiet_libraries()
 
     caps = detect_capabilities()
     device = choose_device(caps)

@@ -28,7 +28,10 @@ from transformers import (
 )
 
 from .assets import ASSETS, AssetError, cache_dir, get_asset, sha256_path, verify_asset
-from .device import is_offline
+from .device import QUIET_ENV, is_offline, quiet_libraries
+
+if os.environ.get(QUIET_ENV):  # setup() ran before transformers was imported
+    quiet_libraries()
 
 MANIFEST = "ftcourse-manifest.json"
 
