@@ -124,6 +124,15 @@ def is_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
 
 
+def is_grading() -> bool:
+    """True while nbgrader autogrades or validates the notebook (it sets ``NBGRADER_EXECUTION``).
+
+    Demonstration cells that earn no points skip themselves then, so grading a
+    class stays fast.
+    """
+    return bool(os.environ.get("NBGRADER_EXECUTION"))
+
+
 @dataclass
 class CourseEnv:
     """What ``setup()`` decided: pass ``env.device`` and ``env.precision`` to the helpers."""
@@ -136,6 +145,7 @@ class CourseEnv:
     threads: int
     capabilities: Capabilities
     versions: dict[str, str] = field(default_factory=dict)
+    grading: bool = False  # nbgrader is executing the notebook
 
     def pick(self, full: T, fast: T) -> T:
         """``full`` normally, ``fast`` in fast mode: the same code on less data."""
@@ -214,6 +224,7 @@ def setup(seed: int = 42, fast: bool | None = None, threads: int | None = None, 
         threads=torch.get_num_threads(),
         capabilities=caps,
         versions=library_versions(),
+        grading=is_grading(),
     )
     if verbose:
         print(describe(env))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -114,6 +115,29 @@ def release(solutions_dir: Path, course_dir: Path) -> list[Path]:
             nbformat.write(released_notebook(path), target)
             written.append(target)
     return written
+
+
+_SOLUTION_MARKERS = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*\n", re.MULTILINE)
+
+
+def solution_answers(source: Path) -> dict[str, str]:
+    """grade_id -> the instructor's answer of each solution cell of ``source``, without the markers."""
+    return {
+        cell.metadata["nbgrader"]["grade_id"]: _SOLUTION_MARKERS.sub("", cell.source)
+        for cell in nbformat.read(source, as_version=4).cells
+        if cell.get("metadata", {}).get("nbgrader", {}).get("solution")
+    }
+
+
+def answered_notebook(released: Path, answers: dict[str, str]) -> nbformat.NotebookNode:
+    """The released notebook with its answer cells replaced by ``answers`` (grade_id -> source):
+    a submission as a student makes one. Used by the round-trip tests and the grading benchmark."""
+    notebook = nbformat.read(released, as_version=4)
+    for cell in notebook.cells:
+        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if grade_id in answers:
+            cell.source = answers[grade_id]
+    return notebook
 
 
 # --- grading ------------------------------------------------------------------------

@@ -1,0 +1,66 @@
+"""Benchmark: autograde a class of N students with `ftcourse grade` and report seconds per submission.
+
+Each student submits the three autograded notebooks (quiz, LR range test,
+early stopping), answered like a real class: some complete, some partly
+wrong, some blank. Run from the repository root:
+
+    python benchmarks/grade_class.py --students 30 --jobs 1 2
+"""
+
+import argparse
+import random
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from helpers.grading import answered_notebook, grade, graded_sources, solution_answers, summary  # noqa: E402
+
+
+def make_class(folder: Path, students: int, seed: int) -> None:
+    rng = random.Random(seed)
+    for number in range(students):
+        student = folder / f"student{number:03d}"
+        student.mkdir(parents=True)
+        for source in graded_sources():
+            answers = solution_answers(source)
+            kind = rng.choice(["complete", "complete", "partial", "blank"])
+            if kind == "blank":
+                answers = {}
+            elif kind == "partial":
+                # Wrong quiz letters or a stubbed-out function: real failures for the graders to run into.
+                answers = {
+                    grade_id: re.sub(r'"[abcd]"', f'"{rng.choice("abcd")}"', code) if grade_id.startswith("q")
+                    else (code if rng.random() < 0.5 else "raise NotImplementedError()")
+                    for grade_id, code in answers.items()
+                }
+            nbformat.write(answered_notebook(ROOT / "course" / source.name, answers), student / source.name)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--students", type=int, default=30)
+    parser.add_argument("--jobs", type=int, nargs="+", default=[2])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        make_class(Path(tmp) / "class", args.students, args.seed)
+        notebooks = args.students * len(graded_sources())
+        print(f"{'jobs':>4}  {'students':>8}  {'notebooks':>9}  {'wall s':>7}  {'s/student':>9}  {'s/notebook':>10}  result")
+        for jobs in args.jobs:
+            start = time.perf_counter()
+            rows = grade(Path(tmp) / "class", timeout=60, jobs=jobs, progress=False)
+            wall = time.perf_counter() - start
+            print(f"{jobs:>4}  {args.students:>8}  {notebooks:>9}  {wall:7.1f}  {wall / args.students:9.2f}  "
+                  f"{wall / notebooks:10.2f}  {summary(rows)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""Round trip through real nbgrader: release, a class of submissions, `ftcourse grade`, the CSV.
+
+Every submission is built the way a student makes one: the released notebook
+with its answer cells filled in. Wrong implementations are small edits of the
+instructor's solution, each breaking one clause of the contract.
+"""
+
+import csv
+import json
+import re
+import shutil
+
+import nbformat
+import pytest
+
+from helpers.grading import (
+    CSV_COLUMNS,
+    answered_notebook,
+    graded_sources,
+    released_matches_source,
+    solution_answers,
+    step_columns,
+)
+from tests.conftest import ROOT, run_cli
+
+QUIZ, LR, ES = "10_quiz.ipynb", "12_exercise_lr_finder.ipynb", "13_exercise_early_stopping.ipynb"
+
+
+def solution_sources(name):
+    return solution_answers(ROOT / "solutions" / name)
+
+
+def edit(source, old, new):
+    assert old in source, f"variant does not apply: {old!r}"
+    return source.replace(old, new)
+
+
+def submission(name, answers=None, mutate=None):
+    """The released notebook of `name` with its answer cells filled (by default with the solution)."""
+    notebook = answered_notebook(ROOT / "course" / name, solution_sources(name) if answers is None else answers)
+    if mutate:
+        mutate(notebook)
+    return notebook
+
+
+def with_solution_edit(name, grade_id, old, new):
+    answers = solution_sources(name)
+    answers[grade_id] = edit(answers[grade_id], old, new)
+    return submission(name, answers)
+
+
+SET_LR = '        for group in optimizer.param_groups:\n            group["lr"] = lr\n'
+
+
+def lr_after_step():
+    answers = solution_sources(LR)
+    code = edit(answers["lr_solution"], SET_LR, "")
+    answers["lr_solution"] = edit(code, "        optimizer.step()\n", "        optimizer.step()\n" + SET_LR)
+    return submission(LR, answers)
+
+
+def tamper_test_cell(notebook):
+    cell = next(c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "es_test_max")
+    cell.source = "assert True  # tests are overrated"
+
+
+def delete_test_cell(notebook):
+    notebook.cells = [c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "es_test_patience"]
+
+
+CLASS = {
+    "full": {QUIZ: submission(QUIZ), LR: submission(LR), ES: submission(ES)},
+    "blank": {QUIZ: submission(QUIZ, answers={}), LR: submission(LR, answers={}), ES: submission(ES, answers={})},
+    "lr_set_after_step": {LR: lr_after_step()},
+    "lr_no_restore": {LR: with_solution_edit(LR, "lr_solution", "    model.load_state_dict(model_state)\n", "")},
+    "lr_no_divergence_stop": {LR: with_solution_edit(LR, "lr_solution", "        if losses[-1] > 4 * lowest:\n            break\n", "")},
+    "lr_linear_schedule": {
+        LR: with_solution_edit(LR, "lr_solution", "min_lr * (max_lr / min_lr) ** (i / (num_steps - 1))",
+                               "min_lr + (max_lr - min_lr) * i / (num_steps - 1)")
+    },
+    "es_off_by_one": {ES: with_solution_edit(ES, "es_solution", "self.counter >= self.patience", "self.counter > self.patience")},
+    "es_ignores_min_delta": {
+        ES: submission(ES, {"es_solution": solution_sources(ES)["es_solution"]
+                            .replace("score < self.best_score - self.min_delta", "score < self.best_score")
+                            .replace("score > self.best_score + self.min_delta", "score > self.best_score")})
+    },
+    "es_no_max_mode": {ES: with_solution_edit(ES, "es_solution", 'if self.mode == "min":', "if True:")},
+    "quiz_half_wrong": {
+        QUIZ: submission(QUIZ, {k: (v if int(k[1:3]) % 2 else re.sub(r'"([abcd])"', lambda m: '"a"' if m.group(1) != "a" else '"b"', v))
+                                for k, v in solution_sources(QUIZ).items()})
+    },
+    "tampered_test": {ES: submission(ES, mutate=tamper_test_cell)},
+    "deleted_test": {ES: submission(ES, mutate=delete_test_cell)},
+    "infinite_loop": {ES: with_solution_edit(ES, "es_solution", "        return self.early_stop\n",
+                                             "        return self.early_stop\n\n\nwhile True:\n    pass\n")},
+    "killed_kernel": {QUIZ: submission(QUIZ, {"q01_answer": "import os\nos._exit(1)"})},
+}
+MALFORMED = "malformed_file"
+TIMEOUT = 30
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    base = tmp_path_factory.mktemp("class")
+    submissions = base / "submissions"
+    for student, notebooks in CLASS.items():
+        (submissions / student).mkdir(parents=True)
+        for name, notebook in notebooks.items():
+            nbformat.write(notebook, submissions / student / name)
+    (submissions / MALFORMED).mkdir()
+    (submissions / MALFORMED / QUIZ).write_text('{"cells": [', encoding="utf-8")
+    result = run_cli("grade", str(submissions), "--out", str(base / "grades.csv"), "--feedback", str(base / "feedback"),
+                     "--timeout", str(TIMEOUT), "--jobs", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    with open(base / "grades.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    return {(row["student"], row["notebook"]): row for row in rows}, base, result.stdout
+
+
+def row(graded, student, notebook):
+    return graded[0][(student, notebook)]
+
+
+def test_csv_has_the_documented_columns(graded):
+    rows, base, _ = graded
+    with open(base / "grades.csv", newline="", encoding="utf-8") as handle:
+        header = next(csv.reader(handle))
+    assert header == CSV_COLUMNS + step_columns()
+    assert len(rows) == (len(CLASS) + 1) * 3  # one row per student and graded notebook
+
+
+def test_solutions_earn_full_marks(graded):
+    for name, maximum in [(QUIZ, 12), (LR, 10), (ES, 9)]:
+        r = row(graded, "full", name)
+        assert (r["status"], r["reason"], float(r["total"]), float(r["max"])) == ("graded", "", maximum, maximum), r
+
+
+def test_blank_release_earns_zero(graded):
+    for name in (QUIZ, LR, ES):
+        r = row(graded, "blank", name)
+        assert r["status"] == "graded" and float(r["total"]) == 0 and float(r["max"]) > 0, r
+
+
+@pytest.mark.parametrize(
+    "student, notebook, lost_steps",
+    [
+        ("lr_set_after_step", LR, {"lr_test_schedule"}),
+        ("lr_no_restore", LR, {"lr_test_restore"}),
+        ("lr_no_divergence_stop", LR, {"lr_test_divergence"}),
+        ("lr_linear_schedule", LR, {"lr_test_schedule"}),
+        ("es_off_by_one", ES, {"es_test_patience"}),
+        ("es_ignores_min_delta", ES, {"es_test_min_delta"}),
+        # Treating "max" like "min" breaks mode "max" with and without min_delta: two steps.
+        ("es_no_max_mode", ES, {"es_test_max", "es_test_min_delta"}),
+    ],
+)
+def test_wrong_implementations_lose_exactly_their_clause(graded, student, notebook, lost_steps):
+    r = row(graded, student, notebook)
+    full = row(graded, "full", notebook)
+    assert r["status"] == "graded", r
+    steps = [s for s in step_columns() if full[s] != ""]
+    lost = {s: float(full[s]) - float(r[s]) for s in steps if float(r[s]) != float(full[s])}
+    assert lost == {s: float(full[s]) for s in lost_steps}, f"{student} lost {lost}"
+    assert float(r["total"]) == float(full["total"]) - sum(float(full[s]) for s in lost_steps)
+
+
+def test_quiz_scores_each_question(graded):
+    r = row(graded, "quiz_half_wrong", QUIZ)
+    assert float(r["total"]) == 6
+    assert [float(r[f"q{i:02d}_test"]) for i in range(1, 13)] == [1.0, 0.0] * 6
+
+
+def test_tampered_test_cell_is_graded_with_the_original_and_flagged(graded):
+    r = row(graded, "tampered_test", ES)
+    assert r["status"] == "needs review" and "test cell changed: es_test_max" in r["reason"]
+    assert float(r["total"]) == 9  # nbgrader restored the real test, which the solution passes
+
+
+def test_deleted_test_cell_is_restored_and_flagged(graded):
+    r = row(graded, "deleted_test", ES)
+    assert r["status"] == "needs review" and "test cell missing: es_test_patience" in r["reason"]
+    assert float(r["total"]) == 9
+
+
+def test_infinite_loop_is_interrupted_and_flagged(graded):
+    r = row(graded, "infinite_loop", ES)
+    assert r["status"] == "needs review" and f"cell timeout ({TIMEOUT} s): es_solution" in r["reason"]
+    assert r["total"] != ""
+
+
+def test_killed_kernel_is_flagged_never_a_silent_zero(graded):
+    r = row(graded, "killed_kernel", QUIZ)
+    assert r["status"] == "needs review" and r["reason"] == "kernel died"
+    assert r["total"] == "" and all(r[s] == "" for s in step_columns())
+
+
+def test_malformed_and_missing_notebooks_are_flagged(graded):
+    r = row(graded, MALFORMED, QUIZ)
+    assert r["status"] == "needs review" and r["reason"].startswith("notebook not valid JSON") and r["total"] == ""
+    r = row(graded, MALFORMED, LR)
+    assert (r["status"], r["reason"], r["total"]) == ("needs review", "notebook missing", "")
+
+
+def test_bad_submissions_do_not_stop_the_others(graded):
+    graded_rows = [r for r in graded[0].values() if r["status"] == "graded"]
+    assert {r["student"] for r in graded_rows} >= {"full", "blank", "lr_no_restore", "es_off_by_one"}
+    assert "need review" in graded[2]
+
+
+def test_feedback_shows_explanations_for_every_option(graded):
+    html = (graded[1] / "feedback" / "quiz_half_wrong" / "10_quiz.html").read_text(encoding="utf-8")
+    assert "Votre réponse" in html and "pas la bonne réponse" in html
+    assert (graded[1] / "feedback" / "full" / "12_exercise_lr_finder.html").exists()
+
+
+def test_released_notebooks_are_up_to_date_and_hide_solutions():
+    assert released_matches_source(ROOT / "course", ROOT / "solutions") == []
+    for source in graded_sources():
+        released = (ROOT / "course" / source.name).read_text(encoding="utf-8")
+        for secret in ("BEGIN SOLUTION", "BEGIN HIDDEN TESTS", "_RecordingSGD", "explanations = {", "reference_trace"):
+            assert secret not in released, f"{source.name} leaks {secret!r}"
+        assert "raise NotImplementedError()" in released
+
+
+def test_out_of_date_release_is_detected(tmp_path):
+    course = tmp_path / "course"
+    shutil.copytree(ROOT / "course", course)
+    notebook = json.loads((course / ES).read_text(encoding="utf-8"))
+    notebook["cells"][0]["source"] = "# an older version"
+    (course / ES).write_text(json.dumps(notebook), encoding="utf-8")
+    result = run_cli("release", "--check", "--course", str(course))
+    assert result.returncode == 1 and ES in result.stdout and "out of date" in result.stdout
+
+
+def test_grade_usage_errors(tmp_path):
+    missing = run_cli("grade", str(tmp_path / "nowhere"), "--out", str(tmp_path / "g.csv"))
+    assert missing.returncode == 2 and "no such folder" in missing.stderr
+    (tmp_path / "empty" / "alice").mkdir(parents=True)
+    (tmp_path / "empty" / "alice" / "notes.txt").write_text("hello")
+    nothing = run_cli("grade", str(tmp_path / "empty"), "--out", str(tmp_path / "g.csv"))
+    assert nothing.returncode == 2 and "no student folder contains a graded notebook" in nothing.stderr
+    assert not (tmp_path / "g.csv").exists()
