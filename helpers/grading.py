@@ -164,6 +164,17 @@ def _protected_cells(notebook: nbformat.NotebookNode) -> dict[str, str]:
     return cells
 
 
+def is_manually_graded(notebook: nbformat.NotebookNode) -> bool:
+    """True when no cell is an autograded test: the instructor grades it by hand (rubric)."""
+    metas = [cell.get("metadata", {}).get("nbgrader", {}) for cell in notebook.cells]
+    return not any(meta.get("grade") and not meta.get("solution") and not meta.get("task") for meta in metas)
+
+
+def max_points(notebook: nbformat.NotebookNode) -> float:
+    metas = [cell.get("metadata", {}).get("nbgrader", {}) for cell in notebook.cells]
+    return float(sum(meta.get("points", 0) for meta in metas if meta.get("grade") or meta.get("task")))
+
+
 def _test_cell_problems(submitted: nbformat.NotebookNode, released: nbformat.NotebookNode) -> str:
     expected = {k: v for k, v in _protected_cells(released).items()}
     found = {}
@@ -233,6 +244,11 @@ def _grade_students(master: str, work: str, students: list[tuple[str, str]], not
                 row.status, row.reason = NEEDS_REVIEW, f"notebook not valid JSON ({type(error).__name__})"
                 continue
             released = nbformat.read(root / "release" / aid / name, as_version=4)
+            if is_manually_graded(released):
+                # Nothing to autograde: executing it would only re-run the student's training.
+                row.status, row.reason = NEEDS_REVIEW, "graded by hand with the rubric"
+                row.max_score = max_points(released)
+                continue
             cell_problems = _test_cell_problems(submitted, released)
             target = root / "submitted" / student / aid
             target.mkdir(parents=True, exist_ok=True)
@@ -329,7 +345,7 @@ def step_columns(solutions_dir: Path | None = None) -> list[str]:
     for source in graded_sources(solutions_dir):
         for cell in nbformat.read(source, as_version=4).cells:
             meta = cell.get("metadata", {}).get("nbgrader", {})
-            if meta.get("grade"):
+            if meta.get("grade") or meta.get("task"):
                 columns.append(meta["grade_id"])
     return columns
 

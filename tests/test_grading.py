@@ -23,7 +23,9 @@ from helpers.grading import (
 )
 from tests.conftest import ROOT, run_cli
 
-QUIZ, LR, ES = "10_quiz.ipynb", "12_exercise_lr_finder.ipynb", "13_exercise_early_stopping.ipynb"
+QUIZ, SENTIMENT, LR, ES = (
+    "10_quiz.ipynb", "11_exercise_sentiment.ipynb", "12_exercise_lr_finder.ipynb", "13_exercise_early_stopping.ipynb"
+)
 
 
 def solution_sources(name):
@@ -69,7 +71,7 @@ def delete_test_cell(notebook):
 
 
 CLASS = {
-    "full": {QUIZ: submission(QUIZ), LR: submission(LR), ES: submission(ES)},
+    "full": {QUIZ: submission(QUIZ), SENTIMENT: submission(SENTIMENT), LR: submission(LR), ES: submission(ES)},
     "blank": {QUIZ: submission(QUIZ, answers={}), LR: submission(LR, answers={}), ES: submission(ES, answers={})},
     "lr_set_after_step": {LR: lr_after_step()},
     "lr_no_restore": {LR: with_solution_edit(LR, "lr_solution", "    model.load_state_dict(model_state)\n", "")},
@@ -126,13 +128,18 @@ def test_csv_has_the_documented_columns(graded):
     with open(base / "grades.csv", newline="", encoding="utf-8") as handle:
         header = next(csv.reader(handle))
     assert header == CSV_COLUMNS + step_columns()
-    assert len(rows) == (len(CLASS) + 1) * 3  # one row per student and graded notebook
+    assert len(rows) == (len(CLASS) + 1) * 4  # one row per student and graded notebook
 
 
 def test_solutions_earn_full_marks(graded):
     for name, maximum in [(QUIZ, 12), (LR, 10), (ES, 9)]:
         r = row(graded, "full", name)
         assert (r["status"], r["reason"], float(r["total"]), float(r["max"])) == ("graded", "", maximum, maximum), r
+
+
+def test_rubric_exercise_is_left_to_the_instructor(graded):
+    r = row(graded, "full", SENTIMENT)
+    assert (r["status"], r["reason"], r["total"], float(r["max"])) == ("needs review", "graded by hand with the rubric", "", 10)
 
 
 def test_blank_release_earns_zero(graded):
