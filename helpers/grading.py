@@ -154,42 +154,38 @@ class GradeRow:
     steps: dict[str, float] = field(default_factory=dict)
 
 
-def _protected_cells(notebook: nbformat.NotebookNode) -> dict[str, str]:
-    """grade_id -> source of the test cells (autograded) and read-only cells of a notebook."""
-    cells = {}
-    for cell in notebook.cells:
-        meta = cell.get("metadata", {}).get("nbgrader", {})
-        if meta.get("grade_id") and (meta.get("locked") or (meta.get("grade") and not meta.get("solution"))):
-            cells[meta["grade_id"]] = cell.source
-    return cells
+def _metas(notebook: nbformat.NotebookNode) -> list[dict]:
+    return [cell.get("metadata", {}).get("nbgrader", {}) for cell in notebook.cells]
+
+
+def _is_test(meta: dict) -> bool:
+    return bool(meta.get("grade")) and not meta.get("solution") and not meta.get("task")
 
 
 def is_manually_graded(notebook: nbformat.NotebookNode) -> bool:
     """True when no cell is an autograded test: the instructor grades it by hand (rubric)."""
-    metas = [cell.get("metadata", {}).get("nbgrader", {}) for cell in notebook.cells]
-    return not any(meta.get("grade") and not meta.get("solution") and not meta.get("task") for meta in metas)
+    return not any(_is_test(meta) for meta in _metas(notebook))
 
 
 def max_points(notebook: nbformat.NotebookNode) -> float:
-    metas = [cell.get("metadata", {}).get("nbgrader", {}) for cell in notebook.cells]
-    return float(sum(meta.get("points", 0) for meta in metas if meta.get("grade") or meta.get("task")))
+    return float(sum(meta.get("points", 0) for meta in _metas(notebook) if meta.get("grade") or meta.get("task")))
 
 
-def _test_cell_problems(submitted: nbformat.NotebookNode, released: nbformat.NotebookNode) -> str:
-    expected = {k: v for k, v in _protected_cells(released).items()}
-    found = {}
-    for cell in submitted.cells:
-        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-        if grade_id in expected:
-            found[grade_id] = cell.source
-    missing = [g for g in expected if g not in found]
-    changed = [g for g in expected if g in found and found[g].strip() != expected[g].strip()]
-    reasons = []
-    if missing:
-        reasons.append(f"test cell missing: {', '.join(missing)}")
-    if changed:
-        reasons.append(f"test cell changed: {', '.join(changed)}")
-    return "; ".join(reasons)
+def _cell_problems(submitted: nbformat.NotebookNode, released: nbformat.NotebookNode) -> str:
+    """Test cells and read-only cells that a submission deleted or edited (nbgrader restores them)."""
+    protected = {
+        meta["grade_id"]: ("test cell" if _is_test(meta) else "read-only cell", cell.source)
+        for cell, meta in zip(released.cells, _metas(released))
+        if meta.get("grade_id") and (meta.get("locked") or _is_test(meta))
+    }
+    found = {meta.get("grade_id"): cell.source for cell, meta in zip(submitted.cells, _metas(submitted))}
+    problems: dict[str, list[str]] = {}
+    for grade_id, (kind, source) in protected.items():
+        if grade_id not in found:
+            problems.setdefault(f"{kind} missing", []).append(grade_id)
+        elif found[grade_id].strip() != source.strip():
+            problems.setdefault(f"{kind} changed", []).append(grade_id)
+    return "; ".join(f"{what}: {', '.join(ids)}" for what, ids in problems.items())
 
 
 def _timeouts(autograded: Path) -> list[str]:
@@ -249,7 +245,7 @@ def _grade_students(master: str, work: str, students: list[tuple[str, str]], not
                 row.status, row.reason = NEEDS_REVIEW, "graded by hand with the rubric"
                 row.max_score = max_points(released)
                 continue
-            cell_problems = _test_cell_problems(submitted, released)
+            cell_problems = _cell_problems(submitted, released)
             target = root / "submitted" / student / aid
             target.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, target / name)
@@ -343,8 +339,7 @@ def step_columns(solutions_dir: Path | None = None) -> list[str]:
     """Names of the graded steps (test cells), in notebook order: the CSV's per-step columns."""
     columns = []
     for source in graded_sources(solutions_dir):
-        for cell in nbformat.read(source, as_version=4).cells:
-            meta = cell.get("metadata", {}).get("nbgrader", {})
+        for meta in _metas(nbformat.read(source, as_version=4)):
             if meta.get("grade") or meta.get("task"):
                 columns.append(meta["grade_id"])
     return columns

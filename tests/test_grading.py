@@ -70,6 +70,11 @@ def delete_test_cell(notebook):
     notebook.cells = [c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "es_test_patience"]
 
 
+def edit_question_text(notebook):
+    cell = next(c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "q03_text")
+    cell.source += "\n\n(I think the answer is c)"
+
+
 CLASS = {
     "full": {QUIZ: submission(QUIZ), SENTIMENT: submission(SENTIMENT), LR: submission(LR), ES: submission(ES)},
     "blank": {QUIZ: submission(QUIZ, answers={}), LR: submission(LR, answers={}), ES: submission(ES, answers={})},
@@ -92,6 +97,7 @@ CLASS = {
                                 for k, v in solution_sources(QUIZ).items()})
     },
     "tampered_test": {ES: submission(ES, mutate=tamper_test_cell)},
+    "edited_question": {QUIZ: submission(QUIZ, mutate=edit_question_text)},
     "deleted_test": {ES: submission(ES, mutate=delete_test_cell)},
     "infinite_loop": {ES: with_solution_edit(ES, "es_solution", "        return self.early_stop\n",
                                              "        return self.early_stop\n\n\nwhile True:\n    pass\n")},
@@ -181,6 +187,11 @@ def test_tampered_test_cell_is_graded_with_the_original_and_flagged(graded):
     r = row(graded, "tampered_test", ES)
     assert r["status"] == "needs review" and "test cell changed: es_test_max" in r["reason"]
     assert float(r["total"]) == 9  # nbgrader restored the real test, which the solution passes
+
+
+def test_edited_read_only_cell_is_flagged(graded):
+    r = row(graded, "edited_question", QUIZ)
+    assert (r["status"], r["reason"], float(r["total"])) == ("needs review", "read-only cell changed: q03_text", 12)
 
 
 def test_deleted_test_cell_is_restored_and_flagged(graded):
