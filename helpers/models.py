@@ -177,12 +177,16 @@ def model_source(name: str) -> str:
     return name
 
 
+def _load(loader, name: str, source: str, **kwargs):
+    """``loader.from_pretrained`` from a resolved ``source``: embedded folders directly, others via the Hub."""
+    if _is_embedded_model(name):
+        return loader.from_pretrained(source, **kwargs)
+    return _load_from_hub(loader, source, **kwargs)
+
+
 def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     """Tokenizer of an embedded model (``"minilm"``, ``"smollm2-135m"``) or of a Hub id."""
-    source = model_source(name)
-    if _is_embedded_model(name):
-        return AutoTokenizer.from_pretrained(source)
-    return _load_from_hub(AutoTokenizer, source)
+    return _load(AutoTokenizer, name, model_source(name))
 
 
 def load_classifier(
@@ -204,14 +208,11 @@ def load_classifier(
     if id2label is not None:
         kwargs["id2label"] = {int(i): str(label) for i, label in id2label.items()}
         kwargs["label2id"] = {str(label): int(i) for i, label in id2label.items()}
-    tokenizer = load_tokenizer(name)
+    source = model_source(name)  # verified once, used for both
+    tokenizer = _load(AutoTokenizer, name, source)
     if seed is not None:
         torch.manual_seed(seed)
-    source = model_source(name)
-    if _is_embedded_model(name):
-        model = AutoModelForSequenceClassification.from_pretrained(source, **kwargs)
-    else:
-        model = _load_from_hub(AutoModelForSequenceClassification, source, **kwargs)
+    model = _load(AutoModelForSequenceClassification, name, source, **kwargs)
     return model.to(device), tokenizer
 
 
@@ -222,12 +223,9 @@ def load_causal_lm(
 
     Returns ``(model, tokenizer)``; the tokenizer always has a pad token.
     """
-    tokenizer = load_tokenizer(name)
-    source = model_source(name)
-    if _is_embedded_model(name):
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
-    else:
-        model = _load_from_hub(AutoModelForCausalLM, source, dtype=dtype)
+    source = model_source(name)  # verified once, used for both
+    tokenizer = _load(AutoTokenizer, name, source)
+    model = _load(AutoModelForCausalLM, name, source, dtype=dtype)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(device), tokenizer
