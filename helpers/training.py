@@ -1,5 +1,11 @@
 """Training loops of the course.
 
+``train_loop`` is the explicit loop a student can read in one screen: AdamW
+(or any optimizer), linear warmup and decay, gradient clipping, gradient
+accumulation, mixed precision from ``setup()``'s choice, a progress bar. It is
+taught in ``course/03_bert_classification.ipynb`` next to ``Trainer``, which
+does the same.
+
 ``train_bow_classifier`` is a deliberately small model (a linear layer on
 TF-IDF features) that trains in seconds on a CPU and overfits on purpose: it
 gives ``course/13_exercise_early_stopping.ipynb`` a real validation curve to
@@ -16,7 +22,101 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from tqdm.auto import tqdm
 
 from .data import subsample, wiki_topics
-from .device import set_seed
+from .device import Precision, set_seed
+
+FP32 = Precision("fp32", "default")
+
+
+def _to_device(batch: dict, device: str) -> dict:
+    return {key: value.to(device) if hasattr(value, "to") else value for key, value in batch.items()}
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader, device: str = "cpu", precision: Precision = FP32) -> dict:
+    """Mean loss over ``loader`` plus the logits and labels (for metrics), in eval mode."""
+    model.eval()
+    total, count, logits, labels = 0.0, 0, [], []
+    for batch in loader:
+        batch = _to_device(batch, device)
+        with precision.autocast(device):
+            output = model(**batch)
+        size = len(batch["labels"])
+        total += output.loss.item() * size
+        count += size
+        logits.append(output.logits.float().cpu())
+        labels.append(batch["labels"].cpu())
+    return {"loss": total / max(count, 1), "logits": torch.cat(logits).numpy(), "labels": torch.cat(labels).numpy()}
+
+
+def train_loop(
+    model: torch.nn.Module,
+    train_loader,
+    optimizer: torch.optim.Optimizer,
+    num_epochs: int = 1,
+    device: str = "cpu",
+    precision: Precision = FP32,
+    warmup_ratio: float = 0.1,
+    gradient_accumulation_steps: int = 1,
+    max_grad_norm: float | None = 1.0,
+    eval_loader=None,
+    compute_metrics: Callable[[np.ndarray, np.ndarray], dict] | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train ``model`` (whose output has ``.loss``) and return its history.
+
+    One optimizer update every ``gradient_accumulation_steps`` batches; the
+    learning rate rises linearly over the first ``warmup_ratio`` of the
+    updates, then falls linearly to 0. History: ``loss`` and ``lr`` per
+    update, ``epoch_loss`` per epoch, and with ``eval_loader`` ``eval_loss``
+    (and the ``compute_metrics(labels, predictions)`` results) per epoch.
+    """
+    from transformers import get_linear_schedule_with_warmup
+
+    if gradient_accumulation_steps < 1 or num_epochs < 1:
+        raise ValueError("gradient_accumulation_steps and num_epochs must be at least 1")
+    updates_per_epoch = -(-len(train_loader) // gradient_accumulation_steps)
+    total_updates = updates_per_epoch * num_epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, round(warmup_ratio * total_updates), total_updates)
+    scaler = torch.amp.GradScaler(torch.device(device).type) if precision.use_grad_scaler else None
+    history: dict = {"loss": [], "lr": [], "epoch_loss": [], "eval_loss": [], "eval_metrics": []}
+    bar = tqdm(total=total_updates, desc="training", unit="update", disable=not progress)
+    for _ in range(num_epochs):
+        model.train()
+        optimizer.zero_grad()
+        accumulated, epoch_losses = 0.0, []
+        for step, batch in enumerate(train_loader, start=1):
+            with precision.autocast(device):
+                # Each batch counts 1/k of the update: the sum of k gradients is one big batch's mean.
+                loss = model(**_to_device(batch, device)).loss / gradient_accumulation_steps
+            (scaler.scale(loss) if scaler else loss).backward()
+            accumulated += loss.item()
+            if step % gradient_accumulation_steps and step != len(train_loader):
+                continue
+            if scaler:
+                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            history["lr"].append(scheduler.get_last_lr()[0])
+            scheduler.step()
+            optimizer.zero_grad()
+            history["loss"].append(accumulated)
+            epoch_losses.append(accumulated)
+            accumulated = 0.0
+            bar.update(1)
+            bar.set_postfix(loss=f"{history['loss'][-1]:.3f}")
+        history["epoch_loss"].append(float(np.mean(epoch_losses)))
+        if eval_loader is not None:
+            result = evaluate(model, eval_loader, device, precision)
+            history["eval_loss"].append(result["loss"])
+            if compute_metrics is not None:
+                history["eval_metrics"].append(compute_metrics(result["labels"], result["logits"].argmax(-1)))
+    bar.close()
+    return history
 
 
 def train_bow_classifier(

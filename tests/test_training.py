@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+from transformers import DataCollatorWithPadding
+
+from helpers.data import rotten_tomatoes
+from helpers.device import Precision
+from helpers.freezing import optimizer_for
+from helpers.metrics import classification_metrics
+from helpers.models import load_classifier
+from helpers.training import evaluate, train_loop
+
+
+def loaders(tokenizer, n_train=32, n_eval=16, batch_size=8):
+    splits = rotten_tomatoes(seed=0)
+    def prepare(part, n):
+        data = part.select(range(n)).map(lambda b: tokenizer(b["text"], truncation=True, max_length=64), batched=True)
+        return data.remove_columns(["text", "movie"]).rename_column("label", "labels")
+    collate = DataCollatorWithPadding(tokenizer)
+    return (DataLoader(prepare(splits["train"], n_train), batch_size=batch_size, shuffle=False, collate_fn=collate),
+            DataLoader(prepare(splits["validation"], n_eval), batch_size=batch_size, collate_fn=collate))
+
+
+def test_explicit_loop_lowers_the_loss_on_real_data():
+    torch.manual_seed(0)
+    model, tokenizer = load_classifier("minilm", num_labels=2, seed=0)
+    train, valid = loaders(tokenizer)
+    history = train_loop(model, train, optimizer_for(model, lr=1e-4), num_epochs=3, eval_loader=valid,
+                         compute_metrics=classification_metrics, progress=False)
+    assert len(history["loss"]) == 3 * 4 and len(history["epoch_loss"]) == 3
+    assert history["epoch_loss"][-1] < history["epoch_loss"][0]
+    assert len(history["eval_loss"]) == 3 and set(history["eval_metrics"][0]) == {"accuracy", "precision", "recall", "f1"}
+    lrs = history["lr"]  # warmup (1 update of 12) then linear decay
+    assert lrs[0] == 0 and max(lrs) == pytest.approx(1e-4) and all(a >= b for a, b in zip(lrs[1:], lrs[2:]))
+
+
+def test_gradient_accumulation_makes_fewer_updates_of_the_same_size():
+    model, tokenizer = load_classifier("minilm", num_labels=2, seed=0)
+    train, _ = loaders(tokenizer, n_train=40)  # 5 batches
+    history = train_loop(model, train, optimizer_for(model, lr=1e-5), num_epochs=1, gradient_accumulation_steps=2,
+                         progress=False)
+    assert len(history["loss"]) == 3  # 2 + 2 + a last partial group of 1
+
+
+def test_evaluate_matches_the_model_loss():
+    model, tokenizer = load_classifier("minilm", num_labels=2, seed=0)
+    _, valid = loaders(tokenizer, n_eval=8)
+    result = evaluate(model, valid)
+    batch = next(iter(valid))
+    with torch.no_grad():
+        assert result["loss"] == pytest.approx(model(**batch).loss.item(), rel=1e-5)
+    assert result["logits"].shape == (8, 2) and result["labels"].tolist() == batch["labels"].tolist()
+
+
+def test_mixed_precision_settings_and_a_bf16_autocast_run():
+    fp16 = Precision("fp16", "test", torch.float16, use_grad_scaler=True)
+    assert fp16.trainer_kwargs() == {"fp16": True}
+    model, tokenizer = load_classifier("minilm", num_labels=2, seed=0)
+    train, _ = loaders(tokenizer, n_train=8)
+    bf16 = Precision("bf16", "test", torch.bfloat16)
+    history = train_loop(model, train, optimizer_for(model, lr=1e-5), precision=bf16, progress=False)
+    assert np.isfinite(history["loss"]).all()
+
+
+def test_metrics_match_scikit_learn_definitions():
+    labels, preds = [0, 1, 1, 0, 1, 1], [0, 1, 0, 0, 1, 1]
+    m = classification_metrics(labels, preds)
+    tp, fp, fn = 3, 0, 1
+    assert m == pytest.approx({"accuracy": 5 / 6, "precision": tp / (tp + fp), "recall": tp / (tp + fn),
+                               "f1": 2 * tp / (2 * tp + fp + fn)})
+    macro = classification_metrics([0, 1, 2, 2], [0, 2, 2, 2])
+    assert macro["recall"] == pytest.approx((1 + 0 + 1) / 3)
+    with pytest.raises(ValueError, match="differ in shape"):
+        classification_metrics([0, 1], [0])
