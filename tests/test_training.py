@@ -9,7 +9,7 @@ from helpers.device import Precision
 from helpers.freezing import optimizer_for
 from helpers.metrics import classification_metrics
 from helpers.models import load_classifier
-from helpers.training import evaluate, train_loop
+from helpers.training import evaluate, time_training_steps, train_loop
 
 
 def loaders(tokenizer, n_train=32, n_eval=16, batch_size=8):
@@ -73,3 +73,11 @@ def test_metrics_match_scikit_learn_definitions():
     assert macro["recall"] == pytest.approx((1 + 0 + 1) / 3)
     with pytest.raises(ValueError, match="differ in shape"):
         classification_metrics([0, 1], [0])
+
+
+def test_time_training_steps_trains_and_times():
+    model, tokenizer = load_classifier("minilm", num_labels=2, seed=0)
+    train, _ = loaders(tokenizer, n_train=24)
+    before = model.classifier.weight.detach().clone()
+    seconds = time_training_steps(model, train, torch.optim.SGD(model.parameters(), lr=0.1), num_steps=2)
+    assert seconds > 0 and not torch.equal(before, model.classifier.weight)
