@@ -133,3 +133,27 @@ def trainable_summary(model: nn.Module) -> dict[str, float]:
 def optimizer_for(model: nn.Module, lr: float, weight_decay: float = 0.01, layer_lr_decay: float = 1.0) -> torch.optim.AdamW:
     """AdamW over :func:`parameter_groups`."""
     return torch.optim.AdamW(parameter_groups(model, lr, weight_decay, layer_lr_decay))
+
+
+def training_state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict[str, int]:
+    """Bytes held by the weights, the gradients and the optimizer's state tensors (e.g. Adam's moments).
+
+    Summed from the real tensors, shared ones once. Activations, which depend on
+    the batch, are not included: on a GPU, ``torch.cuda.max_memory_allocated``
+    measures those too.
+    """
+    def size(tensors) -> int:
+        seen, total = set(), 0
+        for tensor in tensors:
+            if tensor is not None and torch.is_tensor(tensor) and id(tensor) not in seen:
+                seen.add(id(tensor))
+                total += tensor.numel() * tensor.element_size()
+        return total
+
+    parameters = list(model.parameters())
+    states = [] if optimizer is None else [v for state in optimizer.state.values() for v in state.values()]
+    return {
+        "weights": size(parameters),
+        "gradients": size(p.grad for p in parameters),
+        "optimizer": size(v for v in states if torch.is_tensor(v) and v.dim() > 0),
+    }

@@ -2,7 +2,8 @@
 
 ``plot_lr_finder`` is used by ``course/12_exercise_lr_finder.ipynb`` once the
 student's ``find_lr`` has returned (the exercise's function itself shows no plot);
-``plot_training_curves`` by ``course/13_exercise_early_stopping.ipynb``.
+``plot_training_curves`` by ``course/13_exercise_early_stopping.ipynb``;
+``plot_loss_curves`` by ``course/01_strategies.ipynb``.
 """
 
 from __future__ import annotations
@@ -59,5 +60,27 @@ def plot_training_curves(history: dict, title: str = "", ax: plt.Axes | None = N
     ax.set_ylabel("perte")
     if title:
         ax.set_title(title)
+    ax.legend()
+    return ax
+
+
+def plot_loss_curves(histories: dict[str, dict], window: int = 5, ax: plt.Axes | None = None) -> plt.Axes:
+    """Training loss per update of several runs on one plot (moving average over ``window`` updates).
+
+    ``histories`` maps a run's name to a :func:`helpers.training.train_loop` history.
+    """
+    if not histories:
+        raise ValueError("no runs to plot")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.5))
+    for name, history in histories.items():
+        losses = np.asarray(history["loss"], dtype=float)
+        if losses.size == 0:
+            raise ValueError(f"run {name!r} has no recorded loss")
+        width = max(1, min(window, losses.size))
+        smoothed = np.convolve(losses, np.ones(width) / width, mode="valid")
+        ax.plot(np.arange(width, losses.size + 1), smoothed, label=name)
+    ax.set_xlabel("mise à jour")
+    ax.set_ylabel(f"perte d'entraînement (moyenne sur {window})")
     ax.legend()
     return ax

@@ -9,6 +9,7 @@ from helpers.freezing import (
     optimizer_for,
     parameter_groups,
     trainable_summary,
+    training_state_bytes,
     unfreeze_all,
     unfreeze_last_layers,
 )
@@ -133,3 +134,18 @@ def test_llama_style_model():
     groups = parameter_groups(model, lr=1e-4)
     norms = [n for g in groups for n in g["names"] if "norm" in n]
     assert norms and all(g["weight_decay"] == 0.0 for g in groups for n in g["names"] if "norm" in n)
+
+
+def test_training_state_bytes_follow_what_trains(minilm, batch):
+    model, _ = minilm
+    freeze_backbone(model)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    model.zero_grad(set_to_none=True)
+    model(**batch).loss.backward()
+    optimizer.step()
+    state = training_state_bytes(model, optimizer)
+    head = (384 * 2 + 2) * 4
+    assert state["weights"] == sum(p.numel() for p in model.parameters()) * 4
+    assert state["gradients"] == head and state["optimizer"] == 2 * head  # Adam: two moments per weight
+    model.zero_grad(set_to_none=True)
+    unfreeze_all(model)
