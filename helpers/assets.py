@@ -46,6 +46,11 @@ class EmbeddedAsset:
     def requirement(self) -> str:
         return f"{self.distribution}=={self.version}"
 
+    @property
+    def is_gguf(self) -> bool:
+        """A GGUF model, converted once into a cached Hugging Face folder before use."""
+        return self.root.endswith(".gguf")
+
 
 ASSETS: dict[str, EmbeddedAsset] = {
     asset.name: asset

@@ -53,17 +53,17 @@ def doctor(convert: bool = True) -> int:
     if ok:
         from .models import check_converted_model, convert_gguf_model, converted_model_dir
 
-        for name, asset in ASSETS.items():
-            if not asset.root.endswith(".gguf"):
-                continue
+        for name in [name for name, asset in ASSETS.items() if asset.is_gguf]:
             folder = converted_model_dir(name)
-            problem = check_converted_model(folder)
-            if problem and convert:
+            if convert:
+                # convert_gguf_model checks the cache's manifest and rebuilds only what fails it.
                 try:
                     convert_gguf_model(name)
-                    problem = check_converted_model(folder)
+                    problem = None
                 except Exception as error:  # report, do not crash: this is the diagnostic tool
                     problem = f"conversion failed: {type(error).__name__}: {error}"
+            else:
+                problem = check_converted_model(folder)
             ok &= _check(f"converted {name}", problem is None, f"{folder}" if problem is None else problem)
     print("All checks passed." if ok else "Some checks failed: do what the FAIL lines say, then run `ftcourse doctor` again.")
     return 0 if ok else 1
@@ -99,9 +99,9 @@ def _run(args: argparse.Namespace) -> int:
 def _normalize(args: argparse.Namespace) -> int:
     import nbformat
 
-    from .runner import course_notebooks, normalize_notebook, notebook_problems
+    from .runner import REPO_ROOT, course_notebooks, normalize_notebook, notebook_problems
 
-    paths = [Path(p) for p in args.notebooks] or course_notebooks() + course_notebooks(Path("solutions"))
+    paths = [Path(p) for p in args.notebooks] or course_notebooks() + course_notebooks(REPO_ROOT / "solutions")
     dirty = 0
     for path in paths:
         problems = notebook_problems(path)
@@ -197,9 +197,11 @@ def main(argv: list[str] | None = None) -> int:
 
         code = install_assets(force=args.force)
         if code == 0 and not args.no_convert:
+            from .assets import ASSETS
             from .models import convert_gguf_model
 
-            convert_gguf_model("smollm2-135m")
+            for name in [name for name, asset in ASSETS.items() if asset.is_gguf]:
+                convert_gguf_model(name)
         return code
     if args.command == "normalize":
         return _normalize(args)

@@ -224,6 +224,7 @@ def _grade_students(master: str, work: str, students: list[tuple[str, str]], not
     root = Path(work)
     shutil.copytree(master, root)
     api = _api(root, timeout)
+    released_by_name = {name: nbformat.read(root / "release" / assignment_id(name) / name, as_version=4) for name in notebooks}
     rows: list[GradeRow] = []
     for student, folder in students:
         for name in notebooks:
@@ -239,7 +240,7 @@ def _grade_students(master: str, work: str, students: list[tuple[str, str]], not
             except Exception as error:  # json and nbformat raise several kinds on a broken file
                 row.status, row.reason = NEEDS_REVIEW, f"notebook not valid JSON ({type(error).__name__})"
                 continue
-            released = nbformat.read(root / "release" / aid / name, as_version=4)
+            released = released_by_name[name]
             if is_manually_graded(released):
                 # Nothing to autograde: executing it would only re-run the student's training.
                 row.status, row.reason = NEEDS_REVIEW, "graded by hand with the rubric"

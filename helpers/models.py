@@ -170,8 +170,7 @@ def convert_gguf_model(name: str, force: bool = False, verbose: bool = True) -> 
 def model_source(name: str) -> str:
     """Where ``name`` loads from: a local folder for embedded models, else the name itself."""
     if _is_embedded_model(name):
-        asset = ASSETS[name]
-        if asset.root.endswith(".gguf"):
+        if ASSETS[name].is_gguf:
             return str(convert_gguf_model(name))
         return str(verify_asset(name))
     return name
