@@ -30,7 +30,7 @@ class DataFormatError(ValueError):
     """A data file or record that does not have the expected shape."""
 
 
-def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
         raise ValueError(f"fractions must be three positive numbers summing to 1 (train, validation, test), got {fractions}")
     return tuple(float(f) for f in fractions)  # type: ignore[return-value]
@@ -47,7 +47,7 @@ def split_dataset(
     Stratification keeps each class's share the same in the three splits.
     Pass ``label_column=None`` for a plain random split.
     """
-    train_f, val_f, test_f = _check_fractions(fractions)
+    train_f, val_f, test_f = check_fractions(fractions)
     if len(dataset) < 3:
         raise ValueError(f"need at least 3 examples to make three splits, got {len(dataset)}")
     indices = list(range(len(dataset)))
@@ -118,7 +118,7 @@ def rotten_tomatoes(
     film share names and vocabulary: a random split would let the test set
     reuse films seen in training (see :func:`film_leakage`).
     """
-    fractions = _check_fractions(fractions)
+    fractions = check_fractions(fractions)
     frame = rotten_tomatoes_frame(include_neutral)
     names = SENTIMENT_LABELS + ([NEUTRAL_LABEL] if include_neutral else [])
     features = Features({"text": Value("string"), "label": ClassLabel(names=names), "movie": Value("string")})
@@ -169,14 +169,62 @@ def film_leakage(splits: DatasetDict, group_column: str = "movie") -> Leakage:
     )
 
 
+# --- Any classification set: the embedded default or one from the Hub ------------------------------------
+
+EMBEDDED_CLASSIFICATION = "rotten-tomatoes"
+
+
+class DatasetNotAvailableError(OSError):
+    """A dataset name that is neither embedded nor loadable from the Hub right now."""
+
+
+def classification_data(name: str = EMBEDDED_CLASSIFICATION, seed: int = 42, validation_share: float = 0.1) -> DatasetDict:
+    """``train``/``validation``/``test`` with ``text`` and ``label`` columns, from the embedded set or the Hub.
+
+    ``"rotten-tomatoes"`` is the embedded set split by film (:func:`rotten_tomatoes`).
+    Any other name is loaded with ``datasets.load_dataset`` (e.g. ``"imdb"``,
+    which needs the internet); when it has no validation split, a stratified
+    ``validation_share`` of ``train`` becomes one. Taught in
+    ``course/03_bert_classification.ipynb`` (the switch to BERT-base and IMDb).
+    """
+    if name == EMBEDDED_CLASSIFICATION:
+        return rotten_tomatoes(seed=seed)
+    from datasets import load_dataset
+
+    from .device import is_offline
+    from .models import hub_reachable
+
+    if is_offline() or not hub_reachable():
+        why = "the Hugging Face Hub is switched off here (HF_HUB_OFFLINE=1)" if is_offline() else "the Hub cannot be reached"
+        raise DatasetNotAvailableError(
+            f"{name!r} is not embedded and {why}. The embedded classification set is {EMBEDDED_CLASSIFICATION!r}."
+        )
+    loaded = load_dataset(name)
+    if "train" not in loaded or "test" not in loaded:
+        raise DataFormatError(f"{name!r} has splits {sorted(loaded)}; a 'train' and a 'test' split are needed")
+    for column in ("text", "label"):
+        if column not in loaded["train"].column_names:
+            raise DataFormatError(f"{name!r} has no {column!r} column (columns: {loaded['train'].column_names})")
+    if "validation" in loaded:
+        return DatasetDict(train=loaded["train"], validation=loaded["validation"], test=loaded["test"])
+    parts = loaded["train"].train_test_split(test_size=validation_share, seed=seed, stratify_by_column="label")
+    return DatasetDict(train=parts["train"], validation=parts["test"], test=loaded["test"])
+
+
 # --- Wikipedia ---------------------------------------------------------------------
 
 
-def _wiki_records() -> list[dict]:
+def wiki_records() -> list[dict]:
+    """Every Wikipedia lead paragraph with ``title``, ``text``, ``topic`` and ``description`` (may be empty)."""
     with open(verify_asset("wiki-summaries"), encoding="utf-8") as handle:
         data = json.load(handle)
     return [
-        {"title": str(v.get("title") or key), "text": str(v.get("extract") or "").strip(), "topic": str(v.get("topic") or "")}
+        {
+            "title": str(v.get("title") or key),
+            "text": str(v.get("extract") or "").strip(),
+            "topic": str(v.get("topic") or ""),
+            "description": str(v.get("description") or "").strip(),
+        }
         for key, v in data.items()
         if str(v.get("extract") or "").strip()
     ]
@@ -187,7 +235,7 @@ def wiki_topics(seed: int = 42, fractions: Sequence[float] = (0.7, 0.15, 0.15)) 
 
     Columns ``title``, ``text``, ``label``; stratified seeded split.
     """
-    records = [r for r in _wiki_records() if r["topic"] and r["topic"] != "Uncategorized"]
+    records = [r for r in wiki_records() if r["topic"] and r["topic"] != "Uncategorized"]
     names = sorted({r["topic"] for r in records})
     features = Features({"title": Value("string"), "text": Value("string"), "label": ClassLabel(names=names)})
     dataset = Dataset.from_list(
@@ -199,9 +247,9 @@ def wiki_topics(seed: int = 42, fractions: Sequence[float] = (0.7, 0.15, 0.15)) 
 def wiki_text(max_paragraphs: int | None = None, seed: int = 42) -> Dataset:
     """General English paragraphs (Wikipedia leads, all topics) for perplexity and forgetting.
 
-    Columns ``title``, ``text``, ``topic``. ``max_paragraphs`` takes a seeded random subset.
+    Columns ``title``, ``text``, ``topic``, ``description``. ``max_paragraphs`` takes a seeded random subset.
     """
-    return subsample(Dataset.from_list(_wiki_records()), max_paragraphs, seed)
+    return subsample(Dataset.from_list(wiki_records()), max_paragraphs, seed)
 
 
 # --- Question/answer pairs ------------------------------------------------------------

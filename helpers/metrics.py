@@ -1,15 +1,21 @@
 """Classification metrics and the baselines every fine-tuning result is compared with.
 
-Metrics come from scikit-learn (one implementation, well tested); the
-baselines are scikit-learn pipelines. Taught in ``course/00_introduction.ipynb``
-and ``course/03_bert_classification.ipynb``.
+Classification metrics come from scikit-learn (one implementation, well
+tested); the baselines are scikit-learn pipelines. Taught in
+``course/00_introduction.ipynb`` and ``course/03_bert_classification.ipynb``.
+The metrics of generated text (exact match, token F1, ROUGE-L) are short and
+written here: the ``evaluate`` library downloads its metric scripts from the
+Hub at run time, which fails offline.
 """
 
 from __future__ import annotations
 
+import unicodedata
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 from sklearn.dummy import DummyClassifier
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -52,3 +58,137 @@ def fit_tfidf_logreg(texts: Sequence[str], labels: Sequence[int], seed: int = 42
         LogisticRegression(max_iter=2000, C=4.0, random_state=seed),
     )
     return pipeline.fit(list(texts), list(labels))
+
+
+# --- Generated text (taught in course/04_gpt_instruction_tuning.ipynb) ------------------------------------------
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, punctuation and articles removed, spaces collapsed (the SQuAD normalisation)."""
+    text = "".join(" " if unicodedata.category(char).startswith("P") else char for char in text.lower())
+    return " ".join(word for word in text.split() if word not in {"a", "an", "the"})
+
+
+def exact_match(prediction: str, reference: str) -> float:
+    """1.0 if the normalised texts are equal, else 0.0."""
+    return float(normalize_answer(prediction) == normalize_answer(reference))
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    """F1 of the normalised words the two texts share (a word counts as often as it appears in both)."""
+    predicted, expected = normalize_answer(prediction).split(), normalize_answer(reference).split()
+    if not predicted or not expected:
+        return float(predicted == expected)
+    common = sum((Counter(predicted) & Counter(expected)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(predicted), common / len(expected)
+    return 2 * precision * recall / (precision + recall)
+
+
+def rouge_l(prediction: str, reference: str) -> float:
+    """ROUGE-L F1: the longest common subsequence of normalised words, as an F1 (order matters, gaps allowed)."""
+    predicted, expected = normalize_answer(prediction).split(), normalize_answer(reference).split()
+    if not predicted or not expected:
+        return float(predicted == expected)
+    previous = [0] * (len(expected) + 1)
+    for word in predicted:  # one row of the LCS table at a time
+        current = [0]
+        for j, other in enumerate(expected, start=1):
+            current.append(previous[j - 1] + 1 if word == other else max(previous[j], current[j - 1]))
+        previous = current
+    lcs = previous[-1]
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(predicted), lcs / len(expected)
+    return 2 * precision * recall / (precision + recall)
+
+
+def label_in_answer(prediction: str, reference: str, labels: Sequence[str]) -> float:
+    """1.0 if the reference is the only one of ``labels`` that the answer mentions (a lenient accuracy).
+
+    "The review is positive." counts as ``positive``; an answer that names two
+    labels, or none, does not.
+    """
+    answer = f" {normalize_answer(prediction)} "
+    mentioned = [label for label in labels if f" {normalize_answer(label)} " in answer]
+    return float(mentioned == [reference])
+
+
+def instruction_scores(
+    tasks: Sequence[str],
+    predictions: Sequence[str],
+    references: Sequence[str],
+    closed_labels: dict[str, Sequence[str]],
+) -> pd.DataFrame:
+    """Scores of generated answers per task (one row each, plus ``all``).
+
+    Columns: ``n``, ``exact_match``, ``token_f1``, ``rouge_l`` for every task, and
+    ``label_in_answer`` (see :func:`label_in_answer`) for the tasks of
+    ``closed_labels`` (e.g. ``{"sentiment": ["negative", "positive"]}``).
+    """
+    if not len(tasks) == len(predictions) == len(references):
+        raise ValueError(f"got {len(tasks)} tasks, {len(predictions)} predictions, {len(references)} references")
+    rows = {}
+    for task in dict.fromkeys(tasks):
+        pairs = [(p, r) for t, p, r in zip(tasks, predictions, references) if t == task]
+        row = {"n": len(pairs), **text_metrics(*zip(*pairs))}
+        if task in closed_labels:
+            row["label_in_answer"] = float(np.mean([label_in_answer(p, r, closed_labels[task]) for p, r in pairs]))
+        rows[task] = row
+    rows["all"] = {"n": len(tasks), **text_metrics(predictions, references)}
+    return pd.DataFrame(rows).T
+
+
+def text_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Mean exact match, token F1 and ROUGE-L of generated answers against references."""
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    if not references:
+        raise ValueError("no answers to score")
+    pairs = list(zip(predictions, references))
+    return {
+        "exact_match": float(np.mean([exact_match(p, r) for p, r in pairs])),
+        "token_f1": float(np.mean([token_f1(p, r) for p, r in pairs])),
+        "rouge_l": float(np.mean([rouge_l(p, r) for p, r in pairs])),
+    }
+
+
+# --- Reading a classifier's results (taught in course/03_bert_classification.ipynb) --------------------------
+
+
+def trainer_classification_metrics(eval_prediction) -> dict[str, float]:
+    """``compute_metrics`` for ``transformers.Trainer``: (logits, labels) -> :func:`classification_metrics`."""
+    logits, labels = eval_prediction
+    return classification_metrics(labels, np.asarray(logits).argmax(-1))
+
+
+def highest_loss_examples(
+    texts: Sequence[str], labels: Sequence[int], logits: np.ndarray, label_names: Sequence[str], k: int = 10
+) -> pd.DataFrame:
+    """The ``k`` examples the model gets most confidently wrong (highest cross-entropy), worst first.
+
+    Columns: ``text``, ``label``, ``predicted``, ``p(label)`` (the probability the
+    model gave to the true label) and ``loss``. Mislabelled data and real
+    ambiguities tend to show up here.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels)
+    if logits.shape != (len(texts), len(label_names)) or labels.shape != (len(texts),):
+        raise ValueError(
+            f"expected logits of shape ({len(texts)}, {len(label_names)}) and {len(texts)} labels, "
+            f"got {logits.shape} and {labels.shape}"
+        )
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    losses = -log_probs[np.arange(len(labels)), labels]
+    worst = np.argsort(-losses, kind="stable")[:k]
+    return pd.DataFrame(
+        {
+            "text": [texts[i] for i in worst],
+            "label": [label_names[labels[i]] for i in worst],
+            "predicted": [label_names[logits[i].argmax()] for i in worst],
+            "p(label)": np.exp(-losses[worst]),
+            "loss": losses[worst],
+        }
+    )

@@ -3,7 +3,8 @@
 ``plot_lr_finder`` is used by ``course/12_exercise_lr_finder.ipynb`` once the
 student's ``find_lr`` has returned (the exercise's function itself shows no plot);
 ``plot_training_curves`` by ``course/13_exercise_early_stopping.ipynb``;
-``plot_loss_curves`` by ``course/01_strategies.ipynb``.
+``plot_loss_curves`` by ``course/01_strategies.ipynb``; ``plot_trainer_log`` by
+``course/03_bert_classification.ipynb``.
 """
 
 from __future__ import annotations
@@ -84,3 +85,36 @@ def plot_loss_curves(histories: dict[str, dict], window: int = 5, ax: plt.Axes |
     ax.set_ylabel(f"perte d'entraînement (moyenne sur {window})")
     ax.legend()
     return ax
+
+
+def plot_trainer_log(log_history: Sequence[dict], metric: str | None = "eval_accuracy", axes=None) -> np.ndarray:
+    """Learning curves from ``Trainer.state.log_history``: losses, and ``metric`` on a second plot, against steps.
+
+    Training loss is logged every ``logging_steps``; evaluation loss and
+    ``metric`` at every evaluation. ``metric=None`` draws the losses only.
+    Raises ``ValueError`` when the log holds no evaluation (``eval_strategy="no"``).
+    """
+    train = [(row["step"], row["loss"]) for row in log_history if "loss" in row]
+    evals = [row for row in log_history if "eval_loss" in row]
+    if not evals:
+        raise ValueError("the log has no evaluation: train with eval_strategy='epoch' or 'steps'")
+    if metric is not None and not all(metric in row for row in evals):
+        raise ValueError(f"the evaluations have no {metric!r}; they have {sorted(evals[0])}")
+    if axes is None:
+        _, axes = plt.subplots(1, 1 if metric is None else 2, figsize=(5 if metric is None else 10, 3.5), squeeze=False)
+        axes = axes[0]
+    if train:
+        axes[0].plot(*zip(*train), label="entraînement", alpha=0.8)
+    axes[0].plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], marker="o", label="validation")
+    axes[0].set_xlabel("pas d'optimisation")
+    axes[0].set_ylabel("perte")
+    axes[0].legend()
+    if metric is not None:
+        steps, values = [r["step"] for r in evals], [r[metric] for r in evals]
+        axes[1].plot(steps, values, marker="o", color="tab:green")
+        axes[1].set_xlabel("pas d'optimisation")
+        axes[1].set_ylabel(metric)
+        for step, value, row in zip(steps, values, evals):  # epoch numbers above the evaluation points
+            axes[1].annotate(f"ép. {row.get('epoch', 0):.1f}", (step, value), textcoords="offset points",
+                             xytext=(0, 6), ha="center", fontsize=8)
+    return np.asarray(axes)

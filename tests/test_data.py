@@ -175,3 +175,30 @@ def test_empty_data_and_bad_values(tmp_path):
         load_user_data(tmp_path / "absent.json")
     with pytest.raises(ValueError, match="task must be one of"):
         load_user_data(write(tmp_path, "ok.json", "[]"), task="summarisation")
+
+
+def test_classification_data_embedded_default_is_the_film_split(rt):
+    from helpers.data import classification_data
+
+    data = classification_data("rotten-tomatoes", seed=42)
+    assert {name: len(split) for name, split in data.items()} == {name: len(split) for name, split in rt.items()}
+    assert data["train"].features["label"].names == ["negative", "positive"]
+
+
+def test_classification_data_from_the_hub_fails_at_once_offline(monkeypatch):
+    from helpers.data import DatasetNotAvailableError, classification_data
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DatasetNotAvailableError, match="'imdb' is not embedded.*HF_HUB_OFFLINE=1.*'rotten-tomatoes'"):
+        classification_data("imdb")
+
+
+def test_classification_data_with_an_unreachable_hub(monkeypatch):
+    from helpers.data import DatasetNotAvailableError, classification_data
+    from helpers.models import hub_reachable
+
+    if hub_reachable():
+        pytest.skip("the Hub is reachable from this machine")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises(DatasetNotAvailableError, match="cannot be reached"):
+        classification_data("imdb")

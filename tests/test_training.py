@@ -81,3 +81,36 @@ def test_time_training_steps_trains_and_times():
     before = model.classifier.weight.detach().clone()
     seconds = time_training_steps(model, train, torch.optim.SGD(model.parameters(), lr=0.1), num_steps=2)
     assert seconds > 0 and not torch.equal(before, model.classifier.weight)
+
+
+def test_trainer_metrics_and_highest_loss_examples():
+    from helpers.metrics import highest_loss_examples, trainer_classification_metrics
+
+    logits = np.array([[2.0, -1.0], [0.0, 3.0], [1.0, 0.0], [-2.0, 2.0]])
+    labels = np.array([0, 0, 0, 1])
+    assert trainer_classification_metrics((logits, labels)) == classification_metrics(labels, logits.argmax(-1))
+    worst = highest_loss_examples(["a", "b", "c", "d"], labels, logits, ["neg", "pos"], k=2)
+    assert list(worst["text"]) == ["b", "c"]  # b: confidently wrong; c: right but unsure
+    expected = -torch.log_softmax(torch.tensor(logits[1]), -1)[0].item()
+    assert worst.loc[0, "loss"] == pytest.approx(expected) and worst.loc[0, "predicted"] == "pos"
+    assert worst.loc[0, "p(label)"] == pytest.approx(np.exp(-expected))
+    with pytest.raises(ValueError, match="expected logits of shape"):
+        highest_loss_examples(["a"], labels, logits, ["neg", "pos"])
+
+
+def test_plot_trainer_log_reads_losses_and_metrics():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from helpers.plots import plot_trainer_log
+
+    log = [{"loss": 0.7, "step": 5, "epoch": 0.5}, {"loss": 0.5, "step": 10, "epoch": 1.0},
+           {"eval_loss": 0.6, "eval_accuracy": 0.7, "step": 10, "epoch": 1.0}]
+    axes = plot_trainer_log(log)
+    assert len(axes) == 2 and list(axes[1].lines[0].get_ydata()) == [0.7]
+    assert list(axes[0].lines[0].get_ydata()) == [0.7, 0.5]
+    assert len(plot_trainer_log(log, metric=None)) == 1
+    with pytest.raises(ValueError, match="no evaluation"):
+        plot_trainer_log(log[:2])
+    with pytest.raises(ValueError, match="no 'eval_f1'"):
+        plot_trainer_log(log, metric="eval_f1")
