@@ -41,7 +41,6 @@ def predict_logits(
     return logits
 
 
-@torch.inference_mode()
 def chat_reply(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -51,16 +50,12 @@ def chat_reply(
     system_prompt: str | None = None,
 ) -> str:
     """Greedy reply of a chat model to one user message, formatted with its own chat template."""
+    from .generation import generate
+
     if not tokenizer.chat_template:
         raise ValueError("this tokenizer has no chat template; format the prompt yourself")
     messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
         {"role": "user", "content": message}
     ]
-    inputs = tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-    ).to(device)
-    model.eval()
-    output = model.generate(
-        **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
-    )
-    return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return generate(model, tokenizer, [prompt], device, max_new_tokens=max_new_tokens)[0]

@@ -1,0 +1,167 @@
+"""Causal-LM training data: labels that teach only the response, and perplexity.
+
+A causal LM learns to predict every position whose label is not ``-100``.
+The source chapter sets ``labels = input_ids``: the model then also learns to
+recite the prompt and, with ``padding="max_length"``, to predict padding.
+:func:`tokenize_instruction` masks the prompt (``mask_prompt=True``), and
+:func:`instruction_collator` pads on the right with ``-100`` labels (the
+ecosystem's ``DataCollatorForSeq2Seq``, which pads ``labels`` too).
+Taught in ``course/04_gpt_instruction_tuning.ipynb``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from torch.utils.data import DataLoader
+from transformers import DataCollatorForSeq2Seq, PreTrainedModel, PreTrainedTokenizerBase
+
+from .instructions import format_prompt
+
+IGNORE_INDEX = -100  # the label value PyTorch's cross-entropy (and transformers) skips
+
+
+def tokenize_instruction(
+    prompt: str,
+    response: str,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int = 256,
+    mask_prompt: bool = True,
+) -> dict[str, list[int]]:
+    """``input_ids``, ``attention_mask`` and ``labels`` of one prompt + response.
+
+    The response is followed by the end-of-sequence token (so the model learns
+    to stop). With ``mask_prompt`` the prompt's labels are ``-100``; without,
+    ``labels`` is a copy of ``input_ids`` (the source chapter's choice). Too
+    long examples lose the end of their prompt, never their response.
+    """
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    if len(response_ids) >= max_length:
+        raise ValueError(f"the response alone has {len(response_ids)} tokens, more than max_length={max_length}")
+    prompt_ids = prompt_ids[: max_length - len(response_ids)]
+    input_ids = prompt_ids + response_ids
+    labels = ([IGNORE_INDEX] * len(prompt_ids) if mask_prompt else list(prompt_ids)) + response_ids
+    return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}
+
+
+def tokenize_instructions(
+    dataset: Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    style: str = "chat",
+    max_length: int = 256,
+    mask_prompt: bool = True,
+) -> Dataset:
+    """:func:`tokenize_instruction` over an instruction dataset (columns ``instruction``, ``input``, ``output``)."""
+
+    def encode(row: dict) -> dict:
+        prompt = format_prompt(row["instruction"], row["input"], style, tokenizer)
+        return tokenize_instruction(prompt, row["output"], tokenizer, max_length, mask_prompt)
+
+    return dataset.map(encode, remove_columns=dataset.column_names)
+
+
+def instruction_collator(tokenizer: PreTrainedTokenizerBase) -> DataCollatorForSeq2Seq:
+    """Pads ``input_ids`` with the pad token and ``labels`` with ``-100``, on the right.
+
+    Right padding for training: each sequence starts at position 0, as in
+    pre-training. (Generation pads on the left: see :func:`helpers.generation.generate`.)
+    """
+    if tokenizer.padding_side != "right":
+        raise ValueError(
+            f"the tokenizer pads on the {tokenizer.padding_side}; training batches must be padded on the right "
+            "(pass padding_side='left' to the tokenizer call for generation instead of changing the tokenizer)"
+        )
+    return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
+
+
+def label_share(dataset: Dataset) -> float:
+    """Share of the tokens of a tokenized dataset whose label is learned (not ``-100``)."""
+    learned = sum(sum(label != IGNORE_INDEX for label in labels) for labels in dataset["labels"])
+    total = sum(len(labels) for labels in dataset["labels"])
+    return learned / total if total else 0.0
+
+
+@torch.inference_mode()
+def token_losses(model: PreTrainedModel, loader: DataLoader, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Summed cross-entropy and number of predicted tokens of every row of every batch (``labels`` != -100).
+
+    Position ``t`` predicts the label at ``t + 1``, as in the model's own loss.
+    """
+    model.eval()
+    sums, counts = [], []
+    for batch in loader:
+        batch = {key: value.to(device) for key, value in batch.items()}
+        labels = batch.pop("labels")
+        logits = model(**batch).logits.float()
+        targets = labels[:, 1:]
+        losses = F.cross_entropy(
+            logits[:, :-1].transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none"
+        )  # (batch, length - 1), 0 where ignored
+        sums.append(losses.sum(dim=1).cpu().numpy())
+        counts.append((targets != IGNORE_INDEX).sum(dim=1).cpu().numpy())
+    return np.concatenate(sums), np.concatenate(counts)
+
+
+def mean_token_loss(model: PreTrainedModel, loader: DataLoader, device: str = "cpu") -> tuple[float, int]:
+    """Mean cross-entropy per predicted token over batches with ``labels``, and the number of tokens.
+
+    Every token counts the same, whatever its batch (a mean of batch means would
+    over-weight short batches).
+    """
+    sums, counts = token_losses(model, loader, device)
+    if counts.sum() == 0:
+        raise ValueError("no labelled tokens to score")
+    return float(sums.sum() / counts.sum()), int(counts.sum())
+
+
+def perplexity(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    device: str = "cpu",
+    batch_size: int = 8,
+    max_length: int = 256,
+) -> float:
+    """Perplexity of ``texts``: ``exp`` of the mean loss per predicted token (lower is better).
+
+    Each text is scored on its own (truncated to ``max_length`` tokens);
+    padding is never scored.
+    """
+    encoded = [tokenizer(text, truncation=True, max_length=max_length)["input_ids"] for text in texts]
+    rows = [{"input_ids": ids, "attention_mask": [1] * len(ids), "labels": ids} for ids in encoded]
+    loader = DataLoader(rows, batch_size=batch_size, collate_fn=DataCollatorForSeq2Seq(tokenizer, padding=True))
+    return math.exp(mean_token_loss(model, loader, device)[0])
+
+
+def response_perplexity(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: Dataset,
+    style: str = "chat",
+    device: str = "cpu",
+    batch_size: int = 8,
+    max_length: int = 256,
+    by_task: bool = False,
+) -> float | dict[str, float]:
+    """Perplexity of the reference ``output`` of each instruction, given its prompt (prompt tokens not scored).
+
+    With ``by_task`` (needs a ``task`` column): ``{task: perplexity, ..., "all": perplexity}``
+    from one pass over the data.
+    """
+    tokenized = tokenize_instructions(dataset, tokenizer, style, max_length, mask_prompt=True)
+    loader = DataLoader(tokenized, batch_size=batch_size, collate_fn=instruction_collator(tokenizer))
+    sums, counts = token_losses(model, loader, device)
+    if counts.sum() == 0:
+        raise ValueError("no labelled tokens to score")
+    overall = math.exp(sums.sum() / counts.sum())
+    if not by_task:
+        return overall
+    tasks = np.asarray(dataset["task"])
+    result = {task: math.exp(sums[tasks == task].sum() / counts[tasks == task].sum()) for task in dict.fromkeys(tasks)}
+    return result | {"all": overall}

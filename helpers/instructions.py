@@ -1,0 +1,184 @@
+"""Instruction data and prompt formats for GPT-style fine-tuning.
+
+An instruction example is an Alpaca triple (``instruction``, ``input``,
+``output``). :func:`instruction_dataset` builds one from the embedded real
+data, with four tasks:
+
+- ``sentiment`` (closed form): a Rotten Tomatoes snippet -> ``positive`` / ``negative``;
+- ``topic`` (closed form): a Wikipedia lead paragraph -> one of its 11 topics;
+- ``describe`` (free text): a lead paragraph -> the subject's one-line description;
+- ``qa`` (free text): a chatterbot question -> its answer.
+
+The held-out examples come from films, articles and questions that the
+training examples never show. :func:`format_prompt` renders an example in one
+of :data:`PROMPT_STYLES`; the response the model must learn is always
+``output`` followed by the end-of-sequence token, so that it learns to stop.
+Taught in ``course/04_gpt_instruction_tuning.ipynb``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from datasets import Dataset, DatasetDict
+from transformers import PreTrainedTokenizerBase
+
+from .data import SENTIMENT_LABELS, check_fractions, qa_pairs, rotten_tomatoes, split_dataset, subsample, wiki_records
+
+PROMPT_STYLES = ("alpaca", "chat", "qa")
+CLOSED_TASKS = ("sentiment", "topic")
+FREE_TASKS = ("describe", "qa")
+TASKS = CLOSED_TASKS + FREE_TASKS
+# Generation budget per task: a label is a few tokens; the longest reference answers fit in these.
+MAX_NEW_TOKENS = {"sentiment": 4, "topic": 10, "describe": 24, "qa": 40}
+
+ALPACA_WITH_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+)
+ALPACA_NO_INPUT = (
+    "Below is an instruction that describes a task. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Response:\n"
+)
+
+SENTIMENT_INSTRUCTION = "Is this movie review positive or negative? Answer with one word."
+DESCRIBE_INSTRUCTION = "Describe the subject of this paragraph in a few words."
+
+
+def _first_words(text: str, max_words: int) -> str:
+    """The first ``max_words`` words (long paragraphs cost CPU time and add little here)."""
+    words = text.split()
+    return " ".join(words[:max_words]) + (" ..." if len(words) > max_words else "")
+
+
+def format_prompt(
+    instruction: str, input: str = "", style: str = "chat", tokenizer: PreTrainedTokenizerBase | None = None
+) -> str:
+    """The text the model reads before its response, in one of :data:`PROMPT_STYLES`.
+
+    ``"alpaca"``: the Stanford Alpaca template (the source chapter's);
+    ``"chat"``: the model's own chat template (needs ``tokenizer``), ending
+    with the assistant header; ``"qa"``: the companion notebook's
+    ``"Q: ... A:"`` style. Train and generate with the same style.
+    """
+    if style == "alpaca":
+        template = ALPACA_WITH_INPUT if input else ALPACA_NO_INPUT
+        return template.format(instruction=instruction, input=input)
+    if style == "chat":
+        if tokenizer is None or not tokenizer.chat_template:
+            raise ValueError("style 'chat' needs a tokenizer that has a chat template")
+        content = f"{instruction}\n\n{input}" if input else instruction
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+        )
+    if style == "qa":
+        question = f"{instruction} {input}" if input else instruction
+        return f"Q: {question}\nA: "
+    raise ValueError(f"style must be one of {PROMPT_STYLES}, got {style!r}")
+
+
+def topic_instruction(topics: Sequence[str]) -> str:
+    return f"Which topic is this paragraph about? Choose one of: {', '.join(topics)}. Answer with the topic only."
+
+
+def _sentiment(split: Dataset, n: int | None, seed: int) -> list[dict]:
+    names = split.features["label"].names
+    rows = subsample(split, n, seed)
+    return [
+        {"task": "sentiment", "instruction": SENTIMENT_INSTRUCTION, "input": text, "output": names[label]}
+        for text, label in zip(rows["text"], rows["label"])
+    ]
+
+
+def _wiki(split: Dataset, n: int | None, seed: int, topics: list[str], max_words: int) -> list[dict]:
+    """Half topic questions, half descriptions, on different articles of ``split``."""
+    rows = subsample(split, None if n is None else 2 * n, seed).to_list()
+    half = len(rows) // 2
+    topic_rows = [
+        {"task": "topic", "instruction": topic_instruction(topics), "input": _first_words(r["text"], max_words),
+         "output": r["topic"]}
+        for r in rows[:half]
+    ]
+    describe_rows = [
+        {"task": "describe", "instruction": DESCRIBE_INSTRUCTION, "input": _first_words(r["text"], max_words),
+         "output": r["description"]}
+        for r in rows[half:]
+    ]
+    return topic_rows + describe_rows
+
+
+def _qa(split: Dataset, n: int | None, seed: int) -> list[dict]:
+    rows = subsample(split, n, seed)
+    return [
+        {"task": "qa", "instruction": q, "input": "", "output": a} for q, a in zip(rows["question"], rows["answer"])
+    ]
+
+
+def instruction_dataset(
+    per_task: dict[str, int | None] | None = None,
+    seed: int = 42,
+    fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    max_words: int = 40,
+) -> DatasetDict:
+    """Alpaca-style triples from the embedded data, split so that nothing held out is seen in training.
+
+    Returns ``train``, ``validation`` and ``test`` with columns ``task``,
+    ``instruction``, ``input``, ``output``. ``per_task`` caps the examples of
+    each task in each split, e.g. ``{"train": 100, "validation": 10, "test": 40}``
+    (``None``: all). Sentiment is split by film, Wikipedia by article, the
+    question/answer pairs by question. Paragraphs are cut to their first
+    ``max_words`` words (every token costs training time on a CPU).
+    Deterministic for a ``seed``.
+    """
+    check_fractions(fractions)
+    per_task = {"train": None, "validation": None, "test": None} | dict(per_task or {})
+    unknown = set(per_task) - {"train", "validation", "test"}
+    if unknown:
+        raise ValueError(f"per_task has unknown splits {sorted(unknown)}; use train, validation, test")
+
+    reviews = rotten_tomatoes(seed=seed, fractions=fractions)
+    articles = Dataset.from_list(_topic_articles())
+    topics = sorted(set(articles["topic"]))
+    articles = split_dataset(articles, "topic", fractions, seed)
+    # Several answers per question: split the questions, not the pairs.
+    pairs = qa_pairs()
+    questions = Dataset.from_dict({"question": sorted(set(pairs["question"]))})
+    question_split = split_dataset(questions, None, fractions, seed)
+
+    splits = {}
+    for name in ("train", "validation", "test"):
+        n = per_task[name]
+        held = set(question_split[name]["question"])
+        rows = (
+            _sentiment(reviews[name], n, seed)
+            + _wiki(articles[name], n, seed, topics, max_words)
+            + _qa(pairs.select([i for i, q in enumerate(pairs["question"]) if q in held]), n, seed)
+        )
+        splits[name] = Dataset.from_list(rows).shuffle(seed=seed) if name == "train" else Dataset.from_list(rows)
+    return DatasetDict(splits)
+
+
+def _topic_articles() -> list[dict]:
+    return [r for r in wiki_records() if r["topic"] and r["topic"] != "Uncategorized" and r["description"]]
+
+
+def closed_labels() -> dict[str, list[str]]:
+    """The allowed answers of each closed-form task: ``{"sentiment": [...], "topic": [...]}``."""
+    return {"sentiment": list(SENTIMENT_LABELS), "topic": sorted({r["topic"] for r in _topic_articles()})}
+
+
+__all__ = [
+    "ALPACA_NO_INPUT",
+    "ALPACA_WITH_INPUT",
+    "CLOSED_TASKS",
+    "FREE_TASKS",
+    "MAX_NEW_TOKENS",
+    "PROMPT_STYLES",
+    "TASKS",
+    "closed_labels",
+    "format_prompt",
+    "instruction_dataset",
+    "topic_instruction",
+]

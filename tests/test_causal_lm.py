@@ -1,0 +1,156 @@
+import math
+
+import pytest
+import torch
+from datasets import Dataset
+from torch.utils.data import DataLoader
+
+from helpers.causal_lm import (
+    IGNORE_INDEX,
+    instruction_collator,
+    label_share,
+    mean_token_loss,
+    perplexity,
+    response_perplexity,
+    tokenize_instruction,
+    tokenize_instructions,
+)
+from helpers.generation import generate
+from helpers.instructions import format_prompt
+from helpers.models import load_causal_lm
+
+ROWS = [
+    {"instruction": "Is this movie review positive or negative? Answer with one word.", "input": "A joy from start to end.",
+     "output": "positive"},
+    {"instruction": "What is the capital of France?", "input": "", "output": "The capital of France is Paris."},
+    {"instruction": "Describe the subject of this paragraph in a few words.",
+     "input": "The violin is a wooden string instrument, the smallest of the violin family.", "output": "Bowed string instrument"},
+]
+
+
+@pytest.fixture(scope="module")
+def smollm():
+    return load_causal_lm("smollm2-135m")
+
+
+def test_masked_positions_are_exactly_the_prompt_and_the_padding(smollm):
+    _, tokenizer = smollm
+    data = tokenize_instructions(Dataset.from_list(ROWS), tokenizer, style="chat")
+    batch = instruction_collator(tokenizer)(data.to_list())
+    for row, ids, mask, labels in zip(ROWS, batch["input_ids"], batch["attention_mask"], batch["labels"]):
+        prompt_len = len(tokenizer(format_prompt(row["instruction"], row["input"], "chat", tokenizer))["input_ids"])
+        length = int(mask.sum())
+        assert mask[:length].all() and not mask[length:].any()  # right padding
+        assert (labels[:prompt_len] == IGNORE_INDEX).all()  # the prompt
+        assert (labels[length:] == IGNORE_INDEX).all()  # the padding
+        learned = labels[prompt_len:length]
+        assert (learned == ids[prompt_len:length]).all()  # the response, learned as is
+        assert tokenizer.decode(learned) == row["output"] + tokenizer.eos_token  # ... and the stop token
+
+
+def test_unmasked_labels_copy_the_inputs_like_the_source(smollm):
+    _, tokenizer = smollm
+    masked = tokenize_instruction("Q: hi\nA: ", "hello", tokenizer)
+    full = tokenize_instruction("Q: hi\nA: ", "hello", tokenizer, mask_prompt=False)
+    assert full["labels"] == full["input_ids"] == masked["input_ids"]
+    share = label_share(Dataset.from_list([masked]))
+    assert share == pytest.approx(sum(label != IGNORE_INDEX for label in masked["labels"]) / len(masked["labels"]))
+    assert 0 < share < label_share(Dataset.from_list([full])) == 1.0
+
+
+def test_truncation_keeps_the_response(smollm):
+    _, tokenizer = smollm
+    encoded = tokenize_instruction("word " * 300, "the answer", tokenizer, max_length=32)
+    assert len(encoded["input_ids"]) == 32
+    assert tokenizer.decode([t for t in encoded["labels"] if t != IGNORE_INDEX]) == "the answer" + tokenizer.eos_token
+    with pytest.raises(ValueError, match="more than max_length"):
+        tokenize_instruction("prompt", "word " * 50, tokenizer, max_length=16)
+
+
+def test_collator_refuses_a_left_padding_tokenizer(smollm):
+    _, tokenizer = smollm
+    tokenizer.padding_side = "left"
+    try:
+        with pytest.raises(ValueError, match="padded on the right"):
+            instruction_collator(tokenizer)
+    finally:
+        tokenizer.padding_side = "right"
+
+
+def test_perplexity_is_the_exponentiated_mean_loss(smollm):
+    model, tokenizer = smollm
+    text = "The Eiffel Tower is a wrought-iron lattice tower in Paris, France."
+    ids = tokenizer(text, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        loss = model(input_ids=ids, labels=ids).loss.item()
+    assert perplexity(model, tokenizer, [text]) == pytest.approx(math.exp(loss), rel=1e-4)
+    # Batched with padding: the same as scoring token by token across texts, pads never scored.
+    texts = [text, "Hello.", "Water boils at one hundred degrees Celsius at sea level."]
+    losses, counts = [], []
+    for one in texts:
+        ids = tokenizer(one, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            losses.append(model(input_ids=ids, labels=ids).loss.item())
+        counts.append(ids.shape[1] - 1)
+    expected = math.exp(sum(l * c for l, c in zip(losses, counts)) / sum(counts))
+    # rel 1e-3: a padded batch takes another attention kernel path (float rounding), nothing more
+    assert perplexity(model, tokenizer, texts, batch_size=3) == pytest.approx(expected, rel=1e-3)
+    assert perplexity(model, tokenizer, [text]) < perplexity(model, tokenizer, ["tower the lattice Paris is wrought France in"])
+
+
+def test_response_perplexity_scores_only_the_response(smollm):
+    model, tokenizer = smollm
+    data = Dataset.from_list(ROWS)
+    tokenized = tokenize_instructions(data, tokenizer)
+    loss, count = mean_token_loss(model, DataLoader(tokenized, batch_size=2, collate_fn=instruction_collator(tokenizer)))
+    assert count == sum(len(tokenizer(r["output"])["input_ids"]) + 1 for r in ROWS)
+    assert response_perplexity(model, tokenizer, data) == pytest.approx(math.exp(loss), rel=1e-5)
+    tagged = Dataset.from_list([{**r, "task": t} for r, t in zip(ROWS, ["a", "b", "a"])])
+    per_task = response_perplexity(model, tokenizer, tagged, by_task=True)
+    assert set(per_task) == {"a", "b", "all"}
+    assert per_task["all"] == pytest.approx(response_perplexity(model, tokenizer, data), rel=1e-6)
+    alone = response_perplexity(model, tokenizer, Dataset.from_list([ROWS[1]]))
+    assert per_task["b"] == pytest.approx(alone, rel=1e-3)  # padded in a batch or alone: the same score
+    wrong = Dataset.from_list([{**r, "output": "banana " * 3} for r in ROWS])
+    assert response_perplexity(model, tokenizer, wrong) > response_perplexity(model, tokenizer, data)
+
+
+def test_left_padded_batch_generation_equals_one_by_one(smollm):
+    model, tokenizer = smollm
+    prompts = [format_prompt(r["instruction"], r["input"], "chat", tokenizer) for r in ROWS]
+    alone = [generate(model, tokenizer, [p], max_new_tokens=12)[0] for p in prompts]
+    batched = generate(model, tokenizer, prompts, max_new_tokens=12, batch_size=3)
+    assert batched == alone
+    assert "Paris" in alone[1]
+    assert tokenizer.padding_side == "right"  # generation did not change the tokenizer
+
+
+def test_right_padding_breaks_batched_generation(smollm):
+    model, tokenizer = smollm
+    prompts = [format_prompt(r["instruction"], r["input"], "chat", tokenizer) for r in ROWS]
+    alone = generate(model, tokenizer, prompts, max_new_tokens=12, batch_size=1)
+    right = generate(model, tokenizer, prompts, max_new_tokens=12, batch_size=3, padding_side="right")
+    assert right != alone  # the shorter prompts continue after their padding
+
+
+def test_sampling_is_seeded_and_checks_its_settings(smollm):
+    model, tokenizer = smollm
+    prompt = [format_prompt("Write a word about the sea.", "", "chat", tokenizer)]
+    first = generate(model, tokenizer, prompt * 4, max_new_tokens=10, do_sample=True, temperature=1.3, seed=1)
+    assert first == generate(model, tokenizer, prompt * 4, max_new_tokens=10, do_sample=True, temperature=1.3, seed=1)
+    assert len(set(first)) > 1  # four draws of a hot distribution differ
+    with pytest.raises(ValueError, match="temperature > 0"):
+        generate(model, tokenizer, prompt, do_sample=True, temperature=0)
+    with pytest.raises(ValueError, match="padding_side"):
+        generate(model, tokenizer, prompt, padding_side="middle")
+
+
+def test_answer_instructions_keeps_the_order_and_the_task_budgets(smollm):
+    from helpers.generation import answer_instructions
+    from helpers.instructions import MAX_NEW_TOKENS
+
+    model, tokenizer = smollm
+    rows = Dataset.from_list([{**ROWS[1], "task": "qa"}, {**ROWS[0], "task": "sentiment"}])
+    answers = answer_instructions(model, tokenizer, rows)
+    assert len(answers) == 2 and "Paris" in answers[0]
+    assert len(tokenizer(answers[1])["input_ids"]) <= MAX_NEW_TOKENS["sentiment"]

@@ -1,0 +1,82 @@
+import pytest
+
+from helpers.data import qa_pairs, rotten_tomatoes
+from helpers.instructions import (
+    CLOSED_TASKS,
+    PROMPT_STYLES,
+    TASKS,
+    closed_labels,
+    format_prompt,
+    instruction_dataset,
+)
+from helpers.models import load_tokenizer
+
+SIZES = {"train": 30, "validation": 5, "test": 10}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return instruction_dataset(SIZES, seed=0)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer("smollm2-135m")
+
+
+def test_every_task_in_every_split_with_the_requested_sizes(data):
+    for name, size in SIZES.items():
+        tasks = data[name]["task"]
+        assert sorted(set(tasks)) == sorted(TASKS)
+        assert all(tasks.count(task) == size for task in TASKS)
+        assert data[name].column_names == ["task", "instruction", "input", "output"]
+        assert all(output.strip() for output in data[name]["output"])
+
+
+def test_held_out_inputs_are_never_seen_in_training(data):
+    seen = {(r["instruction"], r["input"]) for r in data["train"]}
+    for name in ("validation", "test"):
+        assert not seen & {(r["instruction"], r["input"]) for r in data[name]}
+    # Reviews come from films absent from training, questions from questions absent from training.
+    reviews = rotten_tomatoes(seed=0)
+    film = {r["text"]: r["movie"] for name in ("train", "test") for r in reviews[name]}
+    train_films = {film[r["input"]] for r in data["train"] if r["task"] == "sentiment"}
+    assert not train_films & {film[r["input"]] for r in data["test"] if r["task"] == "sentiment"}
+    train_questions = {r["instruction"] for r in data["train"] if r["task"] == "qa"}
+    assert not train_questions & {r["instruction"] for r in data["test"] if r["task"] == "qa"}
+    assert {r["instruction"] for r in data["test"] if r["task"] == "qa"} <= set(qa_pairs()["question"])
+
+
+def test_the_dataset_is_deterministic_for_a_seed():
+    assert instruction_dataset(SIZES, seed=0)["test"].to_list() == instruction_dataset(SIZES, seed=0)["test"].to_list()
+    assert instruction_dataset(SIZES, seed=1)["train"]["input"] != instruction_dataset(SIZES, seed=0)["train"]["input"]
+
+
+def test_closed_tasks_have_their_label_sets(data):
+    answers = closed_labels()
+    assert answers["sentiment"] == ["negative", "positive"]
+    assert set(CLOSED_TASKS) == set(answers) and len(answers["topic"]) == 11 and "Uncategorized" not in answers["topic"]
+    for row in data["test"]:
+        if row["task"] in answers:
+            assert row["output"] in answers[row["task"]]
+    topic_row = next(r for r in data["test"] if r["task"] == "topic")
+    assert topic_row["output"] in topic_row["instruction"]  # the choices are listed in the instruction
+
+
+def test_prompt_styles(tokenizer):
+    alpaca = format_prompt("Name a colour.", "", "alpaca")
+    assert alpaca.endswith("### Instruction:\nName a colour.\n\n### Response:\n") and "### Input" not in alpaca
+    assert "### Input:\nred or blue\n\n### Response:\n" in format_prompt("Pick one.", "red or blue", "alpaca")
+    chat = format_prompt("Name a colour.", "", "chat", tokenizer)
+    assert chat.endswith("<|im_start|>user\nName a colour.<|im_end|>\n<|im_start|>assistant\n")
+    assert format_prompt("How are you?", "", "qa") == "Q: How are you?\nA: "
+    assert set(PROMPT_STYLES) == {"alpaca", "chat", "qa"}
+    with pytest.raises(ValueError, match="chat template"):
+        format_prompt("x", "", "chat")
+    with pytest.raises(ValueError, match="style must be one of"):
+        format_prompt("x", "", "llama")
+
+
+def test_bad_split_names_are_refused():
+    with pytest.raises(ValueError, match="unknown splits"):
+        instruction_dataset({"training": 3})

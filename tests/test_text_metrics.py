@@ -1,0 +1,61 @@
+import pytest
+
+from helpers.metrics import (
+    exact_match,
+    instruction_scores,
+    label_in_answer,
+    normalize_answer,
+    rouge_l,
+    text_metrics,
+    token_f1,
+)
+
+
+def test_normalisation_ignores_case_punctuation_and_articles():
+    assert normalize_answer("The  Capital, of France!") == "capital of france"
+    assert exact_match("Positive.", "positive") == 1.0
+    assert exact_match("positive review", "positive") == 0.0
+
+
+def test_token_f1_counts_shared_words():
+    # prediction: 4 words, reference: 2, both shared -> P=2/4, R=1 -> F1=2/3
+    assert token_f1("capital city of France", "France capital") == pytest.approx(2 / 3)
+    assert token_f1("yes yes", "yes") == pytest.approx(2 * 0.5 * 1 / 1.5)  # a repeated word counts once here
+    assert token_f1("", "") == 1.0 and token_f1("", "x") == 0.0 and token_f1("a b", "c") == 0.0
+
+
+def test_rouge_l_uses_the_longest_common_subsequence_in_order():
+    # LCS of "police killed gunman" and "police kill the gunman" is "police gunman" (2 words)
+    assert rouge_l("police killed the gunman", "police kill the gunman") == pytest.approx(2 * (2 / 3) * (2 / 3) / (4 / 3))
+    assert rouge_l("w x y z", "z y x w") == pytest.approx(0.25)  # order matters, unlike token F1
+    assert rouge_l("a b c d", "d c b") == pytest.approx(1 / 3)  # "a" is an article: dropped
+    assert token_f1("b c d e", "e d c b") == 1.0
+    assert rouge_l("same words", "same words") == 1.0
+
+
+def test_label_in_answer_is_lenient_but_not_vague():
+    labels = ["negative", "positive"]
+    assert label_in_answer("The review is positive.", "positive", labels) == 1.0
+    assert label_in_answer("positive or negative", "positive", labels) == 0.0
+    assert label_in_answer("It is good", "positive", labels) == 0.0
+    assert label_in_answer("Society and social sciences", "Society and social sciences", ["Society and social sciences", "History"]) == 1.0
+
+
+def test_text_metrics_are_means_and_check_lengths():
+    scores = text_metrics(["Paris", "the moon"], ["paris", "sun"])
+    assert scores == {"exact_match": 0.5, "token_f1": 0.5, "rouge_l": 0.5}
+    with pytest.raises(ValueError, match="2 predictions for 1"):
+        text_metrics(["a", "b"], ["a"])
+
+
+def test_instruction_scores_per_task_and_overall():
+    tasks = ["sentiment", "sentiment", "qa"]
+    predictions = ["Positive.", "The review is negative", "I like cake"]
+    references = ["positive", "negative", "I like pie"]
+    table = instruction_scores(tasks, predictions, references, {"sentiment": ["negative", "positive"]})
+    assert list(table.index) == ["sentiment", "qa", "all"]
+    assert table.loc["sentiment", "exact_match"] == 0.5 and table.loc["sentiment", "label_in_answer"] == 1.0
+    assert table.loc["qa", "token_f1"] == pytest.approx(2 / 3) and table.loc["all", "n"] == 3
+    assert table.loc["all", "exact_match"] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="2 predictions"):
+        instruction_scores(tasks, predictions[:2], references, {})
