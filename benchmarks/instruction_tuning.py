@@ -99,7 +99,10 @@ def main() -> None:
               f"{after['label_in_answer'][task]:.3f}")
     general = notebook["general_perplexity"]
     print("general Wikipedia perplexity: " + ", ".join(f"{k} {v:.2f}" for k, v in general.items()))
-    print(f"labels = input_ids, exact match (all): {notebook['labels_input_ids']['exact_match']['all']:.3f}")
+    source = notebook["labels_input_ids"]["exact_match"]
+    print(f"labels = input_ids: exact match sentiment {source['sentiment']:.3f}, topic {source['topic']:.3f}; "
+          f"response perplexity {notebook['labels_input_ids_response_perplexity']:.1f} "
+          f"(response-only labels: {after['perplexité']['all']:.1f})")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2))

@@ -131,8 +131,15 @@ def trainable_summary(model: nn.Module) -> dict[str, float]:
 
 
 def optimizer_for(model: nn.Module, lr: float, weight_decay: float = 0.01, layer_lr_decay: float = 1.0) -> torch.optim.AdamW:
-    """AdamW over :func:`parameter_groups`."""
-    return torch.optim.AdamW(parameter_groups(model, lr, weight_decay, layer_lr_decay))
+    """AdamW over :func:`parameter_groups`, fused (one kernel for all tensors) where PyTorch supports it.
+
+    Fused AdamW is also ``Trainer``'s default, so both loops run the same update.
+    """
+    groups = parameter_groups(model, lr, weight_decay, layer_lr_decay)
+    try:
+        return torch.optim.AdamW(groups, fused=True)
+    except (RuntimeError, ValueError):  # a device or dtype without a fused kernel
+        return torch.optim.AdamW(groups)
 
 
 def training_state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict[str, int]:
