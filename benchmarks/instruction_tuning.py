@@ -18,7 +18,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +32,7 @@ from helpers.freezing import freeze_embeddings, optimizer_for, unfreeze_all, unf
 from helpers.instructions import instruction_dataset  # noqa: E402
 from helpers.models import load_causal_lm  # noqa: E402
 from helpers.runner import run_notebook  # noqa: E402
+from helpers.training import time_training_steps  # noqa: E402
 
 NOTEBOOK = ROOT / "course" / "04_gpt_instruction_tuning.ipynb"
 RESULTS = ROOT / "course" / "outputs" / "04_instruction_tuning" / "results.json"
@@ -48,20 +48,10 @@ def tokens_per_second(env, steps: int) -> dict:
         torch.manual_seed(env.seed)
         model = copy.deepcopy(base)
         freeze(model)
-        model.train()
-        optimizer = optimizer_for(model, lr=1e-5)
-        tokens, seconds = 0, 0.0
-        for step, batch in enumerate(batches):
-            batch = {key: value.to(env.device) for key, value in batch.items()}
-            start = time.perf_counter()
-            with env.precision.autocast(env.device):
-                loss = model(**batch).loss
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-            if step:  # the first step allocates: not timed
-                seconds += time.perf_counter() - start
-                tokens += int(batch["attention_mask"].sum())
+        seconds_per_step = time_training_steps(model, batches, optimizer_for(model, lr=1e-5), steps, env.device,
+                                               env.precision)
+        tokens = sum(int(batch["attention_mask"].sum()) for batch in batches[1:])  # the first step is not timed
+        seconds = seconds_per_step * steps
         result[name] = tokens / seconds
     return result
 

@@ -115,9 +115,13 @@ def mean_token_loss(model: PreTrainedModel, loader: DataLoader, device: str = "c
     over-weight short batches).
     """
     sums, counts = token_losses(model, loader, device)
+    return _mean_loss(sums, counts), int(counts.sum())
+
+
+def _mean_loss(sums: np.ndarray, counts: np.ndarray) -> float:
     if counts.sum() == 0:
         raise ValueError("no labelled tokens to score")
-    return float(sums.sum() / counts.sum()), int(counts.sum())
+    return float(sums.sum() / counts.sum())
 
 
 def perplexity(
@@ -157,11 +161,9 @@ def response_perplexity(
     tokenized = tokenize_instructions(dataset, tokenizer, style, max_length, mask_prompt=True)
     loader = DataLoader(tokenized, batch_size=batch_size, collate_fn=instruction_collator(tokenizer))
     sums, counts = token_losses(model, loader, device)
-    if counts.sum() == 0:
-        raise ValueError("no labelled tokens to score")
-    overall = math.exp(sums.sum() / counts.sum())
+    overall = math.exp(_mean_loss(sums, counts))
     if not by_task:
         return overall
     tasks = np.asarray(dataset["task"])
-    result = {task: math.exp(sums[tasks == task].sum() / counts[tasks == task].sum()) for task in dict.fromkeys(tasks)}
+    result = {task: math.exp(_mean_loss(sums[tasks == task], counts[tasks == task])) for task in dict.fromkeys(tasks)}
     return result | {"all": overall}

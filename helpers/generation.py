@@ -16,6 +16,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .instructions import MAX_NEW_TOKENS, format_prompt
+
 
 @torch.inference_mode()
 def generate(
@@ -86,8 +88,6 @@ def answer_instructions(
     ``max_new_tokens`` caps them all (fast mode).
     ``sampling`` goes to :func:`generate` (``do_sample``, ``temperature``, ``top_p``, ``seed``).
     """
-    from .instructions import MAX_NEW_TOKENS, format_prompt
-
     answers: list[str] = [""] * len(dataset)
     rows = list(dataset)
     for task in dict.fromkeys(row["task"] for row in rows):
