@@ -24,7 +24,7 @@ def pytest_ignore_collect(collection_path, config):
     if ROOT / "course" in path.parents:
         import nbformat
 
-        from helpers.runner import is_nbgrader_assignment
+        from ftcourse.runner import is_nbgrader_assignment
 
         return is_nbgrader_assignment(nbformat.read(path, as_version=4)) or None
     return None

@@ -1,9 +1,12 @@
 """Device and numeric precision choice, and the ``setup()`` of every notebook's first cell.
 
 Precision is chosen from what the hardware really supports, not from what is
-merely available: on a CPU without native bf16 (no AVX512-BF16 / AMX), a bf16
-matmul runs about 100x slower than fp32, so autocasting to bf16 there would be
-a disaster. Taught in ``course/00_introduction.ipynb``.
+merely available: on a CPU without native bf16 (no AVX512-BF16 / AMX), bf16
+matrix products are emulated in software and far slower than fp32, so the
+course never autocasts to bf16 there; on a CPU with native bf16 they are faster
+than fp32. The choice can be overridden with ``FTCOURSE_PRECISION`` or
+``setup(precision=...)``; a request the machine cannot honour is a clear error.
+Taught in ``course/00_introduction.ipynb``.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ from typing import Any, TypeVar
 
 import torch
 
+from helpers.environment import PRECISION_ENV, QUIET_ENV, is_fast_mode, is_grading, is_offline
+
 T = TypeVar("T")
 
-FAST_ENV = "FTCOURSE_FAST"
-_TRUE = {"1", "true", "yes", "on"}
+PRECISION_NAMES = ("fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -44,10 +48,20 @@ class Precision:
     reason: str
     autocast_dtype: torch.dtype | None = None
     use_grad_scaler: bool = False  # fp16 needs loss scaling against gradient underflow
+    device: str = "cpu"  # the device type this precision was chosen for
 
     def trainer_kwargs(self) -> dict[str, bool]:
-        """Arguments for ``transformers.TrainingArguments`` (``bf16=True``, ``fp16=True`` or none)."""
-        return {"bf16": True} if self.name == "bf16" else {"fp16": True} if self.name == "fp16" else {}
+        """Arguments that select this precision on this device in ``TrainingArguments`` (and TRL's configs).
+
+        Both flags are always explicit (some configs default to ``bf16=True``),
+        and on a CPU ``use_cpu=True`` is required: transformers refuses
+        ``bf16=True`` on a CPU without it, and it keeps ``Trainer`` off a GPU
+        the course chose not to use.
+        """
+        kwargs = {"bf16": self.name == "bf16", "fp16": self.name == "fp16"}
+        if self.device == "cpu":
+            kwargs["use_cpu"] = True
+        return kwargs
 
     def autocast(self, device: str) -> contextlib.AbstractContextManager:
         """Autocast context for a forward pass on ``device`` (a no-op in fp32)."""
@@ -56,38 +70,41 @@ class Precision:
         return torch.autocast(device_type=torch.device(device).type, dtype=self.autocast_dtype)
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
+def _cpu_flags(cpuinfo: str) -> set[str]:
+    """The x86 feature flags of the first processor listed in ``cpuinfo`` (the file's text); none on ARM."""
+    for line in cpuinfo.splitlines():
         if line.startswith("flags"):
             return set(line.split(":", 1)[1].split())
     return set()
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+def _cpu_name(cpuinfo: str) -> str:
+    """The ``model name`` in ``cpuinfo`` (the file's text), else what :mod:`platform` says."""
+    for line in cpuinfo.splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
 
 
-def detect_capabilities() -> Capabilities:
-    """Read this machine's capabilities (CUDA, Apple MPS, native CPU bf16)."""
+def detect_capabilities(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo") -> Capabilities:
+    """Read this machine's capabilities (CUDA, Apple MPS, native CPU bf16).
+
+    The CPU's name and bf16 support are read from ``cpuinfo``, a path to a
+    ``/proc/cpuinfo``-style file (default: this machine's); a missing or
+    unreadable file means no native bf16 and the name :mod:`platform` gives.
+    """
     cuda = torch.cuda.is_available()
-    flags = _cpu_flags()
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:  # no such file on macOS and Windows
+        text = ""
     return Capabilities(
         cuda=cuda,
         cuda_name=torch.cuda.get_device_name(0) if cuda else None,
         cuda_bf16=bool(cuda and torch.cuda.is_bf16_supported()),
         mps=bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
-        cpu_name=_cpu_name(),
-        cpu_bf16=bool({"avx512_bf16", "amx_bf16"} & flags),
+        cpu_name=_cpu_name(text),
+        cpu_bf16=bool({"avx512_bf16", "amx_bf16"} & _cpu_flags(text)),
     )
 
 
@@ -97,40 +114,73 @@ def choose_device(caps: Capabilities) -> str:
 
 
 def choose_precision(caps: Capabilities, device: str | None = None) -> Precision:
-    """Pick the training precision for ``device`` (default: :func:`choose_device`)."""
+    """Pick the training precision for ``device`` (default: :func:`choose_device`) from the hardware alone."""
     device = device or choose_device(caps)
     if device == "cuda":
         if caps.cuda_bf16:
-            return Precision("bf16", f"{caps.cuda_name} supports bf16", torch.bfloat16)
+            return Precision("bf16", f"{caps.cuda_name} supports bf16", torch.bfloat16, device="cuda")
         return Precision(
-            "fp16", f"{caps.cuda_name} has no bf16: fp16 with loss scaling", torch.float16, use_grad_scaler=True
+            "fp16", f"{caps.cuda_name} has no bf16: fp16 with loss scaling", torch.float16, True, device="cuda"
         )
     if device == "mps":
         # fp16 autocast on MPS trains unreliably (NaNs, missing kernels in older torch),
         # and fp32 is fast enough for the course's model sizes.
-        return Precision("fp32", "Apple MPS: fp32 is the reliable choice for training")
+        return Precision("fp32", "Apple MPS: fp32 is the reliable choice for training", device="mps")
     if caps.cpu_bf16:
-        return Precision("bf16", "this CPU has native bf16 (AVX512-BF16/AMX)", torch.bfloat16)
-    return Precision("fp32", "no native bf16 on this CPU: bf16 would be ~100x slower")
+        return Precision("bf16", "this CPU has native bf16 (AVX512-BF16/AMX)", torch.bfloat16, device="cpu")
+    return Precision("fp32", "no native bf16 on this CPU: bf16 would be emulated, far slower", device="cpu")
 
 
-def is_fast_mode() -> bool:
-    """True when ``FTCOURSE_FAST`` asks for the small, quick version of every notebook (CI)."""
-    return os.environ.get(FAST_ENV, "").strip().lower() in _TRUE
+class PrecisionNotSupportedError(ValueError):
+    """A precision was asked for that this machine's device cannot train in."""
 
 
-def is_offline() -> bool:
-    """True when the Hugging Face Hub must not be contacted (``HF_HUB_OFFLINE``)."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
+def supported_precisions(caps: Capabilities, device: str | None = None) -> dict[str, str]:
+    """The precisions ``device`` can train in here, each with a short note (what ``FTCOURSE_PRECISION`` accepts)."""
+    device = device or choose_device(caps)
+    if device == "cuda":
+        supported = {"fp32": "full precision", "fp16": "with loss scaling"}
+        if caps.cuda_bf16:
+            supported["bf16"] = "native on this GPU"
+        return supported
+    if device == "mps":
+        return {"fp32": "the only precision the course trains in on Apple MPS"}
+    return {
+        "fp32": "full precision",
+        "bf16": "native on this CPU" if caps.cpu_bf16 else "emulated on this CPU: correct but far slower than fp32",
+    }
 
 
-def is_grading() -> bool:
-    """True while nbgrader autogrades or validates the notebook (it sets ``NBGRADER_EXECUTION``).
+def resolve_precision(caps: Capabilities, device: str | None = None, requested: str | None = None) -> Precision:
+    """The precision to use: ``requested`` if given, else ``FTCOURSE_PRECISION``, else the hardware's choice.
 
-    Demonstration cells that earn no points skip themselves then, so grading a
-    class stays fast.
+    ``"auto"`` (or nothing) means :func:`choose_precision`. A name this device
+    cannot train in raises :class:`PrecisionNotSupportedError` naming what it
+    supports; an unknown name raises ``ValueError``.
     """
-    return bool(os.environ.get("NBGRADER_EXECUTION"))
+    device = device or choose_device(caps)
+    source = f"setup(precision={requested!r})"
+    if requested is None:
+        requested, source = os.environ.get(PRECISION_ENV, ""), f"{PRECISION_ENV}={os.environ.get(PRECISION_ENV, '')}"
+    name = requested.strip().lower()
+    if name in ("", "auto"):
+        return choose_precision(caps, device)
+    if name not in PRECISION_NAMES:
+        raise ValueError(f"unknown precision {requested!r} ({source}): use one of auto, {', '.join(PRECISION_NAMES)}")
+    supported = supported_precisions(caps, device)
+    if name not in supported:
+        listing = "; ".join(f"{key} ({note})" for key, note in supported.items())
+        raise PrecisionNotSupportedError(
+            f"{name} was asked for ({source}) but {device} on this machine cannot train in it. "
+            f"Supported here: {listing}. Use one of these, or auto."
+        )
+    auto = choose_precision(caps, device)
+    if name == auto.name:
+        return Precision(auto.name, f"{auto.reason}; also asked for by {source}", auto.autocast_dtype,
+                         auto.use_grad_scaler, device)
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+    return Precision(name, f"asked for by {source} ({supported[name]}); auto would choose {auto.name}", dtype,
+                     use_grad_scaler=name == "fp16", device=device)
 
 
 @dataclass
@@ -151,6 +201,17 @@ class CourseEnv:
         """``full`` normally, ``fast`` in fast mode: the same code on less data."""
         return fast if self.fast else full
 
+    def measured_on(self, with_precision: bool = True) -> str:
+        """Where (and in which precision) a speed was measured, to print next to it."""
+        caps = self.capabilities
+        if self.device == "cuda":
+            hardware = caps.cuda_name
+        else:
+            native = "native bf16" if caps.cpu_bf16 else "no native bf16"
+            hardware = f"{caps.cpu_name or 'CPU'}, {native}, {self.threads} threads"
+        where = f"{self.device} ({hardware})"
+        return f"{where}, {self.precision.name}" if with_precision else where
+
 
 def library_versions() -> dict[str, str]:
     """Versions of the libraries the course depends on."""
@@ -165,6 +226,29 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def matmul_speed(dtype: torch.dtype, size: int = 512, repeats: int = 3, device: str = "cpu") -> float:
+    """GFLOP/s of a ``size`` x ``size`` matrix product in ``dtype`` on ``device`` (best of ``repeats``).
+
+    Taught in ``course/00_introduction.ipynb``: whether bf16 is faster or far
+    slower than fp32 depends on the processor, so the course measures it.
+    """
+    import time
+
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    a @ b  # warm-up: kernel selection, allocations
+    best = float("inf")
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and torch (every device) in one call, like ``transformers.set_seed``."""
     import random
@@ -174,9 +258,6 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # seeds CUDA and MPS generators too
-
-
-QUIET_ENV = "FTCOURSE_QUIET"
 
 
 def quiet_libraries() -> None:
@@ -200,11 +281,19 @@ def quiet_libraries() -> None:
         datasets.logging.set_verbosity_error()
 
 
-def setup(seed: int = 42, fast: bool | None = None, threads: int | None = None, verbose: bool = True) -> CourseEnv:
+def setup(
+    seed: int = 42,
+    fast: bool | None = None,
+    threads: int | None = None,
+    verbose: bool = True,
+    precision: str | None = None,
+) -> CourseEnv:
     """First cell of every notebook: seeds, quiet logs, device, precision, fast mode.
 
-    Prints a few lines worth pasting into a bug report and returns a
-    :class:`CourseEnv`.
+    ``precision`` (``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``) overrides
+    the hardware's choice, as ``FTCOURSE_PRECISION`` does; ``setup`` raises a
+    clear error for one this machine cannot train in. Prints a few lines worth
+    pasting into a bug report and returns a :class:`CourseEnv`.
     """
     if fast is None:
         fast = is_fast_mode()
@@ -217,7 +306,7 @@ def setup(seed: int = 42, fast: bool | None = None, threads: int | None = None, 
     device = choose_device(caps)
     env = CourseEnv(
         device=device,
-        precision=choose_precision(caps, device),
+        precision=resolve_precision(caps, device, precision),
         fast=fast,
         seed=seed,
         offline=is_offline(),

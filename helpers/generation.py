@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .instructions import MAX_NEW_TOKENS, format_prompt
+from helpers.data.instructions import MAX_NEW_TOKENS, format_prompt
 
 
 @torch.inference_mode()
@@ -83,7 +83,7 @@ def answer_instructions(
 ) -> list[str]:
     """The model's answer to every row of an instruction dataset, in order.
 
-    Each task gets its own token budget (:data:`helpers.instructions.MAX_NEW_TOKENS`):
+    Each task gets its own token budget (:data:`helpers.data.instructions.MAX_NEW_TOKENS`):
     a one-word label needs a few tokens, a description a few dozen;
     ``max_new_tokens`` caps them all (fast mode).
     ``sampling`` goes to :func:`generate` (``do_sample``, ``temperature``, ``top_p``, ``seed``).

@@ -50,7 +50,7 @@ def chat_reply(
     system_prompt: str | None = None,
 ) -> str:
     """Greedy reply of a chat model to one user message, formatted with its own chat template."""
-    from .generation import generate
+    from helpers.generation import generate
 
     if not tokenizer.chat_template:
         raise ValueError("this tokenizer has no chat template; format the prompt yourself")

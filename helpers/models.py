@@ -16,7 +16,14 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: convert_gguf_model falls back to an O_EXCL lock file
+    fcntl = None
 
 import torch
 from transformers import (
@@ -27,8 +34,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from .assets import ASSETS, AssetError, cache_dir, get_asset, sha256_path, verify_asset
-from .device import QUIET_ENV, is_offline, quiet_libraries
+from helpers.assets import ASSETS, AssetError, cache_dir, get_asset, sha256_path, verify_asset
+from helpers.device import quiet_libraries
+from helpers.environment import QUIET_ENV, is_offline
 
 if os.environ.get(QUIET_ENV):  # setup() ran before transformers was imported
     quiet_libraries()
@@ -45,15 +53,20 @@ def embedded_models_text() -> str:
     return "; ".join(lines)
 
 
-def _hub_error(name: str, error: Exception) -> ModelNotAvailableError:
-    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    if is_offline():
+def _hub_error(name: str, error: Exception, reason: str | None = None) -> ModelNotAvailableError:
+    """The one clear error for a Hub id that cannot be loaded; it quotes ``error``'s first line."""
+    text = str(error).strip()
+    first_line = f"{type(error).__name__}: {text.splitlines()[0][:300]}" if text else type(error).__name__
+    if reason:
+        why = reason
+    elif is_offline():
         why = "the Hugging Face Hub is switched off here (HF_HUB_OFFLINE=1)"
     else:
-        why = f"loading it from the Hugging Face Hub failed ({first_line})"
+        why = "loading it from the Hugging Face Hub failed"
     return ModelNotAvailableError(
         f"{name!r} is not an embedded model and {why}. Embedded models that work offline: "
-        f"{embedded_models_text()}. Pass one of these names, or connect to the internet and try again."
+        f"{embedded_models_text()}. Pass one of these names, or connect to the internet and try again. "
+        f"(Hub client error: {first_line})"
     )
 
 
@@ -61,22 +74,57 @@ def _is_embedded_model(name: str) -> bool:
     return name in ASSETS and ASSETS[name].kind == "model"
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face Hub's host answers a TCP connection within ``timeout`` seconds."""
-    from urllib.parse import urlparse
+_DEFAULT_PORTS = {"http": 80, "https": 443, "socks4": 1080, "socks4a": 1080, "socks5": 1080, "socks5h": 1080}
+
+
+def _hub_probe_address() -> tuple[str, int]:
+    """The ``(host, port)`` a request to the Hub connects to first: its proxy, if one applies, else the Hub.
+
+    Proxies come from the usual settings (``HTTPS_PROXY``/``https_proxy``,
+    ``HTTP_PROXY`` for an ``http://`` endpoint, ``ALL_PROXY``; on Windows and
+    macOS also the system settings) and ``NO_PROXY`` exempts hosts, as in
+    ``urllib.request.getproxies`` and ``proxy_bypass``.
+    """
+    from urllib.parse import urlsplit
+    from urllib.request import getproxies, proxy_bypass
 
     from huggingface_hub import constants
 
-    url = urlparse(os.environ.get("HF_ENDPOINT") or constants.ENDPOINT)
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or constants.ENDPOINT)
+    scheme = url.scheme or "https"
+    address = (url.hostname or "", url.port or _DEFAULT_PORTS.get(scheme, 443))
+    proxies = getproxies()
+    proxy = proxies.get(scheme) or proxies.get("all")
+    if not proxy or not url.hostname or proxy_bypass(url.hostname):
+        return address
+    if "://" not in proxy:  # "proxy.corp:3128" means an HTTP proxy
+        proxy = f"http://{proxy}"
+    proxy_url = urlsplit(proxy)
+    if not proxy_url.hostname:
+        return address
+    return proxy_url.hostname, proxy_url.port or _DEFAULT_PORTS.get(proxy_url.scheme, 80)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub answers a TCP connection within ``timeout`` seconds.
+
+    Behind a proxy (``HTTPS_PROXY``, ``ALL_PROXY``, not exempted by
+    ``NO_PROXY``) the proxy is probed instead: a direct connection to the Hub
+    fails there although the Hub client reaches it through the proxy.
+    """
     try:
-        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+        with socket.create_connection(_hub_probe_address(), timeout=timeout):
             return True
-    except OSError:
+    except (OSError, ValueError):  # ValueError: an unparsable port in a URL
         return False
 
 
 def _load_from_hub(loader, name: str, **kwargs):
-    """Call ``loader.from_pretrained(name)`` and turn any failure into one clear error."""
+    """Call ``loader.from_pretrained(name)`` and turn any failure into one clear error.
+
+    The error quotes the first line of the Hub client's error and chains it
+    (``__cause__``), so its full traceback stays available.
+    """
     if Path(name).expanduser().is_dir():  # a local folder, e.g. a model the student saved
         return loader.from_pretrained(str(Path(name).expanduser()), **kwargs)
     if not is_offline() and not hub_reachable():
@@ -86,10 +134,10 @@ def _load_from_hub(loader, name: str, **kwargs):
     try:
         return loader.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as error:
+        reason = None
         if kwargs.get("local_files_only") and not is_offline():
-            error = OSError("the Hub cannot be reached from this machine and the model is not in the local cache")
-        # `from None`: the Hub client's 40-line traceback says nothing more useful.
-        raise _hub_error(name, error) from None
+            reason = "the Hub cannot be reached from this machine and the model is not in the local cache"
+        raise _hub_error(name, error, reason) from error
 
 
 def converted_model_dir(name: str) -> Path:
@@ -117,26 +165,134 @@ def check_converted_model(folder: Path) -> str | None:
     return None
 
 
+LOCK_TIMEOUT = 1800.0  # seconds to wait for another process's conversion
+STALE_LOCK_AGE = 600.0  # without fcntl: a lock file this old is left by a killed process
+
+
+@contextmanager
+def _exclusive_lock(path: Path, timeout: float = LOCK_TIMEOUT, on_wait=None) -> Iterator[bool]:
+    """Hold an exclusive inter-process lock on ``path``; yield whether another process held it first.
+
+    With ``fcntl`` (Linux, macOS) the lock is ``flock`` on a lock file that is
+    kept; the system releases it when its holder exits, even when killed.
+    Without ``fcntl`` (Windows) the lock is the file itself, created with
+    ``O_CREAT | O_EXCL`` and deleted on release; one left by a killed process
+    counts as stale after ``STALE_LOCK_AGE`` seconds and is removed (so a lock
+    held longer than that by a live process is not safe there). ``on_wait`` is
+    called once if the lock is busy; ``TimeoutError`` after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    waited = False
+
+    def wait() -> None:
+        nonlocal waited
+        if not waited and on_wait is not None:
+            on_wait()
+        waited = True
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"another process held the lock {path} for more than {timeout:g} s")
+        time.sleep(0.2)
+
+    if fcntl is not None:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    wait()
+            try:
+                yield waited
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+        return
+
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            try:
+                if time.time() - path.stat().st_mtime > STALE_LOCK_AGE:
+                    path.unlink()
+                    continue
+            except FileNotFoundError:  # released meanwhile
+                continue
+            wait()
+    try:
+        try:
+            os.write(fd, str(os.getpid()).encode())
+        finally:
+            os.close(fd)
+        yield waited
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _staging_dirs(target: Path) -> list[Path]:
+    """Staging folders of ``target`` (``.<name>-XXXXXXXX``), in use or left by a killed conversion."""
+    return [p for p in target.parent.glob(f".{target.name}-*") if p.is_dir()]
+
+
 def convert_gguf_model(name: str, force: bool = False, verbose: bool = True) -> Path:
     """De-quantise an embedded GGUF model once into a cached Hugging Face folder.
 
     A missing, partial or corrupt cache (checked against the manifest's
-    SHA-256 sums) is rebuilt. The folder appears atomically, so an
-    interrupted conversion never leaves a half-written model behind.
+    SHA-256 sums) is rebuilt. The model is written into a staging folder next
+    to the cache folder and renamed into place, so an interrupted conversion
+    never leaves a half-written model behind; staging folders left by a
+    killed conversion are removed by the next one. Conversions hold an
+    exclusive lock (``.<folder name>.lock`` next to the folder): a process
+    that had to wait for another one's conversion checks the cache again and
+    uses that result (even with ``force``) instead of converting twice.
     """
     asset = get_asset(name)
     target = converted_model_dir(name)
     problem = "rebuild requested" if force else check_converted_model(target)
     if problem is None:
         return target
-    if target.exists() and verbose:
-        print(f"Cached model {target} is not usable ({problem}); rebuilding it.")
-    gguf_path = verify_asset(name)
+
+    def say_waiting() -> None:
+        if verbose:
+            print(f"Another process is converting {target}; waiting for it...", flush=True)
+
+    with ExitStack() as stack:
+        lock_path = target.parent / f".{target.name}.lock"
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            waited = stack.enter_context(_exclusive_lock(lock_path, on_wait=say_waiting))
+        except TimeoutError as error:
+            raise AssetError(
+                f"Timed out waiting for another conversion of {name!r} ({error}). If no other "
+                f"process is converting it, delete {lock_path} and try again."
+            ) from None
+        except OSError as error:
+            raise AssetError(
+                f"Cannot write the model cache in {target.parent} ({error}). "
+                "Set FTCOURSE_CACHE to a writable folder."
+            ) from None
+        for leftover in _staging_dirs(target):  # we hold the lock: these are left by killed conversions
+            shutil.rmtree(leftover, ignore_errors=True)
+        if waited or not force:  # another process may have finished a conversion meanwhile
+            problem = check_converted_model(target)
+            if problem is None:
+                return target
+        if target.exists() and verbose:
+            print(f"Cached model {target} is not usable ({problem}); rebuilding it.")
+        _convert_into(asset, target, verbose)
+    return target
+
+
+def _convert_into(asset, target: Path, verbose: bool) -> None:
+    """Convert ``asset``'s GGUF file into ``target`` via a staging folder (call with the lock held)."""
+    gguf_path = verify_asset(asset.name)
     if verbose:
         print(f"Converting {gguf_path.name} to a Hugging Face folder in {target} (once, ~1 min)...", flush=True)
     start = time.perf_counter()
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     except OSError as error:
         raise AssetError(
@@ -158,13 +314,17 @@ def convert_gguf_model(name: str, force: bool = False, verbose: bool = True) -> 
         manifest = {"source": gguf_path.name, "source_sha256": asset.checksums[asset.root], "files": files}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
         if target.exists():
-            shutil.rmtree(target)
+            # A directory cannot be renamed over a non-empty one: move the old
+            # cache aside under a staging name (removed below, or by the next
+            # conversion if this process is killed), then rename the new one in.
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+            os.replace(target, old / "old")
+            shutil.rmtree(old, ignore_errors=True)
         os.replace(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if verbose:
         print(f"Converted in {time.perf_counter() - start:.0f} s.")
-    return target
 
 
 def model_source(name: str) -> str:

@@ -68,7 +68,7 @@ def plot_training_curves(history: dict, title: str = "", ax: plt.Axes | None = N
 def plot_loss_curves(histories: dict[str, dict], window: int = 5, ax: plt.Axes | None = None) -> plt.Axes:
     """Training loss per update of several runs on one plot (moving average over ``window`` updates).
 
-    ``histories`` maps a run's name to a :func:`helpers.training.train_loop` history.
+    ``histories`` maps a run's name to a :func:`helpers.training.loops.train_loop` history.
     """
     if not histories:
         raise ValueError("no runs to plot")

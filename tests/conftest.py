@@ -1,3 +1,25 @@
+"""Shared helpers and fixtures of the test suite.
+
+The real embedded models are loaded once per test session and shared:
+
+- ``minilm_shared`` / ``smollm``: the loaded ``(model, tokenizer)``, for tests
+  that only read them (forward passes, generation, saving). Never change them.
+- ``minilm`` / ``smollm_copy``: a private deep copy of the model for one test,
+  for tests that train it or change its parameters (the tokenizer is the
+  shared one). ``minilm`` is exactly what ``load_classifier("minilm",
+  num_labels=2, seed=0)`` returns: the same weights, and torch's random
+  generator left in the same state.
+
+A tokenizer setting (``padding_side``) may be changed only if the test puts it back.
+
+Tests needing another MiniLM head (other ``num_labels``, ``id2label`` or seed)
+load their own. The ``slow`` marker goes on every test that loads a full model,
+executes a notebook or runs nbgrader, so ``pytest -m "not slow"`` is a quick
+check: tests that request one of ``SLOW_FIXTURES`` are marked here
+(``pytest_collection_modifyitems``), the others carry ``@pytest.mark.slow``.
+"""
+
+import copy
 import os
 import subprocess
 import sys
@@ -8,10 +30,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# A test that requests one of these fixtures is slow: they hand out a full model, or (``graded``,
+# tests/test_grading.py) run real nbgrader on a class of submissions.
+SLOW_FIXTURES = {"_minilm_loaded", "minilm_shared", "minilm", "smollm", "smollm_copy", "graded"}
+
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, python: list[str] | None = None):
     """Run ``ftcourse`` in a subprocess (the real console entry point's module)."""
-    command = (python or [sys.executable]) + ["-m", "helpers.cli", *args]
+    command = (python or [sys.executable]) + ["-m", "ftcourse.cli", *args]
     return subprocess.run(
         command, capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=cwd or ROOT, timeout=600
     )
@@ -60,3 +86,57 @@ def site_without(tmp_path):
         return [sys.executable, "-S"], {"PYTHONPATH": f"{ROOT}{os.pathsep}{view}"}
 
     return build
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def _minilm_loaded():
+    """``load_classifier("minilm", num_labels=2, seed=0)`` once, and torch's RNG state right after it."""
+    import torch
+
+    from helpers.models import load_classifier
+
+    model, tokenizer = load_classifier("minilm", num_labels=2, seed=0)
+    return model, tokenizer, torch.get_rng_state()
+
+
+@pytest.fixture(scope="session")
+def minilm_shared(_minilm_loaded):
+    """MiniLM with a 2-label head seeded with 0, shared by the whole session: read it, never change it."""
+    model, tokenizer, _ = _minilm_loaded
+    return model, tokenizer
+
+
+@pytest.fixture
+def minilm(_minilm_loaded):
+    """A fresh ``load_classifier("minilm", num_labels=2, seed=0)`` for one test, which may train it.
+
+    A deep copy of the shared model (same weights, eval mode as loaded), and
+    torch's global random generator put where that call leaves it, so dropout
+    and shuffling draw what they would after a real load.
+    """
+    import torch
+
+    model, tokenizer, rng_state = _minilm_loaded
+    torch.set_rng_state(rng_state)
+    return copy.deepcopy(model), tokenizer
+
+
+@pytest.fixture(scope="session")
+def smollm():
+    """SmolLM2-135M and its tokenizer, shared by the whole session: read them, never change them."""
+    from helpers.models import load_causal_lm
+
+    return load_causal_lm("smollm2-135m")
+
+
+@pytest.fixture
+def smollm_copy(smollm):
+    """A private deep copy of SmolLM2 for one test, which may change it (the tokenizer is the shared one)."""
+    model, tokenizer = smollm
+    return copy.deepcopy(model), tokenizer

@@ -2,8 +2,8 @@ from collections import Counter
 
 import pytest
 
-from helpers.batching import make_loader, padding_share, tokenize_for_classification
-from helpers.data import rotten_tomatoes
+from helpers.data.batching import make_loader, padding_share, tokenize_for_classification
+from helpers.data.loaders import rotten_tomatoes
 from helpers.models import load_tokenizer
 
 

@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -5,7 +6,7 @@ import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader
 
-from helpers.causal_lm import (
+from helpers.training.causal_lm import (
     IGNORE_INDEX,
     instruction_collator,
     label_share,
@@ -16,8 +17,7 @@ from helpers.causal_lm import (
     tokenize_instructions,
 )
 from helpers.generation import generate
-from helpers.instructions import format_prompt
-from helpers.models import load_causal_lm
+from helpers.data.instructions import format_prompt
 
 ROWS = [
     {"instruction": "Is this movie review positive or negative? Answer with one word.", "input": "A joy from start to end.",
@@ -29,8 +29,17 @@ ROWS = [
 
 
 @pytest.fixture(scope="module")
-def smollm():
-    return load_causal_lm("smollm2-135m")
+def smollm64(smollm):
+    """SmolLM2 in float64 (a copy of the shared ``smollm`` of tests/conftest.py), for
+    equalities between computations that sum in different orders.
+
+    In float32, a padded batch, an attention mask or another batch shape picks
+    other kernels and moves a loss by up to ~1e-4 relative, depending on the
+    CPU. In float64 the same reordering costs ~1e-13, so a rel=1e-9 tolerance
+    fails only on a real scoring difference (a pad scored, a shifted label).
+    """
+    model, tokenizer = smollm
+    return copy.deepcopy(model).double(), tokenizer
 
 
 def test_masked_positions_are_exactly_the_prompt_and_the_padding(smollm):
@@ -77,40 +86,43 @@ def test_collator_refuses_a_left_padding_tokenizer(smollm):
         tokenizer.padding_side = "right"
 
 
-def test_perplexity_is_the_exponentiated_mean_loss(smollm):
-    model, tokenizer = smollm
-    text = "The Eiffel Tower is a wrought-iron lattice tower in Paris, France."
+def float64_loss(model, tokenizer, text: str) -> float:
+    """Mean next-token cross-entropy of one unpadded text, all in float64 (the model's own
+    ``.loss`` casts logits to float32, which would dominate the comparison)."""
     ids = tokenizer(text, return_tensors="pt")["input_ids"]
     with torch.no_grad():
-        loss = model(input_ids=ids, labels=ids).loss.item()
-    assert perplexity(model, tokenizer, [text]) == pytest.approx(math.exp(loss), rel=1e-4)
+        logits = model(input_ids=ids).logits[0, :-1]
+    return torch.nn.functional.cross_entropy(logits, ids[0, 1:]).item()
+
+
+def test_perplexity_is_the_exponentiated_mean_loss(smollm64):
+    model, tokenizer = smollm64  # float64: see the fixture
+    text = "The Eiffel Tower is a wrought-iron lattice tower in Paris, France."
+    assert perplexity(model, tokenizer, [text]) == pytest.approx(math.exp(float64_loss(model, tokenizer, text)), rel=1e-9)
     # Batched with padding: the same as scoring token by token across texts, pads never scored.
     texts = [text, "Hello.", "Water boils at one hundred degrees Celsius at sea level."]
     losses, counts = [], []
     for one in texts:
-        ids = tokenizer(one, return_tensors="pt")["input_ids"]
-        with torch.no_grad():
-            losses.append(model(input_ids=ids, labels=ids).loss.item())
-        counts.append(ids.shape[1] - 1)
+        losses.append(float64_loss(model, tokenizer, one))
+        counts.append(len(tokenizer(one)["input_ids"]) - 1)
     expected = math.exp(sum(l * c for l, c in zip(losses, counts)) / sum(counts))
-    # rel 1e-3: a padded batch takes another attention kernel path (float rounding), nothing more
-    assert perplexity(model, tokenizer, texts, batch_size=3) == pytest.approx(expected, rel=1e-3)
+    assert perplexity(model, tokenizer, texts, batch_size=3) == pytest.approx(expected, rel=1e-9)
     assert perplexity(model, tokenizer, [text]) < perplexity(model, tokenizer, ["tower the lattice Paris is wrought France in"])
 
 
-def test_response_perplexity_scores_only_the_response(smollm):
-    model, tokenizer = smollm
+def test_response_perplexity_scores_only_the_response(smollm64):
+    model, tokenizer = smollm64  # float64: see the fixture
     data = Dataset.from_list(ROWS)
     tokenized = tokenize_instructions(data, tokenizer)
     loss, count = mean_token_loss(model, DataLoader(tokenized, batch_size=2, collate_fn=instruction_collator(tokenizer)))
     assert count == sum(len(tokenizer(r["output"])["input_ids"]) + 1 for r in ROWS)
-    assert response_perplexity(model, tokenizer, data) == pytest.approx(math.exp(loss), rel=1e-5)
+    assert response_perplexity(model, tokenizer, data) == pytest.approx(math.exp(loss), rel=1e-9)
     tagged = Dataset.from_list([{**r, "task": t} for r, t in zip(ROWS, ["a", "b", "a"])])
     per_task = response_perplexity(model, tokenizer, tagged, by_task=True)
     assert set(per_task) == {"a", "b", "all"}
-    assert per_task["all"] == pytest.approx(response_perplexity(model, tokenizer, data), rel=1e-6)
+    assert per_task["all"] == pytest.approx(response_perplexity(model, tokenizer, data), rel=1e-9)
     alone = response_perplexity(model, tokenizer, Dataset.from_list([ROWS[1]]))
-    assert per_task["b"] == pytest.approx(alone, rel=1e-3)  # padded in a batch or alone: the same score
+    assert per_task["b"] == pytest.approx(alone, rel=1e-9)  # padded in a batch or alone: the same score
     wrong = Dataset.from_list([{**r, "output": "banana " * 3} for r in ROWS])
     assert response_perplexity(model, tokenizer, wrong) > response_perplexity(model, tokenizer, data)
 
@@ -147,7 +159,7 @@ def test_sampling_is_seeded_and_checks_its_settings(smollm):
 
 def test_answer_instructions_keeps_the_order_and_the_task_budgets(smollm):
     from helpers.generation import answer_instructions
-    from helpers.instructions import MAX_NEW_TOKENS
+    from helpers.data.instructions import MAX_NEW_TOKENS
 
     model, tokenizer = smollm
     rows = Dataset.from_list([{**ROWS[1], "task": "qa"}, {**ROWS[0], "task": "sentiment"}])

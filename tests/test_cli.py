@@ -1,10 +1,18 @@
 import json
+import re
+import shutil
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
 
 import nbformat
+import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from helpers.runner import normalize_notebook, notebook_problems
-from tests.conftest import ROOT, run_cli
+import ftcourse.cli
+from ftcourse.runner import normalize_notebook, notebook_problems
+from tests.conftest import run_cli
 
 
 def make_notebook(path, *sources, nbgrader=False):
@@ -16,11 +24,20 @@ def make_notebook(path, *sources, nbgrader=False):
     return path
 
 
+def listed_commands(help_text: str) -> set[str]:
+    """The subcommands in the usage line of ``ftcourse --help`` (``{doctor,run,...}``)."""
+    choices = re.search(r"\{([\w,-]+)\}", help_text)
+    assert choices, help_text
+    return set(choices.group(1).split(","))
+
+
+COMMANDS = {"doctor", "run", "install-assets", "normalize", "release", "grade"}
+
+
 def test_help_lists_the_commands():
     result = run_cli("--help")
     assert result.returncode == 0
-    for command in ("doctor", "run", "install-assets", "normalize"):
-        assert command in result.stdout
+    assert listed_commands(result.stdout) == COMMANDS
 
 
 def test_doctor_passes_on_a_complete_install():
@@ -28,7 +45,8 @@ def test_doctor_passes_on_a_complete_install():
     assert result.returncode == 0, result.stdout + result.stderr
     assert "All checks passed." in result.stdout
     assert "torch" in result.stdout and "precision:" in result.stdout
-    assert result.stdout.count("[ok]") == 2 + 5 + 1  # libraries, cache, 5 assets, converted model
+    assert result.stdout.count("[ok]") == 3 + 5 + 1  # libraries, precision, cache, 5 assets, converted model
+    assert "precision override:" in result.stdout
 
 
 def test_doctor_fails_helpfully_when_an_asset_is_removed(site_without):
@@ -41,6 +59,7 @@ def test_doctor_fails_helpfully_when_an_asset_is_removed(site_without):
     assert "[ok] model minilm" in result.stdout
 
 
+@pytest.mark.slow
 def test_run_executes_notebooks_and_prints_a_summary(tmp_path):
     good = make_notebook(tmp_path / "01_good.ipynb", "import os\nprint('fast =', os.environ.get('FTCOURSE_FAST'))")
     graded = make_notebook(tmp_path / "02_graded.ipynb", "raise NotImplementedError()", nbgrader=True)
@@ -53,6 +72,7 @@ def test_run_executes_notebooks_and_prints_a_summary(tmp_path):
     assert executed.cells[1].outputs[0]["text"] == "fast = 1\n"
 
 
+@pytest.mark.slow
 def test_run_names_the_failing_cell_and_exits_1(tmp_path):
     bad = make_notebook(tmp_path / "bad.ipynb", "x = 1", "y = x + 1", "1 / 0", "print('never')")
     result = run_cli("run", "--output", str(tmp_path / "out"), str(bad))
@@ -81,6 +101,17 @@ def test_normalize_check_and_fix(tmp_path):
     assert notebook_problems(path) == []
 
 
-def test_console_script_is_declared():
-    text = (ROOT / "pyproject.toml").read_text()
-    assert 'ftcourse = "helpers.cli:main"' in text
+def test_installed_console_script_runs_the_cli(tmp_path, capsys):
+    (entry_point,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "ftcourse"]
+    main = entry_point.load()
+    assert main is ftcourse.cli.main
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    assert listed_commands(capsys.readouterr().out) == COMMANDS
+    # The executable pip wrote next to this Python, run from outside the checkout.
+    executable = shutil.which("ftcourse", path=str(Path(sys.executable).parent))
+    assert executable, f"no ftcourse script in {Path(sys.executable).parent}"
+    result = subprocess.run([executable, "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert listed_commands(result.stdout) == COMMANDS

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from helpers.data import (
+from helpers.data.loaders import (
     DataFormatError,
     film_leakage,
     load_user_data,
@@ -177,8 +177,81 @@ def test_empty_data_and_bad_values(tmp_path):
         load_user_data(write(tmp_path, "ok.json", "[]"), task="summarisation")
 
 
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("bom.csv", "text,label\nfine,1\n"),
+        ("bom.json", json.dumps([{"text": "fine", "label": 1}])),
+        ("bom.jsonl", '{"text": "fine", "label": 1}\n'),
+    ],
+    ids=["csv", "json", "jsonl"],
+)
+def test_utf8_byte_order_mark_is_accepted(tmp_path, name, content):
+    # Excel's "CSV UTF-8" and Notepad write a BOM: the first column must still be "text", not "\ufefftext".
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8-sig")
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+    data, label2id = load_user_data(path)
+    assert data["text"] == ["fine"] and data["label"] == [1] and label2id is None
+
+
+def test_csv_quoted_field_over_several_lines(tmp_path):
+    content = 'text,label\n"first line\nsecond line, with a comma",1\nshort,0\n"a\nb\nc",1\n'
+    data, _ = load_user_data(write(tmp_path, "multi.csv", content))
+    assert data["text"] == ["first line\nsecond line, with a comma", "short", "a\nb\nc"]
+    assert data["label"] == [1, 0, 1]
+    # Rows after a multi-line record are still reported with their own row and physical line.
+    bad = write(tmp_path, "bad.csv", content + "too,many,fields\n")
+    with pytest.raises(DataFormatError, match=r"bad\.csv: line 8 does not have the 2 fields"):
+        load_user_data(bad)
+    empty = write(tmp_path, "empty.csv", 'text,label\n"a\nb",1\n"  ",0\n')
+    with pytest.raises(DataFormatError, match=r"row 2 \(line 4\) field 'text' must be a non-empty string"):
+        load_user_data(empty)
+
+
+def test_csv_with_semicolons_as_french_excel_writes(tmp_path):
+    content = 'text;label\nc\'est bien, vraiment;positif\n"mauvais; très";négatif\n'
+    data, label2id = load_user_data(write(tmp_path, "fr.csv", content))
+    assert data["text"] == ["c'est bien, vraiment", "mauvais; très"]
+    assert label2id == {"négatif": 0, "positif": 1} and data["label"] == [1, 0]
+    # A comma file with quoted words between semicolons in its text is still read with commas.
+    data, _ = load_user_data(write(tmp_path, "en.csv", "text,label\nx;'y';z,1\nu;'v';w,0\n"))
+    assert data["text"] == ["x;'y';z", "u;'v';w"]
+
+
+def test_jsonl_string_with_line_separator_is_one_record(tmp_path):
+    # JSON allows a raw U+2028 inside a string; str.splitlines() would cut the record in two.
+    text = "before\u2028after \u2029 and \x85"
+    line = json.dumps({"text": text, "label": 1}, ensure_ascii=False)
+    assert "\u2028" in line
+    path = write(tmp_path, "sep.jsonl", line + "\n" + json.dumps({"text": "b", "label": 0}) + "\n{\"text\": \"c\"}\n")
+    with pytest.raises(DataFormatError, match=r"row 3 \(line 3\) has no 'label' field"):
+        load_user_data(path)
+    path.write_text(line + "\n" + json.dumps({"text": "b", "label": 0}) + "\n", encoding="utf-8")
+    data, _ = load_user_data(path)
+    assert data["text"] == [text, "b"]
+
+
+@pytest.mark.parametrize("name", ["latin1.csv", "latin1.json", "latin1.jsonl"])
+def test_file_not_in_utf8_names_file_position_and_fix(tmp_path, name):
+    content = {
+        "latin1.csv": "text,label\nfine,1\ncafé,0\n",
+        "latin1.json": '[{"text": "fine", "label": 1},\n {"text": "café", "label": 0}]',
+        "latin1.jsonl": '{"text": "fine", "label": 1}\n{"text": "café", "label": 0}\n',
+    }[name]
+    path = tmp_path / name
+    path.write_bytes(content.encode("cp1252"))
+    position = content.encode("cp1252").index(b"\xe9")
+    line = content[:position].count("\n") + 1
+    message = rf"{name}: not valid UTF-8 .*byte 0xe9 at byte {position}, line {line}\)"
+    with pytest.raises(DataFormatError, match=message) as caught:
+        load_user_data(path)
+    assert "Re-save it as UTF-8" in str(caught.value)
+    assert isinstance(caught.value.__cause__, UnicodeDecodeError)
+
+
 def test_classification_data_embedded_default_is_the_film_split(rt):
-    from helpers.data import classification_data
+    from helpers.data.loaders import classification_data
 
     data = classification_data("rotten-tomatoes", seed=42)
     assert {name: len(split) for name, split in data.items()} == {name: len(split) for name, split in rt.items()}
@@ -186,7 +259,7 @@ def test_classification_data_embedded_default_is_the_film_split(rt):
 
 
 def test_classification_data_from_the_hub_fails_at_once_offline(monkeypatch):
-    from helpers.data import DatasetNotAvailableError, classification_data
+    from helpers.data.loaders import DatasetNotAvailableError, classification_data
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DatasetNotAvailableError, match="'imdb' is not embedded.*HF_HUB_OFFLINE=1.*'rotten-tomatoes'"):
@@ -194,7 +267,7 @@ def test_classification_data_from_the_hub_fails_at_once_offline(monkeypatch):
 
 
 def test_classification_data_with_an_unreachable_hub(monkeypatch):
-    from helpers.data import DatasetNotAvailableError, classification_data
+    from helpers.data.loaders import DatasetNotAvailableError, classification_data
     from helpers.models import hub_reachable
 
     if hub_reachable():

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from helpers.data import rotten_tomatoes
-from helpers.freezing import (
+from helpers.data.loaders import rotten_tomatoes
+from helpers.training.freezing import (
     freeze_backbone,
     freeze_embeddings,
     model_parts,
@@ -13,17 +13,14 @@ from helpers.freezing import (
     unfreeze_all,
     unfreeze_last_layers,
 )
-from helpers.models import load_causal_lm, load_classifier
+
+
+# ``minilm`` (tests/conftest.py) is a private copy for each test: freezing changes it.
 
 
 @pytest.fixture(scope="module")
-def minilm():
-    return load_classifier("minilm", num_labels=2, seed=0)
-
-
-@pytest.fixture(scope="module")
-def batch(minilm):
-    _, tokenizer = minilm
+def batch(minilm_shared):
+    _, tokenizer = minilm_shared
     data = rotten_tomatoes(seed=0)["train"].select(range(8))
     encoded = tokenizer(list(data["text"]), padding=True, truncation=True, return_tensors="pt")
     encoded["labels"] = torch.tensor(list(data["label"]))
@@ -42,14 +39,14 @@ def one_step(model, batch):
     model(**batch).loss.backward()
     optimizer.step()
     changed = {name for name, p in model.named_parameters() if not torch.equal(before[name], p.detach())}
-    with torch.no_grad():  # put the weights back for the next test
+    with torch.no_grad():  # put the weights back: one_step only reports what moves
         for name, p in model.named_parameters():
             p.copy_(before[name])
     return changed
 
 
-def test_bert_parts(minilm):
-    model, _ = minilm
+def test_bert_parts(minilm_shared):
+    model, _ = minilm_shared
     parts = model_parts(model)
     assert len(parts.layers) == 6 and parts.head == [model.classifier] and parts.top == [model.bert.pooler]
 
@@ -122,8 +119,8 @@ def test_parameter_groups_skip_frozen_and_check_inputs(minilm):
     unfreeze_all(model)
 
 
-def test_llama_style_model():
-    model, _ = load_causal_lm("smollm2-135m")
+def test_llama_style_model(smollm_copy):
+    model, _ = smollm_copy
     parts = model_parts(model)
     assert len(parts.layers) == 30 and parts.top == [model.model.norm] and parts.head == [model.lm_head]
     unfreeze_last_layers(model, 2)

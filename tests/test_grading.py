@@ -9,11 +9,12 @@ import csv
 import json
 import re
 import shutil
+from html.parser import HTMLParser
 
 import nbformat
 import pytest
 
-from helpers.grading import (
+from ftcourse.grading import (
     CSV_COLUMNS,
     answered_notebook,
     graded_sources,
@@ -109,6 +110,10 @@ TIMEOUT = 30
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
+    """One real ``ftcourse grade`` of the whole class (nbgrader): its CSV rows by (student, notebook), folder, stdout.
+
+    Every test that requests it is marked slow (tests/conftest.py).
+    """
     base = tmp_path_factory.mktemp("class")
     submissions = base / "submissions"
     for student, notebooks in CLASS.items():
@@ -127,6 +132,45 @@ def graded(tmp_path_factory):
 
 def row(graded, student, notebook):
     return graded[0][(student, notebook)]
+
+
+class FeedbackPage(HTMLParser):
+    """The graded cells of an nbgrader feedback page: for each grade id, its score and what it printed."""
+
+    def __init__(self, html: str):
+        super().__init__()
+        self.cells: dict[str, dict] = {}
+        self._current: dict | None = None
+        self._output: str | None = None  # "stdout" or "error" while inside that output's <pre>
+        self._pending: str | None = None
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "a" and attrs.get("name") and not attrs["name"].startswith("comment-"):
+            self._current = self.cells.setdefault(attrs["name"], {"score": None, "stdout": "", "error": ""})
+        classes = (attrs.get("class") or "").split()
+        if tag == "div" and "output_subarea" in classes:
+            self._pending = "error" if "output_error" in classes else "stdout" if "output_stdout" in classes else None
+        if tag == "pre" and self._pending:
+            self._output, self._pending = self._pending, None
+
+    def handle_endtag(self, tag):
+        if tag == "pre":
+            self._output = None
+
+    def handle_data(self, data):
+        if self._current is None:
+            return
+        if self._output:
+            self._current[self._output] += data
+        elif self._current["score"] is None and (score := re.search(r"Score: ([\d.]+) / ([\d.]+)", data)):
+            self._current["score"] = (float(score.group(1)), float(score.group(2)))
+
+
+def quiz_letters(answers: dict[str, str]) -> dict[str, str]:
+    """The letter each quiz answer cell assigns (``q01 = "c"``), by question: {"q01": "c", ...}."""
+    return {grade_id[:3]: re.search(r'^q\d\d = "([abcd])"', source, re.M).group(1) for grade_id, source in answers.items()}
 
 
 def test_csv_has_the_documented_columns(graded):
@@ -185,7 +229,7 @@ def test_quiz_scores_each_question(graded):
 
 def test_tampered_test_cell_is_graded_with_the_original_and_flagged(graded):
     r = row(graded, "tampered_test", ES)
-    assert r["status"] == "needs review" and "test cell changed: es_test_max" in r["reason"]
+    assert (r["status"], r["reason"]) == ("needs review", "test cell changed: es_test_max")
     assert float(r["total"]) == 9  # nbgrader restored the real test, which the solution passes
 
 
@@ -196,14 +240,16 @@ def test_edited_read_only_cell_is_flagged(graded):
 
 def test_deleted_test_cell_is_restored_and_flagged(graded):
     r = row(graded, "deleted_test", ES)
-    assert r["status"] == "needs review" and "test cell missing: es_test_patience" in r["reason"]
+    assert (r["status"], r["reason"]) == ("needs review", "test cell missing: es_test_patience")
     assert float(r["total"]) == 9
 
 
 def test_infinite_loop_is_interrupted_and_flagged(graded):
     r = row(graded, "infinite_loop", ES)
-    assert r["status"] == "needs review" and f"cell timeout ({TIMEOUT} s): es_solution" in r["reason"]
-    assert r["total"] != ""
+    assert (r["status"], r["reason"]) == ("needs review", f"cell timeout ({TIMEOUT} s): es_solution")
+    # Interrupted, not killed: the class defined before the loop exists, and every test after it ran.
+    assert float(r["total"]) == float(r["max"]) == 9
+    assert float(r["total"]) == sum(float(r[s]) for s in step_columns() if r[s] != "")
 
 
 def test_killed_kernel_is_flagged_never_a_silent_zero(graded):
@@ -214,32 +260,68 @@ def test_killed_kernel_is_flagged_never_a_silent_zero(graded):
 
 def test_malformed_and_missing_notebooks_are_flagged(graded):
     r = row(graded, MALFORMED, QUIZ)
-    assert r["status"] == "needs review" and r["reason"].startswith("notebook not valid JSON") and r["total"] == ""
+    assert r["status"] == "needs review" and r["total"] == ""
+    assert re.fullmatch(r"notebook not valid JSON \(\w+\)", r["reason"]), r["reason"]  # (the parser's error type)
     r = row(graded, MALFORMED, LR)
     assert (r["status"], r["reason"], r["total"]) == ("needs review", "notebook missing", "")
 
 
 def test_bad_submissions_do_not_stop_the_others(graded):
-    graded_rows = [r for r in graded[0].values() if r["status"] == "graded"]
+    rows, _, stdout = graded
+    graded_rows = [r for r in rows.values() if r["status"] == "graded"]
     assert {r["student"] for r in graded_rows} >= {"full", "blank", "lr_no_restore", "es_off_by_one"}
-    assert "need review" in graded[2]
+    # The printed summary counts what the CSV holds, and lists every row to review with its reason.
+    summary = re.search(r"^(\d+) students, (\d+) notebooks: (\d+) graded, (\d+) need review in ", stdout, re.M)
+    assert summary, stdout
+    review = [r for r in rows.values() if r["status"] != "graded"]
+    assert [int(n) for n in summary.groups()] == [len(CLASS) + 1, len(rows), len(graded_rows), len(review)]
+    listed = re.findall(r"^  needs review: (\S+) / (\S+): (.*)$", stdout, re.M)
+    assert sorted(listed) == sorted((r["student"], r["notebook"], r["reason"]) for r in review)
 
 
 def test_feedback_shows_explanations_for_every_option(graded):
-    html = (graded[1] / "feedback" / "quiz_half_wrong" / "10_quiz.html").read_text(encoding="utf-8")
-    assert "Votre réponse" in html and "pas la bonne réponse" in html
+    page = FeedbackPage((graded[1] / "feedback" / "quiz_half_wrong" / "10_quiz.html").read_text(encoding="utf-8"))
+    r = row(graded, "quiz_half_wrong", QUIZ)
+    submitted = quiz_letters({c.metadata.nbgrader.grade_id: c.source for c in CLASS["quiz_half_wrong"][QUIZ].cells
+                              if c.metadata.get("nbgrader", {}).get("solution")})
+    correct = quiz_letters(solution_sources(QUIZ))
+    assert len(submitted) == len(correct) == 12
+    assert page.cells["top"]["score"] == (float(r["total"]), float(r["max"]))  # the page's total is the CSV's
+    for question, letter in submitted.items():
+        cell = page.cells[f"{question}_test"]
+        assert cell["score"] == (float(r[f"{question}_test"]), 1.0)  # the page shows the CSV's points
+        printed = cell["stdout"].splitlines()
+        assert printed[0] == f"Votre réponse : {letter}"
+        options = [re.fullmatch(r"  ([abcd])\) (Juste|Faux) : .+", line).groups() for line in printed[1:]]
+        assert [option for option, _ in options] == ["a", "b", "c", "d"]  # every option explained
+        assert [option for option, verdict in options if verdict == "Juste"] == [correct[question]]
+        if letter == correct[question]:
+            assert cell["error"] == ""
+        else:
+            assert cell["error"].strip().splitlines()[-1] == (
+                "AssertionError: Ce n'est pas la bonne réponse : relisez les explications ci-dessus.")
     assert (graded[1] / "feedback" / "full" / "12_exercise_lr_finder.html").exists()
 
 
+@pytest.mark.slow
 def test_released_notebooks_are_up_to_date_and_hide_solutions():
     assert released_matches_source(ROOT / "course", ROOT / "solutions") == []
     for source in graded_sources():
         released = (ROOT / "course" / source.name).read_text(encoding="utf-8")
         for secret in ("BEGIN SOLUTION", "BEGIN HIDDEN TESTS", "_RecordingSGD", "explanations = {", "reference_trace"):
             assert secret not in released, f"{source.name} leaks {secret!r}"
-        assert "raise NotImplementedError()" in released
+        # Every answer cell of the source is released under its id, as a stub to fill in.
+        answers = {cell.metadata.nbgrader.grade_id: cell for cell in nbformat.reads(released, as_version=4).cells
+                   if cell.metadata.get("nbgrader", {}).get("solution")}
+        assert set(answers) == set(solution_sources(source.name)), source.name
+        for grade_id, cell in answers.items():
+            if cell.cell_type == "code":
+                assert "raise NotImplementedError()" in [line.strip() for line in cell.source.splitlines()], grade_id
+            else:
+                assert cell.source.strip() == "YOUR ANSWER HERE", grade_id
 
 
+@pytest.mark.slow
 def test_out_of_date_release_is_detected(tmp_path):
     course = tmp_path / "course"
     shutil.copytree(ROOT / "course", course)
@@ -247,14 +329,21 @@ def test_out_of_date_release_is_detected(tmp_path):
     notebook["cells"][0]["source"] = "# an older version"
     (course / ES).write_text(json.dumps(notebook), encoding="utf-8")
     result = run_cli("release", "--check", "--course", str(course))
-    assert result.returncode == 1 and ES in result.stdout and "out of date" in result.stdout
+    assert result.returncode == 1, result.stdout + result.stderr
+    stale = [line.split(" is missing or out of date with ")[0] for line in result.stdout.splitlines()]
+    assert stale == [str(course / ES)], result.stdout  # that notebook, and only that one
 
 
 def test_grade_usage_errors(tmp_path):
     missing = run_cli("grade", str(tmp_path / "nowhere"), "--out", str(tmp_path / "g.csv"))
-    assert missing.returncode == 2 and "no such folder" in missing.stderr
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines()[-1] == f"ftcourse grade: {tmp_path / 'nowhere'}: no such folder"
     (tmp_path / "empty" / "alice").mkdir(parents=True)
     (tmp_path / "empty" / "alice" / "notes.txt").write_text("hello")
     nothing = run_cli("grade", str(tmp_path / "empty"), "--out", str(tmp_path / "g.csv"))
-    assert nothing.returncode == 2 and "no student folder contains a graded notebook" in nothing.stderr
+    assert nothing.returncode == 2
+    expected = re.fullmatch(rf"ftcourse grade: {re.escape(str(tmp_path / 'empty'))}: no student folder contains a graded "
+                            r"notebook \(expected file names: (.+)\)", nothing.stderr.strip().splitlines()[-1])
+    assert expected, nothing.stderr
+    assert expected.group(1).split(", ") == [QUIZ, SENTIMENT, LR, ES]
     assert not (tmp_path / "g.csv").exists()

@@ -1,7 +1,7 @@
 import pytest
 
-from helpers.data import qa_pairs, rotten_tomatoes
-from helpers.instructions import (
+from helpers.data.loaders import qa_pairs, rotten_tomatoes
+from helpers.data.instructions import (
     CLOSED_TASKS,
     PROMPT_STYLES,
     TASKS,

@@ -1,11 +1,19 @@
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
 
 import pytest
 import torch
 
+from helpers import models
 from helpers.models import (
+    STALE_LOCK_AGE,
     ModelNotAvailableError,
+    _exclusive_lock,
     check_converted_model,
     convert_gguf_model,
     converted_model_dir,
@@ -15,13 +23,10 @@ from helpers.models import (
     load_classifier,
     load_tokenizer,
 )
+from tests.conftest import ROOT
 
 
-@pytest.fixture(scope="module")
-def smollm():
-    return load_causal_lm("smollm2-135m")
-
-
+@pytest.mark.slow
 def test_minilm_classifier_shapes_and_finite_logits():
     model, tokenizer = load_classifier("minilm", num_labels=3, id2label={0: "a", 1: "b", 2: "c"}, seed=0)
     assert model.config.model_type == "bert" and model.config.num_hidden_layers == 6
@@ -33,12 +38,28 @@ def test_minilm_classifier_shapes_and_finite_logits():
     assert 22_000_000 < count_parameters(model) < 23_500_000
 
 
+@pytest.mark.slow
 def test_classifier_head_is_reproducible_with_a_seed():
     first, _ = load_classifier("minilm", num_labels=2, seed=3)
     second, _ = load_classifier("minilm", num_labels=2, seed=3)
     assert torch.equal(first.classifier.weight, second.classifier.weight)
     with pytest.raises(ValueError, match="id2label has 1 entries"):
         load_classifier("minilm", num_labels=2, id2label={0: "x"})
+
+
+def test_the_minilm_fixture_is_a_fresh_load(minilm, minilm_shared):
+    """The shared-model fixture of tests/conftest.py hands out what a real load returns."""
+    model, tokenizer = minilm
+    rng_after_fixture = torch.get_rng_state()
+    fresh, fresh_tokenizer = load_classifier("minilm", num_labels=2, seed=0)
+    assert torch.equal(torch.get_rng_state(), rng_after_fixture)  # the random generator where the load leaves it
+    expected = fresh.state_dict()
+    assert list(model.state_dict()) == list(expected)
+    assert all(torch.equal(value, expected[name]) for name, value in model.state_dict().items())
+    assert model.training == fresh.training and model.config.to_dict() == fresh.config.to_dict()
+    assert tokenizer.get_vocab() == fresh_tokenizer.get_vocab()
+    shared = dict(minilm_shared[0].named_parameters())
+    assert not any(p.data_ptr() == shared[name].data_ptr() for name, p in model.named_parameters())  # a copy
 
 
 def test_minilm_tokenizer_round_trip():
@@ -71,6 +92,10 @@ def test_smollm_knows_a_general_fact(smollm):
     assert "Paris" in chat_reply(model, tokenizer, "What is the capital of France?", max_new_tokens=12)
 
 
+def first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0]
+
+
 def test_offline_hub_id_gives_one_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelNotAvailableError) as info:
@@ -78,21 +103,88 @@ def test_offline_hub_id_gives_one_clear_error(monkeypatch):
     message = str(info.value)
     assert "'bert-base-uncased' is not an embedded model" in message and "HF_HUB_OFFLINE=1" in message
     assert "minilm" in message and "smollm2-135m" in message
-    assert info.value.__suppress_context__ and info.value.__cause__ is None
-    with pytest.raises(ModelNotAvailableError, match="minilm"):
+    # The Hub client's error is kept: chained as the cause, its first line quoted.
+    cause = info.value.__cause__
+    assert isinstance(cause, (OSError, ValueError)) and not isinstance(cause, ModelNotAvailableError)
+    assert first_line(cause) in message
+    assert info.value.__suppress_context__  # the traceback shows the cause, not the same error twice
+    with pytest.raises(ModelNotAvailableError, match="minilm") as info:
         load_causal_lm("not-a-model-name")
+    assert info.value.__cause__ is not None and first_line(info.value.__cause__) in str(info.value)
 
 
-def test_unreachable_hub_fails_fast_with_the_same_message(monkeypatch):
-    if hub_reachable():
-        pytest.skip("the Hub is reachable from this machine")
+@pytest.fixture
+def no_proxy_settings(monkeypatch):
+    """An environment without proxy settings, whatever the machine has."""
+    for variable in list(os.environ):
+        if variable.lower().endswith("_proxy"):
+            monkeypatch.delenv(variable)
+    monkeypatch.delenv("REQUEST_METHOD", raising=False)  # urllib ignores HTTP_PROXY in CGI scripts
+
+
+@pytest.fixture
+def listening_port():
+    """A port on 127.0.0.1 that accepts TCP connections (for the duration of the test)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        yield server.getsockname()[1]
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that refuses connections (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_unreachable_hub_fails_fast_with_the_same_message(monkeypatch, no_proxy_settings):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    with pytest.raises(ModelNotAvailableError, match="cannot be reached.*minilm"):
+    monkeypatch.setenv("HF_ENDPOINT", f"https://127.0.0.1:{closed_port()}")
+    assert not hub_reachable()
+    start = time.monotonic()
+    with pytest.raises(ModelNotAvailableError, match="cannot be reached.*minilm") as info:
         load_tokenizer("bert-base-uncased")
+    assert time.monotonic() - start < 30
+    assert isinstance(info.value.__cause__, OSError) and first_line(info.value.__cause__) in str(info.value)
 
 
-def test_local_folder_loads_like_a_hub_id(tmp_path):
-    model, tokenizer = load_classifier("minilm", num_labels=2, seed=0)
+@pytest.mark.parametrize(
+    "variable, proxy",
+    [("HTTPS_PROXY", "http://127.0.0.1:{port}"), ("https_proxy", "http://127.0.0.1:{port}/"),
+     ("ALL_PROXY", "socks5h://127.0.0.1:{port}"), ("HTTPS_PROXY", "127.0.0.1:{port}")],
+)
+def test_hub_reachable_probes_the_proxy(monkeypatch, no_proxy_settings, listening_port, variable, proxy):
+    # The Hub itself (here a closed local port) refuses direct connections, as behind a corporate proxy.
+    monkeypatch.setenv("HF_ENDPOINT", f"https://127.0.0.1:{closed_port()}")
+    assert not hub_reachable(timeout=2)
+    monkeypatch.setenv(variable, proxy.format(port=listening_port))
+    assert hub_reachable(timeout=2)
+
+
+def test_hub_reachable_is_false_at_once_when_the_proxy_is_down(monkeypatch, no_proxy_settings, listening_port):
+    monkeypatch.setenv("HF_ENDPOINT", f"https://127.0.0.1:{listening_port}")
+    assert hub_reachable(timeout=2)  # directly reachable, but requests would go through the proxy
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{closed_port()}")
+    start = time.monotonic()
+    assert not hub_reachable(timeout=3)
+    assert time.monotonic() - start < 1.5
+
+
+def test_no_proxy_exempts_the_hub_host(monkeypatch, no_proxy_settings, listening_port):
+    monkeypatch.setenv("NO_PROXY", "example.org, 127.0.0.1")
+    monkeypatch.setenv("HF_ENDPOINT", f"https://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{listening_port}")
+    assert not hub_reachable(timeout=2)  # the proxy is up but not used for the Hub
+    monkeypatch.setenv("HF_ENDPOINT", f"https://127.0.0.1:{listening_port}")
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{closed_port()}")
+    assert hub_reachable(timeout=2)
+    monkeypatch.delenv("NO_PROXY")
+    assert not hub_reachable(timeout=2)
+
+
+def test_local_folder_loads_like_a_hub_id(tmp_path, minilm_shared):
+    model, tokenizer = minilm_shared
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     again, _ = load_classifier(str(tmp_path), num_labels=2)
@@ -121,7 +213,123 @@ def test_corrupt_or_partial_cache_is_detected_and_rebuilt(tmp_path, monkeypatch,
     (target / "ftcourse-manifest.json").unlink()
     assert "no ftcourse-manifest.json" in check_converted_model(target)
 
+    # A staging folder left behind by a killed conversion goes with the next conversion.
+    leftover = target.parent / f".{target.name}-killed99"
+    leftover.mkdir()
+    (leftover / "model.safetensors").write_bytes(b"half a model")
+
     rebuilt = convert_gguf_model("smollm2-135m")
     assert "not usable" in capsys.readouterr().out
     assert rebuilt == target and check_converted_model(target) is None
-    assert not [p for p in tmp_path.joinpath("models").iterdir() if p.name.startswith(".")]
+    hidden = [p.name for p in tmp_path.joinpath("models").iterdir() if p.name.startswith(".")]
+    assert hidden == [f".{target.name}.lock"]  # no staging folders, only the (kept) lock file
+
+
+@pytest.mark.parametrize("mechanism", ["flock", "lock file"])
+def test_exclusive_lock_excludes_waits_and_times_out(tmp_path, monkeypatch, mechanism):
+    if mechanism == "flock":
+        pytest.importorskip("fcntl")
+    else:
+        monkeypatch.setattr(models, "fcntl", None)  # as on Windows
+    path = tmp_path / ".model.lock"
+    outcome = {}
+
+    def second_holder():
+        with _exclusive_lock(path, timeout=30, on_wait=lambda: outcome.setdefault("waiting", time.monotonic())) as waited:
+            outcome["waited"] = waited
+
+    with _exclusive_lock(path) as waited:
+        assert waited is False and path.exists()
+        start = time.monotonic()
+        with pytest.raises(TimeoutError, match=r"more than 0\.3 s"):
+            with _exclusive_lock(path, timeout=0.3):
+                pass
+        assert time.monotonic() - start < 5
+        thread = threading.Thread(target=second_holder)
+        thread.start()
+        while "waiting" not in outcome and thread.is_alive():
+            time.sleep(0.05)
+        assert "waiting" in outcome and "waited" not in outcome
+    thread.join(10)
+    assert outcome["waited"] is True
+    if mechanism == "lock file":
+        assert not path.exists()
+        # A lock file left by a killed process is taken over once it is stale.
+        path.write_text("12345")
+        old = time.time() - STALE_LOCK_AGE - 60
+        os.utime(path, (old, old))
+        with _exclusive_lock(path, timeout=1) as waited:
+            assert path.read_text() == str(os.getpid())
+        assert not path.exists()
+
+
+CONVERT = (
+    "import sys\n"
+    "from helpers.models import convert_gguf_model\n"
+    "print('RESULT', convert_gguf_model('smollm2-135m', force=sys.argv[1] == 'force'), flush=True)\n"
+)
+
+
+@pytest.mark.slow
+def test_concurrent_conversions_wait_for_the_lock_and_reuse_the_result(tmp_path, monkeypatch):
+    """Two converter processes find the lock held: they wait, then use the cache the holder made."""
+    fcntl = pytest.importorskip("fcntl")
+    source = convert_gguf_model("smollm2-135m", verbose=False)
+    monkeypatch.setenv("FTCOURSE_CACHE", str(tmp_path))
+    target = converted_model_dir("smollm2-135m")
+    target.parent.mkdir(parents=True)
+    leftover = target.parent / f".{target.name}-killed42"  # from a conversion killed earlier
+    leftover.mkdir()
+    (leftover / "config.json").write_text("{")
+
+    env = {**os.environ, "FTCOURSE_CACHE": str(tmp_path), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    lock_fd = os.open(target.parent / f".{target.name}.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)  # as a converting process does
+    processes, outputs, readers = [], [], []
+    try:
+        for mode in ("reuse", "force"):
+            process = subprocess.Popen(
+                [sys.executable, "-c", CONVERT, mode], cwd=ROOT, env=env, text=True,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            )
+            lines: list[str] = []
+            reader = threading.Thread(target=lambda p=process, out=lines: out.extend(p.stdout), daemon=True)
+            reader.start()
+            processes.append(process)
+            outputs.append(lines)
+            readers.append(reader)
+
+        deadline = time.monotonic() + 300  # importing torch and transformers on a busy machine
+        while not all(any("waiting for it" in line for line in lines) for lines in outputs):
+            assert all(p.poll() is None for p in processes), outputs
+            assert time.monotonic() < deadline, outputs
+            time.sleep(0.2)
+        time.sleep(1)
+        assert not target.exists() and leftover.exists()  # nobody converted behind the lock's back
+
+        shutil.copytree(source, target)  # the holder's conversion, finished
+        inode = (target / "model.safetensors").stat().st_ino
+        fcntl.flock(lock_fd, fcntl.LOCK_UN)
+        released = time.monotonic()
+        for process in processes:
+            process.wait(timeout=180)
+        took = time.monotonic() - released
+    finally:
+        os.close(lock_fd)
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    for reader in readers:
+        reader.join(10)
+
+    for process, lines in zip(processes, outputs):
+        text = "".join(lines)
+        assert process.returncode == 0, text
+        assert f"RESULT {target}\n" in lines, text
+        assert "Converting" not in text, text
+    assert took < 120  # two checksum passes, not two ~45 s conversions
+    assert check_converted_model(target) is None
+    assert (target / "model.safetensors").stat().st_ino == inode  # used as it was, not rebuilt
+    assert not leftover.exists()
+    assert sorted(p.name for p in target.parent.iterdir()) == [f".{target.name}.lock", target.name]

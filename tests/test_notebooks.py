@@ -3,7 +3,7 @@
 import nbformat
 import pytest
 
-from helpers.runner import course_notebooks, notebook_problems
+from ftcourse.runner import course_notebooks, notebook_problems
 from tests.conftest import ROOT
 
 NOTEBOOKS = sorted((ROOT / "course").glob("*.ipynb")) + sorted((ROOT / "solutions").rglob("*.ipynb"))

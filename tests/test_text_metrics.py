@@ -1,6 +1,6 @@
 import pytest
 
-from helpers.metrics import (
+from helpers.evaluation.metrics import (
     exact_match,
     instruction_scores,
     label_in_answer,

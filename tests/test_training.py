@@ -4,12 +4,11 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding
 
-from helpers.data import rotten_tomatoes
+from helpers.data.loaders import rotten_tomatoes
 from helpers.device import Precision
-from helpers.freezing import optimizer_for
-from helpers.metrics import classification_metrics
-from helpers.models import load_classifier
-from helpers.training import evaluate, time_training_steps, train_loop
+from helpers.training.freezing import optimizer_for
+from helpers.evaluation.metrics import classification_metrics
+from helpers.training.loops import evaluate, time_training_steps, train_loop
 
 
 def loaders(tokenizer, n_train=32, n_eval=16, batch_size=8):
@@ -22,9 +21,8 @@ def loaders(tokenizer, n_train=32, n_eval=16, batch_size=8):
             DataLoader(prepare(splits["validation"], n_eval), batch_size=batch_size, collate_fn=collate))
 
 
-def test_explicit_loop_lowers_the_loss_on_real_data():
-    torch.manual_seed(0)
-    model, tokenizer = load_classifier("minilm", num_labels=2, seed=0)
+def test_explicit_loop_lowers_the_loss_on_real_data(minilm):
+    model, tokenizer = minilm
     train, valid = loaders(tokenizer)
     history = train_loop(model, train, optimizer_for(model, lr=1e-4), num_epochs=3, eval_loader=valid,
                          compute_metrics=classification_metrics, progress=False)
@@ -35,16 +33,16 @@ def test_explicit_loop_lowers_the_loss_on_real_data():
     assert lrs[0] == 0 and max(lrs) == pytest.approx(1e-4) and all(a >= b for a, b in zip(lrs[1:], lrs[2:]))
 
 
-def test_gradient_accumulation_makes_fewer_updates_of_the_same_size():
-    model, tokenizer = load_classifier("minilm", num_labels=2, seed=0)
+def test_gradient_accumulation_makes_fewer_updates_of_the_same_size(minilm):
+    model, tokenizer = minilm
     train, _ = loaders(tokenizer, n_train=40)  # 5 batches
     history = train_loop(model, train, optimizer_for(model, lr=1e-5), num_epochs=1, gradient_accumulation_steps=2,
                          progress=False)
     assert len(history["loss"]) == 3  # 2 + 2 + a last partial group of 1
 
 
-def test_evaluate_matches_the_model_loss():
-    model, tokenizer = load_classifier("minilm", num_labels=2, seed=0)
+def test_evaluate_matches_the_model_loss(minilm):
+    model, tokenizer = minilm
     _, valid = loaders(tokenizer, n_eval=8)
     result = evaluate(model, valid)
     batch = next(iter(valid))
@@ -53,10 +51,10 @@ def test_evaluate_matches_the_model_loss():
     assert result["logits"].shape == (8, 2) and result["labels"].tolist() == batch["labels"].tolist()
 
 
-def test_mixed_precision_settings_and_a_bf16_autocast_run():
-    fp16 = Precision("fp16", "test", torch.float16, use_grad_scaler=True)
-    assert fp16.trainer_kwargs() == {"fp16": True}
-    model, tokenizer = load_classifier("minilm", num_labels=2, seed=0)
+def test_mixed_precision_settings_and_a_bf16_autocast_run(minilm):
+    fp16 = Precision("fp16", "test", torch.float16, use_grad_scaler=True, device="cuda")
+    assert fp16.trainer_kwargs() == {"bf16": False, "fp16": True}
+    model, tokenizer = minilm
     train, _ = loaders(tokenizer, n_train=8)
     bf16 = Precision("bf16", "test", torch.bfloat16)
     history = train_loop(model, train, optimizer_for(model, lr=1e-5), precision=bf16, progress=False)
@@ -75,8 +73,8 @@ def test_metrics_match_scikit_learn_definitions():
         classification_metrics([0, 1], [0])
 
 
-def test_time_training_steps_trains_and_times():
-    model, tokenizer = load_classifier("minilm", num_labels=2, seed=0)
+def test_time_training_steps_trains_and_times(minilm):
+    model, tokenizer = minilm
     train, _ = loaders(tokenizer, n_train=24)
     before = model.classifier.weight.detach().clone()
     seconds = time_training_steps(model, train, torch.optim.SGD(model.parameters(), lr=0.1), num_steps=2)
@@ -84,7 +82,7 @@ def test_time_training_steps_trains_and_times():
 
 
 def test_trainer_metrics_and_highest_loss_examples():
-    from helpers.metrics import highest_loss_examples, trainer_classification_metrics
+    from helpers.evaluation.metrics import highest_loss_examples, trainer_classification_metrics
 
     logits = np.array([[2.0, -1.0], [0.0, 3.0], [1.0, 0.0], [-2.0, 2.0]])
     labels = np.array([0, 0, 0, 1])

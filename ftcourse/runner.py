@@ -8,20 +8,15 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
+from nbformat.warnings import DuplicateCellId, MissingIDFieldWarning
 
-from .device import FAST_ENV
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def course_dir() -> Path:
-    """The ``course/`` folder of this checkout (``$FTCOURSE_COURSE_DIR`` overrides it)."""
-    return Path(os.environ.get("FTCOURSE_COURSE_DIR") or REPO_ROOT / "course")
-
+from ftcourse.paths import course_dir
+from helpers.environment import FAST_ENV
 
 def is_nbgrader_assignment(notebook: nbformat.NotebookNode) -> bool:
     """True if any cell carries nbgrader metadata (a graded assignment)."""
@@ -126,8 +121,22 @@ def summary_table(results: list[RunResult]) -> str:
 
 
 def normalize_notebook(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Clear outputs and execution counts, keep cell ids, drop per-run metadata."""
-    nbformat.validator.normalize(notebook)
+    """A normalised copy of ``notebook``: cell ids, no outputs or execution counts, no per-run metadata.
+
+    A v4 notebook older than format 4.5 is raised to 4.5 (the first with cell
+    ids); cells without an id get one and duplicate ids are replaced (by
+    ``nbformat.validator.normalize``, which returns a new notebook rather than
+    changing its argument). ``notebook`` itself is left as it was.
+    """
+    minor = notebook.get("nbformat_minor", 0)
+    if notebook.get("nbformat") == 4:
+        minor = max(minor, 5)
+    with warnings.catch_warnings():  # it warns about each id it adds or replaces
+        warnings.simplefilter("ignore", MissingIDFieldWarning)
+        warnings.simplefilter("ignore", DuplicateCellId)
+        _, normalized = nbformat.validator.normalize(notebook, version_minor=minor)
+    notebook = nbformat.from_dict(normalized)
+    notebook.nbformat_minor = minor
     for cell in notebook.cells:
         if cell.cell_type == "code":
             cell.outputs = []

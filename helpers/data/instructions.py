@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from datasets import Dataset, DatasetDict
 from transformers import PreTrainedTokenizerBase
 
-from .data import SENTIMENT_LABELS, check_fractions, qa_pairs, rotten_tomatoes, split_dataset, subsample, wiki_records
+from helpers.data.loaders import SENTIMENT_LABELS, check_fractions, qa_pairs, rotten_tomatoes, split_dataset, subsample, wiki_records
 
 PROMPT_STYLES = ("alpaca", "chat", "qa")
 CLOSED_TASKS = ("sentiment", "topic")

@@ -21,7 +21,7 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 from transformers import DataCollatorForSeq2Seq, PreTrainedModel, PreTrainedTokenizerBase
 
-from .instructions import format_prompt
+from helpers.data.instructions import format_prompt
 
 IGNORE_INDEX = -100  # the label value PyTorch's cross-entropy (and transformers) skips
 
@@ -98,11 +98,15 @@ def token_losses(model: PreTrainedModel, loader: DataLoader, device: str = "cpu"
     for batch in loader:
         batch = {key: value.to(device) for key, value in batch.items()}
         labels = batch.pop("labels")
-        logits = model(**batch).logits.float()
+        logits = model(**batch).logits
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16/fp16 scored in fp32
         targets = labels[:, 1:]
+        # Classes on the last axis: torch's log-softmax over a middle axis ((batch, vocab, length)
+        # layout) is less accurate in float32 on some CPUs (~1e-4 of a loss over 49k classes).
         losses = F.cross_entropy(
-            logits[:, :-1].transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none"
-        )  # (batch, length - 1), 0 where ignored
+            logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX,
+            reduction="none",
+        ).view(targets.shape)  # (batch, length - 1), 0 where ignored
         sums.append(losses.sum(dim=1).cpu().numpy())
         counts.append((targets != IGNORE_INDEX).sum(dim=1).cpu().numpy())
     return np.concatenate(sums), np.concatenate(counts)

@@ -123,7 +123,7 @@ def parameter_groups(
 
 def trainable_summary(model: nn.Module) -> dict[str, float]:
     """Trainable and total parameter counts (tied tensors once) and the trainable share."""
-    from .models import count_parameters
+    from helpers.models import count_parameters
 
     total = count_parameters(model)
     trainable = count_parameters(model, trainable_only=True)

@@ -21,8 +21,8 @@ import torch
 from sklearn.feature_extraction.text import TfidfVectorizer
 from tqdm.auto import tqdm
 
-from .data import subsample, wiki_topics
-from .device import Precision, set_seed
+from helpers.data.loaders import subsample, wiki_topics
+from helpers.device import Precision, set_seed
 
 FP32 = Precision("fp32", "default")
 

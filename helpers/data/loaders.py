@@ -9,6 +9,7 @@ own data).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ import pandas as pd
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from sklearn.model_selection import train_test_split
 
-from .assets import asset_path, verify_asset
+from helpers.assets import asset_path, verify_asset
 
 SENTIMENT_LABELS = ["negative", "positive"]  # rotten = negative, fresh = positive
 NEUTRAL_LABEL = "neutral"  # the plot summaries, when a third class is asked for
@@ -191,8 +192,8 @@ def classification_data(name: str = EMBEDDED_CLASSIFICATION, seed: int = 42, val
         return rotten_tomatoes(seed=seed)
     from datasets import load_dataset
 
-    from .device import is_offline
-    from .models import hub_reachable
+    from helpers.environment import is_offline
+    from helpers.models import hub_reachable
 
     if is_offline() or not hub_reachable():
         why = "the Hugging Face Hub is switched off here (HF_HUB_OFFLINE=1)" if is_offline() else "the Hub cannot be reached"
@@ -281,10 +282,44 @@ def qa_pairs() -> Dataset:
 REQUIRED_FIELDS = {"classification": ("text", "label"), "instruction": ("instruction", "output")}
 
 
+def _read_text(path: Path) -> str:
+    """The file's text, decoded as UTF-8, with the newlines of ``read_text`` (``\\r\\n`` and ``\\r`` become ``\\n``).
+
+    A leading byte-order mark (as Excel and Notepad write) is dropped.
+    """
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        # A file saved as latin-1/cp1252 ("ANSI"): say where and how to fix it, not a bare codec error.
+        line = raw[: error.start].count(b"\n") + 1
+        raise DataFormatError(
+            f"{path}: not valid UTF-8 text (byte 0x{raw[error.start]:02x} at byte {error.start}, line {line}); "
+            "it was probably saved as latin-1/cp1252. Re-save it as UTF-8 "
+            "(Excel: Save As > 'CSV UTF-8'; a text editor: choose the encoding UTF-8 when saving)"
+        ) from error
+    return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _csv_delimiter(text: str) -> str:
+    """``,``, ``;`` (French Excel) or tab, guessed from the first lines; ``,`` when unsure."""
+    sample = text[:16384]
+    if len(text) > len(sample) and "\n" in sample:
+        sample = sample[: sample.rindex("\n")]  # whole lines only: a cut line would blur the counts
+    try:
+        delimiter = csv.Sniffer().sniff(sample, delimiters=",;\t").delimiter
+    except csv.Error:
+        return ","
+    # The header must contain it: quoted words between semicolons in a comma file can fool the sniffer.
+    return delimiter if delimiter in text.split("\n", 1)[0] else ","
+
+
 def _read_records(path: Path) -> list[tuple[int, dict]]:
     """Records of a JSON, JSONL or CSV file, each with the line it starts on."""
     suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8")
+    if suffix not in (".json", ".jsonl", ".csv"):
+        raise DataFormatError(f"{path}: unsupported file type {suffix!r}; use .json, .jsonl or .csv")
+    text = _read_text(path)
     if suffix == ".json":
         try:
             data = json.loads(text)
@@ -298,7 +333,8 @@ def _read_records(path: Path) -> list[tuple[int, dict]]:
         return [(0, record) for record in data]
     if suffix == ".jsonl":
         records = []
-        for line_number, line in enumerate(text.splitlines(), start=1):
+        # Split on "\n" only: str.splitlines() also splits on U+2028/U+2029, which JSON allows raw inside strings.
+        for line_number, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:
@@ -306,22 +342,24 @@ def _read_records(path: Path) -> list[tuple[int, dict]]:
             except json.JSONDecodeError as error:
                 raise DataFormatError(f"{path}: invalid JSON on line {line_number}: {error.msg}") from None
         return records
-    if suffix == ".csv":
-        reader = csv.DictReader(text.splitlines())
-        header = reader.fieldnames or []
-        records = []
-        try:
-            for row in reader:
-                line_number = reader.line_num
-                if None in row or any(value is None for value in row.values()):
+    # CSV. A file-like reader (not a list of lines) lets a quoted field span several lines;
+    # each row then starts on the line after the one where the previous row ended.
+    reader = csv.reader(io.StringIO(text), delimiter=_csv_delimiter(text))
+    records = []
+    try:
+        header = next(reader, [])
+        row_start = reader.line_num + 1
+        for row in reader:
+            if row:  # blank lines are skipped, as csv.DictReader does
+                if len(row) != len(header):
                     raise DataFormatError(
-                        f"{path}: line {line_number} does not have the {len(header)} fields of the header ({', '.join(header)})"
+                        f"{path}: line {row_start} does not have the {len(header)} fields of the header ({', '.join(header)})"
                     )
-                records.append((line_number, row))
-        except csv.Error as error:
-            raise DataFormatError(f"{path}: malformed CSV at line {reader.line_num}: {error}") from None
-        return records
-    raise DataFormatError(f"{path}: unsupported file type {suffix!r}; use .json, .jsonl or .csv")
+                records.append((row_start, dict(zip(header, row))))
+            row_start = reader.line_num + 1
+    except csv.Error as error:
+        raise DataFormatError(f"{path}: malformed CSV at line {reader.line_num}: {error}") from None
+    return records
 
 
 def _as_int_label(value) -> int | None:

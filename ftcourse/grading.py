@@ -27,7 +27,8 @@ from pathlib import Path
 
 import nbformat
 
-from .runner import REPO_ROOT, is_nbgrader_assignment, normalize_notebook
+from ftcourse.paths import solutions_dir as default_solutions_dir
+from ftcourse.runner import is_nbgrader_assignment, normalize_notebook
 
 COURSE_ID = "llm-finetuning-course"
 GRADED = "graded"
@@ -41,7 +42,7 @@ class GradingUsageError(ValueError):
 
 def graded_sources(solutions_dir: Path | None = None) -> list[Path]:
     """Instructor notebooks of ``solutions/`` that carry nbgrader metadata, in course order."""
-    solutions_dir = solutions_dir or REPO_ROOT / "solutions"
+    solutions_dir = solutions_dir or default_solutions_dir()
     return [p for p in sorted(solutions_dir.glob("*.ipynb")) if is_nbgrader_assignment(nbformat.read(p, as_version=4))]
 
 
@@ -306,7 +307,7 @@ def grade(
 
     sources = graded_sources(solutions_dir)
     if not sources:
-        raise GradingUsageError(f"no nbgrader notebooks in {solutions_dir or REPO_ROOT / 'solutions'}")
+        raise GradingUsageError(f"no nbgrader notebooks in {solutions_dir or default_solutions_dir()}")
     notebooks = [p.name for p in sources]
     students = find_students(submissions, notebooks)
     jobs = max(1, min(jobs, len(students)))

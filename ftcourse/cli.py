@@ -9,6 +9,7 @@ notebooks; ``grade`` autogrades a folder of submissions into a CSV.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -21,8 +22,17 @@ def _check(label: str, ok: bool, detail: str) -> bool:
 
 def doctor(convert: bool = True) -> int:
     """Check versions, device, precision, embedded assets and the cache; 0 if all is well."""
-    from .assets import ASSETS, AssetError, cache_dir, verify_asset
-    from .device import choose_device, choose_precision, detect_capabilities, is_fast_mode, is_offline, library_versions
+    from helpers.assets import ASSETS, AssetError, cache_dir, verify_asset
+    from helpers.device import (
+        PRECISION_ENV,
+        choose_device,
+        detect_capabilities,
+        is_fast_mode,
+        is_offline,
+        library_versions,
+        resolve_precision,
+        supported_precisions,
+    )
 
     ok = True
     print("ftcourse doctor")
@@ -32,9 +42,18 @@ def doctor(convert: bool = True) -> int:
     ok &= _check("libraries", not missing, "all installed" if not missing else f"missing {', '.join(missing)}: pip install -e .")
     caps = detect_capabilities()
     device = choose_device(caps)
-    precision = choose_precision(caps, device)
     hardware = caps.cuda_name if device == "cuda" else caps.cpu_name
-    print(f"  device: {device} ({hardware}); precision: {precision.name} ({precision.reason})")
+    print(f"  device: {device} ({hardware})")
+    print("  precisions this device trains in: "
+          + "; ".join(f"{name} ({note})" for name, note in supported_precisions(caps, device).items()))
+    override = os.environ.get(PRECISION_ENV, "").strip()
+    print(f"  precision override: {PRECISION_ENV}={override}" if override
+          else f"  precision override: none ({PRECISION_ENV}=fp32|bf16|fp16|auto or setup(precision=...) sets one)")
+    try:
+        precision = resolve_precision(caps, device)
+        ok &= _check("precision", True, f"{precision.name} ({precision.reason})")
+    except ValueError as error:
+        ok &= _check("precision", False, str(error))
     print(f"  fast mode: {'on' if is_fast_mode() else 'off'}; Hub: {'offline' if is_offline() else 'online allowed'}")
     for name, asset in ASSETS.items():
         try:
@@ -51,7 +70,7 @@ def doctor(convert: bool = True) -> int:
     except OSError as error:
         ok &= _check("cache", False, f"{cache} is not writable ({error}); set FTCOURSE_CACHE to a writable folder")
     if ok:
-        from .models import check_converted_model, convert_gguf_model, converted_model_dir
+        from helpers.models import check_converted_model, convert_gguf_model, converted_model_dir
 
         for name in [name for name, asset in ASSETS.items() if asset.is_gguf]:
             folder = converted_model_dir(name)
@@ -70,7 +89,7 @@ def doctor(convert: bool = True) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .runner import course_dir, course_notebooks, run_course, summary_table
+    from ftcourse.runner import course_dir, course_notebooks, run_course, summary_table
 
     if args.notebooks:
         notebooks = []
@@ -99,9 +118,10 @@ def _run(args: argparse.Namespace) -> int:
 def _normalize(args: argparse.Namespace) -> int:
     import nbformat
 
-    from .runner import REPO_ROOT, course_notebooks, normalize_notebook, notebook_problems
+    from ftcourse.paths import solutions_dir
+    from ftcourse.runner import course_notebooks, normalize_notebook, notebook_problems
 
-    paths = [Path(p) for p in args.notebooks] or course_notebooks() + course_notebooks(REPO_ROOT / "solutions")
+    paths = [Path(p) for p in args.notebooks] or course_notebooks() + course_notebooks(solutions_dir())
     dirty = 0
     for path in paths:
         problems = notebook_problems(path)
@@ -116,10 +136,17 @@ def _normalize(args: argparse.Namespace) -> int:
     return 1 if (args.check and dirty) else 0
 
 
-def _release(args: argparse.Namespace) -> int:
-    from .grading import GradingUsageError, release, released_matches_source
+def _folder(given: str | None, name: str) -> Path:
+    """``--course``/``--solutions`` as given, else that folder of the course root (see ftcourse.paths)."""
+    from ftcourse.paths import course_root
 
-    solutions, course = Path(args.solutions), Path(args.course)
+    return Path(given) if given else course_root() / name
+
+
+def _release(args: argparse.Namespace) -> int:
+    from ftcourse.grading import GradingUsageError, release, released_matches_source
+
+    solutions, course = _folder(args.solutions, "solutions"), _folder(args.course, "course")
     try:
         if args.check:
             stale = released_matches_source(course, solutions)
@@ -137,16 +164,17 @@ def _release(args: argparse.Namespace) -> int:
 def _grade(args: argparse.Namespace) -> int:
     import time
 
-    from .grading import GradingUsageError, grade, step_columns, summary, write_csv
+    from ftcourse.grading import GradingUsageError, grade, step_columns, summary, write_csv
 
     start = time.perf_counter()
     try:
-        rows = grade(Path(args.submissions), Path(args.solutions), timeout=args.timeout, jobs=args.jobs,
+        solutions = _folder(args.solutions, "solutions")
+        rows = grade(Path(args.submissions), solutions, timeout=args.timeout, jobs=args.jobs,
                      feedback_dir=Path(args.feedback) if args.feedback else None)
     except GradingUsageError as error:
         print(f"ftcourse grade: {error}", file=sys.stderr)
         return 2
-    write_csv(rows, Path(args.out), step_columns(Path(args.solutions)))
+    write_csv(rows, Path(args.out), step_columns(solutions))
     seconds = time.perf_counter() - start
     students = len({row.student for row in rows})
     print(f"{summary(rows)} in {seconds:.1f} s ({seconds / max(students, 1):.1f} s per student); wrote {args.out}")
@@ -158,6 +186,9 @@ def _grade(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ftcourse", description="LLM fine-tuning course: check, run, grade.")
+    parser.add_argument("--root", help="the course checkout (folder with course/ and solutions/); default: "
+                        "$FTCOURSE_ROOT, else the working directory or a parent holding both, else the "
+                        "checkout this package was installed from")
     sub = parser.add_subparsers(dest="command", required=True)
     p_doctor = sub.add_parser("doctor", help="check the installation (include its output in bug reports)")
     p_doctor.add_argument("--no-convert", action="store_true", help="do not convert the GGUF model if its cache is missing")
@@ -173,8 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_norm.add_argument("notebooks", nargs="*", help="default: course/ and solutions/")
     p_norm.add_argument("--check", action="store_true", help="only report notebooks that are not clean (exit 1)")
     p_release = sub.add_parser("release", help="write the student versions of the graded notebooks into course/")
-    p_release.add_argument("--solutions", default="solutions", help="instructor sources (default: solutions/)")
-    p_release.add_argument("--course", default="course", help="where the student versions go (default: course/)")
+    p_release.add_argument("--solutions", help="instructor sources (default: solutions/ of the course root)")
+    p_release.add_argument("--course", help="where the student versions go (default: course/ of the course root)")
     p_release.add_argument("--check", action="store_true", help="only check that course/ is up to date (exit 1 if not)")
     p_grade = sub.add_parser("grade", help="autograde a folder of submissions (one folder per student) into a CSV")
     p_grade.add_argument("submissions", help="folder with one sub-folder per student (folder name = student id)")
@@ -182,23 +213,35 @@ def build_parser() -> argparse.ArgumentParser:
     p_grade.add_argument("--feedback", help="folder for one HTML feedback file per student and notebook")
     p_grade.add_argument("--timeout", type=int, default=60, help="per-cell time limit in seconds (default: 60)")
     p_grade.add_argument("--jobs", type=int, default=2, help="students graded in parallel (default: 2)")
-    p_grade.add_argument("--solutions", default="solutions", help="instructor sources (default: solutions/)")
+    p_grade.add_argument("--solutions", help="instructor sources (default: solutions/ of the course root)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ftcourse.paths import ROOT_ENV, CourseRootNotFound, course_root
+
     args = build_parser().parse_args(argv)
+    try:
+        if args.root:  # one rule for every command: --root becomes what FTCOURSE_ROOT would say
+            os.environ[ROOT_ENV] = str(course_root(args.root))
+        return _main(args)
+    except CourseRootNotFound as error:
+        print(f"ftcourse {args.command}: {error}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.command == "doctor":
         return doctor(convert=not args.no_convert)
     if args.command == "run":
         return _run(args)
     if args.command == "install-assets":
-        from .assets import install_assets
+        from helpers.assets import install_assets
 
         code = install_assets(force=args.force)
         if code == 0 and not args.no_convert:
-            from .assets import ASSETS
-            from .models import convert_gguf_model
+            from helpers.assets import ASSETS
+            from helpers.models import convert_gguf_model
 
             for name in [name for name, asset in ASSETS.items() if asset.is_gguf]:
                 convert_gguf_model(name)

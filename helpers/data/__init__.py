@@ -1,0 +1,2 @@
+"""Data: the embedded data sets and splits (:mod:`.loaders`), batching and padding
+(:mod:`.batching`), instruction data and prompt formats (:mod:`.instructions`)."""

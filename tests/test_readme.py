@@ -1,0 +1,27 @@
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def test_readme_tables_are_generated_from_the_result_files():
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "readme_tables.py"), "--check"],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_changed_result_changes_the_rendered_table(monkeypatch, tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import readme_tables
+    finally:
+        sys.path.pop(0)
+    record = json.loads((readme_tables.RESULTS / "course_times.json").read_text())
+    key = next(iter(record))
+    name = next(iter(record[key]["seconds"]))
+    record[key]["seconds"][name] = 3723.0
+    (tmp_path / "course_times.json").write_text(json.dumps(record))
+    monkeypatch.setattr(readme_tables, "RESULTS", tmp_path)
+    row = next(line for line in readme_tables.course_times().splitlines() if line.startswith(f"| `{name}` |"))
+    assert "62 min 03 s" in row

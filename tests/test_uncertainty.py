@@ -1,0 +1,56 @@
+import math
+
+import numpy as np
+import pytest
+
+from helpers.evaluation.uncertainty import bootstrap_interval, paired_bootstrap
+
+
+def test_accuracy_interval_matches_the_normal_approximation_and_narrows_with_n():
+    rng = np.random.default_rng(1)
+    correct = rng.random(2000) < 0.7
+    interval = bootstrap_interval(correct, seed=3)
+    p = correct.mean()
+    half_width = 1.96 * math.sqrt(p * (1 - p) / len(correct))  # binomial normal approximation
+    assert interval.low < p < interval.high and interval.value == pytest.approx(p)
+    assert (interval.high - interval.low) / 2 == pytest.approx(half_width, rel=0.15)
+    small = bootstrap_interval(correct[:100], seed=3)
+    assert small.high - small.low > 3 * (interval.high - interval.low)  # 20x fewer items: ~4.5x wider
+    assert bootstrap_interval(correct, seed=3) == interval  # seeded: reproducible
+
+
+def test_constant_values_give_a_point_interval_and_bad_input_is_refused():
+    assert bootstrap_interval([1, 1, 1, 1]).as_dict()["low"] == 1.0
+    with pytest.raises(ValueError, match="at least 2"):
+        bootstrap_interval([1.0])
+    with pytest.raises(ValueError, match="same length"):
+        paired_bootstrap([1, 0, 1], [1, 0])
+
+
+def test_paired_comparison_verdicts_follow_the_data():
+    rng = np.random.default_rng(0)
+    b = (rng.random(500) < 0.6).astype(float)
+    a = b.copy()
+    a[np.flatnonzero(b == 0)[:60]] = 1  # A fixes 60 of B's errors and breaks none: +0.12
+    better = paired_bootstrap(a, b, seed=1)
+    assert better.verdict == "better" and better.difference.value == pytest.approx(60 / 500)
+    assert better.difference.low > 0 and better.n == 500
+    assert paired_bootstrap(b, a, seed=1).verdict == "worse"
+    assert paired_bootstrap(a, a).verdict == "indistinguishable"
+    noisy = b.copy()
+    flip = np.concatenate([rng.choice(np.flatnonzero(b == 1), 10, replace=False),
+                           rng.choice(np.flatnonzero(b == 0), 10, replace=False)])
+    noisy[flip] = 1 - noisy[flip]  # 10 fixed, 10 broken: different items, no difference in accuracy
+    same = paired_bootstrap(noisy, b, seed=1)
+    assert same.verdict == "indistinguishable" and same.difference.low < 0 < same.difference.high
+
+
+def test_pairing_detects_what_unpaired_intervals_cannot():
+    # Two models that differ on few items: their separate intervals overlap, the paired test still sees it.
+    rng = np.random.default_rng(2)
+    b = (rng.random(1000) < 0.75).astype(float)
+    a = b.copy()
+    a[np.flatnonzero(b == 0)[:25]] = 1
+    ia, ib = bootstrap_interval(a, seed=0), bootstrap_interval(b, seed=0)
+    assert ia.low < ib.high  # overlapping intervals
+    assert paired_bootstrap(a, b, seed=0).verdict == "better"
