@@ -20,7 +20,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from helpers.grading import (  # noqa: E402
+from ftcourse.grading import (  # noqa: E402
     answered_notebook,
     grade,
     graded_sources,

@@ -27,12 +27,12 @@ import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from helpers import setup  # noqa: E402
-from helpers.causal_lm import instruction_collator, tokenize_instructions  # noqa: E402
-from helpers.freezing import freeze_embeddings, optimizer_for, unfreeze_all, unfreeze_last_layers  # noqa: E402
-from helpers.instructions import instruction_dataset  # noqa: E402
+from helpers.training.causal_lm import instruction_collator, tokenize_instructions  # noqa: E402
+from helpers.training.freezing import freeze_embeddings, optimizer_for, unfreeze_all, unfreeze_last_layers  # noqa: E402
+from helpers.data.instructions import instruction_dataset  # noqa: E402
 from helpers.models import load_causal_lm  # noqa: E402
-from helpers.runner import run_notebook  # noqa: E402
-from helpers.training import time_training_steps  # noqa: E402
+from ftcourse.runner import run_notebook  # noqa: E402
+from helpers.training.loops import time_training_steps  # noqa: E402
 
 NOTEBOOK = ROOT / "course" / "04_gpt_instruction_tuning.ipynb"
 RESULTS = ROOT / "course" / "outputs" / "04_instruction_tuning" / "results.json"

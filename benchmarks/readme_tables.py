@@ -1,0 +1,152 @@
+"""Write the README's measured tables from the result files the benchmarks write.
+
+No figure in the README is typed by hand: each table sits between
+``<!-- table:NAME -->`` and ``<!-- /table -->`` and is rendered here from
+``benchmarks/results/*.json``. ``--check`` exits 1 when the README is out of
+date with the result files (the test suite runs it).
+
+    python benchmarks/readme_tables.py          # rewrite the tables in README.md
+    python benchmarks/readme_tables.py --check  # fail if they are stale
+"""
+
+import argparse
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
+BLOCK = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.DOTALL)
+
+
+def _load(name: str) -> dict:
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+def duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
+
+
+def machine(on: dict) -> str:
+    """'AMD EPYC, no native bf16, fp32' from a result's ``measured_on``-style record."""
+    if on.get("device", "cpu") != "cpu":
+        return f"{on['device']}, {on['precision']}"
+    native = "native bf16" if on.get("cpu_native_bf16") else "no native bf16"
+    return f"{on.get('cpu', 'CPU')} ({on.get('threads', '?')} threads), {native}, {on['precision']}"
+
+
+def course_times() -> str:
+    record = _load("course_times")
+    columns = [key for key in ("full/no-native-bf16", "full/native-bf16", "fast/no-native-bf16", "fast/native-bf16",
+                               "full/cuda", "fast/cuda") if key in record]
+    notebooks = sorted({name for key in columns for name in record[key]["seconds"]})
+    lines = ["| notebook | " + " | ".join(f"{key.split('/')[0]} mode, {machine(record[key])}" for key in columns) + " |",
+             "|---" * (len(columns) + 1) + "|"]
+    for name in notebooks:
+        cells = [duration(record[k]["seconds"][name]) if name in record[k]["seconds"] else "—" for k in columns]
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    totals = [duration(sum(record[k]["seconds"].values())) for k in columns]
+    lines.append("| **all lessons** | " + " | ".join(f"**{t}**" for t in totals) + " |")
+    return "\n".join(lines)
+
+
+def bert_benchmark() -> str:
+    r = _load("bert_classification")
+    acc, speed, pad, prec = r["accuracy"], r["loop_vs_trainer"], r["padding"], r["precision"]
+    best = max(acc["minilm_test_accuracy_per_epoch"])
+    per_epoch = " / ".join(f"{a:.1%}" for a in acc["minilm_test_accuracy_per_epoch"])
+    rows = [
+        ("TF-IDF (1–2 grams) + logistic regression, all training snippets",
+         f"{acc['tfidf_test_accuracy']:.1%} test accuracy", acc["measured_on"]),
+        (f"MiniLM fine-tuned on {acc['train_examples']:,} snippets (explicit loop, length-grouped batches of 32, "
+         f"lr 1e-4), accuracy after each epoch",
+         f"{per_epoch} ({100 * (best - acc['tfidf_test_accuracy']):+.1f} points over TF-IDF); "
+         f"{duration(acc['minilm_train_seconds_with_test_evals'])} of training", acc["measured_on"]),
+        (f"explicit loop vs `Trainer`, same {speed['examples']} examples in the same order",
+         f"{speed['loop_examples_per_s']:.1f} vs {speed['trainer_examples_per_s']:.1f} examples/s "
+         f"(ratio {speed['loop_over_trainer']:.2f})", speed["measured_on"]),
+        ("one training step, batch of 32: `max_length=512` / dynamic / length-grouped padding",
+         " / ".join(f"{pad[k]['seconds_per_step']:.2f}" for k in ("max_length", "dynamic", "length_grouped"))
+         + " s (padding share " + " / ".join(f"{pad[k]['padding_share']:.1%}" for k in
+                                             ("max_length", "dynamic", "length_grouped")) + ")", pad["measured_on"]),
+    ]
+    if "skipped" not in prec:
+        diff = prec["bf16_minus_fp32_accuracy"]
+        d = diff["difference"]
+        for name in ("fp32", "bf16"):
+            a = prec[name]["test_accuracy"]
+            rows.append((f"lesson 03's `Trainer` recipe ({prec['train_examples']:,} snippets × {prec['epochs']} "
+                         f"epochs) in **{name}**",
+                         f"{a['value']:.1%} test accuracy [95% CI {a['low']:.1%}, {a['high']:.1%}], "
+                         f"{prec[name]['examples_per_s']:.1f} examples/s", {**prec["measured_on"], "precision": name}))
+        rows.append(("bf16 minus fp32, paired bootstrap on the same test items",
+                     f"{100 * d['value']:+.1f} points [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]: "
+                     f"bf16 is **{diff['verdict']}** in accuracy, ×{prec['bf16_speedup']:.2f} the speed",
+                     {**prec["measured_on"], "precision": "fp32 and bf16"}))
+    lines = ["| measure | value | measured on |", "|---|---|---|"]
+    lines += [f"| {what} | {value} | {machine(on)} |" for what, value, on in rows]
+    return "\n".join(lines)
+
+
+def instruction_benchmark() -> str:
+    r = _load("instruction_tuning")
+    nb = r["notebook"]
+    on = {**r, "cpu": r.get("cpu", "AMD EPYC"), "cpu_native_bf16": r.get("cpu_native_bf16", False)}
+    before, after = nb["before"], nb["after"]
+
+    def pair(metric: str, task: str, digits: int = 2) -> str:
+        a, b = before[metric].get(task), after[metric].get(task)
+        if a is None or b is None or (isinstance(a, float) and math.isnan(a)):
+            return "—"
+        return f"{a:.{digits}f} → {b:.{digits}f}"
+
+    lines = [f"Measured on {machine(on)}: notebook in default mode {duration(r['notebook_seconds'])}; "
+             f"training {nb['train_examples']} examples in {nb['updates']} updates, "
+             f"{duration(nb['train_seconds'])}; training tokens/s: "
+             + ", ".join(f"{k} {v:.0f}" for k, v in r["training_tokens_per_second"].items()) + ".", "",
+             "| task | n | exact match | label named (lenient) | ROUGE-L | response perplexity |",
+             "|---|---|---|---|---|---|"]
+    for task in before["n"]:
+        lines.append(f"| {task} | {before['n'][task]:.0f} | {pair('exact_match', task)} | "
+                     f"{pair('label_in_answer', task)} | {pair('rouge_l', task, 3)} | "
+                     f"{pair('perplexité', task, 1)} |")
+    general = nb["general_perplexity"]
+    lines += ["", "Perplexity of general Wikipedia text (forgetting): "
+              + ", ".join(f"{k} {v:.2f}" for k, v in general.items()) + "."]
+    return "\n".join(lines)
+
+
+TABLES = {"course-times": course_times, "bert-benchmark": bert_benchmark, "instruction-benchmark": instruction_benchmark}
+
+
+def render(readme: str) -> str:
+    def replace(match: re.Match) -> str:
+        name = match.group("name")
+        if name not in TABLES:
+            raise SystemExit(f"README names an unknown table {name!r}; known: {', '.join(TABLES)}")
+        return f"{match.group(1)}{TABLES[name]()}\n{match.group(4)}"
+
+    return BLOCK.sub(replace, readme)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if README.md is out of date")
+    args = parser.parse_args()
+    current = README.read_text()
+    fresh = render(current)
+    if args.check:
+        if fresh != current:
+            sys.exit("README.md tables are out of date with benchmarks/results: run python benchmarks/readme_tables.py")
+        print("README.md tables match benchmarks/results")
+        return
+    README.write_text(fresh)
+    print("README.md tables rewritten from benchmarks/results")
+
+
+if __name__ == "__main__":
+    main()
