@@ -44,7 +44,8 @@ def course_times() -> str:
     columns = [key for key in ("full/no-native-bf16", "full/native-bf16", "fast/no-native-bf16", "fast/native-bf16",
                                "full/cuda", "fast/cuda") if key in record]
     notebooks = sorted({name for key in columns for name in record[key]["seconds"]})
-    lines = ["| notebook | " + " | ".join(f"{key.split('/')[0]} mode, {machine(record[key])}" for key in columns) + " |",
+    lines = ["| notebook | " + " | ".join(f"{key.split('/')[0]} mode, {machine(record[key])}; {record[key]['date']}"
+                                     for key in columns) + " |",
              "|---" * (len(columns) + 1) + "|"]
     for name in notebooks:
         cells = [duration(record[k]["seconds"][name]) if name in record[k]["seconds"] else "—" for k in columns]
