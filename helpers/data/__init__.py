@@ -1,2 +1,3 @@
 """Data: the embedded data sets and splits (:mod:`.loaders`), batching and padding
-(:mod:`.batching`), instruction data and prompt formats (:mod:`.instructions`)."""
+(:mod:`.batching`), instruction data and prompt formats (:mod:`.instructions`),
+EDA text augmentation (:mod:`.augmentation`)."""

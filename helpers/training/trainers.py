@@ -1,0 +1,87 @@
+"""``Trainer`` with a loss of your choice: class-weighted cross-entropy, focal loss, any ``loss_fn(logits, labels)``.
+
+A Hugging Face model computes its own loss (plain cross-entropy for a
+classifier) when the batch holds ``labels``. To train with another loss,
+:class:`LossTrainer` overrides ``Trainer.compute_loss``: it takes the labels
+out of the batch, runs the model, and returns ``loss_fn(logits, labels)``::
+
+    weights = balanced_class_weights(train["label"], num_classes=2)
+    trainer = LossTrainer(model=model, args=args, train_dataset=..., data_collator=...,
+                          loss_fn=functools.partial(F.cross_entropy, weight=weights))
+    trainer = LossTrainer(..., loss_fn=functools.partial(focal_loss, gamma=2.0, alpha=weights))
+
+The evaluation loss (``eval_loss``) is computed with the same ``loss_fn``.
+
+``Trainer(compute_loss_func=...)`` is the library's other hook for the same
+thing, with the signature ``(outputs, labels, num_items_in_batch)``. Beware:
+``Trainer`` then assumes that the loss is already divided by the number of
+items of the whole accumulated batch, and no longer divides it by
+``gradient_accumulation_steps``; a per-batch mean such as
+``F.cross_entropy(...)`` is then ``gradient_accumulation_steps`` times too
+large. :class:`LossTrainer` declares its loss a per-batch mean
+(``loss_is_scaled_for_ga = False``), so gradient accumulation averages it as
+the plain ``Trainer`` does.
+
+Taught in the pitfalls lessons (issue 11: over-fitting and class imbalance);
+:class:`helpers.training.regularization.EWCTrainer` builds on it (catastrophic forgetting).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import Trainer
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class LossTrainer(Trainer):
+    """``Trainer`` whose loss is ``loss_fn(model(**inputs).logits, labels)``.
+
+    ``loss_fn`` takes the logits and the labels of one batch and returns a
+    scalar, the mean over the batch: ``functools.partial(F.cross_entropy,
+    weight=w)``, ``functools.partial(focal_loss, gamma=2)``, ... With
+    ``loss_fn=None`` the model's own loss is used (what ``Trainer`` does,
+    counted as a per-batch mean). Every other argument is ``Trainer``'s.
+    Taught in the pitfalls lessons (issue 11).
+    """
+
+    # compute_loss returns a per-batch mean: training_step divides it by the accumulation steps.
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args: Any, loss_fn: LossFn | None = None, **kwargs: Any) -> None:
+        if kwargs.get("compute_loss_func") is not None:
+            raise ValueError("LossTrainer takes loss_fn(logits, labels); compute_loss_func belongs to the plain Trainer")
+        if loss_fn is not None and not callable(loss_fn):
+            raise TypeError(f"loss_fn must be callable as loss_fn(logits, labels), got {type(loss_fn).__name__}")
+        self.loss_fn = loss_fn
+        super().__init__(*args, **kwargs)
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, torch.Tensor | Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        """The batch's loss (and the model's outputs with ``return_outputs``); ``inputs`` is left unchanged.
+
+        ``num_items_in_batch`` is accepted for ``Trainer``'s sake and not used:
+        the loss is a per-batch mean (see ``loss_is_scaled_for_ga``).
+        """
+        inputs = dict(inputs)
+        labels = inputs.pop("labels", None)
+        if self.loss_fn is None:
+            outputs = model(**inputs) if labels is None else model(**inputs, labels=labels)
+            if getattr(outputs, "loss", None) is None:
+                raise ValueError("the model returned no loss: does the batch hold 'labels'?")
+            loss = outputs.loss
+        else:
+            if labels is None:
+                raise ValueError(f"loss_fn needs the batch's 'labels'; the batch holds {sorted(inputs)}")
+            outputs = model(**inputs)
+            loss = self.loss_fn(outputs.logits, labels)
+        return (loss, outputs) if return_outputs else loss

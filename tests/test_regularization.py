@@ -1,0 +1,161 @@
+"""Elastic Weight Consolidation (helpers.training.regularization) on the real MiniLM and Rotten Tomatoes."""
+
+import copy
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+from transformers import DataCollatorWithPadding, TrainingArguments
+
+from helpers.data.loaders import rotten_tomatoes
+from helpers.training.freezing import freeze_backbone
+from helpers.training.regularization import EWC, EWCTrainer, fisher_diagonal
+from helpers.training.trainers import LossTrainer
+
+
+def reviews(tokenizer, n):
+    data = rotten_tomatoes(seed=0)["train"].select(range(n))
+    data = data.map(lambda b: tokenizer(b["text"], truncation=True, max_length=16), batched=True)
+    return data.remove_columns(["text", "movie"]).rename_column("label", "labels")
+
+
+def loader(tokenizer, data, batch_size):
+    return DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=DataCollatorWithPadding(tokenizer))
+
+
+def freeze_word_embeddings(model):
+    """11.7M of MiniLM's 22.7M parameters; frozen, the tests run faster (and frozen parameters are skipped)."""
+    model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
+
+
+def test_fisher_has_the_parameters_shapes_is_non_negative_and_leaves_the_model_as_it_was(minilm):
+    model, tokenizer = minilm
+    freeze_word_embeddings(model)
+    model.train()
+    fisher = fisher_diagonal(model, loader(tokenizer, reviews(tokenizer, 4), batch_size=2))
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    assert set(fisher) == set(trainable) and "bert.embeddings.word_embeddings.weight" not in fisher
+    for name, value in fisher.items():
+        assert value.shape == trainable[name].shape and value.dtype == torch.float32
+        assert bool((value >= 0).all()), name
+    assert float(fisher["classifier.weight"].sum()) > 0
+    assert sum(int((value > 0).sum()) for value in fisher.values()) > 0.5 * sum(v.numel() for v in fisher.values())
+    assert model.training  # put back in train mode
+    assert all(p.grad is None for p in model.parameters())  # nothing accumulated into .grad
+    model.eval()
+    fisher_diagonal(model, loader(tokenizer, reviews(tokenizer, 2), batch_size=2))
+    assert not model.training
+
+
+def test_fisher_is_the_mean_squared_gradient_of_the_loss(minilm):
+    model, tokenizer = minilm
+    freeze_backbone(model)  # only the head: classifier.weight and classifier.bias
+    batches = list(loader(tokenizer, reviews(tokenizer, 6), batch_size=2))
+    fisher = fisher_diagonal(model, batches)
+    assert set(fisher) == {"classifier.weight", "classifier.bias"}
+    model.eval()  # the estimate is computed without dropout
+    squares = []
+    for batch in batches:
+        grads = torch.autograd.grad(model(**batch).loss, [model.classifier.weight, model.classifier.bias])
+        squares.append([g.pow(2) for g in grads])
+    for index, name in enumerate(["classifier.weight", "classifier.bias"]):
+        expected = sum(square[index] for square in squares) / len(batches)
+        assert torch.allclose(fisher[name], expected, rtol=1e-5, atol=1e-12)
+    first = fisher_diagonal(model, batches, max_batches=1)
+    assert torch.allclose(first["classifier.bias"], squares[0][1], rtol=1e-5, atol=1e-12)
+    with pytest.raises(ValueError, match="max_batches"):
+        fisher_diagonal(model, batches, max_batches=0)
+    with pytest.raises(ValueError, match="no batch"):
+        fisher_diagonal(model, [])
+    with pytest.raises(ValueError, match="labels"):
+        fisher_diagonal(model, [{k: v for k, v in batches[0].items() if k != "labels"}])
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ValueError, match="requires_grad"):
+        fisher_diagonal(model, batches)
+
+
+def test_penalty_is_zero_at_the_anchor_and_quadratic_around_it(minilm):
+    model, tokenizer = minilm
+    freeze_word_embeddings(model)
+    ewc = EWC.from_model(model, loader(tokenizer, reviews(tokenizer, 2), batch_size=2), lam=3.0)
+    assert ewc.penalty(model).item() == 0.0 and ewc.distance(model) == 0.0
+    delta = 1e-3
+    total_fisher = sum(float(f.sum()) for f in ewc.fisher.values())
+    anchored = [p for name, p in model.named_parameters() if name in ewc.anchor]
+    with torch.no_grad():
+        for p in anchored:
+            p.add_(delta)
+    once = ewc.penalty(model)
+    assert once.item() == pytest.approx(3.0 / 2 * delta**2 * total_fisher, rel=1e-3)
+    assert ewc.distance(model) == pytest.approx(delta * sum(p.numel() for p in anchored) ** 0.5, rel=1e-3)
+    # Its gradient is the spring's force lam * F * (theta - theta*).
+    once.backward()
+    assert torch.allclose(model.classifier.weight.grad, 3.0 * ewc.fisher["classifier.weight"] * delta, rtol=1e-3)
+    with torch.no_grad():
+        for p in anchored:
+            p.add_(delta)
+    assert ewc.penalty(model).item() == pytest.approx(4 * once.item(), rel=1e-3)
+    # Twice the strength, twice the penalty.
+    assert EWC(ewc.anchor, ewc.fisher, lam=6.0).penalty(model).item() == pytest.approx(8 * once.item(), rel=1e-3)
+
+
+def test_ewc_rejects_inconsistent_parts(minilm_shared):
+    model, _ = minilm_shared
+    head = {"classifier.bias": torch.zeros(2)}
+    with pytest.raises(ValueError, match="same parameters"):
+        EWC(anchor=head, fisher={"classifier.weight": torch.zeros(2, 384)})
+    with pytest.raises(ValueError, match="non-negative"):
+        EWC(anchor=head, fisher={"classifier.bias": -torch.ones(2)})
+    with pytest.raises(ValueError, match="lam"):
+        EWC(anchor=head, fisher={"classifier.bias": torch.ones(2)}, lam=-1.0)
+    with pytest.raises(KeyError, match="no parameters named"):
+        EWC(anchor={"nope": torch.zeros(1)}, fisher={"nope": torch.ones(1)}).penalty(model)
+    with pytest.raises(ValueError, match="differs"):
+        EWC(anchor={"classifier.bias": torch.zeros(3)}, fisher={"classifier.bias": torch.ones(3)}).penalty(model)
+
+
+def test_a_strong_ewc_keeps_the_weights_closer_to_the_anchor(minilm, tmp_path):
+    """Same model, data, seed and 4 AdamW steps at lr 1e-3: with EWC the weights end up much nearer the anchor.
+
+    The Fisher of single examples is about 1e-7 per weight (22M weights share the loss), so lam must be
+    large for lam * F * (theta - theta*) to outweigh the task's gradient. Gradient clipping is off: with
+    Trainer's default max_grad_norm=1.0, the penalty's huge gradient is clipped, Adam's momentum from the
+    first step wins, and over 4 steps the weights move *further* (measured: 6.1 against 5.1).
+    """
+    model, tokenizer = minilm
+    freeze_word_embeddings(model)
+    data = reviews(tokenizer, 8)
+    ewc = EWC.from_model(model, loader(tokenizer, data.select(range(4)), batch_size=1), lam=1e10)
+
+    def train(trainer_class, **kwargs):
+        args = TrainingArguments(
+            output_dir=str(tmp_path), use_cpu=True, bf16=False, fp16=False, report_to="none", save_strategy="no",
+            max_steps=4, per_device_train_batch_size=2, learning_rate=1e-3, max_grad_norm=0.0, seed=0,
+            logging_steps=1, disable_tqdm=True, dataloader_pin_memory=False)
+        trained = copy.deepcopy(model)
+        trainer = trainer_class(model=trained, args=args, train_dataset=data,
+                                data_collator=DataCollatorWithPadding(tokenizer), **kwargs)
+        trainer.train()
+        return trained, trainer
+
+    plain, _ = train(LossTrainer)
+    held, trainer = train(EWCTrainer, ewc=ewc)
+    assert ewc.distance(held) < 0.5 * ewc.distance(plain)
+    assert ewc.penalty(held) < ewc.penalty(plain)
+    penalties = [entry["ewc_penalty"] for entry in trainer.state.log_history if "loss" in entry]
+    assert len(penalties) == 4 and penalties[0] == 0.0 and penalties[-1] > 0  # zero at the anchor, the first step
+
+    # The penalty joins the loss in training only: eval loss stays the task's.
+    batch = next(iter(loader(tokenizer, data, batch_size=4)))
+    with torch.no_grad():
+        held.eval()
+        assert trainer.compute_loss(held, batch).item() == pytest.approx(held(**batch).loss.item(), rel=1e-6)
+        held.train()
+        torch.manual_seed(0)
+        total = trainer.compute_loss(held, batch)
+        torch.manual_seed(0)  # the same dropout masks
+        task = held(**batch).loss
+        assert total.item() == pytest.approx(task.item() + ewc.penalty(held).item(), rel=1e-5)
+    with pytest.raises(TypeError, match="EWC"):
+        EWCTrainer(model=held, args=trainer.args, ewc={"lam": 1.0})
