@@ -4,15 +4,22 @@ Each student submits the three autograded notebooks (quiz, LR range test,
 early stopping), answered like a real class: some complete, some partly
 wrong, some blank. Run from the repository root:
 
-    python benchmarks/grade_class.py --students 30 --jobs 1 2
+    python benchmarks/grade_class.py --students 30 --jobs 2 --out benchmarks/results/grading.json
+
+With ``--out``, each run is recorded under a key naming the class size, the
+jobs and whether the CPU has native bf16; runs of other machines are kept
+(``benchmarks/readme_tables.py`` puts them in the README).
 """
 
 import argparse
+import json
 import random
 import re
 import sys
+import os
 import tempfile
 import time
+from datetime import date
 from pathlib import Path
 
 import nbformat
@@ -20,6 +27,8 @@ import nbformat
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from helpers.device import detect_capabilities  # noqa: E402
+from helpers.environment import PRECISION_ENV  # noqa: E402
 from ftcourse.grading import (  # noqa: E402
     answered_notebook,
     grade,
@@ -57,7 +66,10 @@ def main() -> int:
     parser.add_argument("--students", type=int, default=30)
     parser.add_argument("--jobs", type=int, nargs="+", default=[2])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None, help="record the runs in this JSON file")
     args = parser.parse_args()
+    caps = detect_capabilities()
+    record = json.loads(args.out.read_text()) if args.out and args.out.is_file() else {}
     with tempfile.TemporaryDirectory() as tmp:
         make_class(Path(tmp) / "class", args.students, args.seed)
         print(f"{'jobs':>4}  {'students':>8}  {'autograded':>10}  {'wall s':>7}  {'s/student':>9}  "
@@ -69,6 +81,16 @@ def main() -> int:
             executed = sum(row.total is not None for row in rows)  # notebooks nbgrader actually ran
             print(f"{jobs:>4}  {args.students:>8}  {executed:>10}  {wall:7.1f}  {wall / args.students:9.2f}  "
                   f"{wall / max(executed, 1):15.2f}  {summary(rows)}", flush=True)
+            kind = "native-bf16" if caps.cpu_bf16 else "no-native-bf16"
+            record[f"{args.students} students, {jobs} jobs/{kind}"] = {
+                "students": args.students, "jobs": jobs, "autograded_notebooks": executed, "seconds": round(wall, 1),
+                "seconds_per_student": wall / args.students, "seconds_per_autograded_notebook": wall / max(executed, 1),
+                "summary": summary(rows), "cpu": caps.cpu_name, "cpu_native_bf16": caps.cpu_bf16,
+                "precision_override": os.environ.get(PRECISION_ENV, ""), "date": date.today().isoformat(),
+            }
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     return 0
 
 

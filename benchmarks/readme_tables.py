@@ -121,7 +121,21 @@ def instruction_benchmark() -> str:
     return "\n".join(lines)
 
 
-TABLES = {"course-times": course_times, "bert-benchmark": bert_benchmark, "instruction-benchmark": instruction_benchmark}
+def grading() -> str:
+    record = _load("grading")
+    lines = ["| class | autograded notebooks | wall time | per student | per autograded notebook | measured on |",
+             "|---|---|---|---|---|---|"]
+    for key in sorted(record):
+        r = record[key]
+        where = machine({**r, "device": "cpu", "precision": r.get("precision_override") or "auto precision",
+                         "threads": 2})
+        lines.append(f"| {r['students']} students, `--jobs {r['jobs']}` | {r['autograded_notebooks']} | "
+                     f"{duration(r['seconds'])} | {r['seconds_per_student']:.1f} s | "
+                     f"{r['seconds_per_autograded_notebook']:.2f} s | {where}; {r['date']} |")
+    return "\n".join(lines)
+
+
+TABLES = {"course-times": course_times, "grading": grading, "bert-benchmark": bert_benchmark, "instruction-benchmark": instruction_benchmark}
 
 
 def render(readme: str) -> str:
