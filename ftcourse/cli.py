@@ -42,8 +42,7 @@ def doctor(convert: bool = True) -> int:
     ok &= _check("libraries", not missing, "all installed" if not missing else f"missing {', '.join(missing)}: pip install -e .")
     caps = detect_capabilities()
     device = choose_device(caps)
-    hardware = caps.cuda_name if device == "cuda" else caps.cpu_name
-    print(f"  device: {device} ({hardware})")
+    print(f"  device: {device} ({caps.hardware(device)})")
     print("  precisions this device trains in: "
           + "; ".join(f"{name} ({note})" for name, note in supported_precisions(caps, device).items()))
     override = os.environ.get(PRECISION_ENV, "").strip()

@@ -15,7 +15,7 @@ import contextlib
 import os
 import platform
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,6 +38,10 @@ class Capabilities:
     mps: bool = False
     cpu_name: str = ""
     cpu_bf16: bool = False  # native bf16 arithmetic (AVX512-BF16 or AMX)
+
+    def hardware(self, device: str) -> str:
+        """The name of what ``device`` runs on: the GPU's name on CUDA, else the CPU's."""
+        return (self.cuda_name if device == "cuda" else self.cpu_name) or device
 
 
 @dataclass(frozen=True)
@@ -176,8 +180,7 @@ def resolve_precision(caps: Capabilities, device: str | None = None, requested: 
         )
     auto = choose_precision(caps, device)
     if name == auto.name:
-        return Precision(auto.name, f"{auto.reason}; also asked for by {source}", auto.autocast_dtype,
-                         auto.use_grad_scaler, device)
+        return replace(auto, reason=f"{auto.reason}; also asked for by {source}")
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
     return Precision(name, f"asked for by {source} ({supported[name]}); auto would choose {auto.name}", dtype,
                      use_grad_scaler=name == "fp16", device=device)
@@ -203,12 +206,9 @@ class CourseEnv:
 
     def measured_on(self, with_precision: bool = True) -> str:
         """Where (and in which precision) a speed was measured, to print next to it."""
-        caps = self.capabilities
-        if self.device == "cuda":
-            hardware = caps.cuda_name
-        else:
-            native = "native bf16" if caps.cpu_bf16 else "no native bf16"
-            hardware = f"{caps.cpu_name or 'CPU'}, {native}, {self.threads} threads"
+        caps, hardware = self.capabilities, self.capabilities.hardware(self.device)
+        if self.device != "cuda":
+            hardware += f", {'native bf16' if caps.cpu_bf16 else 'no native bf16'}, {self.threads} threads"
         where = f"{self.device} ({hardware})"
         return f"{where}, {self.precision.name}" if with_precision else where
 
@@ -323,7 +323,7 @@ def setup(
 def describe(env: CourseEnv) -> str:
     """The few lines ``setup()`` prints."""
     v = env.versions
-    hardware = env.capabilities.cuda_name if env.device == "cuda" else env.capabilities.cpu_name or env.device
+    hardware = env.capabilities.hardware(env.device)
     mode = "FAST (small subsets, few steps)" if env.fast else "full lesson"
     hub = "offline (HF_HUB_OFFLINE=1): embedded models and data only" if env.offline else "online allowed"
     return "\n".join(

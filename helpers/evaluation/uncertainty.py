@@ -95,19 +95,8 @@ def paired_bootstrap(
     The verdict is ``"better"`` when the whole interval is above 0,
     ``"worse"`` when it is below, ``"indistinguishable"`` otherwise.
     """
-    from scipy.stats import bootstrap
-
     a, b = np.asarray(scores_a, dtype=float), np.asarray(scores_b, dtype=float)
     n = _check_items(a, b)
-    differences = a - b
-    value = float(differences.mean())
-    if np.all(differences == differences[0]):
-        low = high = value
-    else:
-        result = bootstrap(
-            (differences,), np.mean, confidence_level=confidence, n_resamples=n_resamples, method="percentile",
-            rng=np.random.default_rng(seed),
-        )
-        low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
-    verdict = "better" if low > 0 else "worse" if high < 0 else "indistinguishable"
-    return PairedComparison(Interval(value, low, high, confidence), verdict, n)
+    difference = bootstrap_interval(a - b, np.mean, confidence, n_resamples, seed)
+    verdict = "better" if difference.low > 0 else "worse" if difference.high < 0 else "indistinguishable"
+    return PairedComparison(difference, verdict, n)

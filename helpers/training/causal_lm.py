@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from transformers import DataCollatorForSeq2Seq, PreTrainedModel, PreTrainedTokenizerBase
 
 from helpers.data.instructions import format_prompt
+from helpers.training.loops import to_device
 
 IGNORE_INDEX = -100  # the label value PyTorch's cross-entropy (and transformers) skips
 
@@ -96,7 +97,7 @@ def token_losses(model: PreTrainedModel, loader: DataLoader, device: str = "cpu"
     model.eval()
     sums, counts = [], []
     for batch in loader:
-        batch = {key: value.to(device) for key, value in batch.items()}
+        batch = to_device(batch, device)
         labels = batch.pop("labels")
         logits = model(**batch).logits
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16/fp16 scored in fp32

@@ -27,7 +27,8 @@ from helpers.device import Precision, set_seed
 FP32 = Precision("fp32", "default")
 
 
-def _to_device(batch: dict, device: str) -> dict:
+def to_device(batch: dict, device: str | torch.device) -> dict:
+    """The batch with every tensor moved to ``device`` (other values kept as they are)."""
     return {key: value.to(device) if hasattr(value, "to") else value for key, value in batch.items()}
 
 
@@ -37,7 +38,7 @@ def evaluate(model: torch.nn.Module, loader, device: str = "cpu", precision: Pre
     model.eval()
     total, count, logits, labels = 0.0, 0, [], []
     for batch in loader:
-        batch = _to_device(batch, device)
+        batch = to_device(batch, device)
         with precision.autocast(device):
             output = model(**batch)
         size = len(batch["labels"])
@@ -67,7 +68,7 @@ def time_training_steps(
     model.train()
     seconds = []
     for step in range(num_steps + 1):
-        batch = _to_device(next(batches), device)
+        batch = to_device(next(batches), device)
         start = time.perf_counter()
         with precision.autocast(device):
             loss = model(**batch).loss
@@ -118,7 +119,7 @@ def train_loop(
         for step, batch in enumerate(train_loader, start=1):
             with precision.autocast(device):
                 # Each batch counts 1/k of the update: the sum of k gradients is one big batch's mean.
-                loss = model(**_to_device(batch, device)).loss / gradient_accumulation_steps
+                loss = model(**to_device(batch, device)).loss / gradient_accumulation_steps
             (scaler.scale(loss) if scaler else loss).backward()
             accumulated += loss.item()
             if step % gradient_accumulation_steps and step != len(train_loader):

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from helpers.training.loops import to_device
 from helpers.training.trainers import LossTrainer
 
 
@@ -77,7 +78,7 @@ def fisher_diagonal(
             for batch in loader:
                 if max_batches is not None and count >= max_batches:
                     break
-                batch = {key: value.to(device) if hasattr(value, "to") else value for key, value in batch.items()}
+                batch = to_device(batch, device)
                 loss = model(**batch).loss
                 if loss is None:
                     raise ValueError(f"the model returned no loss: the batches must hold 'labels' (got {sorted(batch)})")
