@@ -6,6 +6,8 @@ Released nbgrader assignments are skipped: their solution cells raise
 
 from __future__ import annotations
 
+import json
+
 import os
 import time
 import warnings
@@ -150,13 +152,17 @@ def normalize_notebook(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode
 def notebook_problems(path: Path) -> list[str]:
     """Ways in which a stored notebook is not clean (empty list when it is)."""
     try:
-        notebook = nbformat.read(path, as_version=4)
+        nbformat.read(path, as_version=4)
+        # The file as stored: nbformat.read adds missing cell ids in memory, so it cannot tell.
+        stored = json.loads(Path(path).read_text(encoding="utf-8"))
     except Exception as error:  # nbformat raises several kinds on bad files
         return [f"not a readable notebook ({error})"]
     problems = []
-    for index, cell in enumerate(notebook.cells):
+    if stored.get("nbformat") == 4 and stored.get("nbformat_minor", 0) < 5:
+        problems.append(f"format 4.{stored.get('nbformat_minor', 0)} has no cell ids (4.5 has)")
+    for index, cell in enumerate(stored.get("cells", [])):
         if "id" not in cell:
             problems.append(f"cell {index} has no id")
-        if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None):
+        if cell.get("cell_type") == "code" and (cell.get("outputs") or cell.get("execution_count") is not None):
             problems.append(f"cell {index} has stored outputs or an execution count")
     return problems

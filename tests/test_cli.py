@@ -101,6 +101,19 @@ def test_normalize_check_and_fix(tmp_path):
     assert notebook_problems(path) == []
 
 
+def test_normalize_finds_and_adds_missing_ids_in_the_stored_file(tmp_path):
+    # nbformat.read fills missing ids in memory: the check must read the file as stored.
+    path = make_notebook(tmp_path / "n.ipynb", "print(1)")
+    data = json.loads(path.read_text())
+    for cell in data["cells"]:
+        del cell["id"]
+    path.write_text(json.dumps(data))
+    assert notebook_problems(path) == [f"cell {i} has no id" for i in range(len(data["cells"]))]
+    assert run_cli("normalize", str(path)).returncode == 0
+    assert all("id" in cell for cell in json.loads(path.read_text())["cells"])
+    assert notebook_problems(path) == []
+
+
 def test_installed_console_script_runs_the_cli(tmp_path, capsys):
     (entry_point,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "ftcourse"]
     main = entry_point.load()
