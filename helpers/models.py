@@ -354,16 +354,21 @@ def load_classifier(
     id2label: dict[int, str] | None = None,
     device: str = "cpu",
     seed: int | None = None,
+    config_overrides: dict | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A pretrained encoder with a new, randomly initialised classification head.
 
     Returns ``(model, tokenizer)``. ``seed`` makes the random head reproducible.
+    ``config_overrides`` changes fields of the model's configuration before
+    the model is built, e.g. ``{"hidden_dropout_prob": 0.3,
+    "attention_probs_dropout_prob": 0.3}`` for another dropout rate
+    (``course/07_overfitting_imbalance.ipynb``).
     """
     if num_labels < 1:
         raise ValueError(f"num_labels must be at least 1, got {num_labels}")
     if id2label is not None and len(id2label) != num_labels:
         raise ValueError(f"id2label has {len(id2label)} entries but num_labels is {num_labels}")
-    kwargs: dict = {"num_labels": num_labels}
+    kwargs: dict = {**(config_overrides or {}), "num_labels": num_labels}
     if id2label is not None:
         kwargs["id2label"] = {int(i): str(label) for i, label in id2label.items()}
         kwargs["label2id"] = {str(label): int(i) for i, label in id2label.items()}

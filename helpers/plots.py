@@ -4,7 +4,9 @@
 student's ``find_lr`` has returned (the exercise's function itself shows no plot);
 ``plot_training_curves`` by ``course/13_exercise_early_stopping.ipynb``;
 ``plot_loss_curves`` by ``course/01_strategies.ipynb``; ``plot_trainer_log`` by
-``course/03_bert_classification.ipynb``.
+``course/03_bert_classification.ipynb``; ``plot_train_validation`` and
+``plot_intervals`` by ``course/07_overfitting_imbalance.ipynb``; ``plot_forgetting_tradeoff`` by
+``course/06_catastrophic_forgetting.ipynb``.
 """
 
 from __future__ import annotations
@@ -118,3 +120,74 @@ def plot_trainer_log(log_history: Sequence[dict], metric: str | None = "eval_acc
             axes[1].annotate(f"ép. {row.get('epoch', 0):.1f}", (step, value), textcoords="offset points",
                              xytext=(0, 6), ha="center", fontsize=8)
     return np.asarray(axes)
+
+
+def plot_train_validation(log_history: Sequence[dict], sets: Sequence[str] = ("train", "validation"), axes=None) -> np.ndarray:
+    """Loss and accuracy per epoch on several evaluated sets (``Trainer`` with ``eval_dataset={name: ...}``).
+
+    Reads ``eval_<set>_loss`` and ``eval_<set>_accuracy`` from
+    ``Trainer.state.log_history``; the gap between the training and validation
+    curves is over-fitting made visible. Taught in
+    ``course/07_overfitting_imbalance.ipynb``.
+    """
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for name in sets:
+        rows = [row for row in log_history if f"eval_{name}_loss" in row]
+        if not rows:
+            raise ValueError(f"the log has no evaluation on {name!r}: pass eval_dataset={{{name!r}: ...}}")
+        epochs = [row["epoch"] for row in rows]
+        axes[0].plot(epochs, [row[f"eval_{name}_loss"] for row in rows], marker="o", label=name)
+        axes[1].plot(epochs, [row[f"eval_{name}_accuracy"] for row in rows], marker="o", label=name)
+    for ax, label in zip(axes, ("perte", "accuracy")):
+        ax.set_xlabel("époque")
+        ax.set_ylabel(label)
+        ax.legend()
+    return np.asarray(axes)
+
+
+def plot_intervals(table, metrics: Sequence[str], ax: plt.Axes | None = None) -> plt.Axes:
+    """Grouped bars of ``metrics`` for each row of ``table``, with their intervals as error bars.
+
+    ``table`` has, for each metric ``m``, the columns ``m``, ``m low`` and
+    ``m high`` (as :func:`helpers.evaluation.imbalance.imbalance_table`
+    builds it). One group of bars per row (model), one bar per metric.
+    Taught in ``course/07_overfitting_imbalance.ipynb``.
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(6, 1.4 * len(table)), 3.5))
+    width = 0.8 / len(metrics)
+    x = np.arange(len(table))
+    for i, metric in enumerate(metrics):
+        values = table[metric].to_numpy(dtype=float)
+        errors = np.vstack([values - table[f"{metric} low"].to_numpy(dtype=float),
+                            table[f"{metric} high"].to_numpy(dtype=float) - values])
+        ax.bar(x + (i - (len(metrics) - 1) / 2) * width, values, width, yerr=errors, capsize=3, label=metric)
+    ax.set_xticks(x, list(table.index), rotation=20, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.legend()
+    return ax
+
+
+def plot_forgetting_tradeoff(table, ax: plt.Axes | None = None) -> plt.Axes:
+    """Target-task gain against general-text loss increase, one point per run, with both intervals.
+
+    ``table`` is :func:`helpers.evaluation.forgetting.forgetting_table` with the
+    model before fine-tuning as reference: x is the change in target exact
+    match (points), y the change in loss per token of the general paragraphs
+    (above 0: forgetting). The best place is bottom right. Taught in
+    ``course/06_catastrophic_forgetting.ipynb``.
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4.5))
+    for name, row in table.iterrows():
+        x, y = 100 * float(row["target_change"]), float(row["general_text_change"])
+        xerr = [[x - 100 * float(row["target_change_low"])], [100 * float(row["target_change_high"]) - x]]
+        yerr = [[y - float(row["general_text_change_low"])], [float(row["general_text_change_high"]) - y]]
+        ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", capsize=3)
+        ax.annotate(str(name), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.axvline(0, color="grey", linewidth=0.8)
+    ax.set_xlabel("gain sur la tâche cible (points d'exact match)")
+    ax.set_ylabel("hausse de la perte sur le texte général (nats/token)")
+    return ax

@@ -7,6 +7,13 @@ the sentence that concludes is chosen by these numbers:
 verdict (``"better"``, ``"worse"`` or ``"indistinguishable"``). Both use
 ``scipy.stats.bootstrap`` (percentile method, seeded). Used by the lesson
 benchmarks and by the lessons that compare models.
+
+Metrics that are not a mean of per-item values (macro-F1, balanced accuracy,
+PR-AUC, the recall of one class) are bootstrapped by :func:`bootstrap_metric`
+and compared by :func:`paired_bootstrap_metric`: the metric is recomputed on
+resampled item indices (seeded, so that the same seed and the same number of
+items give the same resamples, and a paired comparison evaluates both models
+on each resample). Taught in ``course/07_overfitting_imbalance.ipynb``.
 """
 
 from __future__ import annotations
@@ -98,5 +105,120 @@ def paired_bootstrap(
     a, b = np.asarray(scores_a, dtype=float), np.asarray(scores_b, dtype=float)
     n = _check_items(a, b)
     difference = bootstrap_interval(a - b, np.mean, confidence, n_resamples, seed)
-    verdict = "better" if difference.low > 0 else "worse" if difference.high < 0 else "indistinguishable"
-    return PairedComparison(difference, verdict, n)
+    return PairedComparison(difference, _verdict(difference), n)
+
+
+def _verdict(difference: Interval) -> str:
+    """``"better"`` when the whole interval of A - B is above 0, ``"worse"`` below, else ``"indistinguishable"``."""
+    return "better" if difference.low > 0 else "worse" if difference.high < 0 else "indistinguishable"
+
+
+Metric = Callable[..., "float | np.ndarray"]
+
+
+def resample_indices(n: int, n_resamples: int = 1000, seed: int = 0) -> np.ndarray:
+    """``n_resamples`` bootstrap resamples of ``range(n)`` (drawn with replacement), shape ``(n_resamples, n)``.
+
+    The same ``n``, ``n_resamples`` and ``seed`` always give the same indices:
+    two models scored with the same seed are scored on the same resamples.
+    Taught in ``course/07_overfitting_imbalance.ipynb``.
+    """
+    if n < 2:
+        raise ValueError(f"a bootstrap needs at least 2 items, got {n}")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be at least 1, got {n_resamples}")
+    return np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
+
+
+def resample_weights(n: int, n_resamples: int = 1000, seed: int = 0) -> np.ndarray:
+    """The resamples of :func:`resample_indices` as counts: how often each item was drawn, shape ``(n_resamples, n)``.
+
+    A metric computed with these counts as sample weights equals the metric
+    computed on the resampled items (an item drawn twice counts twice), which
+    lets a metric score all the resamples at once with array operations.
+    Taught in ``course/07_overfitting_imbalance.ipynb``.
+    """
+    indices = resample_indices(n, n_resamples, seed)
+    counts = np.zeros(indices.shape, dtype=np.int64)
+    np.add.at(counts, (np.arange(indices.shape[0])[:, None], indices), 1)
+    return counts
+
+
+def _percentile_interval(value: float, replicates: np.ndarray, confidence: float) -> Interval:
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    replicates = np.asarray(replicates, dtype=float)
+    replicates = replicates[np.isfinite(replicates)]  # e.g. a resample without any item of a class
+    if replicates.size == 0:
+        return Interval(value, float("nan"), float("nan"), confidence)
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(replicates, [tail, 100 - tail])
+    return Interval(value, float(low), float(high), confidence)
+
+
+def _metric_replicates(
+    metric: Metric, labels: np.ndarray, predictions: np.ndarray, n_resamples: int, seed: int, weighted: bool
+) -> tuple[float, np.ndarray]:
+    """The metric on all items, and on each resample (the one place where resamples are scored)."""
+    n = len(labels)
+    if weighted:
+        value = float(np.asarray(metric(labels, predictions, np.ones((1, n))))[0])
+        return value, np.asarray(metric(labels, predictions, resample_weights(n, n_resamples, seed)), dtype=float)
+    value = float(metric(labels, predictions))
+    replicates = [metric(labels[idx], predictions[idx]) for idx in resample_indices(n, n_resamples, seed)]
+    return value, np.asarray(replicates, dtype=float)
+
+
+def bootstrap_metric(
+    metric: Metric,
+    labels: Sequence,
+    predictions: Sequence,
+    confidence: float = 0.95,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    weighted: bool = False,
+) -> Interval:
+    """Percentile bootstrap interval of ``metric(labels, predictions)``, resampling the items.
+
+    ``metric`` is any function of the true labels and of one prediction (or
+    score) per item: ``sklearn.metrics.balanced_accuracy_score``,
+    ``functools.partial(f1_score, average="macro")``, ... It is called once
+    per resample of :func:`resample_indices`. With ``weighted=True``,
+    ``metric(labels, predictions, weights)`` instead receives every resample
+    at once as the counts of :func:`resample_weights` (shape
+    ``(n_resamples, n)``) and returns one value per row: much faster, same
+    resamples (see :mod:`helpers.evaluation.imbalance`). The point estimate is
+    the metric on all items; a resample where the metric is undefined
+    (``nan``) is left out. Taught in ``course/07_overfitting_imbalance.ipynb``.
+    """
+    y, p = np.asarray(labels), np.asarray(predictions)
+    _check_items(y, p)
+    value, replicates = _metric_replicates(metric, y, p, n_resamples, seed, weighted)
+    return _percentile_interval(value, replicates, confidence)
+
+
+def paired_bootstrap_metric(
+    metric: Metric,
+    labels: Sequence,
+    predictions_a: Sequence,
+    predictions_b: Sequence,
+    confidence: float = 0.95,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    weighted: bool = False,
+) -> PairedComparison:
+    """Compare A and B on the same items with any metric: ``metric(A) - metric(B)`` on the same resamples.
+
+    Each resample of item indices scores both models, so what the items have
+    in common (easy or hard examples) cancels out. The verdict is
+    ``"better"`` (A above B) when the whole interval of the difference is
+    above 0, ``"worse"`` when it is below, ``"indistinguishable"`` otherwise,
+    as for :func:`paired_bootstrap`. ``weighted`` as in :func:`bootstrap_metric`.
+    Taught in ``course/07_overfitting_imbalance.ipynb``.
+    """
+    y, a, b = np.asarray(labels), np.asarray(predictions_a), np.asarray(predictions_b)
+    n = _check_items(y, a, b)
+    value_a, replicates_a = _metric_replicates(metric, y, a, n_resamples, seed, weighted)
+    value_b, replicates_b = _metric_replicates(metric, y, b, n_resamples, seed, weighted)
+    difference = _percentile_interval(value_a - value_b, replicates_a - replicates_b, confidence)
+    return PairedComparison(difference, _verdict(difference), n)

@@ -1,4 +1,5 @@
 """Training: the explicit loop and step timer (:mod:`.loops`), freezing, parameter groups
 and optimizers (:mod:`.freezing`), causal-LM labels, collator and perplexity (:mod:`.causal_lm`),
 focal loss and class weights (:mod:`.losses`), ``Trainer`` with a custom loss (:mod:`.trainers`),
+one ``Trainer`` run per setting (:mod:`.classifier_runs`),
 Elastic Weight Consolidation (:mod:`.regularization`)."""
