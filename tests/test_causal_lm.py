@@ -166,3 +166,76 @@ def test_answer_instructions_keeps_the_order_and_the_task_budgets(smollm):
     answers = answer_instructions(model, tokenizer, rows)
     assert len(answers) == 2 and "Paris" in answers[0]
     assert len(tokenizer(answers[1])["input_ids"]) <= MAX_NEW_TOKENS["sentiment"]
+
+
+def test_text_losses_is_each_texts_own_mean_loss(smollm64):
+    from helpers.training.causal_lm import text_losses
+
+    model, tokenizer = smollm64
+    texts = ["The Eiffel Tower is a wrought-iron lattice tower in Paris, France.", "Hello there.",
+             "Water boils at one hundred degrees Celsius at sea level."]
+    losses = text_losses(model, tokenizer, texts, batch_size=3)
+    assert losses.shape == (3,)
+    for text, loss in zip(texts, losses):  # batched with padding = each text alone
+        assert loss == pytest.approx(float64_loss(model, tokenizer, text), rel=1e-9)
+    assert math.exp(losses[0]) == pytest.approx(perplexity(model, tokenizer, texts[:1]), rel=1e-9)
+    with pytest.raises(ValueError, match="fewer than 2 tokens"):
+        text_losses(model, tokenizer, ["Hi"] if len(tokenizer("Hi")["input_ids"]) < 2 else [""])
+
+
+def test_lm_examples_learn_every_token_and_truncate(smollm):
+    from helpers.training.causal_lm import lm_examples
+
+    _, tokenizer = smollm
+    long_text = "word " * 300
+    examples = lm_examples(["A short sentence.", long_text], tokenizer, max_length=32)
+    assert [len(e["input_ids"]) for e in examples] == [len(tokenizer("A short sentence.")["input_ids"]), 32]
+    for example in examples:
+        assert example["labels"] == example["input_ids"]
+        assert example["attention_mask"] == [1] * len(example["input_ids"])
+
+
+def test_mix_general_text_keeps_the_budget(smollm):
+    from helpers.training.causal_lm import lm_examples, mix_general_text
+
+    _, tokenizer = smollm
+    task = tokenize_instructions(Dataset.from_list(ROWS * 4), tokenizer)  # 12 examples, prompts masked
+    general = lm_examples([f"General paragraph number {i} about the world." for i in range(10)], tokenizer)
+    mixed = mix_general_text(task, general, general_share=0.25, seed=1)
+    assert len(mixed) == len(task)
+    fully_learned = [row for row in mixed if IGNORE_INDEX not in row["labels"]]
+    assert len(fully_learned) == 3  # round(0.25 * 12) general paragraphs replace as many task examples
+    assert all(row["input_ids"] in general_ids for row in fully_learned for general_ids in [[g["input_ids"] for g in general]])
+    assert mix_general_text(task, general, 0.25, seed=1)["input_ids"] == mixed["input_ids"]  # seeded
+    assert len(mix_general_text(task, general, 0.0)) == len(task)
+    with pytest.raises(ValueError, match="general_share"):
+        mix_general_text(task, general, 1.0)
+    with pytest.raises(ValueError, match="general examples needed"):
+        mix_general_text(task, general[:2], 0.5)
+
+
+def test_train_causal_lm_trains_only_the_unfrozen_weights_and_adds_ewc(smollm_copy, tmp_path):
+    from helpers.training.loops import FP32
+    from helpers.training.causal_lm import train_causal_lm
+    from helpers.training.freezing import freeze_embeddings, unfreeze_last_layers
+    from helpers.training.regularization import EWC, EWCTrainer
+
+    model, tokenizer = smollm_copy
+    unfreeze_last_layers(model, 1)
+    freeze_embeddings(model)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    data = tokenize_instructions(Dataset.from_list(ROWS), tokenizer)
+    trainer, seconds = train_causal_lm(model, tokenizer, data, FP32, str(tmp_path), learning_rate=1e-3, epochs=1,
+                                       batch_size=3, warmup=0.0, progress=False)
+    assert trainer.state.global_step == 1 and seconds > 0
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert changed and changed <= trainable
+    assert "model.layers.29.self_attn.q_proj.weight" in changed and "model.layers.0.self_attn.q_proj.weight" not in changed
+
+    ewc = EWC({n: before[n] for n in trainable}, {n: torch.ones_like(before[n]) for n in trainable}, lam=1.0)
+    trainer, _ = train_causal_lm(model, tokenizer, data, FP32, str(tmp_path), learning_rate=1e-3, epochs=2,
+                                 batch_size=3, warmup=0.0, ewc=ewc, progress=False)
+    assert isinstance(trainer, EWCTrainer)
+    penalties = [row["ewc_penalty"] for row in trainer.state.log_history if "ewc_penalty" in row]
+    assert penalties and penalties[-1] > 0  # the weights left the anchor after the first run

@@ -30,7 +30,7 @@ CLOSED_TASKS = ("sentiment", "topic")
 FREE_TASKS = ("describe", "qa")
 TASKS = CLOSED_TASKS + FREE_TASKS
 # Generation budget per task: a label is a few tokens; the longest reference answers fit in these.
-MAX_NEW_TOKENS = {"sentiment": 4, "topic": 10, "describe": 24, "qa": 40}
+MAX_NEW_TOKENS = {"sentiment": 4, "topic": 10, "describe": 24, "qa": 40, "general_qa": 16}
 
 ALPACA_WITH_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides further context. "
@@ -164,6 +164,30 @@ def _topic_articles() -> list[dict]:
     return [r for r in wiki_records() if r["topic"] and r["topic"] != "Uncategorized" and r["description"]]
 
 
+GENERAL_QUESTION_TOPICS = ("trivia", "science", "history", "literature")
+
+
+def general_questions(n: int | None = None, seed: int = 42, min_words: int = 4) -> Dataset:
+    """Factual general-knowledge questions with a short reference answer, as an instruction dataset (task ``general_qa``).
+
+    From the chatterbot corpus's trivia, science, history and literature
+    files: questions of at least ``min_words`` words that end with ``?``
+    (the corpus also holds chit-chat and split strings). No lesson trains on
+    them: they probe what a model knew before it was fine-tuned
+    (``course/06_catastrophic_forgetting.ipynb``). ``n``: a seeded random subset.
+    """
+    pairs = qa_pairs()
+    keep = [
+        i for i, (question, topic) in enumerate(zip(pairs["question"], pairs["topic"]))
+        if topic in GENERAL_QUESTION_TOPICS and question.strip().endswith("?") and len(question.split()) >= min_words
+    ]
+    rows = subsample(pairs.select(keep), n, seed)
+    return Dataset.from_dict({
+        "task": ["general_qa"] * len(rows), "instruction": rows["question"], "input": [""] * len(rows),
+        "output": rows["answer"],
+    })
+
+
 def closed_labels() -> dict[str, list[str]]:
     """The allowed answers of each closed-form task: ``{"sentiment": [...], "topic": [...]}``."""
     return {"sentiment": list(SENTIMENT_LABELS), "topic": sorted({r["topic"] for r in _topic_articles()})}
@@ -179,6 +203,7 @@ __all__ = [
     "TASKS",
     "closed_labels",
     "format_prompt",
+    "general_questions",
     "instruction_dataset",
     "topic_instruction",
 ]

@@ -1,2 +1,3 @@
 """Evaluation: classification and text metrics, baselines (:mod:`.metrics`); how sure a
-measured number is (:mod:`.uncertainty`)."""
+measured number is (:mod:`.uncertainty`); metrics of imbalanced classes and threshold moving
+(:mod:`.imbalance`); a target task against general ability, for forgetting (:mod:`.forgetting`)."""

@@ -12,17 +12,21 @@ Taught in ``course/04_gpt_instruction_tuning.ipynb``.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from datasets import Dataset
+from datasets import Dataset, concatenate_datasets
 from torch.utils.data import DataLoader
-from transformers import DataCollatorForSeq2Seq, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DataCollatorForSeq2Seq, PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
+from transformers.trainer_callback import PrinterCallback
 
 from helpers.data.instructions import format_prompt
+from helpers.device import Precision
 from helpers.training.loops import to_device
+from helpers.training.regularization import EWC, EWCTrainer
 
 IGNORE_INDEX = -100  # the label value PyTorch's cross-entropy (and transformers) skips
 
@@ -129,6 +133,45 @@ def _mean_loss(sums: np.ndarray, counts: np.ndarray) -> float:
     return float(sums.sum() / counts.sum())
 
 
+def lm_examples(texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, max_length: int = 256) -> list[dict[str, list[int]]]:
+    """Plain texts as causal-LM examples: every token is learned (``labels`` = ``input_ids``), truncated to ``max_length``.
+
+    The shape of pre-training data: used to score general text (:func:`text_losses`)
+    and to mix general text into a fine-tuning set (the pitfalls lesson,
+    ``course/06_catastrophic_forgetting.ipynb``).
+    """
+    encoded = [tokenizer(text, truncation=True, max_length=max_length)["input_ids"] for text in texts]
+    return [{"input_ids": ids, "attention_mask": [1] * len(ids), "labels": list(ids)} for ids in encoded]
+
+
+def _text_token_losses(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], device: str, batch_size: int,
+    max_length: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    rows = lm_examples(texts, tokenizer, max_length)
+    loader = DataLoader(rows, batch_size=batch_size, collate_fn=DataCollatorForSeq2Seq(tokenizer, padding=True))
+    return token_losses(model, loader, device)
+
+
+def text_losses(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    device: str = "cpu",
+    batch_size: int = 8,
+    max_length: int = 256,
+) -> np.ndarray:
+    """Mean cross-entropy per predicted token of each text, one value per text (``exp`` of it: its perplexity).
+
+    Per-item values for a bootstrap interval or a paired comparison of two
+    models on the same texts (``course/06_catastrophic_forgetting.ipynb``).
+    """
+    sums, counts = _text_token_losses(model, tokenizer, texts, device, batch_size, max_length)
+    if (counts == 0).any():
+        raise ValueError("a text has fewer than 2 tokens: nothing to predict")
+    return sums / counts
+
+
 def perplexity(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -140,12 +183,11 @@ def perplexity(
     """Perplexity of ``texts``: ``exp`` of the mean loss per predicted token (lower is better).
 
     Each text is scored on its own (truncated to ``max_length`` tokens);
-    padding is never scored.
+    padding is never scored. Every token counts the same (a long text weighs
+    more than a short one; :func:`text_losses` gives one value per text).
     """
-    encoded = [tokenizer(text, truncation=True, max_length=max_length)["input_ids"] for text in texts]
-    rows = [{"input_ids": ids, "attention_mask": [1] * len(ids), "labels": ids} for ids in encoded]
-    loader = DataLoader(rows, batch_size=batch_size, collate_fn=DataCollatorForSeq2Seq(tokenizer, padding=True))
-    return math.exp(mean_token_loss(model, loader, device)[0])
+    sums, counts = _text_token_losses(model, tokenizer, texts, device, batch_size, max_length)
+    return math.exp(_mean_loss(sums, counts))
 
 
 def response_perplexity(
@@ -172,3 +214,80 @@ def response_perplexity(
     tasks = np.asarray(dataset["task"])
     result = {task: math.exp(_mean_loss(sums[tasks == task], counts[tasks == task])) for task in dict.fromkeys(tasks)}
     return result | {"all": overall}
+
+
+def mix_general_text(
+    task_examples: Dataset,
+    general_examples: Sequence[dict[str, list[int]]] | Dataset,
+    general_share: float = 0.2,
+    seed: int = 42,
+) -> Dataset:
+    """A training set of the same size as ``task_examples``, of which ``general_share`` is general text.
+
+    The replay remedy against forgetting (the source chapter's "80 % task,
+    20 % general"): ``round(general_share * n)`` task examples are replaced by
+    as many general examples (from :func:`lm_examples`), so the compute
+    budget stays the same. Both must be tokenized (``input_ids``,
+    ``attention_mask``, ``labels``); the result is shuffled with ``seed``.
+    Taught in ``course/06_catastrophic_forgetting.ipynb``.
+    """
+    if not 0 <= general_share < 1:
+        raise ValueError(f"general_share must be in [0, 1), got {general_share}")
+    columns = ["input_ids", "attention_mask", "labels"]
+    general = general_examples if isinstance(general_examples, Dataset) else Dataset.from_list(list(general_examples))
+    n_general = round(general_share * len(task_examples))
+    if n_general > len(general):
+        raise ValueError(f"{n_general} general examples needed, only {len(general)} given")
+    task = task_examples.shuffle(seed=seed).select(range(len(task_examples) - n_general)).select_columns(columns)
+    general = general.shuffle(seed=seed).select(range(n_general)).select_columns(columns).cast(task.features)
+    return concatenate_datasets([task, general]).shuffle(seed=seed)
+
+
+def train_causal_lm(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train_dataset: Dataset,
+    precision: Precision,
+    output_dir: str,
+    learning_rate: float = 1e-4,
+    epochs: float = 1.0,
+    batch_size: int = 8,
+    seed: int = 42,
+    ewc: EWC | None = None,
+    lr_scheduler_type: str = "constant_with_warmup",
+    warmup: float = 0.1,
+    progress: bool = True,
+) -> tuple[Trainer, float]:
+    """Fine-tune ``model`` in place with ``Trainer`` on tokenized examples; returns ``(trainer, seconds)``.
+
+    The parameters that train are those with ``requires_grad`` (freeze
+    before calling). With ``ewc`` the loss adds its penalty
+    (:class:`helpers.training.regularization.EWCTrainer`). Batches are
+    padded on the right by :func:`instruction_collator`; the learning-rate
+    schedule is ``lr_scheduler_type`` with ``warmup`` (a share of the steps).
+    Nothing is saved to ``output_dir``. ``precision`` is ``env.precision``.
+    Taught in ``course/06_catastrophic_forgetting.ipynb``.
+    """
+    args = TrainingArguments(
+        output_dir=output_dir,
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        num_train_epochs=epochs,
+        lr_scheduler_type=lr_scheduler_type,
+        warmup_steps=warmup,  # a float below 1: a share of the training steps
+        weight_decay=0.0,
+        logging_steps=max(1, len(train_dataset) // batch_size // 10),
+        save_strategy="no",
+        report_to="none",
+        seed=seed,
+        disable_tqdm=not progress,
+        dataloader_pin_memory=precision.device == "cuda",
+        **precision.trainer_kwargs(),
+    )
+    common = dict(model=model, args=args, train_dataset=train_dataset, data_collator=instruction_collator(tokenizer))
+    trainer = EWCTrainer(**common, ewc=ewc) if ewc is not None else Trainer(**common)
+    if not progress:
+        trainer.remove_callback(PrinterCallback)  # without a progress bar, Trainer prints every log line
+    start = time.perf_counter()
+    trainer.train()
+    return trainer, time.perf_counter() - start

@@ -1,0 +1,79 @@
+"""Measuring forgetting: the per-item scores, their table and verdicts, the general questions, the trade-off plot."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pytest
+
+from helpers.data.instructions import general_questions
+from helpers.evaluation.forgetting import AbilityScores, forgetting_table, measure_abilities
+
+
+def scores(target, loss, f1, seconds=None):
+    return AbilityScores(np.asarray(target, float), np.asarray(loss, float), np.asarray(f1, float),
+                         np.asarray(f1, float) == 1.0, seconds)
+
+
+def test_forgetting_table_verdicts_follow_the_paired_differences():
+    rng = np.random.default_rng(0)
+    loss = rng.uniform(2.0, 3.0, 40)
+    runs = {
+        "start": scores(np.zeros(40), loss, rng.uniform(0, 0.3, 40)),
+        "tuned": scores(np.ones(40), loss + rng.uniform(0.05, 0.15, 40), np.zeros(40), 12.0),
+        "gentle": scores(np.r_[np.ones(20), np.zeros(20)], loss - rng.uniform(0.01, 0.02, 40), rng.uniform(0, 0.3, 40)),
+        "same": scores(np.zeros(40), loss + rng.normal(0, 0.05, 40), rng.uniform(0, 0.3, 40)),
+    }
+    table = forgetting_table(runs, reference="start")
+    assert list(table.index) == list(runs)
+    assert (table.loc["start", ["target_verdict", "general_text_verdict", "general_questions_verdict"]] == "reference").all()
+    assert table.loc["tuned", "target_verdict"] == "better"
+    assert table.loc["tuned", "general_text_verdict"] == "worse"  # a higher loss is worse
+    assert table.loc["tuned", "general_questions_verdict"] == "worse"
+    assert table.loc["gentle", "general_text_verdict"] == "better"  # a lower loss is better
+    assert table.loc["same", "general_text_verdict"] == "indistinguishable"
+    row = table.loc["tuned"]
+    assert row["general_text_change"] == pytest.approx(np.mean(runs["tuned"].general_text_loss - loss))
+    assert row["general_text_change_low"] < row["general_text_change"] < row["general_text_change_high"]
+    assert row["target"] == 1.0 and row["train_seconds"] == 12.0
+    assert row["general_perplexity"] == pytest.approx(np.exp(np.mean(runs["tuned"].general_text_loss)))
+    with pytest.raises(KeyError, match="reference"):
+        forgetting_table(runs, reference="missing")
+
+
+def test_general_questions_are_seeded_factual_questions():
+    questions = general_questions(20, seed=3)
+    assert len(questions) == 20 and set(questions["task"]) == {"general_qa"}
+    assert all(q.strip().endswith("?") and len(q.split()) >= 4 for q in questions["instruction"])
+    assert all(answer.strip() for answer in questions["output"])
+    assert general_questions(20, seed=3)["instruction"] == questions["instruction"]
+    assert general_questions(20, seed=4)["instruction"] != questions["instruction"]
+
+
+def test_plot_forgetting_tradeoff_draws_one_point_per_run():
+    from helpers.plots import plot_forgetting_tradeoff
+
+    rng = np.random.default_rng(1)
+    runs = {name: scores(rng.integers(0, 2, 30), rng.uniform(2, 3, 30), rng.uniform(0, 1, 30)) for name in "abc"}
+    ax = plot_forgetting_tradeoff(forgetting_table(runs, reference="a"))
+    assert [text.get_text() for text in ax.texts] == ["a", "b", "c"]
+
+
+@pytest.mark.slow
+def test_measure_abilities_scores_every_item(smollm):
+    from helpers.data.instructions import instruction_dataset
+
+    model, tokenizer = smollm
+    test = instruction_dataset({"train": 1, "validation": 1, "test": 3}, seed=0)["test"]
+    target = test.filter(lambda row: row["task"] == "sentiment")
+    questions = general_questions(3, seed=0)
+    texts = ["The Eiffel Tower is in Paris.", "Water boils at one hundred degrees Celsius.", "Cats are small mammals."]
+    result = measure_abilities(model, tokenizer, target, texts, questions, max_new_tokens=4, train_seconds=1.5)
+    assert result.target_exact_match.shape == (3,) and set(result.target_exact_match) <= {0.0, 1.0}
+    assert result.general_text_loss.shape == (3,) and (result.general_text_loss > 0).all()
+    assert result.general_question_f1.shape == (3,) and ((0 <= result.general_question_f1) & (result.general_question_f1 <= 1)).all()
+    assert len(result.answers["target"]) == 3 and len(result.answers["general_questions"]) == 3
+    assert result.train_seconds == 1.5
+    with pytest.raises(ValueError, match="at least 2 items"):
+        measure_abilities(model, tokenizer, target.select([0]), texts, questions)
