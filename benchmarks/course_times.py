@@ -35,12 +35,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=["full", "fast"], required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--executed", type=Path, help="keep the executed notebooks in this folder (default: discarded)")
     parser.add_argument("notebooks", nargs="*", help="default: every notebook of course/")
     args = parser.parse_args()
     env = setup(seed=42, fast=args.mode == "fast")
     notebooks = [Path(n) for n in args.notebooks] or course_notebooks()
-    with tempfile.TemporaryDirectory() as executed:
-        results = run_course(notebooks, Path(executed), fast=args.mode == "fast")
+    with tempfile.TemporaryDirectory() as scratch:
+        results = run_course(notebooks, args.executed or Path(scratch), fast=args.mode == "fast")
     failed = [r for r in results if r.status == "failed"]
     record = json.loads(args.out.read_text()) if args.out.is_file() else {}
     entry = record.setdefault(machine_key(env, args.mode), {})

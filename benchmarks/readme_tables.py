@@ -50,8 +50,13 @@ def course_times() -> str:
     for name in notebooks:
         cells = [duration(record[k]["seconds"][name]) if name in record[k]["seconds"] else "—" for k in columns]
         lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
-    totals = [duration(sum(record[k]["seconds"].values())) for k in columns]
-    lines.append("| **all lessons** | " + " | ".join(f"**{t}**" for t in totals) + " |")
+    totals = []
+    for key in columns:  # a column that lacks notebooks says so: its total is not the whole course
+        seconds = record[key]["seconds"]
+        missing = len(notebooks) - len(seconds)
+        totals.append(f"**{duration(sum(seconds.values()))}**" + (f" ({len(seconds)} of {len(notebooks)} notebooks)"
+                                                                    if missing else ""))
+    lines.append("| **all lessons** | " + " | ".join(totals) + " |")
     return "\n".join(lines)
 
 
