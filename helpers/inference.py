@@ -1,6 +1,7 @@
 """Running trained (or untrained) models: batched classification and chat replies.
 
-Taught in ``course/00_introduction.ipynb``; used by the later lessons.
+Taught in ``course/00_introduction.ipynb``; used by the later lessons (frozen sentence embeddings:
+``course/07_overfitting_imbalance.ipynb``).
 """
 
 from __future__ import annotations
@@ -29,16 +30,21 @@ def predict_logits(
     processed by length so that each batch pads little, then put back in order.
     """
     model.eval()
-    order = np.argsort([len(text) for text in texts], kind="stable")
     logits = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
-    batches = range(0, len(texts), batch_size)
-    for start in tqdm(batches, desc="predict", disable=not progress, leave=False):
+    for idx, batch in _batches_by_length(tokenizer, texts, device, batch_size, max_length, progress, "predict"):
+        logits[idx] = model(**batch).logits.float().cpu().numpy()
+    return logits
+
+
+def _batches_by_length(tokenizer, texts, device, batch_size, max_length, progress, desc):
+    """``(indices, tokenized batch)`` pairs, texts sorted by length so that each batch pads little."""
+    order = np.argsort([len(text) for text in texts], kind="stable")
+    for start in tqdm(range(0, len(texts), batch_size), desc=desc, disable=not progress, leave=False):
         idx = order[start : start + batch_size]
         batch = tokenizer(
             [texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
         ).to(device)
-        logits[idx] = model(**batch).logits.float().cpu().numpy()
-    return logits
+        yield idx, batch
 
 
 def chat_reply(
@@ -59,3 +65,35 @@ def chat_reply(
     ]
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     return generate(model, tokenizer, [prompt], device, max_new_tokens=max_new_tokens)[0]
+
+
+@torch.inference_mode()
+def sentence_embeddings(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    device: str = "cpu",
+    batch_size: int = 64,
+    max_length: int = 128,
+    progress: bool = False,
+) -> np.ndarray:
+    """One vector per text: the mean of the encoder's last hidden states over its real tokens, L2-normalised.
+
+    Mean pooling is how ``all-MiniLM-L6-v2`` was trained to represent a
+    sentence (its ``[CLS]`` token was not), so these vectors are good frozen
+    features for a linear classifier (the feature-based strategy of
+    ``course/01_strategies.ipynb``). Padding is excluded from the mean, so a
+    text gets the same vector alone or in a padded batch. ``model`` may be a
+    bare encoder or a task model around one (its ``base_model`` is used).
+    Shape ``(len(texts), hidden_size)``; texts are batched by length and put
+    back in order. Used by ``course/07_overfitting_imbalance.ipynb``.
+    """
+    encoder = getattr(model, "base_model", model)
+    encoder.eval()
+    vectors = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
+    for idx, batch in _batches_by_length(tokenizer, texts, device, batch_size, max_length, progress, "embed"):
+        hidden = encoder(**batch).last_hidden_state.float()
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        mean = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+        vectors[idx] = torch.nn.functional.normalize(mean, dim=-1).cpu().numpy()
+    return vectors

@@ -56,9 +56,12 @@ def weighted_confusion(
     """
     y, p = np.asarray(labels), np.asarray(predictions)
     w = _weights(len(y), weights)
-    classes = np.arange(num_classes)
-    true, predicted = (y[:, None] == classes).astype(float), (p[:, None] == classes).astype(float)
-    return np.einsum("rn,nc,nd->rcd", w, true, predicted)
+    # One column per (true, predicted) pair: a single matrix product counts every resample at once
+    # (a three-operand einsum loops in C without BLAS: ~100x slower with 11 classes and 2,000 resamples).
+    valid = np.flatnonzero((y >= 0) & (y < num_classes) & (p >= 0) & (p < num_classes))
+    pairs = np.zeros((len(y), num_classes * num_classes))
+    pairs[valid, y[valid] * num_classes + p[valid]] = 1.0
+    return (w @ pairs).reshape(-1, num_classes, num_classes)
 
 
 def _recalls(confusion: np.ndarray) -> np.ndarray:
