@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import balanced_accuracy_score
 
-from helpers.evaluation.uncertainty import bootstrap_metric, paired_bootstrap_metric
+from helpers.evaluation.uncertainty import interval_from_replicates, metric_replicates, paired_from_replicates
 
 
 def _weights(n: int, weights: np.ndarray | None) -> np.ndarray:
@@ -201,19 +201,21 @@ def imbalance_table(
         predictions, scores = runs[run]
         return {"predictions": np.asarray(predictions), "scores": np.asarray(scores, dtype=float)}
 
+    # Each model's metrics are scored once on the shared resamples; intervals and paired comparisons reuse them.
+    replicates = {
+        run: {name: metric_replicates(metric, y, inputs(run)[kind], n_resamples, seed, weighted=True)
+              for name, (metric, kind) in metrics.items()}
+        for run in runs
+    }
     rows = {}
     for run in runs:
         row: dict[str, float | str] = {}
-        for name, (metric, kind) in metrics.items():
-            interval = bootstrap_metric(metric, y, inputs(run)[kind], n_resamples=n_resamples, seed=seed, weighted=True)
+        for name in metrics:
+            interval = interval_from_replicates(*replicates[run][name])
             row.update({name: interval.value, f"{name} low": interval.low, f"{name} high": interval.high})
         if reference is not None and run != reference:
             for name in compared:
-                metric, kind = metrics[name]
-                comparison = paired_bootstrap_metric(
-                    metric, y, inputs(run)[kind], inputs(reference)[kind], n_resamples=n_resamples, seed=seed,
-                    weighted=True,
-                )
+                comparison = paired_from_replicates(replicates[run][name], replicates[reference][name], len(y))
                 row.update({f"{name} vs {reference}": comparison.verdict,
                             f"{name} diff low": comparison.difference.low,
                             f"{name} diff high": comparison.difference.high})

@@ -144,7 +144,11 @@ def resample_weights(n: int, n_resamples: int = 1000, seed: int = 0) -> np.ndarr
     return counts
 
 
-def _percentile_interval(value: float, replicates: np.ndarray, confidence: float) -> Interval:
+def interval_from_replicates(value: float, replicates: np.ndarray, confidence: float = 0.95) -> Interval:
+    """Percentile interval of a metric from its values on the bootstrap resamples (``nan`` replicates left out).
+
+    Taught in ``course/07_overfitting_imbalance.ipynb``.
+    """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
     replicates = np.asarray(replicates, dtype=float)
@@ -156,17 +160,36 @@ def _percentile_interval(value: float, replicates: np.ndarray, confidence: float
     return Interval(value, float(low), float(high), confidence)
 
 
-def _metric_replicates(
-    metric: Metric, labels: np.ndarray, predictions: np.ndarray, n_resamples: int, seed: int, weighted: bool
+def metric_replicates(
+    metric: Metric, labels: Sequence, predictions: Sequence, n_resamples: int = 1000, seed: int = 0,
+    weighted: bool = False,
 ) -> tuple[float, np.ndarray]:
-    """The metric on all items, and on each resample (the one place where resamples are scored)."""
-    n = len(labels)
+    """The metric on all items, and on each resample of :func:`resample_indices` (the one place where resamples are scored).
+
+    Two models scored with the same ``n_resamples`` and ``seed`` are scored on
+    the same resamples: :func:`paired_from_replicates` compares them.
+    ``weighted`` as in :func:`bootstrap_metric`. Taught in
+    ``course/07_overfitting_imbalance.ipynb``.
+    """
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    n = _check_items(labels, predictions)
     if weighted:
         value = float(np.asarray(metric(labels, predictions, np.ones((1, n))))[0])
         return value, np.asarray(metric(labels, predictions, resample_weights(n, n_resamples, seed)), dtype=float)
     value = float(metric(labels, predictions))
     replicates = [metric(labels[idx], predictions[idx]) for idx in resample_indices(n, n_resamples, seed)]
     return value, np.asarray(replicates, dtype=float)
+
+
+def paired_from_replicates(
+    a: tuple[float, np.ndarray], b: tuple[float, np.ndarray], n: int, confidence: float = 0.95
+) -> PairedComparison:
+    """A minus B from their :func:`metric_replicates` on the same resamples of ``n`` items, and the verdict.
+
+    Taught in ``course/07_overfitting_imbalance.ipynb``.
+    """
+    difference = interval_from_replicates(a[0] - b[0], a[1] - b[1], confidence)
+    return PairedComparison(difference, _verdict(difference), n)
 
 
 def bootstrap_metric(
@@ -191,10 +214,8 @@ def bootstrap_metric(
     the metric on all items; a resample where the metric is undefined
     (``nan``) is left out. Taught in ``course/07_overfitting_imbalance.ipynb``.
     """
-    y, p = np.asarray(labels), np.asarray(predictions)
-    _check_items(y, p)
-    value, replicates = _metric_replicates(metric, y, p, n_resamples, seed, weighted)
-    return _percentile_interval(value, replicates, confidence)
+    value, replicates = metric_replicates(metric, labels, predictions, n_resamples, seed, weighted)
+    return interval_from_replicates(value, replicates, confidence)
 
 
 def paired_bootstrap_metric(
@@ -216,9 +237,7 @@ def paired_bootstrap_metric(
     as for :func:`paired_bootstrap`. ``weighted`` as in :func:`bootstrap_metric`.
     Taught in ``course/07_overfitting_imbalance.ipynb``.
     """
-    y, a, b = np.asarray(labels), np.asarray(predictions_a), np.asarray(predictions_b)
-    n = _check_items(y, a, b)
-    value_a, replicates_a = _metric_replicates(metric, y, a, n_resamples, seed, weighted)
-    value_b, replicates_b = _metric_replicates(metric, y, b, n_resamples, seed, weighted)
-    difference = _percentile_interval(value_a - value_b, replicates_a - replicates_b, confidence)
-    return PairedComparison(difference, _verdict(difference), n)
+    n = _check_items(np.asarray(labels), np.asarray(predictions_a), np.asarray(predictions_b))
+    a = metric_replicates(metric, labels, predictions_a, n_resamples, seed, weighted)
+    b = metric_replicates(metric, labels, predictions_b, n_resamples, seed, weighted)
+    return paired_from_replicates(a, b, n, confidence)
