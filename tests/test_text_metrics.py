@@ -24,13 +24,26 @@ def test_token_f1_counts_shared_words():
     assert token_f1("", "") == 1.0 and token_f1("", "x") == 0.0 and token_f1("a b", "c") == 0.0
 
 
-def test_rouge_l_uses_the_longest_common_subsequence_in_order():
-    # LCS of "police killed gunman" and "police kill the gunman" is "police gunman" (2 words)
-    assert rouge_l("police killed the gunman", "police kill the gunman") == pytest.approx(2 * (2 / 3) * (2 / 3) / (4 / 3))
+def test_rouge_l_matches_the_reference_examples():
+    # The worked example of the ROUGE paper (Lin, 2004, section 3.1): reference "police killed the gunman".
+    # S2 keeps the order (LCS "police the gunman", 3 of 4 words), S3 does not (LCS "the gunman").
+    # The former hand-written version dropped the articles and gave 2/3 for S2: this line fails on it.
+    assert rouge_l("police kill the gunman", "police killed the gunman") == pytest.approx(0.75)
+    assert rouge_l("the gunman kill police", "police killed the gunman") == pytest.approx(0.5)
+    # rouge-score's own unit tests: candidate "testing one" / "testing two" against "testing one two",
+    # P = 1, R = 2/3, F = 4/5 whether or not the common words are consecutive.
+    assert rouge_l("testing one", "testing one two") == pytest.approx(4 / 5)
+    assert rouge_l("testing two", "testing one two") == pytest.approx(4 / 5)
+    assert rouge_l("testing one two", "") == 0.0 and rouge_l("", "") == 0.0
+
+
+def test_rouge_l_keeps_order_and_every_word():
     assert rouge_l("w x y z", "z y x w") == pytest.approx(0.25)  # order matters, unlike token F1
-    assert rouge_l("a b c d", "d c b") == pytest.approx(1 / 3)  # "a" is an article: dropped
     assert token_f1("b c d e", "e d c b") == 1.0
-    assert rouge_l("same words", "same words") == 1.0
+    # "a" counts as a word (P = 1/4, R = 1/3); the former version dropped it as an article and gave 1/3.
+    assert rouge_l("a b c d", "d c b") == pytest.approx(2 / 7)
+    assert rouge_l("Same words.", "same WORDS") == 1.0  # lower case, punctuation ignored
+    assert rouge_l("police killed the gunman", "police kill the gunman") < 1.0  # no stemming
 
 
 def test_label_in_answer_is_lenient_but_not_vague():
