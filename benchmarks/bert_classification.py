@@ -8,7 +8,10 @@ Prints one table (and writes it as JSON with --out). Three measurements:
 2. Training examples/s of ``helpers.training.loops.train_loop`` and of ``Trainer`` on
    identical batches (same examples, same order, same collator, no evaluation).
 3. Seconds per training step with ``padding="max_length", max_length=512`` (the
-   source chapter), dynamic padding and length-grouped batches.
+   source chapter), dynamic padding and length-grouped batches, with the padding
+   share of each over the snippets timed; and the padding share of length-grouped
+   batches over the whole training split, as lesson 02 measures it (grouping
+   sorts mega-batches of up to 50 batches, so a small pool leaves more padding).
 4. fp32 against bf16, where this machine trains in bf16 natively (a CPU with
    AVX512-BF16/AMX, or a GPU with bf16): the notebook's ``Trainer`` recipe on its
    default budget, same seed and data, trained once in each precision; test
@@ -44,6 +47,7 @@ from helpers.training.loops import evaluate, time_training_steps, train_loop  # 
 
 
 PARTS = ("accuracy", "loop_vs_trainer", "padding", "precision")
+PADDINGS = ("max_length", "dynamic", "length_grouped")
 
 
 def accuracy_run(env, splits, train_size, epochs) -> dict:
@@ -102,13 +106,22 @@ def padding_speed(env, splits, steps, batch_size=32) -> dict:
     data = tokenize_for_classification(subsample(splits["train"], batch_size * (steps + 1) * 4, seed=env.seed),
                                        tokenizer, max_length=512)
     result = {}
-    for padding in ("max_length", "dynamic", "length_grouped"):
+    for padding in PADDINGS:
         loader = make_loader(data, tokenizer, batch_size, padding=padding, max_length=512, seed=env.seed)
         model = copy.deepcopy(base)
         seconds = time_training_steps(model, loader, optimizer_for(model, lr=1e-5), steps, env.device, env.precision)
         result[padding] = {"seconds_per_step": seconds, "padding_share": padding_share(loader)}
     for padding in ("dynamic", "length_grouped"):
         result[padding]["speedup_over_max_length"] = result["max_length"]["seconds_per_step"] / result[padding]["seconds_per_step"]
+    # LengthGroupedSampler sorts by length inside mega-batches of min(50, n / (4 * batch_size)) batches: the share it
+    # leaves depends on the pool, so it is also measured over the whole training split (no training, just batching).
+    whole = tokenize_for_classification(splits["train"], tokenizer, max_length=512)
+    result["pool"] = {
+        "timed_examples": len(data),
+        "whole_train_examples": len(whole),
+        "length_grouped_padding_share_whole_train": padding_share(
+            make_loader(whole, tokenizer, batch_size, padding="length_grouped", max_length=512, seed=env.seed)),
+    }
     return result
 
 
@@ -198,11 +211,14 @@ def main() -> None:
     print(f"explicit loop, examples/s                       {speed['loop_examples_per_s']:.1f}")
     print(f"Trainer, examples/s                             {speed['trainer_examples_per_s']:.1f}")
     print(f"loop / Trainer                                  {speed['loop_over_trainer']:.2f}")
-    for padding, row in pad.items():
-        if padding == "measured_on":
-            continue
+    for padding in PADDINGS:
+        row = pad[padding]
         extra = f", x{row['speedup_over_max_length']:.1f} vs max_length" if "speedup_over_max_length" in row else ""
         print(f"{padding:>14}: {row['seconds_per_step']:.2f} s/step, {row['padding_share']:.1%} padding{extra}")
+    if "pool" in pad:
+        print(f"padding share over the {pad['pool']['timed_examples']} snippets timed; length-grouped over the whole "
+              f"training split ({pad['pool']['whole_train_examples']}): "
+              f"{pad['pool']['length_grouped_padding_share_whole_train']:.1%}")
     prec = results["precision"]
     if "skipped" in prec:
         print(f"fp32 vs bf16: skipped ({prec['skipped']})")
