@@ -3,7 +3,8 @@
 Grouped by concern; every function's docstring names the notebook that teaches it.
 
 - :mod:`helpers.device`: device and precision choice, ``setup()`` of every notebook's first cell.
-- :mod:`helpers.assets` and :mod:`helpers.models`: embedded models and data, loading by name or Hub id.
+- :mod:`helpers.assets` and :mod:`helpers.models`: embedded models and data, loading by name or Hub id;
+  :mod:`helpers.heads`: the mean-pooling classification head beside the `[CLS]` one.
 - :mod:`helpers.data`: data loaders and splits, batching and padding, instruction data and prompt formats.
 - :mod:`helpers.training`: training loops, freezing and optimizers, causal-LM labels and perplexity.
 - :mod:`helpers.evaluation`: metrics and baselines, uncertainty (bootstrap intervals, paired comparisons).

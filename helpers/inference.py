@@ -13,6 +13,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from helpers.heads import mean_pool
+
 
 @torch.inference_mode()
 def predict_logits(
@@ -92,8 +94,6 @@ def sentence_embeddings(
     encoder.eval()
     vectors = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
     for idx, batch in _batches_by_length(tokenizer, texts, device, batch_size, max_length, progress, "embed"):
-        hidden = encoder(**batch).last_hidden_state.float()
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        mean = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+        mean = mean_pool(encoder(**batch).last_hidden_state.float(), batch["attention_mask"])
         vectors[idx] = torch.nn.functional.normalize(mean, dim=-1).cpu().numpy()
     return vectors

@@ -27,6 +27,7 @@ except ImportError:  # Windows: convert_gguf_model falls back to an O_EXCL lock 
 
 import torch
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -348,6 +349,22 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     return _load(AutoTokenizer, name, model_source(name))
 
 
+POOLINGS = ("cls", "mean")
+
+
+def _saved_pooling(source: str) -> str | None:
+    """The pooling of a classifier saved in folder ``source`` (``"cls"`` or ``"mean"``), ``None`` if it holds none."""
+    from helpers.heads import MEAN_POOLING_ARCHITECTURE
+
+    config_file = Path(source).expanduser() / "config.json"
+    if not config_file.is_file():
+        return None
+    architectures = json.loads(config_file.read_text()).get("architectures") or []
+    if MEAN_POOLING_ARCHITECTURE in architectures:
+        return "mean"
+    return "cls" if any(a.endswith("ForSequenceClassification") for a in architectures) else None
+
+
 def load_classifier(
     name: str,
     num_labels: int,
@@ -355,6 +372,7 @@ def load_classifier(
     device: str = "cpu",
     seed: int | None = None,
     config_overrides: dict | None = None,
+    pooling: str = "cls",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A pretrained encoder with a new, randomly initialised classification head.
 
@@ -363,20 +381,45 @@ def load_classifier(
     the model is built, e.g. ``{"hidden_dropout_prob": 0.3,
     "attention_probs_dropout_prob": 0.3}`` for another dropout rate
     (``course/07_overfitting_imbalance.ipynb``).
+
+    ``pooling`` is what the head reads: ``"cls"`` (default) is
+    ``AutoModelForSequenceClassification``, the ``[CLS]`` vector through the
+    pooler layer; ``"mean"`` is
+    :class:`helpers.heads.BertMeanPoolingForSequenceClassification`, the mean
+    of the last hidden states over the real tokens, as sentence-transformers
+    trained MiniLM (BERT-style encoders only). A folder saved with
+    ``save_pretrained`` reloads with the pooling it was trained with; asking
+    for the other one raises ``ValueError``. Compared in
+    ``course/01_strategies.ipynb``.
     """
     if num_labels < 1:
         raise ValueError(f"num_labels must be at least 1, got {num_labels}")
     if id2label is not None and len(id2label) != num_labels:
         raise ValueError(f"id2label has {len(id2label)} entries but num_labels is {num_labels}")
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     kwargs: dict = {**(config_overrides or {}), "num_labels": num_labels}
     if id2label is not None:
         kwargs["id2label"] = {int(i): str(label) for i, label in id2label.items()}
         kwargs["label2id"] = {str(label): int(i) for i, label in id2label.items()}
     source = model_source(name)  # verified once, used for both
+    saved = _saved_pooling(source)
+    if saved is not None and saved != pooling:
+        raise ValueError(f"{name!r} holds a classifier trained with pooling={saved!r}: "
+                         f"load it with pooling={saved!r} (its head would read the wrong vector)")
     tokenizer = _load(AutoTokenizer, name, source)
+    loader, config = AutoModelForSequenceClassification, None
+    if pooling == "mean":
+        from helpers.heads import BertMeanPoolingForSequenceClassification
+
+        config = _load(AutoConfig, name, source, **kwargs)
+        if config.model_type != "bert":
+            raise ValueError(f"pooling='mean' is implemented for BERT-style encoders; {name!r} is a "
+                             f"{config.model_type!r} model")
+        loader, kwargs = BertMeanPoolingForSequenceClassification, {"config": config}
     if seed is not None:
         torch.manual_seed(seed)
-    model = _load(AutoModelForSequenceClassification, name, source, **kwargs)
+    model = _load(loader, name, source, **kwargs)
     return model.to(device), tokenizer
 
 
