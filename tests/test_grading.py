@@ -192,6 +192,37 @@ def test_rubric_exercise_is_left_to_the_instructor(graded):
     assert (r["status"], r["reason"], r["total"], float(r["max"])) == ("needs review", "graded by hand with the rubric", "", 10)
 
 
+@pytest.mark.parametrize("source", graded_sources(), ids=lambda p: p.name)
+def test_every_nbgrader_cell_has_a_role(source):
+    """nbgrader's autograde drops the grade_id of a cell that is neither locked, a solution, a test nor a task, then
+    fails on it (KeyError 'grade_id'): a cell students may edit freely carries no nbgrader metadata at all."""
+    for cell in nbformat.read(source, as_version=4).cells:
+        meta = cell.metadata.get("nbgrader")
+        if meta is not None:
+            assert any(meta.get(role) for role in ("locked", "solution", "grade", "task")), (cell.get("id"), meta)
+
+
+def _assigned(notebook, name):
+    """The value assigned to ``name`` in a notebook's cells (``NAME = "value"``) and the comment after it."""
+    for cell in notebook.cells:
+        match = re.search(rf'^{name} = "([^"]+)"(.*)$', cell.source, re.M)
+        if match:
+            return match.groups()
+    raise AssertionError(f"{name} is not assigned in the notebook")
+
+
+def test_sentiment_config_cell_is_editable_and_uses_the_names_of_lesson_03():
+    released = nbformat.read(ROOT / "course" / SENTIMENT, as_version=4)
+    config = next(c for c in released.cells if c.cell_type == "code" and "\nDATASET_NAME = " in c.source)
+    # The students are told to edit it: neither nbgrader nor Jupyter may lock it.
+    assert not config.metadata.get("nbgrader", {}).get("locked") and config.metadata.get("editable", True), config.metadata
+    lesson = nbformat.read(ROOT / "course" / "03_bert_classification.ipynb", as_version=4)
+    for name, online in [("MODEL_NAME", '"bert-base-uncased"'), ("DATASET_NAME", '"imdb"')]:
+        value, comment = _assigned(released, name)
+        assert name in config.source and value == _assigned(lesson, name)[0], name
+        assert online in comment and online in _assigned(lesson, name)[1], name
+
+
 def test_blank_release_earns_zero(graded):
     for name in (QUIZ, LR, ES):
         r = row(graded, "blank", name)
