@@ -29,8 +29,41 @@ def test_explicit_loop_lowers_the_loss_on_real_data(minilm):
     assert len(history["loss"]) == 3 * 4 and len(history["epoch_loss"]) == 3
     assert history["epoch_loss"][-1] < history["epoch_loss"][0]
     assert len(history["eval_loss"]) == 3 and set(history["eval_metrics"][0]) == {"accuracy", "precision", "recall", "f1"}
-    lrs = history["lr"]  # warmup (1 update of 12) then linear decay
-    assert lrs[0] == 0 and max(lrs) == pytest.approx(1e-4) and all(a >= b for a, b in zip(lrs[1:], lrs[2:]))
+    lrs = history["lr"]  # warmup (ceil(0.1 * 12) = 2 updates of 12, as Trainer counts them) then linear decay
+    assert lrs[:3] == pytest.approx([0, 5e-5, 1e-4]) and all(a >= b for a, b in zip(lrs[2:], lrs[3:]))
+
+
+def test_a_shortened_run_follows_the_learning_rates_of_trainer_over_its_whole_schedule(minilm, tmp_path):
+    """Trainer for 3 epochs and the loop stopped after 1 epoch of a 3-epoch schedule: same warmup, same decay."""
+    import copy
+
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    model, tokenizer = minilm
+    train, _ = loaders(tokenizer, n_train=40, batch_size=8)  # 5 updates per epoch, 15 in all: warmup ceil(1.5) = 2
+
+    class RecordLearningRate(TrainerCallback):
+        def __init__(self):
+            self.lrs = []
+
+        def on_step_begin(self, args, state, control, lr_scheduler=None, **kwargs):
+            self.lrs.append(lr_scheduler.get_last_lr()[0])  # the learning rate of the update about to be made
+
+    recorder = RecordLearningRate()
+    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-4, per_device_train_batch_size=8,
+                             num_train_epochs=3, warmup_steps=0.1, lr_scheduler_type="linear",
+                             train_sampling_strategy="sequential", save_strategy="no", report_to="none",
+                             disable_tqdm=True, use_cpu=True)
+    Trainer(model=copy.deepcopy(model), args=args, train_dataset=train.dataset, data_collator=train.collate_fn,
+            callbacks=[recorder]).train()
+    history = train_loop(model, train, optimizer_for(model, lr=1e-4), num_epochs=1, schedule_epochs=3,
+                         warmup_ratio=0.1, progress=False)
+    assert len(recorder.lrs) == 15 and recorder.lrs[2] == pytest.approx(1e-4)  # 2 warmup updates, then the peak
+    assert history["lr"] == pytest.approx(recorder.lrs[:5], abs=1e-12)
+    whole = train_loop(copy.deepcopy(model), train, optimizer_for(model, lr=1e-4), num_epochs=1, progress=False)
+    assert whole["lr"][-1] < history["lr"][-1]  # a 1-epoch schedule decays faster: not the same run
+    with pytest.raises(ValueError, match="schedule_epochs"):
+        train_loop(model, train, optimizer_for(model, lr=1e-4), num_epochs=2, schedule_epochs=1, progress=False)
 
 
 def test_gradient_accumulation_makes_fewer_updates_of_the_same_size(minilm):

@@ -14,6 +14,7 @@ stop on.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
@@ -93,25 +94,34 @@ def train_loop(
     eval_loader=None,
     compute_metrics: Callable[[np.ndarray, np.ndarray], dict] | None = None,
     progress: bool = True,
+    schedule_epochs: int | None = None,
 ) -> dict:
     """Train ``model`` (whose output has ``.loss``) and return its history.
 
     One optimizer update every ``gradient_accumulation_steps`` batches; the
     learning rate rises linearly over the first ``warmup_ratio`` of the
-    updates, then falls linearly to 0. History: ``loss`` and ``lr`` per
-    update, ``epoch_loss`` per epoch, and with ``eval_loader`` ``eval_loss``
-    (and the ``compute_metrics(labels, predictions)`` results) per epoch.
+    updates (rounded up, as ``Trainer`` does), then falls linearly to 0 at
+    the end of ``schedule_epochs`` epochs (default ``num_epochs``). With
+    ``schedule_epochs > num_epochs`` the run stops part-way through its
+    schedule, as a ``Trainer`` run of ``schedule_epochs`` epochs stopped after
+    ``num_epochs`` (what ``course/03_bert_classification.ipynb`` reproduces).
+    History: ``loss`` and ``lr`` per update, ``epoch_loss`` per epoch, and
+    with ``eval_loader`` ``eval_loss`` (and the
+    ``compute_metrics(labels, predictions)`` results) per epoch.
     """
     from transformers import get_linear_schedule_with_warmup
 
     if gradient_accumulation_steps < 1 or num_epochs < 1:
         raise ValueError("gradient_accumulation_steps and num_epochs must be at least 1")
+    schedule_epochs = num_epochs if schedule_epochs is None else schedule_epochs
+    if schedule_epochs < num_epochs:
+        raise ValueError(f"schedule_epochs ({schedule_epochs}) cannot be smaller than num_epochs ({num_epochs})")
     updates_per_epoch = -(-len(train_loader) // gradient_accumulation_steps)
-    total_updates = updates_per_epoch * num_epochs
-    scheduler = get_linear_schedule_with_warmup(optimizer, round(warmup_ratio * total_updates), total_updates)
+    schedule_updates = updates_per_epoch * schedule_epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(warmup_ratio * schedule_updates), schedule_updates)
     scaler = torch.amp.GradScaler(torch.device(device).type) if precision.use_grad_scaler else None
     history: dict = {"loss": [], "lr": [], "epoch_loss": [], "eval_loss": [], "eval_metrics": []}
-    bar = tqdm(total=total_updates, desc="training", unit="update", disable=not progress)
+    bar = tqdm(total=updates_per_epoch * num_epochs, desc="training", unit="update", disable=not progress)
     for _ in range(num_epochs):
         model.train()
         optimizer.zero_grad()
