@@ -54,3 +54,50 @@ def test_pairing_detects_what_unpaired_intervals_cannot():
     ia, ib = bootstrap_interval(a, seed=0), bootstrap_interval(b, seed=0)
     assert ia.low < ib.high  # overlapping intervals
     assert paired_bootstrap(a, b, seed=0).verdict == "better"
+
+
+def test_seeds_interval_holds_the_seed_noise_and_reduces_to_the_items_with_one_seed():
+    from helpers.evaluation.uncertainty import interval_from_replicates, resample_weights, seeds_interval
+
+    rng = np.random.default_rng(0)
+    items = 800
+    agreeing = np.tile(rng.random(items) < 0.75, (3, 1)).astype(float)  # three runs, the same answers
+    one = seeds_interval(agreeing[:1], seed=2)
+    # One seed: the item bootstrap, the same resamples as resample_weights.
+    by_hand = interval_from_replicates(agreeing[0].mean(), resample_weights(items, 2000, 2) @ agreeing[0] / items)
+    assert (one.low, one.high) == pytest.approx((by_hand.low, by_hand.high))
+    assert seeds_interval(agreeing, seed=2) == one  # identical runs add no noise
+    # Runs that disagree (accuracies about 0.65, 0.75, 0.85): the interval widens to hold the seed spread.
+    disagreeing = np.vstack([(rng.random(items) < p).astype(float) for p in (0.65, 0.75, 0.85)])
+    wide = seeds_interval(disagreeing, seed=2)
+    assert wide.value == pytest.approx(disagreeing.mean())
+    assert wide.high - wide.low > 2.5 * (one.high - one.low)
+    assert wide.low < disagreeing[0].mean() + 0.03 and wide.high > disagreeing[2].mean() - 0.03
+    assert seeds_interval(disagreeing, seed=2) == wide  # seeded: reproducible
+    with pytest.raises(ValueError, match="2 dimensions"):
+        seeds_interval(agreeing[0])
+
+
+def test_paired_seeds_verdicts_follow_the_data():
+    from helpers.evaluation.uncertainty import paired_seeds
+
+    rng = np.random.default_rng(1)
+    b = (rng.random((3, 500)) < 0.6).astype(float)
+    a = b.copy()
+    for row in a:  # each run of A fixes 60 of B's errors and breaks none: +0.12
+        row[np.flatnonzero(row == 0)[:60]] = 1
+    better = paired_seeds(a, b, seed=1)
+    assert better.verdict == "better" and better.difference.value == pytest.approx(0.12) and better.n == 500
+    assert paired_seeds(b, a, seed=1).verdict == "worse"
+    assert paired_seeds(a, a).verdict == "indistinguishable"
+    # One seed of A much better, the two others much worse: the seeds disagree, no verdict either way.
+    mixed = b.copy()
+    mixed[0] = 1.0
+    mixed[1:] = 0.0
+    shifted = b.copy()
+    shifted[0] = 0.0
+    shifted[1:] = 1.0
+    assert paired_seeds(mixed, np.full_like(b, 0.5), seed=1).verdict == "indistinguishable"
+    assert paired_seeds(shifted, np.full_like(b, 0.5), seed=1).verdict == "indistinguishable"
+    with pytest.raises(ValueError, match="same shape"):
+        paired_seeds(a, b[:2])

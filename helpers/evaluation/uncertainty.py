@@ -14,6 +14,11 @@ and compared by :func:`paired_bootstrap_metric`: the metric is recomputed on
 resampled item indices (seeded, so that the same seed and the same number of
 items give the same resamples, and a paired comparison evaluates both models
 on each resample). Taught in ``course/07_overfitting_imbalance.ipynb``.
+
+Where training noise matters, a model is trained with several seeds and
+scored on the same items: :func:`seeds_interval` and :func:`paired_seeds`
+resample both the seeds and the items, so the interval holds the two kinds
+of noise (which run, which test items). Taught in ``course/01_strategies.ipynb``.
 """
 
 from __future__ import annotations
@@ -241,3 +246,67 @@ def paired_bootstrap_metric(
     a = metric_replicates(metric, labels, predictions_a, n_resamples, seed, weighted)
     b = metric_replicates(metric, labels, predictions_b, n_resamples, seed, weighted)
     return paired_from_replicates(a, b, n, confidence)
+
+
+def _seeds_items(scores: Sequence[Sequence[float]]) -> np.ndarray:
+    data = np.asarray(scores, dtype=float)
+    if data.ndim != 2:
+        raise ValueError(f"expected one row of per-item scores per seed (2 dimensions), got shape {data.shape}")
+    if data.shape[0] < 1:
+        raise ValueError("expected at least one seed")
+    _check_items(data[0])
+    return data
+
+
+def seeds_replicates(scores: Sequence[Sequence[float]], n_resamples: int = 2000, seed: int = 0) -> np.ndarray:
+    """The mean score on ``n_resamples`` two-level bootstrap resamples of ``scores`` (seeds x items).
+
+    Each resample draws the seeds (rows) with replacement and, independently,
+    the items (columns) with replacement (:func:`resample_weights`, so two
+    score tables of the same shape and ``seed`` are resampled alike), and
+    averages the drawn seeds' scores on the drawn items.
+    """
+    data = _seeds_items(scores)
+    n_seeds, n_items = data.shape
+    per_seed = data @ resample_weights(n_items, n_resamples, seed).T / n_items  # (seeds, resamples)
+    picks = np.random.default_rng([seed, 1]).integers(0, n_seeds, size=(n_resamples, n_seeds))
+    return per_seed[picks, np.arange(n_resamples)[:, None]].mean(axis=1)
+
+
+def seeds_interval(
+    scores: Sequence[Sequence[float]], confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0
+) -> Interval:
+    """Mean of a per-item score over several training seeds, with a 95% interval for seeds and items together.
+
+    ``scores`` has one row per seed (a model trained with that seed) and one
+    column per test item (e.g. 1 if that model got the item right), the same
+    items in every row. The interval resamples seeds and items
+    (:func:`seeds_replicates`): it is wider than an interval over the items
+    alone when the runs disagree. With very few seeds (3) the seed part of
+    the interval is rough (a bootstrap of 3 values underestimates their
+    spread): read it as a minimum. Taught in ``course/01_strategies.ipynb``.
+    """
+    data = _seeds_items(scores)
+    return interval_from_replicates(float(data.mean()), seeds_replicates(data, n_resamples, seed), confidence)
+
+
+def paired_seeds(
+    scores_a: Sequence[Sequence[float]],
+    scores_b: Sequence[Sequence[float]],
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> PairedComparison:
+    """Compare two training recipes run with the same seeds on the same items: mean(A) - mean(B) and the verdict.
+
+    ``scores_a`` and ``scores_b`` are seeds x items tables (row ``i`` of both
+    with the same seed); the two-level resamples of :func:`seeds_replicates`
+    are drawn on the per-item differences. The verdict is ``"better"`` when
+    the whole interval is above 0, ``"worse"`` below, ``"indistinguishable"``
+    otherwise. Taught in ``course/01_strategies.ipynb``.
+    """
+    a, b = _seeds_items(scores_a), _seeds_items(scores_b)
+    if a.shape != b.shape:
+        raise ValueError(f"paired score tables must have the same shape, got {a.shape} and {b.shape}")
+    difference = seeds_interval(a - b, confidence, n_resamples, seed)
+    return PairedComparison(difference, _verdict(difference), a.shape[1])
