@@ -239,3 +239,20 @@ def test_train_causal_lm_trains_only_the_unfrozen_weights_and_adds_ewc(smollm_co
     assert isinstance(trainer, EWCTrainer)
     penalties = [row["ewc_penalty"] for row in trainer.state.log_history if "ewc_penalty" in row]
     assert penalties and penalties[-1] > 0  # the weights left the anchor after the first run
+
+
+def test_train_causal_lm_accumulates_groups_by_length_and_evaluates(smollm_copy, tmp_path):
+    from helpers.training.loops import FP32
+    from helpers.training.causal_lm import train_causal_lm
+    from helpers.training.freezing import freeze_embeddings, unfreeze_last_layers
+
+    model, tokenizer = smollm_copy
+    unfreeze_last_layers(model, 1)
+    freeze_embeddings(model)
+    data = tokenize_instructions(Dataset.from_list(ROWS), tokenizer)
+    trainer, _ = train_causal_lm(model, tokenizer, data, FP32, str(tmp_path), learning_rate=1e-4, epochs=1,
+                                 batch_size=1, accumulation=len(ROWS), warmup=0.0, eval_dataset=data, evaluations=1,
+                                 group_by_length=True, progress=False)
+    assert trainer.state.global_step == 1  # one update for all the examples
+    assert trainer.args.train_sampling_strategy == "group_by_length"
+    assert any("eval_loss" in row for row in trainer.state.log_history)

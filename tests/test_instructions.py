@@ -80,3 +80,24 @@ def test_prompt_styles(tokenizer):
 def test_bad_split_names_are_refused():
     with pytest.raises(ValueError, match="unknown splits"):
         instruction_dataset({"training": 3})
+
+
+def test_chat_prompt_has_an_empty_system_block_unless_asked(tokenizer):
+    default = format_prompt("Name a colour.", "", "chat", tokenizer)
+    assert default.startswith("<|im_start|>system\n<|im_end|>\n")
+    template_default = format_prompt("Name a colour.", "", "chat", tokenizer, system_prompt=None)
+    assert "SmolLM" in template_default and "SmolLM" not in default
+    assert len(tokenizer(template_default)["input_ids"]) > len(tokenizer(default)["input_ids"])
+    assert "<|im_start|>system\nBe brief.<|im_end|>" in format_prompt("x", "", "chat", tokenizer, system_prompt="Be brief.")
+
+
+def test_sizes_can_be_given_per_task():
+    sizes = {"train": {"sentiment": 5, "topic": 3, "describe": 1, "qa": 2}, "validation": 1, "test": {"topic": 2}}
+    data = instruction_dataset(sizes, seed=0)
+    assert {task: data["train"]["task"].count(task) for task in TASKS} == sizes["train"]
+    assert all(data["validation"]["task"].count(task) == 1 for task in TASKS)
+    assert data["test"]["task"].count("topic") == 2 and data["test"]["task"].count("sentiment") > 2  # left out: all
+    same = instruction_dataset({"train": dict.fromkeys(TASKS, 30), "validation": 5, "test": 10}, seed=0)
+    assert same["train"].to_list() == instruction_dataset(SIZES, seed=0)["train"].to_list()
+    with pytest.raises(ValueError, match="unknown tasks"):
+        instruction_dataset({"train": {"sentiments": 3}})

@@ -54,7 +54,11 @@ def _first_words(text: str, max_words: int) -> str:
 
 
 def format_prompt(
-    instruction: str, input: str = "", style: str = "chat", tokenizer: PreTrainedTokenizerBase | None = None
+    instruction: str,
+    input: str = "",
+    style: str = "chat",
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    system_prompt: str | None = "",
 ) -> str:
     """The text the model reads before its response, in one of :data:`PROMPT_STYLES`.
 
@@ -62,6 +66,12 @@ def format_prompt(
     ``"chat"``: the model's own chat template (needs ``tokenizer``), ending
     with the assistant header; ``"qa"``: the companion notebook's
     ``"Q: ... A:"`` style. Train and generate with the same style.
+
+    ``system_prompt`` (chat style only): the system message. The default
+    ``""`` keeps the template's system block but empties it: SmolLM2's
+    template otherwise inserts its default system sentence in front of every
+    example, tokens that cost training time on a CPU and teach nothing.
+    ``None`` lets the template insert its default.
     """
     if style == "alpaca":
         template = ALPACA_WITH_INPUT if input else ALPACA_NO_INPUT
@@ -70,8 +80,9 @@ def format_prompt(
         if tokenizer is None or not tokenizer.chat_template:
             raise ValueError("style 'chat' needs a tokenizer that has a chat template")
         content = f"{instruction}\n\n{input}" if input else instruction
+        system = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
         return tokenizer.apply_chat_template(
-            [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+            system + [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
         )
     if style == "qa":
         question = f"{instruction} {input}" if input else instruction
@@ -92,10 +103,13 @@ def _sentiment(split: Dataset, n: int | None, seed: int) -> list[dict]:
     ]
 
 
-def _wiki(split: Dataset, n: int | None, seed: int, topics: list[str], max_words: int) -> list[dict]:
-    """Half topic questions, half descriptions, on different articles of ``split``."""
-    rows = subsample(split, None if n is None else 2 * n, seed).to_list()
-    half = len(rows) // 2
+def _wiki(
+    split: Dataset, n_topic: int | None, n_describe: int | None, seed: int, topics: list[str], max_words: int
+) -> list[dict]:
+    """Topic questions and descriptions on different articles of ``split`` (half each when a count is ``None``)."""
+    rows = split.shuffle(seed=seed).to_list()
+    half = len(rows) // 2 if n_topic is None else min(n_topic, len(rows))
+    describe_rows_source = rows[half:] if n_describe is None else rows[half : half + n_describe]
     topic_rows = [
         {"task": "topic", "instruction": topic_instruction(topics), "input": _first_words(r["text"], max_words),
          "output": r["topic"]}
@@ -104,7 +118,7 @@ def _wiki(split: Dataset, n: int | None, seed: int, topics: list[str], max_words
     describe_rows = [
         {"task": "describe", "instruction": DESCRIBE_INSTRUCTION, "input": _first_words(r["text"], max_words),
          "output": r["description"]}
-        for r in rows[half:]
+        for r in describe_rows_source
     ]
     return topic_rows + describe_rows
 
@@ -127,7 +141,8 @@ def instruction_dataset(
     Returns ``train``, ``validation`` and ``test`` with columns ``task``,
     ``instruction``, ``input``, ``output``. ``per_task`` caps the examples of
     each task in each split, e.g. ``{"train": 100, "validation": 10, "test": 40}``
-    (``None``: all). Sentiment is split by film, Wikipedia by article, the
+    (``None``: all), or per task, e.g. ``{"train": {"sentiment": 400,
+    "topic": 100, "describe": 16, "qa": 16}, ...}`` (a task left out: all). Sentiment is split by film, Wikipedia by article, the
     question/answer pairs by question. Paragraphs are cut to their first
     ``max_words`` words (every token costs training time on a CPU).
     Deterministic for a ``seed``.
@@ -149,12 +164,15 @@ def instruction_dataset(
 
     splits = {}
     for name in ("train", "validation", "test"):
-        n = per_task[name]
+        n = per_task[name] if isinstance(per_task[name], dict) else dict.fromkeys(TASKS, per_task[name])
+        unknown_tasks = set(n) - set(TASKS)
+        if unknown_tasks:
+            raise ValueError(f"per_task[{name!r}] has unknown tasks {sorted(unknown_tasks)}; use {list(TASKS)}")
         held = set(question_split[name]["question"])
         rows = (
-            _sentiment(reviews[name], n, seed)
-            + _wiki(articles[name], n, seed, topics, max_words)
-            + _qa(pairs.select([i for i, q in enumerate(pairs["question"]) if q in held]), n, seed)
+            _sentiment(reviews[name], n.get("sentiment"), seed)
+            + _wiki(articles[name], n.get("topic"), n.get("describe"), seed, topics, max_words)
+            + _qa(pairs.select([i for i, q in enumerate(pairs["question"]) if q in held]), n.get("qa"), seed)
         )
         splits[name] = Dataset.from_list(rows).shuffle(seed=seed) if name == "train" else Dataset.from_list(rows)
     return DatasetDict(splits)

@@ -257,6 +257,10 @@ def train_causal_lm(
     lr_scheduler_type: str = "constant_with_warmup",
     warmup: float = 0.1,
     progress: bool = True,
+    accumulation: int = 1,
+    eval_dataset: Dataset | None = None,
+    evaluations: int = 4,
+    group_by_length: bool = False,
 ) -> tuple[Trainer, float]:
     """Fine-tune ``model`` in place with ``Trainer`` on tokenized examples; returns ``(trainer, seconds)``.
 
@@ -266,17 +270,28 @@ def train_causal_lm(
     padded on the right by :func:`instruction_collator`; the learning-rate
     schedule is ``lr_scheduler_type`` with ``warmup`` (a share of the steps).
     Nothing is saved to ``output_dir``. ``precision`` is ``env.precision``.
-    Taught in ``course/06_catastrophic_forgetting.ipynb``.
+    ``accumulation``: gradient accumulation steps (an update every
+    ``batch_size * accumulation`` examples). With ``eval_dataset`` the
+    validation loss is computed ``evaluations`` times during training (for the
+    curve). ``group_by_length`` batches examples of similar length (less
+    padding, lesson 02). Taught in ``course/04_gpt_instruction_tuning.ipynb``
+    and ``course/06_catastrophic_forgetting.ipynb``.
     """
+    updates = max(1, -(-len(train_dataset) // (batch_size * accumulation)) * int(max(1, epochs)))
     args = TrainingArguments(
         output_dir=output_dir,
         per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=accumulation,
+        per_device_eval_batch_size=8,
         learning_rate=learning_rate,
         num_train_epochs=epochs,
         lr_scheduler_type=lr_scheduler_type,
         warmup_steps=warmup,  # a float below 1: a share of the training steps
         weight_decay=0.0,
-        logging_steps=max(1, len(train_dataset) // batch_size // 10),
+        logging_steps=max(1, updates // 20),
+        eval_strategy="steps" if eval_dataset is not None else "no",
+        eval_steps=max(1, updates // evaluations),
+        train_sampling_strategy="group_by_length" if group_by_length else "random",
         save_strategy="no",
         report_to="none",
         seed=seed,
@@ -284,7 +299,8 @@ def train_causal_lm(
         dataloader_pin_memory=precision.device == "cuda",
         **precision.trainer_kwargs(),
     )
-    common = dict(model=model, args=args, train_dataset=train_dataset, data_collator=instruction_collator(tokenizer))
+    common = dict(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                  data_collator=instruction_collator(tokenizer), processing_class=tokenizer)
     trainer = EWCTrainer(**common, ewc=ewc) if ewc is not None else Trainer(**common)
     if not progress:
         trainer.remove_callback(PrinterCallback)  # without a progress bar, Trainer prints every log line
