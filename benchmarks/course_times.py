@@ -45,6 +45,10 @@ def main() -> None:
     failed = [r for r in results if r.status == "failed"]
     record = json.loads(args.out.read_text()) if args.out.is_file() else {}
     entry = record.setdefault(machine_key(env, args.mode), {})
+    # Notebooks re-timed one at a time may run on another CPU of the same kind: each keeps the CPU it ran on.
+    cpu_of = entry.setdefault("cpu_by_notebook", {})
+    for name in entry.get("seconds", {}):
+        cpu_of.setdefault(name, entry.get("cpu", ""))
     entry.update({
         "cpu": env.capabilities.cpu_name, "cpu_native_bf16": env.capabilities.cpu_bf16,
         "device": env.device, "precision": env.precision.name, "threads": env.threads,
@@ -54,6 +58,7 @@ def main() -> None:
     for result in results:
         if result.status == "passed":
             seconds[result.notebook.name] = round(result.seconds, 1)
+            cpu_of[result.notebook.name] = env.capabilities.cpu_name
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     for result in results:

@@ -1,13 +1,19 @@
-"""Benchmark of lesson 04: training tokens/s of SmolLM2, and the notebook's before/after in default mode.
+"""Benchmark of lesson 04: training tokens/s of SmolLM2, the learning rate, and the notebook in default mode.
 
-1. Training tokens/s on identical batches of instruction examples (batch 4):
-   full fine-tuning, and the notebook's CPU choice (last 10 of 30 blocks,
-   embeddings frozen).
-2. ``course/04_gpt_instruction_tuning.ipynb`` executed in default mode in a
-   fresh kernel: its wall time and the results it saves
+Parts (``--parts``, all by default; the results file keeps the parts not re-run):
+
+1. ``speed``: training tokens/s on identical batches of instruction examples
+   (batch 4): full fine-tuning, and the notebook's CPU choice (last 10 of
+   30 blocks, embeddings frozen).
+2. ``lr``: the notebook's training (same data, same recipe) at several
+   learning rates: closed-task accuracy with 95% intervals on the notebook's
+   test items, against the majority-class answer. This is how the
+   notebook's ``LEARNING_RATE`` was chosen.
+3. ``notebook``: ``course/04_gpt_instruction_tuning.ipynb`` executed in
+   default mode in a fresh kernel: its wall time and the results it saves
    (``course/outputs/04_instruction_tuning/results.json``).
 
-Run from the repository root (about 15 minutes on 2 CPU cores):
+Run from the repository root:
 
     python benchmarks/instruction_tuning.py --out benchmarks/results/instruction_tuning.json
 """
@@ -29,7 +35,10 @@ from torch.utils.data import DataLoader  # noqa: E402
 from helpers import setup  # noqa: E402
 from helpers.training.causal_lm import instruction_collator, tokenize_instructions  # noqa: E402
 from helpers.training.freezing import freeze_embeddings, optimizer_for, unfreeze_all, unfreeze_last_layers  # noqa: E402
-from helpers.data.instructions import instruction_dataset  # noqa: E402
+from helpers.data.instructions import CLOSED_TASKS, closed_labels, instruction_dataset  # noqa: E402
+from helpers.evaluation.closed_tasks import closed_task_table, item_scores, majority_answers  # noqa: E402
+from helpers.generation import answer_instructions  # noqa: E402
+from helpers.training.causal_lm import train_causal_lm  # noqa: E402
 from helpers.models import load_causal_lm  # noqa: E402
 from ftcourse.runner import run_notebook  # noqa: E402
 from helpers.training.loops import time_training_steps  # noqa: E402
@@ -56,46 +65,109 @@ def tokens_per_second(env, steps: int) -> dict:
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=6, help="timed training steps per configuration")
-    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
-    args = parser.parse_args()
-    env = setup(seed=42, fast=False)
-    speed = tokens_per_second(env, args.steps)
+# The notebook's default-mode sizes (cell ebff004d of course/04): change both together.
+NOTEBOOK_SIZES = {"train": {"sentiment": 448, "topic": 128, "describe": 12, "qa": 12}, "validation": 3,
+                  "test": {"sentiment": 150, "topic": 100, "describe": 16, "qa": 16}}
+
+
+def learning_rates(env, rates: list[float]) -> dict:
+    """The notebook's training at each rate; closed-task accuracy with intervals, against the majority answer."""
+    base, tokenizer = load_causal_lm("smollm2-135m", device=env.device)
+    data = instruction_dataset(NOTEBOOK_SIZES, seed=env.seed, max_words=30)
+    train = tokenize_instructions(data["train"], tokenizer)
+    test = data["test"].filter(lambda row: row["task"] in CLOSED_TASKS)
+    labels = closed_labels()
+    majority = majority_answers(data["train"]["task"], data["train"]["output"], test["task"])
+    scores = {"majority": item_scores(test["task"], majority, test["output"], labels)}
+    seconds = {}
+    for rate in rates:
+        torch.manual_seed(env.seed)
+        model = copy.deepcopy(base)
+        unfreeze_last_layers(model, 10)
+        freeze_embeddings(model)
+        with tempfile.TemporaryDirectory() as folder:
+            _, seconds[rate] = train_causal_lm(
+                model, tokenizer, train, env.precision, folder, learning_rate=rate, epochs=1, batch_size=8,
+                accumulation=1, lr_scheduler_type="linear", warmup=0.1, group_by_length=True, seed=env.seed,
+                progress=False)
+        answers = answer_instructions(model, tokenizer, test, "chat", env.device)
+        scores[f"lr {rate:g}"] = item_scores(test["task"], answers, test["output"], labels)
+        print(f"lr {rate:g}: trained in {seconds[rate]:.0f} s", flush=True)
+    table = closed_task_table(scores, reference="majority", tasks=CLOSED_TASKS, seed=env.seed)
+    print(table.round(3).to_string())
+    return {
+        "train_examples": len(train), "test_per_task": {t: list(test["task"]).count(t) for t in CLOSED_TASKS},
+        "train_seconds": {f"{rate:g}": value for rate, value in seconds.items()},
+        "closed_tasks": {f"{task} | {model}": row.dropna().to_dict() for (task, model), row in table.iterrows()},
+    }
+
+
+PARTS = ("speed", "lr", "notebook")
+
+
+def reuse_course_times_run(env) -> dict:
+    """The notebook part from the last ``course_times.py --mode full`` run of lesson 04 on this kind of CPU.
+
+    That run already executed the notebook in default mode in a fresh kernel and
+    left its ``results.json``; running it again would cost the same minutes.
+    """
+    times = json.loads((ROOT / "benchmarks" / "results" / "course_times.json").read_text())
+    key = f"full/{'native-bf16' if env.capabilities.cpu_bf16 else 'no-native-bf16'}" if env.device == "cpu" else "full/cuda"
+    seconds = times.get(key, {}).get("seconds", {}).get(NOTEBOOK.name)
+    if seconds is None or not RESULTS.is_file():
+        sys.exit(f"no course_times.py run of {NOTEBOOK.name} under {key!r} with its results: run the notebook part")
+    results = json.loads(RESULTS.read_text())
+    if results["mode"] != "full":
+        sys.exit(f"{RESULTS} comes from a fast-mode run")
+    return {"seconds": seconds, "results": results}
+
+
+def run_notebook_default(env) -> dict:
     os.environ["FTCOURSE_FAST"] = "0"  # the kernel inherits it: default mode
     RESULTS.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory() as folder:
         run = run_notebook(NOTEBOOK, Path(folder))
     if run.status != "passed":
         sys.exit(f"the notebook failed: {run.detail}")
-    notebook = json.loads(RESULTS.read_text())
-    results = {"device": env.device, "precision": env.precision.name, "threads": env.threads,
-               "training_tokens_per_second": speed, "notebook_seconds": run.seconds, "notebook": notebook}
-    before, after = notebook["before"], notebook["after"]
-    print("\nmeasure                                              value")
-    print("-" * 64)
-    for name, value in speed.items():
-        print(f"training tokens/s, {name:<34} {value:.0f}")
-    print(f"notebook 04, default mode, wall time                 {run.seconds / 60:.1f} min")
-    print(f"notebook training ({notebook['train_examples']} examples, {notebook['updates']} updates)      "
-          f"{notebook['train_seconds']:.0f} s, {notebook['train_tokens_per_second']:.0f} tokens/s")
-    for task in ("sentiment", "topic", "describe", "qa", "all"):
-        print(f"{task:>9}: exact match {before['exact_match'][task]:.3f} -> {after['exact_match'][task]:.3f}, "
-              f"ROUGE-L {before['rouge_l'][task]:.3f} -> {after['rouge_l'][task]:.3f}, "
-              f"perplexity {before['perplexité'][task]:.1f} -> {after['perplexité'][task]:.1f}")
-    for task in ("sentiment", "topic"):
-        print(f"{task:>9}: label named in the answer {before['label_in_answer'][task]:.3f} -> "
-              f"{after['label_in_answer'][task]:.3f}")
-    general = notebook["general_perplexity"]
-    print("general Wikipedia perplexity: " + ", ".join(f"{k} {v:.2f}" for k, v in general.items()))
-    source = notebook["labels_input_ids"]["exact_match"]
-    print(f"labels = input_ids: exact match sentiment {source['sentiment']:.3f}, topic {source['topic']:.3f}; "
-          f"response perplexity {notebook['labels_input_ids_response_perplexity']:.1f} "
-          f"(response-only labels: {after['perplexité']['all']:.1f})")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2))
+    return {"seconds": run.seconds, "results": json.loads(RESULTS.read_text())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=6, help="timed training steps per configuration (speed)")
+    parser.add_argument("--rates", type=float, nargs="+", default=[2e-4, 1e-3, 2e-3], help="learning rates (lr)")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                        help="measure only these; with --out, the other parts are kept from the existing file")
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    parser.add_argument("--reuse-course-times-run", action="store_true",
+                        help="notebook part: take the wall time and results of the last `course_times.py --mode full` "
+                             "run of the notebook instead of running it again")
+    args = parser.parse_args()
+    env = setup(seed=42, fast=False)
+    results = json.loads(args.out.read_text()) if args.out and args.out.is_file() else {}
+    if "notebook" in results and "results" not in results["notebook"]:  # the earlier single-part layout
+        results = {}
+    # Parts can be re-measured one at a time, on different machines: each records where it ran.
+    measured_on = {"device": env.device, "precision": env.precision.name, "threads": env.threads,
+                   "cpu": env.capabilities.cpu_name, "cpu_native_bf16": env.capabilities.cpu_bf16,
+                   "versions": env.versions}
+    for part in args.parts:
+        if part == "speed":
+            results[part] = {"tokens_per_second": tokens_per_second(env, args.steps)}
+        elif part == "lr":
+            results[part] = learning_rates(env, args.rates)
+        else:
+            results[part] = reuse_course_times_run(env) if args.reuse_course_times_run else run_notebook_default(env)
+        results[part]["measured_on"] = measured_on
+        if args.out:  # after every part, so that a later failure loses nothing
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(results, indent=2))
+    if "notebook" in results:
+        notebook = results["notebook"]["results"]
+        print(f"notebook 04, default mode, wall time {results['notebook']['seconds'] / 60:.1f} min")
+        for key, row in notebook["closed_tasks"].items():
+            print(f"{key:<40} accuracy {row['accuracy']:.3f} [{row['low']:.3f}, {row['high']:.3f}]")
+        print(f"clear gain (>= 15 points, disjoint intervals): {notebook['closed_tasks_clear_gain']}")
 
 
 if __name__ == "__main__":

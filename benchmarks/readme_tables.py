@@ -47,9 +47,19 @@ def course_times() -> str:
     lines = ["| notebook | " + " | ".join(f"{key.split('/')[0]} mode, {machine(record[key])}; {record[key]['date']}"
                                      for key in columns) + " |",
              "|---" * (len(columns) + 1) + "|"]
+    others = {}  # a notebook timed on another CPU of the same kind than its column's header names
+
+    def cell(key: str, name: str) -> str:
+        if name not in record[key]["seconds"]:
+            return "—"
+        cpu = record[key].get("cpu_by_notebook", {}).get(name, record[key]["cpu"])
+        if cpu == record[key]["cpu"]:
+            return duration(record[key]["seconds"][name])
+        mark = others.setdefault(cpu, "†" * (len(others) + 1))
+        return f"{duration(record[key]['seconds'][name])} {mark}"
+
     for name in notebooks:
-        cells = [duration(record[k]["seconds"][name]) if name in record[k]["seconds"] else "—" for k in columns]
-        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+        lines.append(f"| `{name}` | " + " | ".join(cell(k, name) for k in columns) + " |")
     totals = []
     for key in columns:  # a column that lacks notebooks says so: its total is not the whole course
         seconds = record[key]["seconds"]
@@ -57,6 +67,8 @@ def course_times() -> str:
         totals.append(f"**{duration(sum(seconds.values()))}**" + (f" ({len(seconds)} of {len(notebooks)} notebooks)"
                                                                     if missing else ""))
     lines.append("| **all lessons** | " + " | ".join(totals) + " |")
+    for cpu, mark in others.items():
+        lines.append(f"\n{mark} measured on {cpu}, a CPU of the same kind (native bf16 or not) as its column's.")
     return "\n".join(lines)
 
 
@@ -117,8 +129,8 @@ def bert_benchmark() -> str:
 
 def instruction_benchmark() -> str:
     r = _load("instruction_tuning")
-    nb = r["notebook"]
-    on = {**r, "cpu": r.get("cpu", "AMD EPYC"), "cpu_native_bf16": r.get("cpu_native_bf16", False)}
+    part = r["notebook"]
+    nb, on = part["results"], part["measured_on"]
     before, after = nb["before"], nb["after"]
 
     def pair(metric: str, task: str, digits: int = 2) -> str:
@@ -127,19 +139,53 @@ def instruction_benchmark() -> str:
             return "—"
         return f"{a:.{digits}f} → {b:.{digits}f}"
 
-    lines = [f"Measured on {machine(on)}: notebook in default mode {duration(r['notebook_seconds'])}; "
-             f"training {nb['train_examples']} examples in {nb['updates']} updates, "
-             f"{duration(nb['train_seconds'])}; training tokens/s: "
-             + ", ".join(f"{k} {v:.0f}" for k, v in r["training_tokens_per_second"].items()) + ".", "",
-             "| task | n | exact match | label named (lenient) | ROUGE-L | response perplexity |",
-             "|---|---|---|---|---|---|"]
+    def interval(row: dict) -> str:
+        return f"{row['accuracy']:.3f} [{row['low']:.3f}, {row['high']:.3f}]"
+
+    def difference(paired: dict) -> str:
+        d = paired["difference"]
+        return f"{d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] ({paired['verdict']}, n = {paired['n']})"
+
+    speed = r["speed"]
+    lines = [f"Measured on {machine(on)}: notebook in default mode {duration(part['seconds'])}; "
+             f"training {nb['train_examples']} examples in {nb['updates']} updates at learning rate "
+             f"{nb['learning_rate']:g}, {duration(nb['train_seconds'])}. Training tokens/s (on "
+             f"{machine(speed['measured_on'])}): "
+             + ", ".join(f"{k} {v:.0f}" for k, v in speed["tokens_per_second"].items()) + ".", "",
+             "Closed tasks, accuracy with 95% bootstrap intervals on the same test items "
+             "(\"clear gain\": the tuned model beats every baseline by at least 15 points with disjoint intervals):", "",
+             "| task | n | tuned | majority answer | untuned (strict) | untuned (lenient) | clear gain |",
+             "|---|---|---|---|---|---|---|"]
+    closed = nb["closed_tasks"]
+    for task, clear in nb["closed_tasks_clear_gain"].items():
+        row = {name: closed[f"{task} | {name}"] for name in
+               ("ajusté", "classe majoritaire", "non ajusté", "non ajusté (indulgent)")}
+        lines.append(f"| {task} | {row['ajusté']['n']:.0f} | {interval(row['ajusté'])} | "
+                     f"{interval(row['classe majoritaire'])} | {interval(row['non ajusté'])} | "
+                     f"{interval(row['non ajusté (indulgent)'])} | {'yes' if clear else 'no'} |")
+    lines += ["", "| task | n | exact match | label named (lenient) | ROUGE-L | response perplexity |",
+              "|---|---|---|---|---|---|"]
     for task in before["n"]:
         lines.append(f"| {task} | {before['n'][task]:.0f} | {pair('exact_match', task)} | "
                      f"{pair('label_in_answer', task)} | {pair('rouge_l', task, 3)} | "
                      f"{pair('perplexité', task, 1)} |")
-    general = nb["general_perplexity"]
-    lines += ["", "Perplexity of general Wikipedia text (forgetting): "
-              + ", ".join(f"{k} {v:.2f}" for k, v in general.items()) + "."]
+    lines += ["", "Response-only labels minus `labels = input_ids`, exact match on the same closed-task items: "
+              + difference(nb["recipes_paired"]) + ".",
+              "Forgetting, loss per token of general Wikipedia paragraphs after minus before tuning: "
+              + difference(nb["forgetting_paired"]["après"]) + "."]
+    if "lr" in r:
+        lr = r["lr"]
+        rates = list(lr["train_seconds"])
+        tasks = list(lr["test_per_task"])
+        lines += ["", f"Learning rate (the notebook's data and recipe, {lr['train_examples']} training examples; "
+                  f"measured on {machine(lr['measured_on'])}):", "",
+                  "| learning rate | " + " | ".join(f"{t} (n = {lr['test_per_task'][t]})" for t in tasks)
+                  + " | training |", "|---|" + "---|" * (len(tasks) + 1)]
+        lines.append("| majority answer | " + " | ".join(interval(lr["closed_tasks"][f"{t} | majority"]) for t in tasks)
+                     + " | — |")
+        for rate in rates:
+            lines.append(f"| {rate} | " + " | ".join(interval(lr["closed_tasks"][f"{t} | lr {rate}"]) for t in tasks)
+                         + f" | {duration(lr['train_seconds'][rate])} |")
     return "\n".join(lines)
 
 
