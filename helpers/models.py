@@ -408,7 +408,7 @@ def load_classifier(
         raise ValueError(f"{name!r} holds a classifier trained with pooling={saved!r}: "
                          f"load it with pooling={saved!r} (its head would read the wrong vector)")
     tokenizer = _load(AutoTokenizer, name, source)
-    loader, config = AutoModelForSequenceClassification, None
+    loader = AutoModelForSequenceClassification
     if pooling == "mean":
         from helpers.heads import BertMeanPoolingForSequenceClassification
 

@@ -3,7 +3,7 @@
 ``plot_lr_finder`` is used by ``course/12_exercise_lr_finder.ipynb`` once the
 student's ``find_lr`` has returned (the exercise's function itself shows no plot);
 ``plot_training_curves`` by ``course/13_exercise_early_stopping.ipynb``;
-``plot_loss_curves`` by ``course/01_strategies.ipynb``; ``plot_trainer_log`` by
+``plot_loss_curves`` and ``plot_lr_schedules`` by ``course/01_strategies.ipynb``; ``plot_trainer_log`` by
 ``course/03_bert_classification.ipynb``; ``plot_train_validation`` and
 ``plot_intervals`` by ``course/07_overfitting_imbalance.ipynb``; ``plot_forgetting_tradeoff`` by
 ``course/06_catastrophic_forgetting.ipynb``.
@@ -85,6 +85,30 @@ def plot_loss_curves(histories: dict[str, dict], window: int = 5, ax: plt.Axes |
         ax.plot(np.arange(width, losses.size + 1), smoothed, label=name)
     ax.set_xlabel("mise à jour")
     ax.set_ylabel(f"perte d'entraînement (moyenne sur {window})")
+    ax.legend()
+    return ax
+
+
+def plot_lr_schedules(histories: dict[str, dict], ax: plt.Axes | None = None) -> plt.Axes:
+    """Learning rate of each update of several runs (``history["lr"]``), on a log axis.
+
+    ``histories`` maps a run's name to a :func:`helpers.training.loops.train_loop`
+    history (or several phases' histories concatenated): warmup, decay and the
+    restart of each phase show as they happened. Taught in
+    ``course/01_strategies.ipynb``.
+    """
+    if not histories:
+        raise ValueError("no runs to plot")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.5))
+    for name, history in histories.items():
+        rates = np.asarray(history.get("lr", []), dtype=float)
+        if rates.size == 0 or np.any(rates < 0):
+            raise ValueError(f"run {name!r} has no recorded learning rates, or a negative one")
+        ax.plot(np.arange(1, rates.size + 1), np.where(rates > 0, rates, np.nan), label=name)  # 0 has no log
+    ax.set_yscale("log")
+    ax.set_xlabel("mise à jour")
+    ax.set_ylabel("taux d'apprentissage (échelle log)")
     ax.legend()
     return ax
 
