@@ -142,9 +142,10 @@ def instruction_benchmark() -> str:
     def interval(row: dict) -> str:
         return f"{row['accuracy']:.3f} [{row['low']:.3f}, {row['high']:.3f}]"
 
-    def difference(paired: dict) -> str:
+    def difference(paired: dict, words: dict | None = None) -> str:
         d = paired["difference"]
-        return f"{d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] ({paired['verdict']}, n = {paired['n']})"
+        verdict = (words or {}).get(paired["verdict"], paired["verdict"])
+        return f"{d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] ({verdict}, n = {paired['n']})"
 
     speed = r["speed"]
     lines = [f"Measured on {machine(on)}: notebook in default mode {duration(part['seconds'])}; "
@@ -172,7 +173,8 @@ def instruction_benchmark() -> str:
     lines += ["", "Response-only labels minus `labels = input_ids`, exact match on the same closed-task items: "
               + difference(nb["recipes_paired"]) + ".",
               "Forgetting, loss per token of general Wikipedia paragraphs after minus before tuning: "
-              + difference(nb["forgetting_paired"]["après"]) + "."]
+              + difference(nb["forgetting_paired"]["après"], {"better": "the loss is higher after tuning",
+                                                               "worse": "the loss is lower after tuning"}) + "."]
     if "lr" in r:
         lr = r["lr"]
         rates = list(lr["train_seconds"])
