@@ -38,6 +38,35 @@ def predict_logits(
     return logits
 
 
+def text_classification_pipeline(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, device: str = "cpu"
+):
+    """``pipeline("text-classification")`` around a model object, whatever its class.
+
+    ``pipeline("text-classification", model=folder)`` rebuilds the model with
+    ``AutoModelForSequenceClassification``, which knows only the standard
+    ``[CLS]`` head: a mean-pooling classifier saved in ``folder`` would come
+    back with the wrong head, silently. Reload it with
+    ``load_classifier(folder, num_labels, pooling="mean")`` and pass the model
+    here. transformers then logs that the class is not in its list of
+    text-classification models (a check of the name only: the pipeline
+    calls the model and applies the softmax all the same); that one message
+    is silenced. Taught in ``course/03_bert_classification.ipynb``.
+    """
+    import logging
+
+    from transformers import pipeline
+    from transformers.pipelines import base
+
+    checker = logging.getLogger(base.logger.name)
+    level = checker.level
+    checker.setLevel(logging.CRITICAL)
+    try:
+        return pipeline("text-classification", model=model, tokenizer=tokenizer, device=device)
+    finally:
+        checker.setLevel(level)
+
+
 def _batches_by_length(tokenizer, texts, device, batch_size, max_length, progress, desc):
     """``(indices, tokenized batch)`` pairs, texts sorted by length so that each batch pads little."""
     order = np.argsort([len(text) for text in texts], kind="stable")
