@@ -2,4 +2,5 @@
 and optimizers (:mod:`.freezing`), causal-LM labels, collator and perplexity (:mod:`.causal_lm`),
 focal loss and class weights (:mod:`.losses`), ``Trainer`` with a custom loss (:mod:`.trainers`),
 one ``Trainer`` run per setting (:mod:`.classifier_runs`),
-Elastic Weight Consolidation (:mod:`.regularization`)."""
+Elastic Weight Consolidation (:mod:`.regularization`),
+a head fitted as a linear probe before fine-tuning (:mod:`.probing`)."""
