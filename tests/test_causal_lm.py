@@ -256,3 +256,47 @@ def test_train_causal_lm_accumulates_groups_by_length_and_evaluates(smollm_copy,
     assert trainer.state.global_step == 1  # one update for all the examples
     assert trainer.args.train_sampling_strategy == "group_by_length"
     assert any("eval_loss" in row for row in trainer.state.log_history)
+
+
+def test_scored_logits_give_the_same_loss_and_gradients_from_fewer_logits(smollm64):
+    """ScoredLogitsCollator asks the output layer only where a label is learned: same loss, same gradients,
+    in the model's own loss and through Trainer.compute_loss with its token count (what train_causal_lm runs).
+    transformers computes the cross-entropy in float32 even for a float64 model, hence rel=1e-6."""
+    from transformers import Trainer, TrainingArguments
+
+    from helpers.training.causal_lm import ScoredLogitsCollator, accepts_scored_logits
+
+    model, tokenizer = smollm64
+    assert accepts_scored_logits(model)
+    features = tokenize_instructions(Dataset.from_list(ROWS), tokenizer).to_list()
+    full, scored = instruction_collator(tokenizer)(features), ScoredLogitsCollator(tokenizer)(features)
+    kept = scored["logits_to_keep"]
+    assert 0 < len(kept) < full["input_ids"].shape[1] - 1  # the prompts' positions are dropped
+    assert (scored["shift_labels"] == full["labels"][:, 1:][:, kept]).all()
+    learned = full["labels"][:, 1:] != IGNORE_INDEX
+    assert learned[:, kept].sum() == learned.sum()  # no learned label is lost
+    args = TrainingArguments(output_dir="unused", report_to="none", use_cpu=True)
+    trainer = Trainer(model=model, args=args)
+    count = int(learned.sum())
+    results = []
+    for batch in (full, scored):
+        model.zero_grad()
+        loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=count)
+        loss.backward()
+        results.append((loss.item(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+        assert model(**batch).loss.item() == pytest.approx(results[0][0], rel=1e-6)
+    model.zero_grad()
+    (full_loss, full_grads), (scored_loss, scored_grads) = results
+    assert scored_loss == pytest.approx(full_loss, rel=1e-6)
+    assert len(full_grads) == len(scored_grads)
+    largest = max(g.abs().max().item() for g in full_grads)
+    assert max((a - b).abs().max().item() for a, b in zip(full_grads, scored_grads)) < 1e-6 * largest
+
+
+def test_scored_logits_leave_a_fully_learned_batch_alone(smollm):
+    from helpers.training.causal_lm import ScoredLogitsCollator
+
+    _, tokenizer = smollm
+    features = tokenize_instructions(Dataset.from_list(ROWS), tokenizer, mask_prompt=False).to_list()
+    features = [f for f in features if len(f["input_ids"]) == max(len(g["input_ids"]) for g in features)]
+    assert set(ScoredLogitsCollator(tokenizer)(features)) == {"input_ids", "attention_mask", "labels"}
