@@ -1,6 +1,6 @@
 """Benchmark of lesson 03: MiniLM vs TF-IDF, the explicit loop vs Trainer, padding strategies.
 
-Prints one table (and writes it as JSON with --out). Three measurements:
+Prints one table (and writes it as JSON with --out). Six measurements:
 
 1. Test accuracy on the film-split Rotten Tomatoes test set of TF-IDF + logistic
    regression and of MiniLM fine-tuned (helpers' loop, length-grouped batches,
@@ -18,8 +18,21 @@ Prints one table (and writes it as JSON with --out). Three measurements:
    accuracy with 95% bootstrap intervals, a paired bootstrap of the difference,
    and examples/s. On a machine without native bf16 this part records why it
    was skipped (emulated bf16 would take hours).
+5. ``head_start``: the notebook's default recipe (``RECIPE``: the whole
+   training split, mean-pooling head, ``Trainer``, length-grouped batches)
+   started from a random head and from a head fitted first as a linear probe
+   on the frozen encoder (LP-FT), with the same ``--seeds``: validation
+   accuracy after each epoch, test accuracy of the final model per seed, an
+   interval over seeds and test items together and the paired difference
+   (``helpers.evaluation.uncertainty.seeds_interval`` / ``paired_seeds``).
+   This is the measurement behind the notebook's head start.
+6. ``notebook``: ``course/03_bert_classification.ipynb`` executed in default
+   mode in a fresh kernel: its wall time and the figures it saves
+   (``course/outputs/03_minilm/results.json``): the accuracy the notebook
+   reaches inside its time budget, against TF-IDF with a paired interval.
 
-Run from the repository root (default mode, about 25 minutes on 2 CPU cores):
+Run from the repository root (parts 1-4: about 25 minutes on 2 CPU cores; ``head_start``: about 15 minutes
+with 3 seeds on a native-bf16 CPU, ``notebook``: the notebook's time):
 
     python benchmarks/bert_classification.py --out benchmarks/results/bert_classification.json
 """
@@ -35,18 +48,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.course_times import recorded_notebook_run, run_notebook_default  # noqa: E402
 from helpers import setup  # noqa: E402
 from helpers.device import resolve_precision, supported_precisions  # noqa: E402
-from helpers.evaluation.uncertainty import bootstrap_interval, paired_bootstrap  # noqa: E402
+from helpers.evaluation.uncertainty import (  # noqa: E402
+    bootstrap_interval, paired_bootstrap, paired_seeds, seeds_interval,
+)
 from helpers.data.batching import make_loader, padding_share, tokenize_for_classification  # noqa: E402
 from helpers.data.loaders import rotten_tomatoes, subsample  # noqa: E402
 from helpers.training.freezing import optimizer_for  # noqa: E402
 from helpers.evaluation.metrics import classification_metrics, fit_tfidf_logreg  # noqa: E402
 from helpers.models import load_classifier  # noqa: E402
 from helpers.training.loops import evaluate, time_training_steps, train_loop  # noqa: E402
+from helpers.training.probing import fit_head_by_linear_probe  # noqa: E402
 
 
-PARTS = ("accuracy", "loop_vs_trainer", "padding", "precision")
+PARTS = ("accuracy", "loop_vs_trainer", "padding", "precision", "head_start", "notebook")
+NOTEBOOK = ROOT / "course" / "03_bert_classification.ipynb"
+NOTEBOOK_RESULTS = ROOT / "course" / "outputs" / "03_minilm" / "results.json"
+# The notebook's default recipe (course/03, cells 18a15d9d, 9e0b6c41 and 8a13ddb2): change both together.
+RECIPE = {"train_size": None, "pooling": "mean", "learning_rate": 1e-4, "batch_size": 32, "epochs": 2,
+          "max_length": 128}
+HEAD_STARTS = ("random", "linear probe")
 PADDINGS = ("max_length", "dynamic", "length_grouped")
 
 
@@ -125,36 +148,58 @@ def padding_speed(env, splits, steps, batch_size=32) -> dict:
     return result
 
 
-def precision_comparison(env, splits, train_size=2400, epochs=3, max_length=128) -> dict:
-    """Lesson 03's Trainer recipe trained in fp32 and in bf16 from the same start; test accuracy and speed."""
+def trainer_run(env, splits, precision, seed, train_size, epochs, pooling="cls", probe=False, learning_rate=1e-4,
+                batch_size=32, max_length=128, validation=False) -> dict:
+    """Lesson 03's ``Trainer`` recipe once, from ``load_classifier(seed=seed)``: 0/1 correctness of the final model on
+    each test item, wall time (the linear probe included, with ``probe``) and, with ``validation``, the validation
+    accuracy after each epoch (on the whole validation split)."""
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
+    from helpers.evaluation.metrics import trainer_classification_metrics
+
+    model, tokenizer = load_classifier("minilm", num_labels=2, device=env.device, seed=seed, pooling=pooling)
+    texts = subsample(splits["train"], train_size, seed=env.seed)
+    train = tokenize_for_classification(texts, tokenizer, max_length=max_length)
+    test = tokenize_for_classification(splits["test"], tokenizer, max_length=max_length)
+    evaluation = {}
+    if validation:
+        validation_data = tokenize_for_classification(splits["validation"], tokenizer, max_length=max_length)
+        evaluation = {"eval_dataset": validation_data, "compute_metrics": trainer_classification_metrics}
+    start = time.perf_counter()
+    if probe:
+        fit_head_by_linear_probe(model, tokenizer, list(texts["text"]), list(texts["label"]), env.device, precision,
+                                 max_length=max_length, seed=seed)
+    with tempfile.TemporaryDirectory() as folder:
+        args = TrainingArguments(
+            output_dir=folder, learning_rate=learning_rate, per_device_train_batch_size=batch_size,
+            per_device_eval_batch_size=64, num_train_epochs=epochs, warmup_steps=0.1, weight_decay=0.01,
+            max_grad_norm=1.0, lr_scheduler_type="linear", train_sampling_strategy="group_by_length",
+            eval_strategy="epoch" if validation else "no", save_strategy="no", report_to="none", disable_tqdm=True,
+            dataloader_pin_memory=False, seed=seed, **precision.trainer_kwargs(),
+        )
+        trainer = Trainer(model=model, args=args, train_dataset=train,
+                          data_collator=DataCollatorWithPadding(tokenizer), **evaluation)
+        trainer.train()
+        seconds = time.perf_counter() - start
+    result = evaluate(model, make_loader(test, tokenizer, 64, shuffle=False), env.device, precision)
+    return {"correct": (result["logits"].argmax(-1) == result["labels"]).astype(float), "seconds": seconds,
+            "examples": len(train),
+            "validation_accuracy_per_epoch": [row["eval_accuracy"] for row in trainer.state.log_history
+                                              if "eval_accuracy" in row]}
+
+
+def precision_comparison(env, splits, train_size=2400, epochs=3, max_length=128) -> dict:
+    """Lesson 03's Trainer recipe trained in fp32 and in bf16 from the same start; test accuracy and speed."""
     supported = supported_precisions(env.capabilities, env.device)
     if not supported.get("bf16", "").startswith("native"):
         return {"skipped": f"no native bf16 on this {env.device}: " + supported.get("bf16", "bf16 not supported")}
     runs = {}
     for name in ("fp32", "bf16"):
         precision = resolve_precision(env.capabilities, env.device, name)
-        model, tokenizer = load_classifier("minilm", num_labels=2, device=env.device, seed=env.seed)
-        train = tokenize_for_classification(subsample(splits["train"], train_size, seed=env.seed), tokenizer,
-                                            max_length=max_length)
-        test = tokenize_for_classification(splits["test"], tokenizer, max_length=max_length)
-        with tempfile.TemporaryDirectory() as folder:
-            args = TrainingArguments(
-                output_dir=folder, learning_rate=1e-4, per_device_train_batch_size=32, num_train_epochs=epochs,
-                warmup_steps=0.1, weight_decay=0.01, max_grad_norm=1.0, lr_scheduler_type="linear",
-                train_sampling_strategy="group_by_length", save_strategy="no", report_to="none",
-                disable_tqdm=True, dataloader_pin_memory=False, seed=env.seed, **precision.trainer_kwargs(),
-            )
-            trainer = Trainer(model=model, args=args, train_dataset=train,
-                              data_collator=DataCollatorWithPadding(tokenizer))
-            start = time.perf_counter()
-            trainer.train()
-            seconds = time.perf_counter() - start
-        result = evaluate(model, make_loader(test, tokenizer, 64, shuffle=False), env.device, precision)
-        correct = (result["logits"].argmax(-1) == result["labels"]).astype(float)
-        runs[name] = {"correct": correct, "seconds": seconds, "examples_per_s": len(train) * epochs / seconds,
-                      "test_accuracy": bootstrap_interval(correct, seed=env.seed).as_dict()}
+        run = trainer_run(env, splits, precision, env.seed, train_size, epochs, max_length=max_length)
+        runs[name] = {"correct": run["correct"], "seconds": run["seconds"],
+                      "examples_per_s": run["examples"] * epochs / run["seconds"],
+                      "test_accuracy": bootstrap_interval(run["correct"], seed=env.seed).as_dict()}
     comparison = paired_bootstrap(runs["bf16"]["correct"], runs["fp32"]["correct"], seed=env.seed)
     for run in runs.values():
         del run["correct"]
@@ -163,15 +208,41 @@ def precision_comparison(env, splits, train_size=2400, epochs=3, max_length=128)
             "bf16_speedup": runs["fp32"]["seconds"] / runs["bf16"]["seconds"]}
 
 
+def head_start(env, splits, seeds) -> dict:
+    """The notebook's recipe from a random head and from a linear-probe head, with the same seeds, on the same items."""
+    recipe = {key: value for key, value in RECIPE.items() if key not in ("train_size", "epochs")}
+    starts = {}
+    for start in HEAD_STARTS:
+        runs = [trainer_run(env, splits, env.precision, seed, RECIPE["train_size"], RECIPE["epochs"],
+                            probe=start == "linear probe", validation=True, **recipe) for seed in seeds]
+        starts[start] = {
+            "correct": [run["correct"] for run in runs],
+            "test_accuracy_per_seed": [float(run["correct"].mean()) for run in runs],
+            "validation_accuracy_per_epoch": [run["validation_accuracy_per_epoch"] for run in runs],
+            "seconds": [run["seconds"] for run in runs],
+            "test_accuracy": seeds_interval([run["correct"] for run in runs], seed=env.seed).as_dict(),
+        }
+    comparison = paired_seeds(starts["linear probe"]["correct"], starts["random"]["correct"], seed=env.seed)
+    for start in starts.values():
+        del start["correct"]
+    return {"recipe": RECIPE, "train_examples": len(splits["train"]), "validation_examples": len(splits["validation"]),
+            "test_examples": len(splits["test"]), "seeds": list(seeds), "starts": starts,
+            "probe_minus_random": comparison.as_dict()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-size", type=int, default=None, help="training examples for the accuracy run (all)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--speed-examples", type=int, default=640)
     parser.add_argument("--padding-steps", type=int, default=3)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2], help="training seeds (head_start)")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
                         help="measure only these; with --out, the other parts are kept from the existing file")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    parser.add_argument("--reuse-course-times-run", action="store_true",
+                        help="notebook part: take the wall time and results of the last `course_times.py --mode full` "
+                             "run of the notebook instead of running it again")
     args = parser.parse_args()
     env = setup(seed=42, fast=False)
     splits = rotten_tomatoes(seed=env.seed)
@@ -190,6 +261,11 @@ def main() -> None:
             results[part] = loop_vs_trainer(env, splits, args.speed_examples)
         elif part == "precision":
             results[part] = precision_comparison(env, splits)
+        elif part == "head_start":
+            results[part] = head_start(env, splits, args.seeds)
+        elif part == "notebook":
+            results[part] = (recorded_notebook_run(env, NOTEBOOK, NOTEBOOK_RESULTS) if args.reuse_course_times_run
+                             else run_notebook_default(NOTEBOOK, NOTEBOOK_RESULTS))
         else:
             results[part] = padding_speed(env, splits, args.padding_steps)
         seconds[part] = time.perf_counter() - start
@@ -230,6 +306,22 @@ def main() -> None:
         diff = prec["bf16_minus_fp32_accuracy"]
         print(f"bf16 - fp32 accuracy: {diff['difference']['value']:+.3f} [{diff['difference']['low']:+.3f}, "
               f"{diff['difference']['high']:+.3f}] -> bf16 is {diff['verdict']}; bf16 x{prec['bf16_speedup']:.2f} speed")
+    start_run = results["head_start"]
+    for name, start in start_run["starts"].items():
+        acc = start["test_accuracy"]
+        print(f"notebook recipe, {name} head, {len(start_run['seeds'])} seeds: test accuracy {acc['value']:.3f} "
+              f"[{acc['low']:.3f}, {acc['high']:.3f}] (per seed: "
+              + ", ".join(f"{a:.3f}" for a in start["test_accuracy_per_seed"]) + ")")
+    diff = start_run["probe_minus_random"]
+    print(f"linear probe - random head: {100 * diff['difference']['value']:+.1f} points "
+          f"[{100 * diff['difference']['low']:+.1f}, {100 * diff['difference']['high']:+.1f}] -> {diff['verdict']}")
+    notebook = results["notebook"]["results"]
+    trainer = notebook["test_accuracy"][f"{notebook['model']} (Trainer)"]
+    gap = notebook["trainer_minus_tfidf"]["difference"]
+    print(f"notebook 03, default mode: {results['notebook']['seconds']:.0f} s; Trainer test accuracy "
+          f"{trainer['value']:.3f} [{trainer['low']:.3f}, {trainer['high']:.3f}]; minus TF-IDF "
+          f"{100 * gap['value']:+.1f} points [{100 * gap['low']:+.1f}, {100 * gap['high']:+.1f}] "
+          f"({notebook['trainer_minus_tfidf']['verdict']})")
     print("seconds per part: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())
           + f" on {env.device} ({env.precision.name}, {env.threads} threads)")
 

@@ -12,6 +12,7 @@ kinds of CPU side by side (``benchmarks/readme_tables.py``).
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from datetime import date
@@ -20,8 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ftcourse.runner import course_notebooks, run_course  # noqa: E402
+from ftcourse.runner import course_notebooks, run_course, run_notebook  # noqa: E402
 from helpers import setup  # noqa: E402
+from helpers.environment import FAST_ENV  # noqa: E402
 
 
 def machine_key(env, mode: str) -> str:
@@ -29,6 +31,34 @@ def machine_key(env, mode: str) -> str:
     if env.device != "cpu":
         return f"{mode}/{env.device}"
     return f"{mode}/{'native-bf16' if env.capabilities.cpu_bf16 else 'no-native-bf16'}"
+
+
+def recorded_notebook_run(env, notebook: Path, results: Path) -> dict:
+    """The wall time of the last ``--mode full`` run of ``notebook`` on this kind of machine, with the
+    ``results`` file that run left: a benchmark's notebook part without running the notebook again."""
+    times = json.loads((ROOT / "benchmarks" / "results" / "course_times.json").read_text())
+    key = machine_key(env, "full")
+    seconds = times.get(key, {}).get("seconds", {}).get(notebook.name)
+    if seconds is None or not results.is_file():
+        sys.exit(f"no course_times.py run of {notebook.name} under {key!r} with its results: run the notebook part")
+    recorded = json.loads(results.read_text())
+    if recorded["mode"] != "full":
+        sys.exit(f"{results} comes from a fast-mode run")
+    return {"seconds": seconds, "results": recorded}
+
+
+def run_notebook_default(notebook: Path, results: Path) -> dict:
+    """``notebook`` executed in default mode in a fresh kernel: its wall time and the ``results`` file it writes."""
+    os.environ[FAST_ENV] = "0"  # the kernel inherits it: default mode
+    results.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory() as folder:
+        run = run_notebook(notebook, Path(folder))
+    if run.status != "passed":
+        sys.exit(f"{notebook.name} failed: {run.detail}")
+    recorded = json.loads(results.read_text())
+    if recorded["mode"] != "full":
+        sys.exit(f"{results} comes from a fast-mode run")
+    return {"seconds": run.seconds, "results": recorded}
 
 
 def main() -> None:
@@ -45,20 +75,24 @@ def main() -> None:
     failed = [r for r in results if r.status == "failed"]
     record = json.loads(args.out.read_text()) if args.out.is_file() else {}
     entry = record.setdefault(machine_key(env, args.mode), {})
-    # Notebooks re-timed one at a time may run on another CPU of the same kind: each keeps the CPU it ran on.
+    # Notebooks re-timed one at a time may run on another CPU of the same kind and on another day: each keeps the
+    # CPU and the date it was timed on, and the column's date lists them all.
     cpu_of = entry.setdefault("cpu_by_notebook", {})
+    date_of = entry.setdefault("date_by_notebook", {})
     for name in entry.get("seconds", {}):
         cpu_of.setdefault(name, entry.get("cpu", ""))
+        date_of.setdefault(name, entry.get("date", ""))
     entry.update({
         "cpu": env.capabilities.cpu_name, "cpu_native_bf16": env.capabilities.cpu_bf16,
-        "device": env.device, "precision": env.precision.name, "threads": env.threads,
-        "date": date.today().isoformat(), "versions": env.versions,
+        "device": env.device, "precision": env.precision.name, "threads": env.threads, "versions": env.versions,
     })
     seconds = entry.setdefault("seconds", {})
     for result in results:
         if result.status == "passed":
             seconds[result.notebook.name] = round(result.seconds, 1)
             cpu_of[result.notebook.name] = env.capabilities.cpu_name
+            date_of[result.notebook.name] = date.today().isoformat()
+    entry["date"] = ", ".join(sorted(set(date_of.values()), key=lambda day: (not day.startswith("before"), day)))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     for result in results:

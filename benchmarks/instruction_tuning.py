@@ -3,8 +3,9 @@
 Parts (``--parts``, all by default; the results file keeps the parts not re-run):
 
 1. ``speed``: training tokens/s on identical batches of instruction examples
-   (batch 4): full fine-tuning, and the notebook's CPU choice (last 10 of
-   30 blocks, embeddings frozen).
+   (batch 4): full fine-tuning, and the notebook's CPU choice (its last
+   ``NOTEBOOK_TRAINABLE_LAST_LAYERS`` of 30 blocks, embeddings frozen), with
+   logits everywhere and only where a label is learned.
 2. ``lr``: the notebook's training (same data, same recipe) at several
    learning rates: closed-task accuracy with 95% intervals on the notebook's
    test items, against the majority-class answer. This is how the
@@ -21,7 +22,6 @@ Run from the repository root:
 import argparse
 import copy
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -38,9 +38,9 @@ from helpers.training.freezing import freeze_embeddings, optimizer_for, unfreeze
 from helpers.data.instructions import CLOSED_TASKS, closed_labels, instruction_dataset  # noqa: E402
 from helpers.evaluation.closed_tasks import closed_task_table, item_scores, majority_answers  # noqa: E402
 from helpers.generation import answer_instructions  # noqa: E402
-from helpers.training.causal_lm import train_causal_lm  # noqa: E402
+from helpers.training.causal_lm import ScoredLogitsCollator, train_causal_lm  # noqa: E402
 from helpers.models import load_causal_lm  # noqa: E402
-from ftcourse.runner import run_notebook  # noqa: E402
+from benchmarks.course_times import recorded_notebook_run, run_notebook_default  # noqa: E402
 from helpers.training.loops import time_training_steps  # noqa: E402
 
 NOTEBOOK = ROOT / "course" / "04_gpt_instruction_tuning.ipynb"
@@ -48,12 +48,18 @@ RESULTS = ROOT / "course" / "outputs" / "04_instruction_tuning" / "results.json"
 
 
 def tokens_per_second(env, steps: int) -> dict:
+    """Training tokens/s of full fine-tuning and of the notebook's CPU choice, with logits everywhere and with
+    logits only where a label is learned (``ScoredLogitsCollator``, what ``train_causal_lm`` uses)."""
     base, tokenizer = load_causal_lm("smollm2-135m", device=env.device)
     data = tokenize_instructions(instruction_dataset({"train": steps + 1}, seed=env.seed)["train"], tokenizer)
-    batches = list(DataLoader(data, batch_size=4, collate_fn=instruction_collator(tokenizer)))[: steps + 1]
+    collators = {"all logits": instruction_collator(tokenizer), "scored logits": ScoredLogitsCollator(tokenizer)}
+    last = lambda m: (unfreeze_last_layers(m, NOTEBOOK_TRAINABLE_LAST_LAYERS), freeze_embeddings(m))  # noqa: E731
+    partial = f"last {NOTEBOOK_TRAINABLE_LAST_LAYERS} blocks, embeddings frozen"
     result = {}
-    for name, freeze in [("full fine-tuning", unfreeze_all),
-                         ("last 10 blocks, embeddings frozen", lambda m: (unfreeze_last_layers(m, 10), freeze_embeddings(m)))]:
+    for name, freeze, logits in [("full fine-tuning", unfreeze_all, "all logits"),
+                                 (partial, last, "all logits"),
+                                 (f"{partial}, logits only where learned", last, "scored logits")]:
+        batches = list(DataLoader(data, batch_size=4, collate_fn=collators[logits]))[: steps + 1]
         torch.manual_seed(env.seed)
         model = copy.deepcopy(base)
         freeze(model)
@@ -65,7 +71,9 @@ def tokens_per_second(env, steps: int) -> dict:
     return result
 
 
-# The notebook's default-mode sizes (cell ebff004d of course/04): change both together.
+# The notebook's default-mode sizes (cell ebff004d of course/04) and its CPU choice of trainable blocks (cell
+# ec4a90da): change both together.
+NOTEBOOK_TRAINABLE_LAST_LAYERS = 10
 NOTEBOOK_SIZES = {"train": {"sentiment": 448, "topic": 128, "describe": 12, "qa": 12}, "validation": 3,
                   "test": {"sentiment": 150, "topic": 100, "describe": 16, "qa": 16}}
 
@@ -83,7 +91,7 @@ def learning_rates(env, rates: list[float]) -> dict:
     for rate in rates:
         torch.manual_seed(env.seed)
         model = copy.deepcopy(base)
-        unfreeze_last_layers(model, 10)
+        unfreeze_last_layers(model, NOTEBOOK_TRAINABLE_LAST_LAYERS)
         freeze_embeddings(model)
         with tempfile.TemporaryDirectory() as folder:
             _, seconds[rate] = train_causal_lm(
@@ -96,40 +104,13 @@ def learning_rates(env, rates: list[float]) -> dict:
     table = closed_task_table(scores, reference="majority", tasks=CLOSED_TASKS, seed=env.seed)
     print(table.round(3).to_string())
     return {
-        "train_examples": len(train), "test_per_task": {t: list(test["task"]).count(t) for t in CLOSED_TASKS},
+        "train_examples": len(train), "trainable_last_layers": NOTEBOOK_TRAINABLE_LAST_LAYERS, "test_per_task": {t: list(test["task"]).count(t) for t in CLOSED_TASKS},
         "train_seconds": {f"{rate:g}": value for rate, value in seconds.items()},
         "closed_tasks": {f"{task} | {model}": row.dropna().to_dict() for (task, model), row in table.iterrows()},
     }
 
 
 PARTS = ("speed", "lr", "notebook")
-
-
-def reuse_course_times_run(env) -> dict:
-    """The notebook part from the last ``course_times.py --mode full`` run of lesson 04 on this kind of CPU.
-
-    That run already executed the notebook in default mode in a fresh kernel and
-    left its ``results.json``; running it again would cost the same minutes.
-    """
-    times = json.loads((ROOT / "benchmarks" / "results" / "course_times.json").read_text())
-    key = f"full/{'native-bf16' if env.capabilities.cpu_bf16 else 'no-native-bf16'}" if env.device == "cpu" else "full/cuda"
-    seconds = times.get(key, {}).get("seconds", {}).get(NOTEBOOK.name)
-    if seconds is None or not RESULTS.is_file():
-        sys.exit(f"no course_times.py run of {NOTEBOOK.name} under {key!r} with its results: run the notebook part")
-    results = json.loads(RESULTS.read_text())
-    if results["mode"] != "full":
-        sys.exit(f"{RESULTS} comes from a fast-mode run")
-    return {"seconds": seconds, "results": results}
-
-
-def run_notebook_default(env) -> dict:
-    os.environ["FTCOURSE_FAST"] = "0"  # the kernel inherits it: default mode
-    RESULTS.unlink(missing_ok=True)
-    with tempfile.TemporaryDirectory() as folder:
-        run = run_notebook(NOTEBOOK, Path(folder))
-    if run.status != "passed":
-        sys.exit(f"the notebook failed: {run.detail}")
-    return {"seconds": run.seconds, "results": json.loads(RESULTS.read_text())}
 
 
 def main() -> None:
@@ -157,7 +138,7 @@ def main() -> None:
         elif part == "lr":
             results[part] = learning_rates(env, args.rates)
         else:
-            results[part] = reuse_course_times_run(env) if args.reuse_course_times_run else run_notebook_default(env)
+            results[part] = recorded_notebook_run(env, NOTEBOOK, RESULTS) if args.reuse_course_times_run else run_notebook_default(NOTEBOOK, RESULTS)
         results[part]["measured_on"] = measured_on
         if args.out:  # after every part, so that a later failure loses nothing
             args.out.parent.mkdir(parents=True, exist_ok=True)
