@@ -306,22 +306,24 @@ def main() -> None:
         diff = prec["bf16_minus_fp32_accuracy"]
         print(f"bf16 - fp32 accuracy: {diff['difference']['value']:+.3f} [{diff['difference']['low']:+.3f}, "
               f"{diff['difference']['high']:+.3f}] -> bf16 is {diff['verdict']}; bf16 x{prec['bf16_speedup']:.2f} speed")
-    start_run = results["head_start"]
-    for name, start in start_run["starts"].items():
-        acc = start["test_accuracy"]
-        print(f"notebook recipe, {name} head, {len(start_run['seeds'])} seeds: test accuracy {acc['value']:.3f} "
-              f"[{acc['low']:.3f}, {acc['high']:.3f}] (per seed: "
-              + ", ".join(f"{a:.3f}" for a in start["test_accuracy_per_seed"]) + ")")
-    diff = start_run["probe_minus_random"]
-    print(f"linear probe - random head: {100 * diff['difference']['value']:+.1f} points "
-          f"[{100 * diff['difference']['low']:+.1f}, {100 * diff['difference']['high']:+.1f}] -> {diff['verdict']}")
-    notebook = results["notebook"]["results"]
-    trainer = notebook["test_accuracy"][f"{notebook['model']} (Trainer)"]
-    gap = notebook["trainer_minus_tfidf"]["difference"]
-    print(f"notebook 03, default mode: {results['notebook']['seconds']:.0f} s; Trainer test accuracy "
-          f"{trainer['value']:.3f} [{trainer['low']:.3f}, {trainer['high']:.3f}]; minus TF-IDF "
-          f"{100 * gap['value']:+.1f} points [{100 * gap['low']:+.1f}, {100 * gap['high']:+.1f}] "
-          f"({notebook['trainer_minus_tfidf']['verdict']})")
+    if "head_start" in results:  # parts measured since the results file was first written may be absent
+        start_run = results["head_start"]
+        for name, start in start_run["starts"].items():
+            acc = start["test_accuracy"]
+            print(f"notebook recipe, {name} head, {len(start_run['seeds'])} seeds: test accuracy {acc['value']:.3f} "
+                  f"[{acc['low']:.3f}, {acc['high']:.3f}] (per seed: "
+                  + ", ".join(f"{a:.3f}" for a in start["test_accuracy_per_seed"]) + ")")
+        diff = start_run["probe_minus_random"]
+        print(f"linear probe - random head: {100 * diff['difference']['value']:+.1f} points "
+              f"[{100 * diff['difference']['low']:+.1f}, {100 * diff['difference']['high']:+.1f}] -> {diff['verdict']}")
+    if "notebook" in results:
+        notebook = results["notebook"]["results"]
+        trainer = notebook["test_accuracy"][f"{notebook['model']} (Trainer)"]
+        gap = notebook["trainer_minus_tfidf"]["difference"]
+        print(f"notebook 03, default mode: {results['notebook']['seconds']:.0f} s; Trainer test accuracy "
+              f"{trainer['value']:.3f} [{trainer['low']:.3f}, {trainer['high']:.3f}]; minus TF-IDF "
+              f"{100 * gap['value']:+.1f} points [{100 * gap['low']:+.1f}, {100 * gap['high']:+.1f}] "
+              f"({notebook['trainer_minus_tfidf']['verdict']})")
     print("seconds per part: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())
           + f" on {env.device} ({env.precision.name}, {env.threads} threads)")
 

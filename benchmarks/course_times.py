@@ -33,6 +33,14 @@ def machine_key(env, mode: str) -> str:
     return f"{mode}/{'native-bf16' if env.capabilities.cpu_bf16 else 'no-native-bf16'}"
 
 
+def _default_mode_results(results: Path) -> dict:
+    """The ``results`` file a notebook wrote, refused when it comes from a fast-mode run."""
+    recorded = json.loads(results.read_text())
+    if recorded["mode"] != "full":
+        sys.exit(f"{results} comes from a fast-mode run")
+    return recorded
+
+
 def recorded_notebook_run(env, notebook: Path, results: Path) -> dict:
     """The wall time of the last ``--mode full`` run of ``notebook`` on this kind of machine, with the
     ``results`` file that run left: a benchmark's notebook part without running the notebook again."""
@@ -41,10 +49,7 @@ def recorded_notebook_run(env, notebook: Path, results: Path) -> dict:
     seconds = times.get(key, {}).get("seconds", {}).get(notebook.name)
     if seconds is None or not results.is_file():
         sys.exit(f"no course_times.py run of {notebook.name} under {key!r} with its results: run the notebook part")
-    recorded = json.loads(results.read_text())
-    if recorded["mode"] != "full":
-        sys.exit(f"{results} comes from a fast-mode run")
-    return {"seconds": seconds, "results": recorded}
+    return {"seconds": seconds, "results": _default_mode_results(results)}
 
 
 def run_notebook_default(notebook: Path, results: Path) -> dict:
@@ -55,10 +60,7 @@ def run_notebook_default(notebook: Path, results: Path) -> dict:
         run = run_notebook(notebook, Path(folder))
     if run.status != "passed":
         sys.exit(f"{notebook.name} failed: {run.detail}")
-    recorded = json.loads(results.read_text())
-    if recorded["mode"] != "full":
-        sys.exit(f"{results} comes from a fast-mode run")
-    return {"seconds": run.seconds, "results": recorded}
+    return {"seconds": run.seconds, "results": _default_mode_results(results)}
 
 
 def main() -> None:
