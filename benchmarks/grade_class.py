@@ -2,12 +2,16 @@
 
 Each student submits the three autograded notebooks (quiz, LR range test,
 early stopping), answered like a real class: some complete, some partly
-wrong, some blank. Run from the repository root:
+wrong, some blank. Grading runs as ``ftcourse grade`` runs it: the
+instructor's solutions first (the canary, counted in the wall time), then the
+class, every kernel in the sandbox (bubblewrap) unless ``--no-sandbox``. Run
+from the repository root:
 
     python benchmarks/grade_class.py --students 30 --jobs 2 --out benchmarks/results/grading.json
 
 With ``--out``, each run is recorded under a key naming the class size, the
-jobs and whether the CPU has native bf16; runs of other machines are kept
+jobs, the sandbox and whether the CPU has native bf16, with the CPU's name and
+the sandbox in force; runs of other machines are kept
 (``benchmarks/readme_tables.py`` puts them in the README).
 """
 
@@ -67,6 +71,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, nargs="+", default=[2])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="record the runs in this JSON file")
+    parser.add_argument("--no-sandbox", action="store_true", help="grade without bubblewrap (for comparison)")
     args = parser.parse_args()
     caps = detect_capabilities()
     record = json.loads(args.out.read_text()) if args.out and args.out.is_file() else {}
@@ -76,17 +81,20 @@ def main() -> int:
               f"{'s/autograded nb':>15}  result")
         for jobs in args.jobs:
             start = time.perf_counter()
-            rows = grade(Path(tmp) / "class", timeout=60, jobs=jobs, progress=False)
+            run = grade(Path(tmp) / "class", timeout=60, jobs=jobs, progress=False, sandbox=not args.no_sandbox)
             wall = time.perf_counter() - start
+            rows = run.rows
             executed = sum(row.total is not None for row in rows)  # notebooks nbgrader actually ran
             print(f"{jobs:>4}  {args.students:>8}  {executed:>10}  {wall:7.1f}  {wall / args.students:9.2f}  "
-                  f"{wall / max(executed, 1):15.2f}  {summary(rows)}", flush=True)
+                  f"{wall / max(executed, 1):15.2f}  {summary(rows)}; sandbox {run.sandbox.kind}; {caps.cpu_name}, "
+                  f"{'native bf16' if caps.cpu_bf16 else 'no native bf16'}", flush=True)
             kind = "native-bf16" if caps.cpu_bf16 else "no-native-bf16"
-            record[f"{args.students} students, {jobs} jobs/{kind}"] = {
+            record[f"{args.students} students, {jobs} jobs, sandbox {run.sandbox.kind}/{kind}"] = {
                 "students": args.students, "jobs": jobs, "autograded_notebooks": executed, "seconds": round(wall, 1),
                 "seconds_per_student": wall / args.students, "seconds_per_autograded_notebook": wall / max(executed, 1),
                 "summary": summary(rows), "cpu": caps.cpu_name, "cpu_native_bf16": caps.cpu_bf16,
                 "precision_override": os.environ.get(PRECISION_ENV, ""), "date": date.today().isoformat(),
+                "sandbox": run.sandbox.kind, "sandbox_detail": run.sandbox.detail, "cpu_count": os.cpu_count(),
             }
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

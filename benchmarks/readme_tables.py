@@ -114,17 +114,57 @@ def bert_benchmark() -> str:
         d = diff["difference"]
         for name in ("fp32", "bf16"):
             a = prec[name]["test_accuracy"]
-            rows.append((f"lesson 03's `Trainer` recipe ({prec['train_examples']:,} snippets × {prec['epochs']} "
-                         f"epochs) in **{name}**",
+            rows.append((f"MiniLM with `Trainer` ([CLS] head, random start, {prec['train_examples']:,} snippets × "
+                         f"{prec['epochs']} epochs) in **{name}**",
                          f"{a['value']:.1%} test accuracy [95% CI {a['low']:.1%}, {a['high']:.1%}], "
                          f"{prec[name]['examples_per_s']:.1f} examples/s", {**prec["measured_on"], "precision": name}))
         rows.append(("bf16 minus fp32, paired bootstrap on the same test items",
                      f"{100 * d['value']:+.1f} points [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]: "
                      f"bf16 is **{diff['verdict']}** in accuracy, ×{prec['bf16_speedup']:.2f} the speed",
                      {**prec["measured_on"], "precision": "fp32 and bf16"}))
+    rows += bert_recipe_rows(r)
     lines = ["| measure | value | measured on |", "|---|---|---|"]
     lines += [f"| {what} | {value} | {machine(on)} |" for what, value, on in rows]
     return "\n".join(lines)
+
+
+def _interval(a: dict) -> str:
+    return f"{a['value']:.1%} [95% CI {a['low']:.1%}, {a['high']:.1%}]"
+
+
+def _points(comparison: dict) -> str:
+    d = comparison["difference"]
+    return (f"{100 * d['value']:+.1f} points [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]: "
+            f"**{comparison['verdict']}**")
+
+
+def bert_recipe_rows(r: dict) -> list:
+    """Rows of the lesson's current recipe: its head start over seeds, and the notebook's own default-mode run."""
+    rows = []
+    if "head_start" in r:
+        h = r["head_start"]
+        recipe = h["recipe"]
+        for start, run in h["starts"].items():
+            rows.append((f"lesson 03's recipe (all {h['train_examples']:,} snippets, {recipe['pooling']}-pooling "
+                         f"head, batches of {recipe['batch_size']}, lr {recipe['learning_rate']:g}, "
+                         f"{recipe['epochs']} epochs) from a **{start}** head, {len(h['seeds'])} seeds",
+                         f"{_interval(run['test_accuracy'])} over seeds and test items; per seed "
+                         + " / ".join(f"{a:.1%}" for a in run["test_accuracy_per_seed"]), h["measured_on"]))
+        rows.append(("linear-probe head minus random head, same seeds, same test items",
+                     _points(h["probe_minus_random"]), h["measured_on"]))
+    if "notebook" in r:
+        nb, on = r["notebook"]["results"], r["notebook"]["measured_on"]
+        accuracy = nb["test_accuracy"]
+        rows.append((f"`course/03_bert_classification.ipynb` in default mode, {duration(r['notebook']['seconds'])} "
+                     f"in all: MiniLM (`Trainer`, {nb['train_examples']:,} snippets, {nb['epochs_run']:.0f} epochs) "
+                     f"vs TF-IDF, {nb['test_examples']:,} test items",
+                     f"{_interval(accuracy[nb['model'] + ' (Trainer)'])} vs "
+                     f"{_interval(accuracy['TF-IDF + régression logistique'])}; paired difference "
+                     + _points(nb["trainer_minus_tfidf"]), on))
+        rows.append(("same notebook: explicit loop (first epoch of `Trainer`'s schedule) minus `Trainer`'s "
+                     "epoch-1 checkpoint, same start, same test items", _points(nb["loop_minus_trainer_epoch_one"]),
+                     on))
+    return rows
 
 
 def instruction_benchmark() -> str:
@@ -179,7 +219,8 @@ def instruction_benchmark() -> str:
         lr = r["lr"]
         rates = list(lr["train_seconds"])
         tasks = list(lr["test_per_task"])
-        lines += ["", f"Learning rate (the notebook's data and recipe, {lr['train_examples']} training examples; "
+        blocks = f", last {lr['trainable_last_layers']} blocks trained" if "trainable_last_layers" in lr else ""
+        lines += ["", f"Learning rate (the notebook's data and recipe, {lr['train_examples']} training examples{blocks}; "
                   f"measured on {machine(lr['measured_on'])}):", "",
                   "| learning rate | " + " | ".join(f"{t} (n = {lr['test_per_task'][t]})" for t in tasks)
                   + " | training |", "|---|" + "---|" * (len(tasks) + 1)]
@@ -199,7 +240,8 @@ def grading() -> str:
         r = record[key]
         where = machine({**r, "device": "cpu", "precision": r.get("precision_override") or "auto precision",
                          "threads": 2})
-        lines.append(f"| {r['students']} students, `--jobs {r['jobs']}` | {r['autograded_notebooks']} | "
+        sandbox = r.get("sandbox", "none (graded before the sandbox existed)")
+        lines.append(f"| {r['students']} students, `--jobs {r['jobs']}`, sandbox {sandbox} | {r['autograded_notebooks']} | "
                      f"{duration(r['seconds'])} | {r['seconds_per_student']:.1f} s | "
                      f"{r['seconds_per_autograded_notebook']:.2f} s | {where}; {r['date']} |")
     return "\n".join(lines)

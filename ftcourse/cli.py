@@ -1,9 +1,10 @@
-"""The ``ftcourse`` command: ``doctor``, ``run``, ``install-assets``, ``normalize``, ``release``, ``grade``.
+"""The ``ftcourse`` command: ``doctor``, ``run``, ``install-assets``, ``normalize``, ``release``, ``handout``, ``grade``.
 
 ``doctor`` prints what a bug report should include and exits 1 with what to
 do when something is missing. ``run`` executes the course headless and prints
 a summary table. ``release`` writes the student versions of the graded
-notebooks; ``grade`` autogrades a folder of submissions into a CSV.
+notebooks; ``handout`` writes what students get; ``grade`` autogrades a folder
+of submissions into a CSV.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def _folder(given: str | None, name: str) -> Path:
 
 
 def _release(args: argparse.Namespace) -> int:
-    from ftcourse.grading import GradingUsageError, release, released_matches_source
+    from ftcourse.grading import GradingUsageError, ReleaseConflict, release, released_matches_source
 
     solutions, course = _folder(args.solutions, "solutions"), _folder(args.course, "course")
     try:
@@ -152,34 +153,122 @@ def _release(args: argparse.Namespace) -> int:
             for name in stale:
                 print(f"{course / name} is missing or out of date with {solutions / name}: run `ftcourse release`")
             return 1 if stale else 0
-        for path in release(solutions, course):
-            print(f"released {path}")
+        result = release(solutions, course, force=args.force)
+    except ReleaseConflict as conflict:
+        print("ftcourse release: these released notebooks differ from what solutions/ would give; nothing was "
+              "written:", file=sys.stderr)
+        for path in conflict.paths:
+            print(f"  {path}", file=sys.stderr)
+        print("If you changed solutions/, run `ftcourse release --force`. If you edited the copies in course/, "
+              "move those edits into solutions/ first: --force replaces the copies.", file=sys.stderr)
+        return 1
     except GradingUsageError as error:
         print(f"ftcourse release: {error}", file=sys.stderr)
         return 2
+    for path in result.written:
+        print(f"released {path}")
+    for path in result.unchanged:
+        print(f"unchanged {path}")
+    return 0
+
+
+def _handout(args: argparse.Namespace) -> int:
+    from ftcourse.handout import HandoutError, write_handout
+    from ftcourse.paths import course_root
+
+    try:
+        written = write_handout(course_root(), Path(args.folder))
+    except HandoutError as error:
+        print(f"ftcourse handout: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(written)} files to {Path(args.folder).resolve()} (no solutions/, no hidden tests)")
     return 0
 
 
 def _grade(args: argparse.Namespace) -> int:
     import time
 
-    from ftcourse.grading import GradingUsageError, grade, step_columns, summary, write_csv
+    from ftcourse.gradebook_csv import MarksFileError, PartialFile, add_mark_lines, partial_path, read_marks
+    from ftcourse.grading import (
+        CSV_COLUMNS,
+        RUBRIC,
+        GradingEnvironmentError,
+        GradingUsageError,
+        apply_marks,
+        csv_rows,
+        grade,
+        step_columns,
+        summary,
+        write_csv,
+    )
+    from ftcourse.sandbox import NONE, Limits
 
     start = time.perf_counter()
-    try:
-        solutions = _folder(args.solutions, "solutions")
-        rows = grade(Path(args.submissions), solutions, timeout=args.timeout, jobs=args.jobs,
-                     feedback_dir=Path(args.feedback) if args.feedback else None)
-    except GradingUsageError as error:
-        print(f"ftcourse grade: {error}", file=sys.stderr)
+    out = Path(args.out)
+    partial = partial_path(out)
+    marks_path = Path(args.marks) if args.marks else out.with_name("marks.csv")
+
+    def usage(message: str) -> int:
+        print(f"ftcourse grade: {message}", file=sys.stderr)
         return 2
-    write_csv(rows, Path(args.out), step_columns(solutions))
+
+    if out.exists() and not args.force:
+        return usage(f"{out} exists: pass --force to replace it, or choose another --out")
+    if partial.exists() and not args.force:
+        return usage(f"{partial} holds the rows of an interrupted run: keep it elsewhere, or pass --force")
+    if marks_path.resolve() == out.resolve():
+        return usage("--marks and --out name the same file")
+    try:
+        marks = read_marks(marks_path)
+    except MarksFileError as error:
+        return usage(f"{error}; it was left as it is")
+    solutions = _folder(args.solutions, "solutions")
+    try:
+        steps = step_columns(solutions)
+    except FileNotFoundError as error:
+        return usage(str(error))
+    header = CSV_COLUMNS + steps
+    partial_file: PartialFile | None = None
+    limits = Limits(memory_mb=args.memory_mb, notebook_seconds=args.notebook_timeout or max(300, 5 * args.timeout),
+                    threads=max(1, (os.cpu_count() or 1) // max(1, args.jobs)))
+    finished = False
+    try:
+        partial_file = PartialFile(partial, header)
+        run = grade(Path(args.submissions), solutions, timeout=args.timeout, jobs=args.jobs,
+                    feedback_dir=Path(args.feedback) if args.feedback else None, sandbox=not args.no_sandbox,
+                    limits=limits,
+                    on_student=lambda rows: partial_file.add(csv_rows(rows, steps)))
+        finished = True
+    except GradingUsageError as error:
+        return usage(str(error))
+    except GradingEnvironmentError as error:
+        print(f"ftcourse grade: {error}", file=sys.stderr)
+        return 3
+    finally:
+        if partial_file is not None:
+            # Kept when grading stopped part-way with students graded (it holds them); removed when it holds none.
+            partial_file.close(remove=not finished and partial_file.rows_written == 0)
+    unknown = apply_marks(run.rows, marks)
+    write_csv(run.rows, out, steps)
+    partial.unlink(missing_ok=True)
+    added = add_mark_lines(marks_path, [(r.student, r.notebook, r.max_score) for r in run.rows
+                                        if r.status != "graded" and r.reason == RUBRIC])
     seconds = time.perf_counter() - start
-    students = len({row.student for row in rows})
-    print(f"{summary(rows)} in {seconds:.1f} s ({seconds / max(students, 1):.1f} s per student); wrote {args.out}")
-    for row in rows:
+    students = len({row.student for row in run.rows})
+    if run.sandbox.kind == NONE:
+        print(f"WARNING: no sandbox ({run.sandbox.detail}): student code ran with your permissions, your files "
+              "and the network. Grade untrusted submissions on Linux with bubblewrap.", file=sys.stderr)
+    print(f"{summary(run.rows)} in {seconds:.1f} s ({seconds / max(students, 1):.1f} s per student); wrote {args.out}")
+    print(f"sandbox: {run.sandbox.kind} ({run.sandbox.detail})")
+    if added:
+        print(f"{marks_path}: {added} lines added for the rubric exercise; type the marks there and run grade again")
+    for name in run.loose_files:
+        print(f"  not a student folder, ignored: {name}")
+    for mark in unknown:
+        print(f"  {marks_path} line {mark.line}: no such student and notebook ({mark.student} / {mark.notebook})")
+    for row in run.rows:
         if row.status != "graded":
-            print(f"  needs review: {row.student} / {row.notebook}: {row.reason}")
+            print(f"  {row.status}: {row.student} / {row.notebook}: {row.reason}")
     return 0
 
 
@@ -206,13 +295,26 @@ def build_parser() -> argparse.ArgumentParser:
     p_release.add_argument("--solutions", help="instructor sources (default: solutions/ of the course root)")
     p_release.add_argument("--course", help="where the student versions go (default: course/ of the course root)")
     p_release.add_argument("--check", action="store_true", help="only check that course/ is up to date (exit 1 if not)")
+    p_release.add_argument("--force", action="store_true",
+                           help="overwrite released notebooks that differ from what solutions/ gives (local edits)")
+    p_handout = sub.add_parser("handout", help="write what students get (no solutions/, no hidden tests) into a folder")
+    p_handout.add_argument("folder", help="a new or empty folder")
     p_grade = sub.add_parser("grade", help="autograde a folder of submissions (one folder per student) into a CSV")
     p_grade.add_argument("submissions", help="folder with one sub-folder per student (folder name = student id)")
-    p_grade.add_argument("--out", required=True, help="CSV file to write (one row per student and notebook)")
+    p_grade.add_argument("--out", required=True, help="CSV file to write (one row per student and notebook); "
+                         "an existing one is replaced only with --force")
+    p_grade.add_argument("--force", action="store_true", help="replace --out (and an interrupted run's partial file)")
+    p_grade.add_argument("--marks", help="CSV of marks typed by hand, merged into the grades (default: marks.csv "
+                         "beside --out); grade only ever adds empty lines to it")
     p_grade.add_argument("--feedback", help="folder for one HTML feedback file per student and notebook")
     p_grade.add_argument("--timeout", type=int, default=60, help="per-cell time limit in seconds (default: 60)")
     p_grade.add_argument("--jobs", type=int, default=2, help="students graded in parallel (default: 2)")
     p_grade.add_argument("--solutions", help="instructor sources (default: solutions/ of the course root)")
+    p_grade.add_argument("--no-sandbox", action="store_true",
+                         help="run student code without bubblewrap (prints a warning; the CSV says sandbox none)")
+    p_grade.add_argument("--memory-mb", type=int, default=4096, help="memory limit of each student kernel (MB)")
+    p_grade.add_argument("--notebook-timeout", type=int, default=0,
+                         help="wall-clock limit of a whole notebook in seconds (default: 5 x --timeout, at least 300)")
     return parser
 
 
@@ -251,6 +353,8 @@ def _main(args: argparse.Namespace) -> int:
         return _release(args)
     if args.command == "grade":
         return _grade(args)
+    if args.command == "handout":
+        return _handout(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -1,43 +1,80 @@
-"""Release the graded notebooks and autograde a whole class with nbgrader.
+"""Release the graded notebooks and autograde a whole class with nbgrader, one student at a time.
 
 Each graded notebook of ``solutions/`` (instructor source: solutions and
 hidden tests) is one nbgrader assignment named after the file. ``release``
-generates the student versions into ``course/``; ``grade`` rebuilds the same
-gradebook in a temporary course folder and autogrades every student, in
-parallel worker processes that each own a copy of that folder (nbgrader
-itself grades one student at a time).
+generates the student versions into ``course/`` (and refuses to overwrite a
+released notebook that differs from what it would write, unless forced).
+``grade`` rebuilds the same gradebook in a temporary course folder, grades
+the instructor's own solutions first (the canary: anything short of full marks
+means the grading environment is broken, and nothing else is graded), then
+hands the students out one at a time to worker processes that each own a copy
+of that folder (nbgrader itself grades one student at a time).
 
-A submission that could not be graded is never reported as 0: its row says
-``needs review`` and why. Used by ``ftcourse release`` and ``ftcourse grade``;
-the workflow is described in README.md.
+Every student and every notebook is graded in its own unit of work: any
+exception becomes that notebook's ``needs review`` row with the cause, and a
+submission that could not be graded is never reported as 0. Kernels run in
+the sandbox of :mod:`ftcourse.sandbox`, with the grader's checks of
+:mod:`ftcourse.autograde_hooks`; files are sorted out by
+:mod:`ftcourse.submissions`. Used by ``ftcourse release`` and ``ftcourse
+grade``; the workflow is described in README.md.
 """
 
 from __future__ import annotations
 
-import csv
 import json
+import multiprocessing
 import os
 import re
 import shutil
 import sys
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
+import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import nbformat
 
+from ftcourse import sandbox as sandbox_module
+from ftcourse.gradebook_csv import csv_text, escape, number, write_atomically
 from ftcourse.paths import solutions_dir as default_solutions_dir
 from ftcourse.runner import is_nbgrader_assignment, normalize_notebook
+from ftcourse.sandbox import Limits, Sandbox, SandboxPlan, detect_sandbox
+from ftcourse.submissions import (
+    MAX_NOTEBOOK_MB,
+    NotANotebook,
+    SubmissionsError,
+    find_students,
+    loose_files,
+    read_submission,
+    sanitized,
+)
 
 COURSE_ID = "llm-finetuning-course"
 GRADED = "graded"
 NEEDS_REVIEW = "needs review"
-CSV_COLUMNS = ["student", "notebook", "status", "reason", "total", "max"]
+REFUSED = "refused"
+CSV_COLUMNS = ["student", "notebook", "status", "reason", "total", "max", "sandbox"]
+RUBRIC = "graded by hand with the rubric"
+SOLUTIONS_ID = "(solutions)"  # the canary's student id (its hidden tests are seeded from it)
 
 
 class GradingUsageError(ValueError):
     """A problem with the command's arguments (missing folder, nothing to grade)."""
+
+
+class GradingEnvironmentError(RuntimeError):
+    """The instructor's own solutions did not earn full marks: the grading environment is broken."""
+
+
+class ReleaseConflict(GradingUsageError):
+    """Released notebooks in ``course/`` differ from what ``release`` would write (local edits would be lost)."""
+
+    def __init__(self, paths: list[Path]):
+        self.paths = paths
+        super().__init__(", ".join(str(p) for p in paths))
 
 
 def graded_sources(solutions_dir: Path | None = None) -> list[Path]:
@@ -51,7 +88,11 @@ def assignment_id(notebook: Path | str) -> str:
 
 
 def _config(root: Path, timeout: int):
+    from nbconvert.preprocessors import ClearMetadataPreprocessor
+    from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput, SaveAutoGrades
     from traitlets.config import Config
+
+    from ftcourse.autograde_hooks import GuardedExecute
 
     config = Config()
     config.CourseDirectory.root = str(root)
@@ -62,6 +103,9 @@ def _config(root: Path, timeout: int):
     config.KernelManager.transport_encryption = "auto"
     config.OverwriteCells.add_missing_cells = True  # a deleted test cell is put back and graded
     config.Application.log_level = "ERROR"
+    # nbgrader's own list, with its Execute replaced by the sandboxed one that runs the grader's cells.
+    config.Autograde.autograde_preprocessors = [GuardedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
+                                                SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
     return config
 
 
@@ -82,8 +126,6 @@ def build_course(root: Path, sources: list[Path], timeout: int = 120) -> dict[st
 
     Returns ``{notebook file name: released notebook path}``.
     """
-    import warnings
-
     released = {}
     api = _api(root, timeout)
     for source in sources:
@@ -104,18 +146,45 @@ def released_notebook(path: Path) -> nbformat.NotebookNode:
     return normalize_notebook(nbformat.read(path, as_version=4))
 
 
-def release(solutions_dir: Path, course_dir: Path) -> list[Path]:
-    """Write the student version of every graded notebook of ``solutions_dir`` into ``course_dir``."""
+@dataclass
+class ReleaseResult:
+    written: list[Path] = field(default_factory=list)
+    unchanged: list[Path] = field(default_factory=list)
+
+
+def _same_notebook(path: Path, fresh: nbformat.NotebookNode) -> bool:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) == json.loads(nbformat.writes(fresh))
+    except (OSError, ValueError):
+        return False
+
+
+def release(solutions_dir: Path, course_dir: Path, force: bool = False) -> ReleaseResult:
+    """Write the student version of every graded notebook of ``solutions_dir`` into ``course_dir``.
+
+    A released notebook already in ``course_dir`` that differs from what would be written (an edit made there,
+    or a changed source) is overwritten only with ``force``; otherwise nothing is written and
+    :class:`ReleaseConflict` names them all. Each notebook is written atomically.
+    """
     sources = graded_sources(solutions_dir)
     if not sources:
         raise GradingUsageError(f"no nbgrader notebooks in {solutions_dir}")
-    written = []
+    result = ReleaseResult()
     with tempfile.TemporaryDirectory(prefix="ftcourse-release-") as tmp:
-        for name, path in build_course(Path(tmp), sources).items():
-            target = course_dir / name
-            nbformat.write(released_notebook(path), target)
-            written.append(target)
-    return written
+        fresh = {name: released_notebook(path) for name, path in build_course(Path(tmp), sources).items()}
+    conflicts = [course_dir / name for name, notebook in fresh.items()
+                 if (course_dir / name).exists() and not _same_notebook(course_dir / name, notebook)]
+    if conflicts and not force:
+        raise ReleaseConflict(conflicts)
+    for name, notebook in fresh.items():
+        target = course_dir / name
+        if target.exists() and _same_notebook(target, notebook):
+            result.unchanged.append(target)
+            continue
+        text = nbformat.writes(notebook)
+        write_atomically(target, text if text.endswith("\n") else text + "\n", encoding="utf-8")
+        result.written.append(target)
+    return result
 
 
 _SOLUTION_MARKERS = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*\n", re.MULTILINE)
@@ -124,9 +193,9 @@ _SOLUTION_MARKERS = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*\n", re.MULTILIN
 def solution_answers(source: Path) -> dict[str, str]:
     """grade_id -> the instructor's answer of each solution cell of ``source``, without the markers."""
     return {
-        cell.metadata["nbgrader"]["grade_id"]: _SOLUTION_MARKERS.sub("", cell.source)
+        _meta(cell)["grade_id"]: _SOLUTION_MARKERS.sub("", cell.source)
         for cell in nbformat.read(source, as_version=4).cells
-        if cell.get("metadata", {}).get("nbgrader", {}).get("solution")
+        if _meta(cell).get("solution")
     }
 
 
@@ -135,7 +204,7 @@ def answered_notebook(released: Path, answers: dict[str, str]) -> nbformat.Noteb
     a submission as a student makes one. Used by the round-trip tests and the grading benchmark."""
     notebook = nbformat.read(released, as_version=4)
     for cell in notebook.cells:
-        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        grade_id = _meta(cell).get("grade_id")
         if grade_id in answers:
             cell.source = answers[grade_id]
     return notebook
@@ -153,10 +222,18 @@ class GradeRow:
     total: float | None = None
     max_score: float | None = None
     steps: dict[str, float] = field(default_factory=dict)
+    sandbox: str = ""
+
+
+def _meta(cell) -> dict:
+    """A cell's nbgrader metadata, or {} (also when a damaged notebook has something else there)."""
+    metadata = cell.get("metadata") if isinstance(cell, dict) else None
+    meta = metadata.get("nbgrader") if isinstance(metadata, dict) else None
+    return meta if isinstance(meta, dict) else {}
 
 
 def _metas(notebook: nbformat.NotebookNode) -> list[dict]:
-    return [cell.get("metadata", {}).get("nbgrader", {}) for cell in notebook.cells]
+    return [_meta(cell) for cell in notebook.cells]
 
 
 def _is_test(meta: dict) -> bool:
@@ -179,12 +256,12 @@ def _cell_problems(submitted: nbformat.NotebookNode, released: nbformat.Notebook
         for cell, meta in zip(released.cells, _metas(released))
         if meta.get("grade_id") and (meta.get("locked") or _is_test(meta))
     }
-    found = {meta.get("grade_id"): cell.source for cell, meta in zip(submitted.cells, _metas(submitted))}
+    found = {meta.get("grade_id"): cell.get("source", "") for cell, meta in zip(submitted.cells, _metas(submitted))}
     problems: dict[str, list[str]] = {}
     for grade_id, (kind, source) in protected.items():
         if grade_id not in found:
             problems.setdefault(f"{kind} missing", []).append(grade_id)
-        elif found[grade_id].strip() != source.strip():
+        elif str(found[grade_id]).strip() != source.strip():
             problems.setdefault(f"{kind} changed", []).append(grade_id)
     return "; ".join(f"{what}: {', '.join(ids)}" for what, ids in problems.items())
 
@@ -197,7 +274,7 @@ def _timeouts(autograded: Path) -> list[str]:
     for index, cell in enumerate(notebook.cells):
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error" and output.get("ename") == "CellTimeoutError":
-                hits.append(cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") or f"cell {index}")
+                hits.append(_meta(cell).get("grade_id") or f"cell {index}")
     return hits
 
 
@@ -211,87 +288,211 @@ def _failure_reason(result: dict) -> str:
     return "autograde failed: " + (lines[-1][:200] if lines else "no log")
 
 
-def _grade_students(master: str, work: str, students: list[tuple[str, str]], notebooks: list[str], timeout: int,
-                    feedback_dir: str | None) -> list[GradeRow]:
-    """Worker: grade ``students`` (id, folder) in a private copy of the ``master`` course folder."""
-    import warnings
+@dataclass
+class StudentTask:
+    """One unit of work for a grading worker: one student's folder, sorted out by ftcourse.submissions."""
 
-    from nbgrader.api import Gradebook
+    student: str  # the id as written (CSV, feedback folder, seeds)
+    internal: str  # nbgrader's id for it
+    notebooks: dict[str, str] = field(default_factory=dict)  # graded notebook name -> file to grade
+    refused: dict[str, str] = field(default_factory=dict)
+    others: dict[str, str] = field(default_factory=dict)
+    only: list[str] | None = None  # grade only these notebooks (the canary grades one per task)
+    feedback: bool = True  # write its feedback pages (not for the canary)
 
+
+@dataclass
+class WorkerSettings:
+    notebooks: list[str]
+    packages: dict[str, tuple[str, ...]]  # notebook -> packages its hidden tests import
+    timeout: int
+    feedback_dir: str | None
+    plan: SandboxPlan
+
+
+_WORKER: dict = {}
+
+
+def _fast_scratch() -> str | None:
+    """Where the gradebook and the working copies go: ``TMPDIR`` when it is set, else a memory-backed folder
+    when there is one (no disk syncs), else the system's temporary folder."""
+    if os.environ.get("TMPDIR"):
+        return None  # tempfile uses it
+    shm = Path("/dev/shm")
+    try:
+        if shm.is_dir() and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free > 2**30:
+            return str(shm)
+    except OSError:
+        pass
+    return None
+
+
+def _init_worker(master: str, work: str, settings: WorkerSettings) -> None:
+    """Per worker process, once: a private copy of the course folder and the sandbox plan."""
     warnings.simplefilter("ignore")
-    # Kernels inherit this: demonstration cells run on small data, and nothing reaches the Hub.
+    # Kernels get these (sandbox.PASSED_VARIABLES): demonstration cells run on small data, nothing reaches the Hub.
     os.environ["FTCOURSE_FAST"] = "1"
     os.environ["HF_HUB_OFFLINE"] = "1"
-    root = Path(work)
+    base = Path(tempfile.mkdtemp(prefix="worker-", dir=work))
+    root = base / "course"
     shutil.copytree(master, root)
-    api = _api(root, timeout)
-    released_by_name = {name: nbformat.read(root / "release" / assignment_id(name) / name, as_version=4) for name in notebooks}
-    rows: list[GradeRow] = []
-    for student, folder in students:
-        for name in notebooks:
-            aid = assignment_id(name)
-            row = GradeRow(student, name)
-            rows.append(row)
-            path = Path(folder) / name
-            if not path.is_file():
-                row.status, row.reason = NEEDS_REVIEW, "notebook missing"
-                continue
-            try:
-                submitted = nbformat.read(path, as_version=4)
-            except Exception as error:  # json and nbformat raise several kinds on a broken file
-                row.status, row.reason = NEEDS_REVIEW, f"notebook not valid JSON ({type(error).__name__})"
-                continue
-            released = released_by_name[name]
-            if is_manually_graded(released):
-                # Nothing to autograde: executing it would only re-run the student's training.
-                row.status, row.reason = NEEDS_REVIEW, "graded by hand with the rubric"
-                row.max_score = max_points(released)
-                continue
-            cell_problems = _cell_problems(submitted, released)
-            target = root / "submitted" / student / aid
-            target.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target / name)
-            result = api.autograde(aid, student)
-            if not result["success"]:
-                row.status, row.reason = NEEDS_REVIEW, _failure_reason(result)
-                continue
-            with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
-                notebook = gradebook.find_submission_notebook(Path(name).stem, aid, student)
-                row.steps = {grade.name: float(grade.score) for grade in notebook.grades}
-                row.total, row.max_score = float(notebook.score), float(notebook.max_score)
-                manual = [grade.name for grade in notebook.grades if grade.needs_manual_grade]
-            reasons = []
-            timeouts = _timeouts(root / "autograded" / student / aid / name)
-            if timeouts:
-                reasons.append(f"cell timeout ({timeout} s): {', '.join(timeouts)}")
-            if cell_problems:
-                reasons.append(cell_problems)
-            if manual:
-                reasons.append(f"manual grading needed: {', '.join(manual)}")
-            if reasons:
-                row.status, row.reason = NEEDS_REVIEW, "; ".join(reasons)
-            if feedback_dir:
-                feedback = api.generate_feedback(aid, student)
-                html = root / "feedback" / student / aid / f"{Path(name).stem}.html"
-                if feedback["success"] and html.exists():
-                    destination = Path(feedback_dir) / student
-                    destination.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(html, destination / html.name)
+    (base / "kernels").mkdir()
+    os.environ["FTCOURSE_KERNEL_DIR"] = str(base / "kernels")
+    sandbox_module.PLAN = settings.plan
+    _WORKER.clear()
+    _WORKER.update(
+        root=root,
+        api=_api(root, settings.timeout),
+        settings=settings,
+        released={name: nbformat.read(root / "release" / assignment_id(name) / name, as_version=4)
+                  for name in settings.notebooks},
+    )
+
+
+def _grade_task(task: StudentTask) -> list[GradeRow]:
+    """Worker: grade one student; any failure is that notebook's row, never the end of the run."""
+    settings: WorkerSettings = _WORKER["settings"]
+    rows = []
+    for name in task.only or settings.notebooks:
+        try:
+            row = _grade_notebook(task, name)
+        except Exception as error:  # the grader's own failure on this notebook: flagged, the class goes on
+            row = GradeRow(task.student, name, NEEDS_REVIEW, f"grader error: {type(error).__name__}: {error}"[:300])
+        row.sandbox = settings.plan.sandbox.kind
+        rows.append(row)
+    if task.only is None:
+        for other, why in task.others.items():
+            rows.append(GradeRow(task.student, other, REFUSED, why, sandbox=settings.plan.sandbox.kind))
     return rows
 
 
-def find_students(submissions: Path, notebooks: list[str]) -> list[tuple[str, Path]]:
-    """Student folders of ``submissions`` (folder name = student id); usage errors if there is nothing to grade."""
-    if not submissions.is_dir():
-        raise GradingUsageError(f"{submissions}: no such folder")
-    students = [(p.name, p) for p in sorted(submissions.iterdir()) if p.is_dir() and not p.name.startswith(".")]
-    if not students:
-        raise GradingUsageError(f"{submissions}: no student folders (expected one folder per student)")
-    if not any((folder / name).exists() for _, folder in students for name in notebooks):
-        raise GradingUsageError(
-            f"{submissions}: no student folder contains a graded notebook (expected file names: {', '.join(notebooks)})"
-        )
-    return students
+def _grade_notebook(task: StudentTask, name: str) -> GradeRow:
+    from nbgrader.api import Gradebook
+
+    from ftcourse import autograde_hooks
+    from ftcourse.autograde_hooks import GraderCells, prelude_source, probe_verdict
+
+    root: Path = _WORKER["root"]
+    api = _WORKER["api"]
+    settings: WorkerSettings = _WORKER["settings"]
+    aid = assignment_id(name)
+    row = GradeRow(task.student, name)
+    if name in task.refused:
+        row.status, row.reason = NEEDS_REVIEW, task.refused[name]
+        return row
+    if name not in task.notebooks:
+        row.status, row.reason = NEEDS_REVIEW, "notebook missing"
+        return row
+    released = _WORKER["released"][name]
+    try:
+        submitted, removed = sanitized(read_submission(Path(task.notebooks[name])))
+    except NotANotebook as error:
+        row.status, row.reason = NEEDS_REVIEW, str(error)
+        return row
+    if is_manually_graded(released):
+        # Nothing to autograde: executing it would only re-run the student's training.
+        row.status, row.reason = NEEDS_REVIEW, RUBRIC
+        row.max_score = max_points(released)
+        return row
+    cell_problems = _cell_problems(submitted, released)
+    for stage in ("submitted", "autograded", "feedback"):
+        shutil.rmtree(root / stage / task.internal / aid, ignore_errors=True)
+    target = root / "submitted" / task.internal / aid
+    target.mkdir(parents=True)
+    nbformat.write(submitted, target / name)
+    cells = GraderCells(prelude_source(task.student, settings.packages.get(name, ())))
+    autograde_hooks.CURRENT = cells
+    workdir = str(root / "autograded" / task.internal / aid)
+    sandbox_module.KILLED_AT_DEADLINE.discard(workdir)
+    try:
+        result = api.autograde(aid, task.internal)
+    finally:
+        autograde_hooks.CURRENT = None
+    if not result["success"]:
+        if workdir in sandbox_module.KILLED_AT_DEADLINE:
+            reason = f"notebook time limit ({settings.plan.limits.notebook_seconds} s) reached: kernel stopped"
+        else:
+            reason = _failure_reason(result)
+        row.status, row.reason = NEEDS_REVIEW, reason
+        return row
+    report = autograde_hooks.LAST_RUN
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
+        notebook = gradebook.find_submission_notebook(Path(name).stem, aid, task.internal)
+        row.steps = {grade.name: float(grade.score) for grade in notebook.grades}
+        row.total, row.max_score = float(notebook.score), float(notebook.max_score)
+        manual = [grade.name for grade in notebook.grades if grade.needs_manual_grade]
+    reasons = []
+    if report.prelude_error:
+        reasons.append(f"grader error: its first cell failed ({report.prelude_error})")
+    tampered = probe_verdict(report.probe_outputs, cells.token)
+    if tampered and not report.prelude_error:
+        reasons.append(f"grading environment tampered with: {tampered}")
+    timeouts = _timeouts(root / "autograded" / task.internal / aid / name)
+    if timeouts:
+        reasons.append(f"cell timeout ({settings.timeout} s): {', '.join(timeouts)}")
+    if cell_problems:
+        reasons.append(cell_problems)
+    if removed:
+        reasons.append(f"damaged metadata removed: {', '.join(removed)}")
+    if manual:
+        reasons.append(f"manual grading needed: {', '.join(manual)}")
+    if reasons:
+        row.status, row.reason = NEEDS_REVIEW, "; ".join(reasons)
+    if settings.feedback_dir and task.feedback:
+        feedback = api.generate_feedback(aid, task.internal)
+        html = root / "feedback" / task.internal / aid / f"{Path(name).stem}.html"
+        if feedback["success"] and html.exists():
+            destination = Path(settings.feedback_dir) / task.student
+            destination.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(html, destination / html.name)
+    return row
+
+
+@dataclass
+class GradingRun:
+    """What ``grade`` did: the rows (students in name order), the sandbox used, files next to the folders."""
+
+    rows: list[GradeRow]
+    sandbox: Sandbox
+    loose_files: list[str] = field(default_factory=list)
+
+
+def _pool(jobs: int, master: Path, work: Path, settings: WorkerSettings) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker, initargs=(str(master), str(work), settings))
+
+
+def _crashed(task: StudentTask, notebooks: list[str], kind: str) -> list[GradeRow]:
+    return [GradeRow(task.student, name, NEEDS_REVIEW, "grader process crashed while grading this student",
+                     sandbox=kind) for name in (task.only or notebooks)]
+
+
+def _run_tasks(pool: ProcessPoolExecutor, tasks: list[StudentTask], new_pool: Callable[[int], ProcessPoolExecutor],
+               done: Callable[[StudentTask, list[GradeRow]], None], settings: WorkerSettings) -> bool:
+    """Hand the tasks out to ``pool`` one at a time (as workers free up); a worker crash costs only its student.
+
+    When the pool breaks, the tasks it had not finished are graded again, each in a fresh pool of its own, so
+    that the one that broke it is found and flagged and the others are graded. Returns False when ``pool``
+    broke (the caller makes a new one for what follows).
+    """
+    retry: list[StudentTask] = []
+    futures = {pool.submit(_grade_task, task): task for task in tasks}
+    for future in as_completed(futures):
+        task = futures[future]
+        try:
+            done(task, future.result())
+        except BrokenProcessPool:
+            retry.append(task)
+        except Exception as error:  # pickling, or a bug of the grader: that student is flagged
+            done(task, [GradeRow(task.student, name, NEEDS_REVIEW, f"grader error: {type(error).__name__}: {error}",
+                                 sandbox=settings.plan.sandbox.kind) for name in (task.only or settings.notebooks)])
+    for task in retry:
+        with new_pool(1) as alone:
+            try:
+                done(task, alone.submit(_grade_task, task).result())
+            except BrokenProcessPool:
+                done(task, _crashed(task, settings.notebooks, settings.plan.sandbox.kind))
+    return not retry
 
 
 def grade(
@@ -301,40 +502,105 @@ def grade(
     jobs: int = 2,
     feedback_dir: Path | None = None,
     progress: bool = True,
-) -> list[GradeRow]:
-    """Autograde every student folder of ``submissions``; one row per student and graded notebook."""
+    sandbox: bool = True,
+    limits: Limits | None = None,
+    on_student: Callable[[list[GradeRow]], None] | None = None,
+    max_notebook_mb: float = MAX_NOTEBOOK_MB,
+) -> GradingRun:
+    """Autograde every student folder of ``submissions``; one row per student and graded notebook.
+
+    The instructor's solutions are graded first; :class:`GradingEnvironmentError` if they fall short of full
+    marks. ``on_student`` is called with each student's rows as soon as that student is graded.
+    """
     from tqdm.auto import tqdm
 
+    solutions_dir = solutions_dir or default_solutions_dir()
     sources = graded_sources(solutions_dir)
     if not sources:
-        raise GradingUsageError(f"no nbgrader notebooks in {solutions_dir or default_solutions_dir()}")
+        raise GradingUsageError(f"no nbgrader notebooks in {solutions_dir}")
     notebooks = [p.name for p in sources]
-    students = find_students(submissions, notebooks)
-    jobs = max(1, min(jobs, len(students)))
-    with tempfile.TemporaryDirectory(prefix="ftcourse-grade-") as tmp:
-        master = Path(tmp) / "master"
+    try:
+        students = find_students(submissions, notebooks, max_notebook_mb)
+    except SubmissionsError as error:
+        raise GradingUsageError(str(error)) from None
+    box = detect_sandbox(sandbox)
+    limits = limits or Limits(notebook_seconds=max(300, 5 * timeout),
+                              threads=max(1, (os.cpu_count() or 1) // max(1, min(jobs, len(students)))))
+    with tempfile.TemporaryDirectory(prefix="ftcourse-grade-", dir=_fast_scratch()) as tmp:
+        tmp_path = Path(tmp)
+        hidden = [solutions_dir.resolve().parent, submissions.resolve(), tmp_path]
+        plan = SandboxPlan(box, limits, sandbox_module.readable_paths(hidden))
+        packages = {source.name: _tested_packages(source) for source in sources}
+        if any("matplotlib" in names for names in packages.values()):
+            plan.fontlist = sandbox_module.build_fontlist(plan, tmp_path / "fonts")
+        master = tmp_path / "master"
         build_course(master, sources, timeout)
-        shares = [students[i::jobs] for i in range(jobs)]
-        args = [
-            (str(master), str(Path(tmp) / f"worker{i}"), [(s, str(f)) for s, f in share], notebooks, timeout,
-             str(feedback_dir) if feedback_dir else None)
-            for i, share in enumerate(shares)
-        ]
-        rows: list[GradeRow] = []
-        bar = tqdm(total=len(students), desc="grading", unit="student", disable=not progress)
-        if jobs == 1:
-            rows = _grade_students(*args[0])
-            bar.update(len(students))
-        else:
-            import multiprocessing
+        settings = WorkerSettings(notebooks, packages, timeout, str(feedback_dir) if feedback_dir else None, plan)
+        work = tmp_path / "work"
+        work.mkdir()
 
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-                for share_rows in pool.map(_grade_students, *zip(*args)):
-                    rows += share_rows
-                    bar.update(len({row.student for row in share_rows}))
-        bar.close()
-    order = {student: i for i, (student, _) in enumerate(students)}
-    return sorted(rows, key=lambda row: (order[row.student], notebooks.index(row.notebook)))
+        canary = _canary_tasks(master, sources, tmp_path / "canary")
+        tasks = [StudentTask(s.student, s.internal, {n: str(p) for n, p in s.notebooks.items()}, dict(s.refused),
+                             dict(s.others)) for s in students]
+        workers = max(1, min(jobs, len(tasks)))
+
+        def new_pool(size: int) -> ProcessPoolExecutor:
+            return _pool(size, master, work, settings)
+
+        pool = new_pool(workers)
+        try:
+            canary_rows: list[GradeRow] = []
+            bar = tqdm(total=len(canary), desc="checking the solutions", unit="notebook", disable=not progress)
+            if not _run_tasks(pool, canary, new_pool, lambda task, rows: (canary_rows.extend(rows), bar.update(1)),
+                              settings):
+                pool.shutdown()
+                pool = new_pool(workers)
+            bar.close()
+            short = [r for r in canary_rows if r.status != GRADED or r.total is None or r.total != r.max_score]
+            if short:
+                raise GradingEnvironmentError(
+                    "the instructor's solutions do not earn full marks, so the grading environment is broken "
+                    "(nothing was graded):\n" + "\n".join(
+                        f"  {r.notebook}: {r.status}, {number(r.total) or '-'} / {number(r.max_score) or '-'}"
+                        + (f" ({r.reason})" if r.reason else "") for r in short))
+            rows: list[GradeRow] = []
+            bar = tqdm(total=len(tasks), desc="grading", unit="student", disable=not progress)
+
+            def done(task: StudentTask, student_rows: list[GradeRow]) -> None:
+                rows.extend(student_rows)
+                if on_student:
+                    on_student(student_rows)
+                bar.update(1)
+
+            _run_tasks(pool, tasks, new_pool, done, settings)
+            bar.close()
+        finally:
+            pool.shutdown(cancel_futures=True)
+    order = {s.student: i for i, s in enumerate(students)}
+    rank = {name: i for i, name in enumerate(notebooks)}
+    rows.sort(key=lambda row: (order[row.student], rank.get(row.notebook, len(rank)), row.notebook))
+    return GradingRun(rows, box, loose_files(submissions))
+
+
+def _tested_packages(source: Path) -> tuple[str, ...]:
+    from ftcourse.autograde_hooks import tested_packages
+
+    return tested_packages(source)
+
+
+def _canary_tasks(master: Path, sources: list[Path], folder: Path) -> list[StudentTask]:
+    """The instructor's solutions as a submission, one task per autograded notebook."""
+    folder.mkdir(parents=True)
+    tasks = []
+    for source in sources:
+        released = master / "release" / assignment_id(source) / source.name
+        if is_manually_graded(nbformat.read(released, as_version=4)):
+            continue
+        path = folder / source.name
+        nbformat.write(answered_notebook(released, solution_answers(source)), path)
+        tasks.append(StudentTask(SOLUTIONS_ID, f"solutions-{len(tasks) + 1}", {source.name: str(path)},
+                                 only=[source.name], feedback=False))
+    return tasks
 
 
 def step_columns(solutions_dir: Path | None = None) -> list[str]:
@@ -347,24 +613,64 @@ def step_columns(solutions_dir: Path | None = None) -> list[str]:
     return columns
 
 
+def csv_rows(rows: list[GradeRow], steps: list[str]) -> list[list[str]]:
+    """The CSV lines of ``rows``: identity, status, reason, total, max, sandbox, then points per step."""
+    return [[escape(row.student), escape(row.notebook), row.status, escape(row.reason), number(row.total),
+             number(row.max_score), row.sandbox] + [number(row.steps.get(step)) for step in steps] for row in rows]
+
+
 def write_csv(rows: list[GradeRow], path: Path, steps: list[str]) -> None:
-    """One row per student and notebook: identity, status, reason, total, max, then points per step."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(CSV_COLUMNS + steps)
-        for row in rows:
-            fmt = lambda value: "" if value is None else f"{value:g}"  # noqa: E731
-            writer.writerow(
-                [row.student, row.notebook, row.status, row.reason, fmt(row.total), fmt(row.max_score)]
-                + [fmt(row.steps.get(step)) for step in steps]
-            )
+    """The grades file, written atomically (UTF-8 with BOM, text cells escaped against formulas)."""
+    write_atomically(path, csv_text(CSV_COLUMNS + steps, csv_rows(rows, steps)))
+
+
+def apply_marks(rows: list[GradeRow], marks: list) -> list:
+    """Merge the marks typed by hand (``gradebook_csv.read_marks``) into ``rows``; return those matching no row.
+
+    A mark sets that notebook's total: status ``graded``, reason ``marked by hand`` (with the comment, and the
+    autograder's total when there was one). A mark that is not a number from 0 to the maximum, or two marks for
+    the same notebook, leave it ``needs review`` with the reason. Empty marks are ignored.
+    """
+    by_key = {(row.student, row.notebook): row for row in rows}
+    typed: dict[tuple[str, str], list] = {}
+    unknown = []
+    for mark in marks:
+        if not mark.mark:
+            continue
+        if (mark.student, mark.notebook) not in by_key:
+            unknown.append(mark)
+        else:
+            typed.setdefault((mark.student, mark.notebook), []).append(mark)
+    for key, found in typed.items():
+        row = by_key[key]
+        if len(found) > 1:
+            row.status = NEEDS_REVIEW
+            row.reason = f"several hand marks (marks file lines {', '.join(str(m.line) for m in found)})"
+            continue
+        mark = found[0]
+        try:
+            value = float(mark.mark.replace(",", "."))
+        except ValueError:
+            value = float("nan")
+        top = row.max_score
+        if not (0 <= value <= (top if top is not None else float("inf"))):
+            row.status = NEEDS_REVIEW
+            row.reason = f"hand mark not valid: {mark.mark!r} (a number from 0 to {number(top) or 'the maximum'})"
+            continue
+        autograded = row.total if row.reason != RUBRIC else None
+        row.status, row.total = GRADED, value
+        row.reason = "marked by hand" + (f": {mark.comment}" if mark.comment else "") + (
+            f" (autograder: {number(autograded)})" if autograded is not None else "")
+    return unknown
 
 
 def summary(rows: list[GradeRow]) -> str:
-    graded = sum(row.status == GRADED for row in rows)
+    notebooks = [row for row in rows if row.status != REFUSED]
+    graded = sum(row.status == GRADED for row in notebooks)
     students = len({row.student for row in rows})
-    return f"{students} students, {len(rows)} notebooks: {graded} graded, {len(rows) - graded} need review"
+    refused = len(rows) - len(notebooks)
+    text = f"{students} students, {len(notebooks)} notebooks: {graded} graded, {len(notebooks) - graded} need review"
+    return text + (f", {refused} other files not graded" if refused else "")
 
 
 def released_matches_source(course_dir: Path, solutions_dir: Path) -> list[str]:
@@ -373,7 +679,6 @@ def released_matches_source(course_dir: Path, solutions_dir: Path) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="ftcourse-check-") as tmp:
         for name, path in build_course(Path(tmp), graded_sources(solutions_dir)).items():
             current = course_dir / name
-            fresh = json.loads(nbformat.writes(released_notebook(path)))
-            if not current.exists() or json.loads(current.read_text(encoding="utf-8")) != fresh:
+            if not current.exists() or not _same_notebook(current, released_notebook(path)):
                 stale.append(name)
     return stale

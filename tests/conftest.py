@@ -140,3 +140,30 @@ def smollm_copy(smollm):
     """A private deep copy of SmolLM2 for one test, which may change it (the tokenizer is the shared one)."""
     model, tokenizer = smollm
     return copy.deepcopy(model), tokenizer
+
+
+# A hostile answer used by the grading tests: an object that claims to equal anything.
+ANYTHING = """class _Anything:
+    \"\"\"Claims to equal anything.\"\"\"
+
+    def __eq__(self, other):
+        return True
+
+    def __ne__(self, other):
+        return False
+
+    def __hash__(self):
+        return 0
+
+
+"""
+# An early stopper whose every state claims to equal the expected one.
+ALWAYS_EQUAL_EARLY_STOPPING = ANYTHING + """class EarlyStopping:
+    def __init__(self, patience=3, min_delta=0.0, mode="min"):
+        if mode not in ("min", "max") or patience < 0 or min_delta < 0:
+            raise ValueError("bad arguments")
+        self.best_score = self.counter = self.early_stop = _Anything()
+
+    def __call__(self, score):
+        return _Anything()
+"""

@@ -31,7 +31,7 @@ def listed_commands(help_text: str) -> set[str]:
     return set(choices.group(1).split(","))
 
 
-COMMANDS = {"doctor", "run", "install-assets", "normalize", "release", "grade"}
+COMMANDS = {"doctor", "run", "install-assets", "normalize", "release", "handout", "grade"}
 
 
 def test_help_lists_the_commands():

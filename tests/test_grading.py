@@ -2,18 +2,29 @@
 
 Every submission is built the way a student makes one: the released notebook
 with its answer cells filled in. Wrong implementations are small edits of the
-instructor's solution, each breaking one clause of the contract.
+instructor's solution, each breaking one clause of the contract. The same
+class holds odd student ids, damaged, linked, oversized and hidden files,
+cheats (objects equal to anything, patched comparisons) and, where bubblewrap
+can sandbox the kernels, hostile submissions that try to read the solutions,
+write outside their folder, reach the network, exhaust memory or run forever.
+Other runs of the command (regrade, canary, --no-sandbox, marks, --force, a
+crash) are in tests/test_grading_runs.py.
 """
 
 import csv
 import json
+import os
 import re
 import shutil
+import socket
+import threading
 from html.parser import HTMLParser
 
 import nbformat
 import pytest
 
+from ftcourse.gradebook_csv import unescape
+from ftcourse.grader_prelude import seed_for
 from ftcourse.grading import (
     CSV_COLUMNS,
     answered_notebook,
@@ -22,7 +33,8 @@ from ftcourse.grading import (
     solution_answers,
     step_columns,
 )
-from tests.conftest import ROOT, run_cli
+from ftcourse.sandbox import BWRAP, detect_sandbox
+from tests.conftest import ALWAYS_EQUAL_EARLY_STOPPING, ANYTHING, ROOT, run_cli
 
 QUIZ, SENTIMENT, LR, ES = (
     "10_quiz.ipynb", "11_exercise_sentiment.ipynb", "12_exercise_lr_finder.ipynb", "13_exercise_early_stopping.ipynb"
@@ -105,7 +117,210 @@ CLASS = {
     "killed_kernel": {QUIZ: submission(QUIZ, {"q01_answer": "import os\nos._exit(1)"})},
 }
 MALFORMED = "malformed_file"
-TIMEOUT = 30
+TIMEOUT = 20  # per cell (--timeout)
+NOTEBOOK_TIMEOUT = 50  # whole notebook (--notebook-timeout)
+
+QUIZ_IDS = [f"q{i:02d}_answer" for i in range(1, 13)]
+CORRECT = {grade_id[:3]: re.search(r'^q\d\d = "([abcd])"', source, re.M).group(1)
+           for grade_id, source in solution_sources(QUIZ).items()}
+PATCHES = """import builtins
+import math
+
+import numpy
+import torch
+
+
+def _yes(*args, **kwargs):
+    return True
+
+
+def _patch():
+    numpy.allclose = numpy.isclose = _yes
+    math.isclose = _yes
+    torch.equal = torch.allclose = _yes
+    # Floats only: an abs() that lies about integers breaks torch's own code and the visible tests with it.
+    builtins.abs = lambda x, _abs=abs: 0.0 if isinstance(x, float) else _abs(x)
+
+
+_patch()
+"""
+
+
+def always_equal_es():
+    return submission(ES, {"es_solution": ALWAYS_EQUAL_EARLY_STOPPING})
+
+
+def patched_linear_schedule():
+    """The linear schedule (wrong), with every comparison the tests could use patched, again inside find_lr."""
+    code = edit(solution_sources(LR)["lr_solution"], "min_lr * (max_lr / min_lr) ** (i / (num_steps - 1))",
+                "min_lr + (max_lr - min_lr) * i / (num_steps - 1)")
+    code = edit(code, '    """LR range test: returns (lrs, losses, suggested_lr) and leaves model and optimizer unchanged."""\n',
+                '    """LR range test: returns (lrs, losses, suggested_lr) and leaves model and optimizer unchanged."""\n'
+                "    _patch()\n")
+    return submission(LR, {"lr_solution": PATCHES + code})
+
+
+def damaged_metadata(notebook):
+    cell = next(c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "es_solution")
+    cell.metadata["nbgrader"] = "solution"  # a string where nbgrader expects a mapping
+
+
+# Any valid folder name is a student id: the CSV and the feedback folder keep it as it is.
+ODD_IDS = ["bob[1]", "eve ", "*", "=1+1", "-élève @ü"]
+for _student in ODD_IDS:
+    CLASS[_student] = {ES: submission(ES)}
+CLASS.update({
+    "bad_metadata": {ES: submission(ES, mutate=damaged_metadata), QUIZ: submission(QUIZ)},
+    "always_equal": {QUIZ: submission(QUIZ, {g: ANYTHING + f"{g[:3]} = _Anything()" for g in QUIZ_IDS}),
+                     ES: always_equal_es()},
+    "patched_comparisons": {LR: patched_linear_schedule()},
+    "es_difference": {ES: with_solution_edit(ES, "es_solution", "score < self.best_score - self.min_delta",
+                                             "self.best_score - score > self.min_delta")},
+})
+SECRET = "ftcourse-secret-issue-13"
+
+
+def hostile_class(base, submissions, port):
+    """Submissions that attack the grading machine; each earns the quiz's first point only if its attack works."""
+    walk = f"""import glob, json, os, re, time
+
+
+def _notebooks(names, seconds=15):
+    \"\"\"Every readable file of these names: known places first, then the whole disk, for a few seconds.\"\"\"
+    found = [p for p in [{str(ROOT / "solutions")!r} + "/" + n for n in names]
+             + [{str(submissions)!r} + "/full/" + n for n in names] if os.path.isfile(p)]
+    stop = time.time() + seconds
+    for top, folders, files in os.walk("/"):
+        folders[:] = [f for f in folders if top + f not in ("/proc", "/sys", "/dev")]
+        found += [os.path.join(top, f) for f in files if f in names]
+        if time.time() > stop:
+            break
+    return found
+"""
+    spy_quiz = walk + f"""
+for _path in _notebooks([{QUIZ!r}, "gradebook.db"]):
+    try:
+        _cells = json.load(open(_path))["cells"]
+    except Exception:
+        continue
+    for _cell in _cells:
+        for _q, _letter in re.findall(r'^(q\\d\\d) = "([abcd])"', "".join(_cell["source"]), re.M):
+            globals()[_q] = _letter
+"""
+    spy_es = walk + f"""
+for _path in _notebooks([{ES!r}]):
+    try:
+        _cells = json.load(open(_path))["cells"]
+    except Exception:
+        continue
+    for _cell in _cells:
+        _source = "".join(_cell["source"])
+        if _source.startswith("class EarlyStopping") and "NotImplementedError" not in _source:
+            exec(_source.replace("### BEGIN SOLUTION", "").replace("### END SOLUTION", ""), globals())
+"""
+    token = base.name
+    escapes = [str(base / "escaped.txt"), str(submissions / "full" / "escaped.txt"), f"/tmp/ftcourse-escape-{token}",
+               f"/dev/shm/ftcourse-escape-{token}", os.path.expanduser(f"~/ftcourse-escape-{token}")]
+    vandal = f"""import glob, os
+for _path in [{str(base / "victim.txt")!r}]:
+    try:
+        os.remove(_path)
+    except OSError:
+        pass
+for _path in {escapes!r}:
+    try:
+        with open(_path, "w") as _file:
+            _file.write("escaped")
+    except OSError:
+        pass
+for _db in glob.glob("/dev/shm/**/gradebook.db", recursive=True) + glob.glob("/tmp/**/gradebook.db", recursive=True):
+    try:
+        with open(_db, "ab") as _file:
+            _file.write(b"garbage")
+    except OSError:
+        pass
+"""
+    host_ip = _host_ip()
+    network = f"""import socket
+for _host in ["127.0.0.1", {host_ip!r}]:
+    try:
+        socket.create_connection((_host, {port}), timeout=3).sendall(b"escaped")
+        q01 = {CORRECT["q01"]!r}
+    except OSError:
+        pass
+"""
+    memory = f"""try:
+    _hog = bytes(8 * 2**30)  # 8 GB (calloc: nothing is touched if the limit is missing)
+    q01 = {CORRECT["q01"]!r}
+except MemoryError:
+    pass
+"""
+    spy_env = f"""import glob, os
+_seen = " ".join(os.environ.values())
+for _path in glob.glob("/proc/*/environ"):
+    try:
+        _seen += open(_path, "rb").read().decode("utf-8", "replace")
+    except OSError:
+        pass
+if {SECRET!r} in _seen:
+    q01 = {CORRECT["q01"]!r}
+"""
+    sleep = "import time\ntime.sleep(18)"
+    return {
+        "spy": {QUIZ: submission(QUIZ, {"q01_answer": spy_quiz}), ES: submission(ES, {"es_solution": spy_es})},
+        "vandal": {QUIZ: submission(QUIZ, {"q01_answer": vandal})},
+        "network": {QUIZ: submission(QUIZ, {"q01_answer": network})},
+        "memory_hog": {QUIZ: submission(QUIZ, {"q01_answer": memory})},
+        "env_spy": {QUIZ: submission(QUIZ, {"q01_answer": spy_env})},
+        "slow": {QUIZ: submission(QUIZ, {g: sleep for g in QUIZ_IDS[:3]})},
+    }, escapes
+
+
+def _host_ip():
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("10.255.255.255", 1))  # no packet is sent: it only picks the outgoing address
+            return probe.getsockname()[0]
+    except OSError:
+        return "127.0.0.1"
+
+
+class Listener:
+    """A TCP server on every interface of this machine, counting the connections it gets."""
+
+    def __init__(self):
+        self.server = socket.create_server(("0.0.0.0", 0))
+        self.server.settimeout(0.5)
+        self.port = self.server.getsockname()[1]
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self):
+        while not self._stop.is_set():
+            try:
+                connection, _ = self.server.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            connection.close()
+
+    def close(self):
+        self._stop.set()
+        self._thread.join()
+        self.server.close()
+
+
+SANDBOX = detect_sandbox()
+
+
+def require_sandbox():
+    """Skip (or, where CI requires the sandbox, fail) a test that needs bubblewrap when it cannot sandbox here."""
+    if SANDBOX.kind != BWRAP:
+        if os.environ.get("FTCOURSE_REQUIRE_SANDBOX"):
+            pytest.fail(f"FTCOURSE_REQUIRE_SANDBOX is set but there is no sandbox: {SANDBOX.detail}")
+        pytest.skip(f"no sandbox on this machine: {SANDBOX.detail}")
 
 
 @pytest.fixture(scope="module")
@@ -116,18 +331,47 @@ def graded(tmp_path_factory):
     """
     base = tmp_path_factory.mktemp("class")
     submissions = base / "submissions"
-    for student, notebooks in CLASS.items():
+    listener = Listener()
+    students = dict(CLASS)
+    escapes: list[str] = []
+    if SANDBOX.kind == BWRAP:  # hostile code runs only in the sandbox, never with this machine's permissions
+        hostile, escapes = hostile_class(base, submissions, listener.port)
+        students.update(hostile)
+    for student, notebooks in students.items():
         (submissions / student).mkdir(parents=True)
         for name, notebook in notebooks.items():
             nbformat.write(notebook, submissions / student / name)
     (submissions / MALFORMED).mkdir()
     (submissions / MALFORMED / QUIZ).write_text('{"cells": [', encoding="utf-8")
-    result = run_cli("grade", str(submissions), "--out", str(base / "grades.csv"), "--feedback", str(base / "feedback"),
-                     "--timeout", str(TIMEOUT), "--jobs", "2")
+    (base / "victim.txt").write_text("instructor data", encoding="utf-8")
+    # Refused: a link to the instructor's notebook, a link as a student folder, a file over the size limit.
+    (submissions / "linker").mkdir()
+    (submissions / "linker" / ES).symlink_to(ROOT / "solutions" / ES)
+    (submissions / "folder_link").symlink_to(submissions / "full")
+    (submissions / "big").mkdir()
+    with open(submissions / "big" / QUIZ, "wb") as handle:
+        handle.truncate(21 * 2**20)
+    # Ignored: hidden folders and files, macOS archive leftovers. Listed: other files.
+    for hidden in (".hidden_student", "__MACOSX/full", "full/.ipynb_checkpoints"):
+        (submissions / hidden).mkdir(parents=True)
+        nbformat.write(submission(QUIZ), submissions / hidden / QUIZ)
+    nbformat.write(submission(QUIZ), submissions / "full" / f"._{QUIZ}")
+    (submissions / "blank" / "notes.txt").write_text("my notes", encoding="utf-8")
+    (submissions / "README.txt").write_text("downloaded from the platform", encoding="utf-8")
+    try:
+        result = run_cli("grade", str(submissions), "--out", str(base / "grades.csv"), "--feedback",
+                         str(base / "feedback"), "--timeout", str(TIMEOUT), "--notebook-timeout", str(NOTEBOOK_TIMEOUT),
+                         "--jobs", "2", env={"HF_TOKEN": SECRET, "AWS_SECRET_ACCESS_KEY": SECRET})
+    finally:
+        listener.close()
     assert result.returncode == 0, result.stdout + result.stderr
-    with open(base / "grades.csv", newline="", encoding="utf-8") as handle:
+    with open(base / "grades.csv", newline="", encoding="utf-8-sig") as handle:
         rows = list(csv.DictReader(handle))
-    return {(row["student"], row["notebook"]): row for row in rows}, base, result.stdout
+    yield ({(unescape(row["student"]), row["notebook"]): row for row in rows}, base, result.stdout,
+           {"listener": listener, "escapes": escapes, "students": students, "stderr": result.stderr})
+    for path in escapes:  # only there if the sandbox failed (the tests say so)
+        if os.path.isfile(path):
+            os.remove(path)
 
 
 def row(graded, student, notebook):
@@ -174,11 +418,18 @@ def quiz_letters(answers: dict[str, str]) -> dict[str, str]:
 
 
 def test_csv_has_the_documented_columns(graded):
-    rows, base, _ = graded
-    with open(base / "grades.csv", newline="", encoding="utf-8") as handle:
+    rows, base, _, extra = graded
+    assert (base / "grades.csv").read_bytes().startswith(b"\xef\xbb\xbfstudent,")  # UTF-8 with BOM
+    with open(base / "grades.csv", newline="", encoding="utf-8-sig") as handle:
         header = next(csv.reader(handle))
     assert header == CSV_COLUMNS + step_columns()
-    assert len(rows) == (len(CLASS) + 1) * 4  # one row per student and graded notebook
+    # One row per student and graded notebook (also the refused ones), plus one per other file in a folder.
+    students = set(extra["students"]) | {MALFORMED, "linker", "folder_link", "big"}
+    assert {student for student, _ in rows} == students
+    assert len(rows) == len(students) * 4 + 1
+    assert rows[("blank", "notes.txt")]["status"] == "refused"
+    assert rows[("blank", "notes.txt")]["reason"] == "not graded: not a graded notebook name"
+    assert {r["sandbox"] for r in rows.values()} == {SANDBOX.kind}
 
 
 def test_solutions_earn_full_marks(graded):
@@ -298,16 +549,22 @@ def test_malformed_and_missing_notebooks_are_flagged(graded):
 
 
 def test_bad_submissions_do_not_stop_the_others(graded):
-    rows, _, stdout = graded
+    rows, _, stdout, _ = graded
     graded_rows = [r for r in rows.values() if r["status"] == "graded"]
-    assert {r["student"] for r in graded_rows} >= {"full", "blank", "lr_no_restore", "es_off_by_one"}
+    assert {unescape(r["student"]) for r in graded_rows} >= {"full", "blank", "lr_no_restore", "es_off_by_one"}
     # The printed summary counts what the CSV holds, and lists every row to review with its reason.
-    summary = re.search(r"^(\d+) students, (\d+) notebooks: (\d+) graded, (\d+) need review in ", stdout, re.M)
+    summary = re.search(r"^(\d+) students, (\d+) notebooks: (\d+) graded, (\d+) need review, (\d+) other files "
+                        r"not graded in ", stdout, re.M)
     assert summary, stdout
-    review = [r for r in rows.values() if r["status"] != "graded"]
-    assert [int(n) for n in summary.groups()] == [len(CLASS) + 1, len(rows), len(graded_rows), len(review)]
-    listed = re.findall(r"^  needs review: (\S+) / (\S+): (.*)$", stdout, re.M)
-    assert sorted(listed) == sorted((r["student"], r["notebook"], r["reason"]) for r in review)
+    refused = [r for r in rows.values() if r["status"] == "refused"]
+    review = [r for r in rows.values() if r["status"] == "needs review"]
+    assert [int(n) for n in summary.groups()] == [len({s for s, _ in rows}), len(rows) - len(refused),
+                                                  len(graded_rows), len(review), len(refused)]
+    listed = re.findall(r"^  (needs review|refused): (.+?) / (\S+): (.*)$", stdout, re.M)
+    assert sorted(listed) == sorted((r["status"], unescape(r["student"]), r["notebook"], r["reason"])
+                                    for r in review + refused)
+    assert "  not a student folder, ignored: README.txt" in stdout.splitlines()
+    assert re.search(r"^sandbox: (\w+) ", stdout, re.M).group(1) == SANDBOX.kind
 
 
 def test_feedback_shows_explanations_for_every_option(graded):
@@ -378,3 +635,123 @@ def test_grade_usage_errors(tmp_path):
     assert expected, nothing.stderr
     assert expected.group(1).split(", ") == [QUIZ, SENTIMENT, LR, ES]
     assert not (tmp_path / "g.csv").exists()
+
+
+# --- failure isolation, ids and files (issue 13, points 1 and 2) ---------------------------------------
+
+
+def test_damaged_metadata_is_flagged_and_the_class_goes_on(graded):
+    """metadata.nbgrader set to a string once crashed the whole run (AttributeError) and no CSV was written."""
+    r = row(graded, "bad_metadata", ES)
+    assert r["status"] == "needs review", r
+    assert "damaged metadata removed: cell 3 nbgrader metadata" in r["reason"], r["reason"]
+    assert r["total"] != ""  # the rest of the notebook was graded
+    assert row(graded, "bad_metadata", QUIZ)["status"] == "graded"  # and the student's other notebook
+    assert float(row(graded, "bad_metadata", QUIZ)["total"]) == 12
+
+
+@pytest.mark.parametrize("student", ODD_IDS)
+def test_odd_student_ids_are_graded_and_kept_as_they_are(graded, student):
+    rows, base, _, _ = graded
+    r = row(graded, student, ES)
+    assert (r["status"], r["reason"], float(r["total"])) == ("graded", "", 9), r
+    # Written unchanged, only escaped where a spreadsheet would read a formula.
+    assert r["student"] == (("'" + student) if student[0] in "=+-@" else student)
+    # Its own feedback folder, and hidden tests seeded from the id as written (not nbgrader's internal name).
+    page = (base / "feedback" / student / "13_exercise_early_stopping.html").read_text(encoding="utf-8")
+    assert f"graine {seed_for(student, ES, 'es_test_max')} " in page
+
+
+def test_star_is_not_a_pattern(graded):
+    """`*` is one student: every other student keeps their own, different, grades."""
+    assert float(row(graded, "blank", ES)["total"]) == 0 and float(row(graded, "es_off_by_one", ES)["total"]) == 7
+    assert row(graded, "*", QUIZ)["reason"] == "notebook missing"
+
+
+@pytest.mark.parametrize("student, notebook, reason", [
+    ("linker", ES, "symbolic link refused (hand in the notebook itself)"),
+    ("folder_link", QUIZ, "student folder is a symbolic link (refused)"),
+    ("big", QUIZ, "file too large (21.0 MB; the limit is 20 MB)"),
+])
+def test_links_and_oversized_files_are_refused(graded, student, notebook, reason):
+    r = row(graded, student, notebook)
+    assert (r["status"], r["reason"], r["total"]) == ("needs review", reason, "")
+
+
+def test_hidden_entries_are_ignored(graded):
+    rows = graded[0]
+    assert not {s for s, _ in rows} & {".hidden_student", "__MACOSX"}
+    assert not [n for s, n in rows if s == "full" and n not in (QUIZ, SENTIMENT, LR, ES)]
+
+
+# --- reproducible, type-strict hidden tests (points 3 and 4) ---------------------------------------------
+
+
+def test_hidden_tests_print_their_seed_in_the_feedback(graded):
+    page = FeedbackPage((graded[1] / "feedback" / "full" / "12_exercise_lr_finder.html").read_text(encoding="utf-8"))
+    for grade_id in ("lr_test_schedule", "lr_test_restore"):
+        assert page.cells[grade_id]["stdout"].splitlines()[0] == (
+            f"[tests cachés] graine {seed_for('full', LR, grade_id)} = sha256(élève, notebook, test) ; test {grade_id}")
+
+
+def test_equivalent_comparison_earns_full_marks(graded):
+    """`best - score > min_delta` is the contract written another way: it failed in ~13 % of regrades before."""
+    r = row(graded, "es_difference", ES)
+    assert (r["status"], float(r["total"])) == ("graded", 9), r
+
+
+def test_objects_equal_to_anything_earn_nothing(graded):
+    for notebook in (QUIZ, ES):
+        r = row(graded, "always_equal", notebook)
+        assert (r["status"], float(r["total"])) == ("graded", 0), r
+
+
+def test_patched_comparisons_earn_nothing(graded):
+    """Patching numpy.allclose, math.isclose, torch.equal and abs() wins nothing: the wrong schedule loses its step."""
+    r, honest = row(graded, "patched_comparisons", LR), row(graded, "lr_linear_schedule", LR)
+    assert r["status"] == "graded" and float(r["lr_test_schedule"]) == 0
+    assert [r[s] for s in step_columns() if s.startswith("lr_")] == [honest[s] for s in step_columns() if s.startswith("lr_")]
+
+
+# --- the sandbox (point 5) -----------------------------------------------------------------------------
+
+
+def test_cannot_read_solutions_or_other_submissions(graded):
+    require_sandbox()
+    for notebook in (QUIZ, ES):
+        r = row(graded, "spy", notebook)
+        assert (r["status"], float(r["total"])) == ("graded", 0), r
+
+
+def test_cannot_write_outside_its_scratch_folder(graded):
+    require_sandbox()
+    _, base, _, extra = graded
+    assert (base / "victim.txt").read_text(encoding="utf-8") == "instructor data"
+    assert [path for path in extra["escapes"] if os.path.exists(path)] == []
+    r = row(graded, "vandal", QUIZ)
+    assert (r["status"], float(r["total"])) == ("graded", 0), r
+    assert float(row(graded, "full", QUIZ)["total"]) == 12  # the gradebook it tried to damage graded everyone
+
+
+def test_has_no_network(graded):
+    require_sandbox()
+    assert graded[3]["listener"].connections == 0
+    assert float(row(graded, "network", QUIZ)["q01_test"]) == 0
+
+
+def test_memory_is_limited(graded):
+    require_sandbox()
+    r = row(graded, "memory_hog", QUIZ)
+    assert (r["status"], float(r["q01_test"])) == ("graded", 0), r
+
+
+def test_environment_is_scrubbed(graded):
+    require_sandbox()
+    assert float(row(graded, "env_spy", QUIZ)["q01_test"]) == 0
+
+
+def test_whole_notebook_time_is_limited(graded):
+    require_sandbox()
+    r = row(graded, "slow", QUIZ)
+    assert (r["status"], r["reason"], r["total"]) == (
+        "needs review", f"notebook time limit ({NOTEBOOK_TIMEOUT} s) reached: kernel stopped", ""), r

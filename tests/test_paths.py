@@ -371,7 +371,7 @@ def test_wheel_install_grades_a_class(wheel_site, tiny_root, tmp_path):
     assert result.returncode == 0, output(result)
     assert "2 students, 2 notebooks: 2 graded, 0 need review" in result.stdout
     assert "wrote grades.csv" in result.stdout
-    with open(work / "grades.csv", newline="", encoding="utf-8") as handle:  # --out is relative to the cwd
+    with open(work / "grades.csv", newline="", encoding="utf-8-sig") as handle:  # --out is relative to the cwd; BOM for spreadsheets
         reader = csv.DictReader(handle)
         header, rows = reader.fieldnames, {row["student"]: row for row in reader}
     # The step columns are those of the tiny root's solutions/ (one notebook), not of this checkout's four.

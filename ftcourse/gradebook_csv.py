@@ -1,0 +1,160 @@
+"""The CSV files of ``ftcourse grade``: the grades it writes, the marks the instructor types.
+
+The instructor's data is never lost:
+
+- ``grades.csv`` is written once, at the end, to a temporary file renamed over
+  the target (atomic: a crash leaves the old file or the new one, never half of
+  one), and an existing file is replaced only with ``--force``;
+- while grading, each student's rows are appended and flushed to
+  ``grades.partial.csv`` as soon as that student is graded, so a crash loses
+  nothing graded; it is removed once ``grades.csv`` is in place;
+- marks typed by hand (the rubric exercise, or any notebook the instructor
+  re-marks) live in their own file, ``marks.csv``, which ``grade`` reads and
+  merges into the grades, and to which it only ever adds empty lines for new
+  rubric submissions: it never changes or removes a line.
+
+Every file is UTF-8 with a byte-order mark (spreadsheet software then reads
+accents right), and a text cell that starts with ``= + - @`` (or a tab, a
+carriage return or ``'``) gets a leading ``'`` so that no spreadsheet runs it as
+a formula; :func:`unescape` takes it off again. Used by :mod:`ftcourse.cli`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ENCODING = "utf-8-sig"
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+MARKS_COLUMNS = ["student", "notebook", "mark", "max", "comment"]
+
+
+def escape(text: str) -> str:
+    """A text cell that no spreadsheet reads as a formula: a leading ``'`` before ``= + - @`` (and ``'``)."""
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+def unescape(text: str) -> str:
+    """The inverse of :func:`escape`."""
+    return text[1:] if text.startswith("'") and text[1:].startswith(_FORMULA_STARTS) else text
+
+
+def number(value: float | None) -> str:
+    return "" if value is None else f"{value:g}"
+
+
+def partial_path(out: Path) -> Path:
+    """Where the rows of a run in progress go: ``grades.partial.csv`` beside ``grades.csv``."""
+    return out.with_name(f"{out.stem}.partial{out.suffix or '.csv'}")
+
+
+def write_atomically(path: Path, text: str, encoding: str = ENCODING) -> None:
+    """Write ``text`` to a temporary file in ``path``'s folder, flush it to disk, rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding=encoding, newline="") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def csv_text(header: list[str], rows: list[list[str]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+class PartialFile:
+    """``grades.partial.csv``: rows appended and flushed to disk as students finish."""
+
+    def __init__(self, path: Path, header: list[str]) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._stream = path.open("w", encoding=ENCODING, newline="")
+        self._writer = csv.writer(self._stream, lineterminator="\r\n")
+        self.rows_written = 0
+        self._write([header])
+
+    def add(self, rows: list[list[str]]) -> None:
+        self._write(rows)
+        self.rows_written += len(rows)
+
+    def _write(self, rows: list[list[str]]) -> None:
+        self._writer.writerows(rows)
+        self._stream.flush()
+        os.fsync(self._stream.fileno())
+
+    def close(self, remove: bool) -> None:
+        self._stream.close()
+        if remove:
+            self.path.unlink(missing_ok=True)
+
+
+@dataclass
+class Mark:
+    """One line of the marks file, as the instructor typed it (text unescaped)."""
+
+    student: str
+    notebook: str
+    mark: str
+    comment: str
+    line: int
+
+
+class MarksFileError(ValueError):
+    """The marks file cannot be read as ``student, notebook, mark, max, comment`` (it is left untouched)."""
+
+
+def read_marks(path: Path) -> list[Mark]:
+    """The lines of the marks file (none if it does not exist)."""
+    if not path.exists():
+        return []
+    try:
+        with path.open(encoding=ENCODING, newline="") as handle:
+            reader = csv.DictReader(handle)
+            missing = [c for c in ("student", "notebook", "mark") if c not in (reader.fieldnames or [])]
+            if missing:
+                raise MarksFileError(f"{path}: no column {', '.join(missing)} (expected {', '.join(MARKS_COLUMNS)})")
+            return [Mark(unescape(row.get("student") or ""), unescape(row.get("notebook") or ""),
+                         (row.get("mark") or "").strip(), unescape(row.get("comment") or ""), reader.line_num)
+                    for row in reader]
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise MarksFileError(f"{path}: cannot be read ({error})") from None
+
+
+def add_mark_lines(path: Path, wanted: list[tuple[str, str, float | None]]) -> int:
+    """Append an empty line for each (student, notebook, max) not yet in the marks file; never touch the others.
+
+    Returns how many lines were added. The file is rewritten atomically with its
+    existing lines byte for byte, followed by the new ones.
+    """
+    present = {(m.student, m.notebook) for m in read_marks(path)}
+    new = [(s, n, m) for s, n, m in wanted if (s, n) not in present]
+    if not new:
+        return 0
+    old = path.read_text(encoding=ENCODING) if path.exists() else csv_text(MARKS_COLUMNS, [])
+    if old and not old.endswith(("\n", "\r")):
+        old += "\r\n"
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerows(
+        [[escape(s), escape(n), "", number(m), ""] for s, n, m in new])
+    write_atomically(path, old + buffer.getvalue())
+    return len(new)
