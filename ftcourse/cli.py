@@ -191,6 +191,7 @@ def _grade(args: argparse.Namespace) -> int:
     from ftcourse.gradebook_csv import MarksFileError, PartialFile, add_mark_lines, partial_path, read_marks
     from ftcourse.grading import (
         CSV_COLUMNS,
+        GRADED,
         RUBRIC,
         GradingEnvironmentError,
         GradingUsageError,
@@ -229,8 +230,7 @@ def _grade(args: argparse.Namespace) -> int:
         return usage(str(error))
     header = CSV_COLUMNS + steps
     partial_file: PartialFile | None = None
-    limits = Limits(memory_mb=args.memory_mb, notebook_seconds=args.notebook_timeout or max(300, 5 * args.timeout),
-                    threads=max(1, (os.cpu_count() or 1) // max(1, args.jobs)))
+    limits = Limits.for_run(args.timeout, args.jobs, memory_mb=args.memory_mb, notebook_seconds=args.notebook_timeout)
     finished = False
     try:
         partial_file = PartialFile(partial, header)
@@ -252,7 +252,7 @@ def _grade(args: argparse.Namespace) -> int:
     write_csv(run.rows, out, steps)
     partial.unlink(missing_ok=True)
     added = add_mark_lines(marks_path, [(r.student, r.notebook, r.max_score) for r in run.rows
-                                        if r.status != "graded" and r.reason == RUBRIC])
+                                        if r.status != GRADED and r.reason == RUBRIC])
     seconds = time.perf_counter() - start
     students = len({row.student for row in run.rows})
     if run.sandbox.kind == NONE:

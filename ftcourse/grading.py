@@ -172,13 +172,14 @@ def release(solutions_dir: Path, course_dir: Path, force: bool = False) -> Relea
     result = ReleaseResult()
     with tempfile.TemporaryDirectory(prefix="ftcourse-release-") as tmp:
         fresh = {name: released_notebook(path) for name, path in build_course(Path(tmp), sources).items()}
-    conflicts = [course_dir / name for name, notebook in fresh.items()
-                 if (course_dir / name).exists() and not _same_notebook(course_dir / name, notebook)]
+    same = {name: (course_dir / name).exists() and _same_notebook(course_dir / name, notebook)
+            for name, notebook in fresh.items()}
+    conflicts = [course_dir / name for name in fresh if (course_dir / name).exists() and not same[name]]
     if conflicts and not force:
         raise ReleaseConflict(conflicts)
     for name, notebook in fresh.items():
         target = course_dir / name
-        if target.exists() and _same_notebook(target, notebook):
+        if same[name]:
             result.unchanged.append(target)
             continue
         text = nbformat.writes(notebook)
@@ -462,9 +463,10 @@ def _pool(jobs: int, master: Path, work: Path, settings: WorkerSettings) -> Proc
                                initializer=_init_worker, initargs=(str(master), str(work), settings))
 
 
-def _crashed(task: StudentTask, notebooks: list[str], kind: str) -> list[GradeRow]:
-    return [GradeRow(task.student, name, NEEDS_REVIEW, "grader process crashed while grading this student",
-                     sandbox=kind) for name in (task.only or notebooks)]
+def _flagged(task: StudentTask, settings: WorkerSettings, reason: str) -> list[GradeRow]:
+    """``needs review`` rows, with ``reason``, for every notebook of a task the grader could not grade."""
+    return [GradeRow(task.student, name, NEEDS_REVIEW, reason, sandbox=settings.plan.sandbox.kind)
+            for name in (task.only or settings.notebooks)]
 
 
 def _run_tasks(pool: ProcessPoolExecutor, tasks: list[StudentTask], new_pool: Callable[[int], ProcessPoolExecutor],
@@ -484,14 +486,13 @@ def _run_tasks(pool: ProcessPoolExecutor, tasks: list[StudentTask], new_pool: Ca
         except BrokenProcessPool:
             retry.append(task)
         except Exception as error:  # pickling, or a bug of the grader: that student is flagged
-            done(task, [GradeRow(task.student, name, NEEDS_REVIEW, f"grader error: {type(error).__name__}: {error}",
-                                 sandbox=settings.plan.sandbox.kind) for name in (task.only or settings.notebooks)])
+            done(task, _flagged(task, settings, f"grader error: {type(error).__name__}: {error}"))
     for task in retry:
         with new_pool(1) as alone:
             try:
                 done(task, alone.submit(_grade_task, task).result())
             except BrokenProcessPool:
-                done(task, _crashed(task, settings.notebooks, settings.plan.sandbox.kind))
+                done(task, _flagged(task, settings, "grader process crashed while grading this student"))
     return not retry
 
 
@@ -524,8 +525,7 @@ def grade(
     except SubmissionsError as error:
         raise GradingUsageError(str(error)) from None
     box = detect_sandbox(sandbox)
-    limits = limits or Limits(notebook_seconds=max(300, 5 * timeout),
-                              threads=max(1, (os.cpu_count() or 1) // max(1, min(jobs, len(students)))))
+    limits = limits or Limits.for_run(timeout, min(jobs, len(students)))
     with tempfile.TemporaryDirectory(prefix="ftcourse-grade-", dir=_fast_scratch()) as tmp:
         tmp_path = Path(tmp)
         hidden = [solutions_dir.resolve().parent, submissions.resolve(), tmp_path]

@@ -54,6 +54,13 @@ class Limits:
     notebook_seconds: int = 300  # wall clock for the whole notebook; the kernel is killed after it
     threads: int = 1  # OMP/MKL threads (students are graded in parallel)
 
+    @classmethod
+    def for_run(cls, cell_timeout: int, workers: int, memory_mb: int = 4096, notebook_seconds: int = 0) -> "Limits":
+        """The limits of a grading run: a whole notebook gets 5 cell timeouts (at least 300 s) unless
+        ``notebook_seconds`` is given, and the machine's cores are shared between the ``workers``."""
+        return cls(memory_mb=memory_mb, notebook_seconds=notebook_seconds or max(300, 5 * cell_timeout),
+                   threads=max(1, (os.cpu_count() or 1) // max(1, workers)))
+
 
 @dataclass(frozen=True)
 class Sandbox:
@@ -64,9 +71,14 @@ class Sandbox:
     bwrap: str | None = None
 
 
-def _bwrap_base(bwrap: str) -> list[str]:
-    return [bwrap, "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL",
-            "--die-with-parent", "--clearenv"]
+def _bwrap_prefix(bwrap: str, readable: list[str] = ()) -> list[str]:
+    """The start of every bwrap command: namespaces, no capabilities, an empty environment, the system folders
+    and ``readable`` read-only, /proc and /dev."""
+    args = [bwrap, "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL",
+            "--die-with-parent", "--clearenv"] + _system_binds()
+    for path in readable:
+        args += ["--ro-bind", path, path]
+    return args + ["--proc", "/proc", "--dev", "/dev"]
 
 
 def detect_sandbox(wanted: bool = True) -> Sandbox:
@@ -78,7 +90,7 @@ def detect_sandbox(wanted: bool = True) -> Sandbox:
     bwrap = shutil.which("bwrap")
     if not bwrap:
         return Sandbox(NONE, "bubblewrap is not installed (Debian/Ubuntu: apt-get install bubblewrap)")
-    probe = _bwrap_base(bwrap) + _system_binds() + ["--proc", "/proc", "--dev", "/dev", "--", "/bin/sh", "-c", "exit 0"]
+    probe = _bwrap_prefix(bwrap) + ["--", "/bin/sh", "-c", "exit 0"]
     try:
         result = subprocess.run(probe, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as error:
@@ -269,11 +281,8 @@ class SandboxKernelManager(AsyncKernelManager):
             return inner
         cwd = str(self._launch_args.get("cwd") or os.getcwd())
         size = str(limits.scratch_mb * 2**20)
-        bwrap = _bwrap_base(plan.sandbox.bwrap or "bwrap") + _system_binds()
-        for path in plan.readable:
-            bwrap += ["--ro-bind", path, path]
-        bwrap += ["--proc", "/proc", "--dev", "/dev", "--size", size, "--tmpfs", "/tmp",
-                  "--dir", "/tmp/matplotlib"]
+        bwrap = _bwrap_prefix(plan.sandbox.bwrap or "bwrap", plan.readable)
+        bwrap += ["--size", size, "--tmpfs", "/tmp", "--dir", "/tmp/matplotlib"]
         if plan.fontlist:
             bwrap += ["--ro-bind", plan.fontlist, f"/tmp/matplotlib/{Path(plan.fontlist).name}"]
         # The working folder nbgrader names is an empty in-memory folder: nothing of the grader's folder shows.
@@ -320,10 +329,8 @@ def build_fontlist(plan: SandboxPlan, folder: Path) -> str | None:
     env = kernel_environment(plan, str(folder))
     env["MPLCONFIGDIR"] = str(folder)
     if plan.sandbox.kind == BWRAP:
-        cmd = _bwrap_base(plan.sandbox.bwrap or "bwrap") + _system_binds()
-        for path in plan.readable:
-            cmd += ["--ro-bind", path, path]
-        cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--bind", str(folder), str(folder)]
+        cmd = _bwrap_prefix(plan.sandbox.bwrap or "bwrap", plan.readable)
+        cmd += ["--tmpfs", "/tmp", "--bind", str(folder), str(folder)]
         for variable, value in env.items():
             cmd += ["--setenv", variable, value]
         cmd += ["--", sys.executable, "-c", code]
