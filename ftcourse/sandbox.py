@@ -71,11 +71,19 @@ class Sandbox:
     bwrap: str | None = None
 
 
-def _bwrap_prefix(bwrap: str, readable: list[str] = ()) -> list[str]:
-    """The start of every bwrap command: namespaces, no capabilities, an empty environment, the system folders
-    and ``readable`` read-only, /proc and /dev."""
+def _bwrap_prefix(bwrap: str, readable: list[str] = (), private_tmp: bool = False,
+                  tmp_size: int | None = None) -> list[str]:
+    """The start of every bwrap command: namespaces, no capabilities, an empty environment, the system folders,
+    an empty in-memory /tmp when ``private_tmp`` (of ``tmp_size`` bytes if given), ``readable`` read-only,
+    /proc and /dev.
+
+    bwrap mounts in order: /tmp comes before the read-only folders, so that a Python environment or a course
+    checkout that lives under /tmp stays visible instead of being covered by the empty /tmp.
+    """
     args = [bwrap, "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL",
             "--die-with-parent", "--clearenv"] + _system_binds()
+    if private_tmp:
+        args += (["--size", str(tmp_size)] if tmp_size else []) + ["--tmpfs", "/tmp"]
     for path in readable:
         args += ["--ro-bind", path, path]
     return args + ["--proc", "/proc", "--dev", "/dev"]
@@ -281,8 +289,8 @@ class SandboxKernelManager(AsyncKernelManager):
             return inner
         cwd = str(self._launch_args.get("cwd") or os.getcwd())
         size = str(limits.scratch_mb * 2**20)
-        bwrap = _bwrap_prefix(plan.sandbox.bwrap or "bwrap", plan.readable)
-        bwrap += ["--size", size, "--tmpfs", "/tmp", "--dir", "/tmp/matplotlib"]
+        bwrap = _bwrap_prefix(plan.sandbox.bwrap or "bwrap", plan.readable, private_tmp=True, tmp_size=int(size))
+        bwrap += ["--dir", "/tmp/matplotlib"]
         if plan.fontlist:
             bwrap += ["--ro-bind", plan.fontlist, f"/tmp/matplotlib/{Path(plan.fontlist).name}"]
         # The working folder nbgrader names is an empty in-memory folder: nothing of the grader's folder shows.
@@ -329,8 +337,8 @@ def build_fontlist(plan: SandboxPlan, folder: Path) -> str | None:
     env = kernel_environment(plan, str(folder))
     env["MPLCONFIGDIR"] = str(folder)
     if plan.sandbox.kind == BWRAP:
-        cmd = _bwrap_prefix(plan.sandbox.bwrap or "bwrap", plan.readable)
-        cmd += ["--tmpfs", "/tmp", "--bind", str(folder), str(folder)]
+        cmd = _bwrap_prefix(plan.sandbox.bwrap or "bwrap", plan.readable, private_tmp=True)
+        cmd += ["--bind", str(folder), str(folder)]
         for variable, value in env.items():
             cmd += ["--setenv", variable, value]
         cmd += ["--", sys.executable, "-c", code]

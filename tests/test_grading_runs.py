@@ -16,7 +16,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -298,3 +300,23 @@ def test_kernel_sockets_fit_when_the_temporary_folder_is_deep(tmp_path):
     if short is not None:
         assert os.path.dirname(short) == str(tmp_path.parent.parent)
         os.rmdir(short)
+
+
+def test_folders_under_tmp_stay_visible_in_the_sandbox():
+    """A Python environment or checkout under /tmp (a clean CI clone, an instructor's scratch copy) must stay
+    readable in the kernel's sandbox: its empty /tmp is mounted first, the read-only folders on top of it."""
+    if SANDBOX.kind != BWRAP:
+        if os.environ.get("FTCOURSE_REQUIRE_SANDBOX"):
+            pytest.fail(SANDBOX.detail)
+        pytest.skip(f"no sandbox on this machine: {SANDBOX.detail}")
+    from ftcourse.sandbox import _bwrap_prefix
+
+    with tempfile.TemporaryDirectory(dir="/tmp") as folder:
+        (Path(folder) / "venv-marker").write_text("here", encoding="utf-8")
+        os.chmod(folder, 0o755)
+        command = _bwrap_prefix(SANDBOX.bwrap, [folder], private_tmp=True, tmp_size=2**20)
+        visible = subprocess.run(command + ["--", "/bin/cat", f"{folder}/venv-marker"], capture_output=True, text=True)
+        assert (visible.returncode, visible.stdout) == (0, "here"), visible.stderr
+        # The rest of the real /tmp stays hidden: only the folder named is shown.
+        listing = subprocess.run(command + ["--", "/bin/ls", "-A", "/tmp"], capture_output=True, text=True)
+        assert listing.stdout.split() == [os.path.basename(folder)], listing.stdout
