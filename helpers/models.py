@@ -390,7 +390,8 @@ def load_classifier(
     trained MiniLM (BERT-style encoders only). A folder saved with
     ``save_pretrained`` reloads with the pooling it was trained with; asking
     for the other one raises ``ValueError``. Compared in
-    ``course/01_strategies.ipynb``.
+    ``course/01_strategies.ipynb``. The weights are always fp32 (a checkpoint
+    stored in fp16 or bf16 is converted), as the course's precisions expect.
     """
     if num_labels < 1:
         raise ValueError(f"num_labels must be at least 1, got {num_labels}")
@@ -419,7 +420,10 @@ def load_classifier(
         loader, kwargs = BertMeanPoolingForSequenceClassification, {"config": config}
     if seed is not None:
         torch.manual_seed(seed)
-    model = _load(loader, name, source, **kwargs)
+    # fp32 master weights whatever the checkpoint's dtype: transformers 5 loads a half-precision checkpoint in
+    # half precision by default, and training fp16 weights directly fails (GradScaler) or stalls (bf16 rounding);
+    # autocast gives the speed of bf16/fp16 where the machine has it (helpers.device).
+    model = _load(loader, name, source, dtype=torch.float32, **kwargs)
     return model.to(device), tokenizer
 
 

@@ -6,7 +6,8 @@ student's ``find_lr`` has returned (the exercise's function itself shows no plot
 ``plot_loss_curves`` and ``plot_lr_schedules`` by ``course/01_strategies.ipynb``; ``plot_trainer_log`` by
 ``course/03_bert_classification.ipynb``; ``plot_train_validation`` and
 ``plot_intervals`` by ``course/07_overfitting_imbalance.ipynb``; ``plot_forgetting_tradeoff`` by
-``course/06_catastrophic_forgetting.ipynb``.
+``course/06_catastrophic_forgetting.ipynb``; ``plot_lr_sweep`` and ``plot_epoch_curves`` by
+``course/05_hyperparameters.ipynb``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,15 @@ from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+
+
+def _axes_for_runs(runs: dict, ax: plt.Axes | None, figsize: tuple[float, float] = (7, 3.5)) -> plt.Axes:
+    """``ax``, or a new one, for a plot of several named runs; refuses an empty ``runs``."""
+    if not runs:
+        raise ValueError("no runs to plot")
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize)
+    return ax
 
 
 def plot_lr_finder(
@@ -72,10 +82,7 @@ def plot_loss_curves(histories: dict[str, dict], window: int = 5, ax: plt.Axes |
 
     ``histories`` maps a run's name to a :func:`helpers.training.loops.train_loop` history.
     """
-    if not histories:
-        raise ValueError("no runs to plot")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 3.5))
+    ax = _axes_for_runs(histories, ax)
     for name, history in histories.items():
         losses = np.asarray(history["loss"], dtype=float)
         if losses.size == 0:
@@ -97,10 +104,7 @@ def plot_lr_schedules(histories: dict[str, dict], ax: plt.Axes | None = None) ->
     restart of each phase show as they happened. Taught in
     ``course/01_strategies.ipynb``.
     """
-    if not histories:
-        raise ValueError("no runs to plot")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 3.5))
+    ax = _axes_for_runs(histories, ax)
     for name, history in histories.items():
         rates = np.asarray(history.get("lr", []), dtype=float)
         if rates.size == 0 or np.any(rates < 0):
@@ -214,4 +218,64 @@ def plot_forgetting_tradeoff(table, ax: plt.Axes | None = None) -> plt.Axes:
     ax.axvline(0, color="grey", linewidth=0.8)
     ax.set_xlabel("gain sur la tâche cible (points d'exact match)")
     ax.set_ylabel("hausse de la perte sur le texte général (nats/token)")
+    return ax
+
+
+def plot_lr_sweep(
+    lrs: Sequence[float],
+    values: Sequence[float],
+    lows: Sequence[float],
+    highs: Sequence[float],
+    suggested_lr: float | None = None,
+    reference: float | None = None,
+    ax: plt.Axes | None = None,
+) -> plt.Axes:
+    """Validation accuracy against the learning rate (log axis), with intervals, the range test's rate and a reference.
+
+    ``values``, ``lows`` and ``highs`` are each rate's accuracy and interval
+    bounds; ``suggested_lr`` draws the LR range test's suggestion, and
+    ``reference`` a horizontal line (the majority class share). Taught in
+    ``course/05_hyperparameters.ipynb``.
+    """
+    lrs, values = np.asarray(lrs, dtype=float), np.asarray(values, dtype=float)
+    lows, highs = np.asarray(lows, dtype=float), np.asarray(highs, dtype=float)
+    if lrs.size == 0 or not lrs.shape == values.shape == lows.shape == highs.shape:
+        raise ValueError("need one value, low and high per learning rate, and at least one rate")
+    if np.any(lrs <= 0):
+        raise ValueError("learning rates must be positive for a log-scale plot")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 3.5))
+    ax.errorbar(lrs, values, yerr=np.vstack([values - lows, highs - values]), fmt="o-", capsize=3,
+                label="accuracy de validation (IC 95 %)")
+    if reference is not None:
+        ax.axhline(reference, color="grey", linestyle=":", label=f"classe majoritaire : {reference:.3f}")
+    if suggested_lr is not None:
+        ax.axvline(suggested_lr, color="tab:red", linestyle="--", label=f"LR range test : {suggested_lr:.1e}")
+    ax.set_xscale("log")
+    ax.set_xlabel("taux d'apprentissage (échelle log)")
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_epoch_curves(curves: dict[str, dict], ax: plt.Axes | None = None) -> plt.Axes:
+    """Validation accuracy after each epoch for several runs, with intervals and each run's best epoch marked.
+
+    ``curves`` maps a run's name to ``{"value": [...], "low": [...], "high": [...]}``
+    (one entry per epoch). Taught in ``course/05_hyperparameters.ipynb``
+    (one run per training-set size).
+    """
+    ax = _axes_for_runs(curves, ax)
+    for name, curve in curves.items():
+        values = np.asarray(curve["value"], dtype=float)
+        if values.size == 0:
+            raise ValueError(f"run {name!r} has no epoch")
+        epochs = np.arange(1, values.size + 1)
+        line, = ax.plot(epochs, values, marker="o", label=name)
+        ax.fill_between(epochs, curve["low"], curve["high"], color=line.get_color(), alpha=0.15)
+        best = int(np.argmax(values))
+        ax.plot(epochs[best], values[best], marker="*", markersize=14, color=line.get_color())
+    ax.set_xlabel("époque")
+    ax.set_ylabel("accuracy de validation")
+    ax.legend(fontsize=8)
     return ax

@@ -333,3 +333,18 @@ def test_concurrent_conversions_wait_for_the_lock_and_reuse_the_result(tmp_path,
     assert (target / "model.safetensors").stat().st_ino == inode  # used as it was, not rebuilt
     assert not leftover.exists()
     assert sorted(p.name for p in target.parent.iterdir()) == [f".{target.name}.lock", target.name]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_a_half_precision_checkpoint_loads_with_fp32_weights(tmp_path, pooling):
+    """transformers 5 keeps a checkpoint's dtype by default; the course trains fp32 master weights (autocast
+    gives bf16/fp16 speed): an fp16 checkpoint, as many Hub models are stored, must come back in fp32."""
+    model, tokenizer = load_classifier("minilm", num_labels=2, seed=0, pooling=pooling)
+    half = tmp_path / "half"
+    model.half().save_pretrained(half)
+    tokenizer.save_pretrained(half)
+    reloaded, _ = load_classifier(str(half), num_labels=2, pooling=pooling)
+    assert {p.dtype for p in reloaded.parameters()} == {torch.float32}
+    original = dict(model.named_parameters())
+    assert all(torch.equal(p, original[name].float()) for name, p in reloaded.named_parameters())

@@ -38,3 +38,33 @@ def test_lr_schedule_plot_draws_each_runs_recorded_rates():
     assert np.allclose(np.nan_to_num(y), history["lr"])  # a rate of 0 (end of the decay) is not drawn on a log axis
     with pytest.raises(ValueError, match="no recorded learning rates"):
         plot_lr_schedules({"empty": {"lr": []}})
+
+
+def test_lr_sweep_plot_draws_points_intervals_suggestion_and_reference():
+    from helpers.plots import plot_lr_sweep
+
+    ax = plot_lr_sweep([1e-5, 1e-4, 1e-3], [0.55, 0.7, 0.6], [0.5, 0.65, 0.5], [0.6, 0.75, 0.7],
+                       suggested_lr=3e-4, reference=0.55)
+    assert ax.get_xscale() == "log"
+    line = ax.lines[0]
+    assert list(line.get_ydata()) == [0.55, 0.7, 0.6]
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert any("3.0e-04" in label for label in labels) and any("0.550" in label for label in labels)
+    with pytest.raises(ValueError, match="one value, low and high"):
+        plot_lr_sweep([1e-5, 1e-4], [0.5], [0.4], [0.6])
+    with pytest.raises(ValueError, match="positive"):
+        plot_lr_sweep([0.0], [0.5], [0.4], [0.6])
+
+
+def test_epoch_curves_plot_marks_each_runs_best_epoch():
+    from helpers.plots import plot_epoch_curves
+
+    curves = {"100": {"value": [0.6, 0.7, 0.65], "low": [0.5, 0.6, 0.55], "high": [0.7, 0.8, 0.75]},
+              "1000": {"value": [0.7, 0.75], "low": [0.65, 0.7], "high": [0.75, 0.8]}}
+    ax = plot_epoch_curves(curves)
+    stars = [line for line in ax.lines if line.get_marker() == "*"]
+    assert [(float(s.get_xdata()[0]), float(s.get_ydata()[0])) for s in stars] == [(2.0, 0.7), (2.0, 0.75)]
+    with pytest.raises(ValueError, match="no runs"):
+        plot_epoch_curves({})
+    with pytest.raises(ValueError, match="no epoch"):
+        plot_epoch_curves({"x": {"value": [], "low": [], "high": []}})

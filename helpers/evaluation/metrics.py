@@ -12,6 +12,7 @@ metric scripts from the Hub at run time, which fails offline).
 from __future__ import annotations
 
 import unicodedata
+import functools
 from collections import Counter
 from collections.abc import Sequence
 
@@ -21,7 +22,6 @@ from sklearn.dummy import DummyClassifier
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
-from rouge_score.rouge_scorer import RougeScorer
 from sklearn.pipeline import Pipeline, make_pipeline
 
 
@@ -94,7 +94,11 @@ def token_f1(prediction: str, reference: str) -> float:
 # example of the ROUGE paper (Lin, 2004) and in the defaults of RougeScorer and of Hugging Face's
 # `evaluate` "rouge"; with use_stemmer=True (Porter, English only) ROUGE-L would credit a
 # generated answer for the right word stem in the wrong form.
-_ROUGE_L = RougeScorer(["rougeL"], use_stemmer=False)
+@functools.cache
+def _rouge_l_scorer():
+    from rouge_score.rouge_scorer import RougeScorer  # here: nltk's import is slow, and few callers need it
+
+    return RougeScorer(["rougeL"], use_stemmer=False)
 
 
 def rouge_l(prediction: str, reference: str) -> float:
@@ -104,7 +108,7 @@ def rouge_l(prediction: str, reference: str) -> float:
     reference "police killed the gunman" shares "police the gunman", 3 words
     of 4, so precision = recall = F = 0.75. Empty texts score 0.
     """
-    return float(_ROUGE_L.score(reference, prediction)["rougeL"].fmeasure)
+    return float(_rouge_l_scorer().score(reference, prediction)["rougeL"].fmeasure)
 
 
 def label_in_answer(prediction: str, reference: str, labels: Sequence[str]) -> float:

@@ -3,4 +3,7 @@ and optimizers (:mod:`.freezing`), causal-LM labels, collator and perplexity (:m
 focal loss and class weights (:mod:`.losses`), ``Trainer`` with a custom loss (:mod:`.trainers`),
 one ``Trainer`` run per setting (:mod:`.classifier_runs`),
 Elastic Weight Consolidation (:mod:`.regularization`),
-a head fitted as a linear probe before fine-tuning (:mod:`.probing`)."""
+a head fitted as a linear probe before fine-tuning (:mod:`.probing`),
+learning-rate schedules (:mod:`.schedules`), the LR range test (:mod:`.lr_finder`), gradient
+accumulation and activation memory (:mod:`.accumulation`), one explicit-loop run per setting
+(:mod:`.loop_runs`), a hyperparameter search with Optuna (:mod:`.search`)."""

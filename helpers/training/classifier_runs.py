@@ -32,12 +32,12 @@ import numpy as np
 import torch
 from datasets import Dataset
 from transformers import DataCollatorWithPadding, EarlyStoppingCallback, PreTrainedModel, PreTrainedTokenizerBase
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer
 
 from helpers.device import Precision
 from helpers.evaluation.metrics import trainer_classification_metrics
 from helpers.training.loops import FP32
-from helpers.training.trainers import LossFn, LossTrainer
+from helpers.training.trainers import LossFn, LossTrainer, course_training_arguments
 
 
 @dataclass
@@ -92,27 +92,22 @@ def train_classifier(
         raise ValueError("early stopping watches the validation accuracy: pass eval_sets={'validation': ...}")
     evaluate = bool(eval_sets)
     best = early_stopping_patience is not None
-    args = TrainingArguments(
-        output_dir=str(output_dir),
+    args = course_training_arguments(
+        output_dir,
+        precision,
+        seed=seed,
+        progress=progress,
         learning_rate=learning_rate,
         per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=64,
         num_train_epochs=num_epochs,
         warmup_steps=warmup,
         weight_decay=weight_decay,
-        max_grad_norm=1.0,
-        lr_scheduler_type="linear",
         eval_strategy="epoch" if evaluate else "no",
         save_strategy="best" if best else "no",
         save_total_limit=1 if best else None,
         load_best_model_at_end=best,
         metric_for_best_model="validation_accuracy" if best else None,
         logging_strategy="epoch",
-        seed=seed,
-        report_to="none",
-        disable_tqdm=not progress,
-        dataloader_pin_memory=False,
-        **precision.trainer_kwargs(),
     )
     trainer = LossTrainer(
         model=model,

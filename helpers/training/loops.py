@@ -14,7 +14,6 @@ stop on.
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import numpy as np
@@ -57,28 +56,44 @@ def time_training_steps(
     num_steps: int,
     device: str = "cpu",
     precision: Precision = FP32,
+    gradient_accumulation_steps: int = 1,
 ) -> float:
-    """Mean seconds per training step (forward, backward, update) over ``num_steps`` batches.
+    """Mean seconds per optimizer update (forwards, backwards, one update) over ``num_steps`` updates.
 
-    One untimed step first (allocations, lazy imports). The model is trained
-    by these steps: time on a copy you do not need afterwards.
+    Each update reads ``gradient_accumulation_steps`` batches of ``loader``
+    (taught in ``course/05_hyperparameters.ipynb``), each counting for
+    ``1 / gradient_accumulation_steps`` of the loss, as :func:`train_loop`
+    does. One untimed update first (allocations, lazy imports); the loader
+    must hold ``(num_steps + 1) * gradient_accumulation_steps`` batches. The
+    model is trained by these steps: time on a copy you do not need afterwards.
     """
     import time
 
+    if gradient_accumulation_steps < 1 or num_steps < 1:
+        raise ValueError("num_steps and gradient_accumulation_steps must be at least 1")
     batches = iter(loader)
     model.train()
     seconds = []
     for step in range(num_steps + 1):
-        batch = to_device(next(batches), device)
+        micro_batches = [to_device(next(batches), device) for _ in range(gradient_accumulation_steps)]
+        _synchronize(device)
         start = time.perf_counter()
-        with precision.autocast(device):
-            loss = model(**batch).loss
-        loss.backward()
+        for batch in micro_batches:
+            with precision.autocast(device):
+                loss = model(**batch).loss / gradient_accumulation_steps
+            loss.backward()
         optimizer.step()
         optimizer.zero_grad()
+        _synchronize(device)
         if step:
             seconds.append(time.perf_counter() - start)
     return float(np.mean(seconds))
+
+
+def _synchronize(device: str | torch.device) -> None:
+    """Wait for the GPU's queued work, so that a timer reads the work done (CPU work is never queued)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def train_loop(
@@ -95,21 +110,26 @@ def train_loop(
     compute_metrics: Callable[[np.ndarray, np.ndarray], dict] | None = None,
     progress: bool = True,
     schedule_epochs: int | None = None,
+    lr_scheduler_type: str = "linear",
 ) -> dict:
     """Train ``model`` (whose output has ``.loss``) and return its history.
 
     One optimizer update every ``gradient_accumulation_steps`` batches; the
     learning rate rises linearly over the first ``warmup_ratio`` of the
-    updates (rounded up, as ``Trainer`` does), then falls linearly to 0 at
-    the end of ``schedule_epochs`` epochs (default ``num_epochs``). With
+    updates (rounded up, as ``Trainer`` does), then follows
+    ``lr_scheduler_type`` (``"linear"``: down to 0 at the end of
+    ``schedule_epochs`` epochs, default ``num_epochs``; ``"cosine"``;
+    ``"constant"``; see :mod:`helpers.training.schedules`). With
     ``schedule_epochs > num_epochs`` the run stops part-way through its
     schedule, as a ``Trainer`` run of ``schedule_epochs`` epochs stopped after
     ``num_epochs`` (what ``course/03_bert_classification.ipynb`` reproduces).
     History: ``loss`` and ``lr`` per update, ``epoch_loss`` per epoch, and
-    with ``eval_loader`` ``eval_loss`` (and the
-    ``compute_metrics(labels, predictions)`` results) per epoch.
+    with ``eval_loader`` ``eval_loss``, ``eval_predictions`` (the predicted
+    class of every item, in the loader's order) and the
+    ``compute_metrics(labels, predictions)`` results per epoch, and
+    ``eval_labels`` once.
     """
-    from transformers import get_linear_schedule_with_warmup
+    from helpers.training.schedules import make_scheduler, warmup_steps_for
 
     if gradient_accumulation_steps < 1 or num_epochs < 1:
         raise ValueError("gradient_accumulation_steps and num_epochs must be at least 1")
@@ -118,9 +138,9 @@ def train_loop(
         raise ValueError(f"schedule_epochs ({schedule_epochs}) cannot be smaller than num_epochs ({num_epochs})")
     updates_per_epoch = -(-len(train_loader) // gradient_accumulation_steps)
     schedule_updates = updates_per_epoch * schedule_epochs
-    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(warmup_ratio * schedule_updates), schedule_updates)
+    scheduler = make_scheduler(optimizer, lr_scheduler_type, schedule_updates, warmup_steps_for(warmup_ratio, schedule_updates))
     scaler = torch.amp.GradScaler(torch.device(device).type) if precision.use_grad_scaler else None
-    history: dict = {"loss": [], "lr": [], "epoch_loss": [], "eval_loss": [], "eval_metrics": []}
+    history: dict = {"loss": [], "lr": [], "epoch_loss": [], "eval_loss": [], "eval_metrics": [], "eval_predictions": []}
     bar = tqdm(total=updates_per_epoch * num_epochs, desc="training", unit="update", disable=not progress)
     for _ in range(num_epochs):
         model.train()
@@ -154,9 +174,12 @@ def train_loop(
         history["epoch_loss"].append(float(np.mean(epoch_losses)))
         if eval_loader is not None:
             result = evaluate(model, eval_loader, device, precision)
+            predictions = result["logits"].argmax(-1)
             history["eval_loss"].append(result["loss"])
+            history["eval_predictions"].append(predictions)
+            history["eval_labels"] = result["labels"]
             if compute_metrics is not None:
-                history["eval_metrics"].append(compute_metrics(result["labels"], result["logits"].argmax(-1)))
+                history["eval_metrics"].append(compute_metrics(result["labels"], predictions))
     bar.close()
     return history
 

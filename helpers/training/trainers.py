@@ -24,6 +24,10 @@ the plain ``Trainer`` does.
 
 Taught in the pitfalls lessons (issue 11: over-fitting and class imbalance);
 :class:`helpers.training.regularization.EWCTrainer` builds on it (catastrophic forgetting).
+
+:func:`course_training_arguments` holds the ``TrainingArguments`` every
+``Trainer`` run of the library shares (no online tracker, the precision's
+flags, gradient clipping, a linear schedule).
 """
 
 from __future__ import annotations
@@ -33,9 +37,29 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import Trainer
+from pathlib import Path
+
+from transformers import Trainer, TrainingArguments
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def course_training_arguments(
+    output_dir: str | Path, precision: Any, seed: int = 42, progress: bool = True, **settings: Any
+) -> TrainingArguments:
+    """``TrainingArguments`` with what the library's ``Trainer`` runs share, then ``settings`` on top.
+
+    Shared: ``report_to="none"`` (no online tracker), the flags of
+    ``precision`` (a :class:`helpers.device.Precision`; ``use_cpu`` on a CPU),
+    gradient clipping at 1, a linear schedule, evaluation batches of 64, no
+    pinned memory, ``seed`` and a progress bar unless ``progress=False``.
+    Used by :mod:`helpers.training.classifier_runs` and
+    :mod:`helpers.training.search`.
+    """
+    shared = dict(output_dir=str(output_dir), per_device_eval_batch_size=64, max_grad_norm=1.0,
+                  lr_scheduler_type="linear", seed=seed, report_to="none", disable_tqdm=not progress,
+                  dataloader_pin_memory=False, **precision.trainer_kwargs())
+    return TrainingArguments(**{**shared, **settings})
 
 
 class LossTrainer(Trainer):
