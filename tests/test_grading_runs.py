@@ -251,6 +251,9 @@ MARKERS = ["BEGIN SOLUTION", "BEGIN HIDDEN TESTS"]
 SECRETS = ["improved = score < self.best_score - self.min_delta", "model_state = copy.deepcopy(model.state_dict())",
            "_RecordingSGD", "reference_trace", "explanations = {", "Juste : ",
            "_check.plain((stopper.best_score, stopper.counter)"]  # no quotes: the .ipynb file escapes them
+# The library version of exercise 12's contract is in the handout by design (lesson 05 teaches it, issue 14): it
+# saves the state with the exercise's idiom. This is the only fingerprint a handed-out file may hold.
+LIBRARY_VERSIONS = {"helpers/training/lr_finder.py": {"model_state = copy.deepcopy(model.state_dict())"}}
 
 
 def test_handout_holds_no_solution(tmp_path):
@@ -266,7 +269,8 @@ def test_handout_holds_no_solution(tmp_path):
         if path.is_file() and path.suffix in (".ipynb", ".py", ".md", ".toml", ".txt", ".yml", ""):
             text = path.read_text(encoding="utf-8", errors="replace")
             secrets = SECRETS + MARKERS if path.suffix == ".ipynb" else SECRETS
-            leaks += [(str(path.relative_to(target)), s) for s in secrets if s in text]
+            name = path.relative_to(target).as_posix()
+            leaks += [(name, s) for s in secrets if s in text and s not in LIBRARY_VERSIONS.get(name, set())]
     assert leaks == []
     # The solutions really do hold them: the check above can fail.
     sources = "".join((ROOT / "solutions" / n).read_text(encoding="utf-8") for n in (QUIZ, LR, ES))

@@ -77,12 +77,13 @@ def test_accumulated_micro_batches_give_the_big_batch_gradient_and_update(minilm
     model, tokenizer = minilm
     batch = next(iter(make_loader(tokenized(tokenizer, n=16), tokenizer, 16, shuffle=False)))
     weights = copy.deepcopy(model.state_dict())
+    model.train()  # the check turns dropout off for itself, then gives the mode back
     check = accumulation_check(model, batch, accumulation_steps=4, lr=1e-4)
     assert check.batch_size == 16 and check.accumulation_steps == 4
     assert check.gradient_relative_difference < 1e-5 and check.update_relative_difference < 1e-4
     assert check.same()
     assert all(torch.equal(model.state_dict()[name], tensor) for name, tensor in weights.items())
-    assert model.training  # the fixture's model is in train mode, and stays so
+    assert model.training
 
 
 def test_micro_batches_without_the_1_over_k_weight_are_not_the_big_batch(minilm):
