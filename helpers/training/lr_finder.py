@@ -95,7 +95,7 @@ def lr_range_test(
     model.train()
     lrs: list[float] = []
     losses: list[float] = []
-    average, lowest = 0.0, float("inf")
+    lowest = float("inf")
     batches = iter(loader)
     # fp16 needs its loss scaled (as in train_loop); a step whose gradients overflowed is skipped by the scaler
     scaler = torch.amp.GradScaler(torch.device(device).type) if precision.use_grad_scaler else None
@@ -121,8 +121,7 @@ def lr_range_test(
                 optimizer.step()
             lrs.append(lr)
             losses.append(loss.item())
-            average = smoothing * average + (1 - smoothing) * losses[-1]
-            watched = average / (1 - smoothing ** len(losses))  # = the raw loss when smoothing is 0
+            watched = smooth_losses(losses, smoothing)[-1]  # the raw loss when smoothing is 0
             lowest = min(lowest, watched)
             if not np.isfinite(watched) or watched > divergence_factor * lowest:
                 break
