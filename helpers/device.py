@@ -239,14 +239,18 @@ def matmul_speed(dtype: torch.dtype, size: int = 512, repeats: int = 3, device: 
     a @ b  # warm-up: kernel selection, allocations
     best = float("inf")
     for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         start = time.perf_counter()
         a @ b
-        if device == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best / 1e9
+
+
+def synchronize(device: str | torch.device) -> None:
+    """Wait for the GPU's queued work, so that a timer reads the work done (CPU work is never queued)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def set_seed(seed: int) -> None:

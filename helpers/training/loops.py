@@ -22,7 +22,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from tqdm.auto import tqdm
 
 from helpers.data.loaders import subsample, wiki_topics
-from helpers.device import Precision, set_seed
+from helpers.device import Precision, set_seed, synchronize
 
 FP32 = Precision("fp32", "default")
 
@@ -76,7 +76,7 @@ def time_training_steps(
     seconds = []
     for step in range(num_steps + 1):
         micro_batches = [to_device(next(batches), device) for _ in range(gradient_accumulation_steps)]
-        _synchronize(device)
+        synchronize(device)
         start = time.perf_counter()
         for batch in micro_batches:
             with precision.autocast(device):
@@ -84,16 +84,10 @@ def time_training_steps(
             loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        _synchronize(device)
+        synchronize(device)
         if step:
             seconds.append(time.perf_counter() - start)
     return float(np.mean(seconds))
-
-
-def _synchronize(device: str | torch.device) -> None:
-    """Wait for the GPU's queued work, so that a timer reads the work done (CPU work is never queued)."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def train_loop(

@@ -33,19 +33,20 @@ flags, gradient clipping, a linear schedule).
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from pathlib import Path
-
 from transformers import Trainer, TrainingArguments
+
+from helpers.device import Precision
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def course_training_arguments(
-    output_dir: str | Path, precision: Any, seed: int = 42, progress: bool = True, **settings: Any
+    output_dir: str | Path, precision: Precision, seed: int = 42, progress: bool = True, **settings: Any
 ) -> TrainingArguments:
     """``TrainingArguments`` with what the library's ``Trainer`` runs share, then ``settings`` on top.
 
