@@ -14,7 +14,7 @@ TORCH_VERSION := $(shell sed -n 's/^torch==\([^[:space:];#]*\).*/\1/p' $(CONSTRA
 LOWER_VENV ?= .venv-lower
 LOWER_TESTS ?= tests/test_device.py tests/test_training.py tests/test_data.py tests/test_uncertainty.py \
 	tests/test_batching.py tests/test_instructions.py tests/test_text_metrics.py tests/test_runner.py \
-	tests/test_causal_lm.py tests/test_grading.py tests/test_hyperparameters.py
+	tests/test_causal_lm.py tests/test_grading.py tests/test_hyperparameters.py tests/test_multitask.py
 
 .PHONY: setup constraints check-lower-bounds course course-fast test test-other-precision doctor lab normalize clean
 
@@ -90,7 +90,7 @@ course-fast: setup
 NATIVE_BF16 = $(shell $(BIN)/python -c "from helpers.device import detect_capabilities as d; print(int(d().cpu_bf16))" 2>/dev/null)
 MAIN_PRECISION = $(if $(filter 1,$(NATIVE_BF16)),bf16,fp32)
 TRAINING_NOTEBOOKS = course/01_strategies.ipynb course/03_bert_classification.ipynb \
-	course/04_gpt_instruction_tuning.ipynb course/05_hyperparameters.ipynb course/06_catastrophic_forgetting.ipynb course/07_overfitting_imbalance.ipynb \
+	course/04_gpt_instruction_tuning.ipynb course/05_hyperparameters.ipynb course/06_catastrophic_forgetting.ipynb course/07_overfitting_imbalance.ipynb course/08_multitask.ipynb \
 	solutions/11_exercise_sentiment.ipynb
 PYTEST = HF_HUB_OFFLINE=1 FTCOURSE_FAST=1 $(BIN)/python -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=900
 

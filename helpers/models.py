@@ -427,6 +427,23 @@ def load_classifier(
     return model.to(device), tokenizer
 
 
+def load_encoder(name: str, device: str = "cpu", seed: int | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The pretrained encoder of ``name`` alone (no head, no pooler), fp32, and its tokenizer.
+
+    The body that several task heads share in ``course/08_multitask.ipynb``
+    (:class:`helpers.training.multitask.MultiTaskModel`). ``seed`` is set
+    before loading, so that what the caller initialises next is reproducible.
+    """
+    from transformers import AutoModel
+
+    source = model_source(name)
+    tokenizer = _load(AutoTokenizer, name, source)
+    if seed is not None:
+        torch.manual_seed(seed)
+    encoder = _load(AutoModel, name, source, dtype=torch.float32, add_pooling_layer=False)
+    return encoder.to(device), tokenizer
+
+
 def load_causal_lm(
     name: str, device: str = "cpu", dtype: torch.dtype = torch.float32
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

@@ -7,15 +7,20 @@ student's ``find_lr`` has returned (the exercise's function itself shows no plot
 ``course/03_bert_classification.ipynb``; ``plot_train_validation`` and
 ``plot_intervals`` by ``course/07_overfitting_imbalance.ipynb``; ``plot_forgetting_tradeoff`` by
 ``course/06_catastrophic_forgetting.ipynb``; ``plot_lr_sweep`` and ``plot_epoch_curves`` by
-``course/05_hyperparameters.ipynb``.
+``course/05_hyperparameters.ipynb``; ``plot_reliability`` and ``plot_score_distributions`` by
+``course/09_evaluation.ipynb``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _axes_for_runs(runs: dict, ax: plt.Axes | None, figsize: tuple[float, float] = (7, 3.5)) -> plt.Axes:
@@ -278,4 +283,51 @@ def plot_epoch_curves(curves: dict[str, dict], ax: plt.Axes | None = None) -> pl
     ax.set_xlabel("époque")
     ax.set_ylabel("accuracy de validation")
     ax.legend(fontsize=8)
+    return ax
+
+
+def plot_reliability(tables: dict[str, pd.DataFrame], ax: plt.Axes | None = None) -> plt.Axes:
+    """Reliability diagram: accuracy against mean confidence of each non-empty bin, one line per named table.
+
+    ``tables`` maps a name (a model, before or after temperature scaling) to
+    a :func:`helpers.evaluation.calibration.reliability_table`. The dashed
+    diagonal is perfect calibration; points below it are overconfident.
+    Taught in ``course/09_evaluation.ipynb``.
+    """
+    ax = _axes_for_runs(tables, ax, figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="calibration parfaite")
+    for name, table in tables.items():
+        filled = table[table["count"] > 0]
+        if filled.empty:
+            raise ValueError(f"table {name!r} has no item in any bin")
+        ax.plot(filled["mean_confidence"], filled["accuracy"], marker="o", label=name)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confiance moyenne du bin")
+    ax.set_ylabel("accuracy du bin")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_score_distributions(
+    scores: dict[str, np.ndarray], xlabel: str, ax: plt.Axes | None = None, bins: int = 30
+) -> plt.Axes:
+    """Overlaid histograms (densities, the same ``bins`` for all) of several named groups of scores.
+
+    ``scores`` maps a group's name (in-distribution, out-of-distribution) to
+    its scores, e.g. :func:`helpers.evaluation.ood.max_softmax_probability`;
+    the less the histograms overlap, the better the score separates the
+    groups. Taught in ``course/09_evaluation.ipynb``.
+    """
+    ax = _axes_for_runs(scores, ax)
+    arrays = {name: np.asarray(values, dtype=float).ravel() for name, values in scores.items()}
+    for name, values in arrays.items():
+        if values.size == 0 or not np.all(np.isfinite(values)):
+            raise ValueError(f"group {name!r} has no scores, or a score that is not finite")
+    edges = np.histogram_bin_edges(np.concatenate(list(arrays.values())), bins=bins)
+    for name, values in arrays.items():
+        ax.hist(values, bins=edges, density=True, alpha=0.5, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("densité")
+    ax.legend()
     return ax

@@ -101,3 +101,61 @@ def test_paired_seeds_verdicts_follow_the_data():
     assert paired_seeds(shifted, np.full_like(b, 0.5), seed=1).verdict == "indistinguishable"
     with pytest.raises(ValueError, match="same shape"):
         paired_seeds(a, b[:2])
+
+
+def test_mcnemar_by_hand():
+    from math import comb
+
+    from helpers.evaluation.uncertainty import mcnemar
+
+    # 30 items: 15 both right, 3 both wrong, 10 only A right, 2 only B right.
+    a = np.array([1] * 15 + [0] * 3 + [1] * 10 + [0] * 2)
+    b = np.array([1] * 15 + [0] * 3 + [0] * 10 + [1] * 2)
+    # Exact two-sided binomial test of 10 successes in 12 at 1/2: P(X <= 2) + P(X >= 10) = 2 * (1 + 12 + 66) / 2**12.
+    p_value = 2 * (comb(12, 0) + comb(12, 1) + comb(12, 2)) / 2**12
+    test = mcnemar(a, b)
+    assert (test.a_only, test.b_only, test.n, test.verdict) == (10, 2, 30, "better")
+    assert test.p_value == pytest.approx(p_value)  # 0.0386
+    assert mcnemar(b, a).verdict == "worse" and mcnemar(b, a).p_value == pytest.approx(p_value)
+    assert mcnemar(a, b, confidence=0.99).verdict == "indistinguishable"  # 0.0386 > 0.01
+    # Booleans work too; no discordant item: nothing to test.
+    same = mcnemar(a.astype(bool), a.astype(bool))
+    assert (same.a_only, same.b_only, same.p_value, same.verdict) == (0, 0, 1.0, "indistinguishable")
+    # 6 against 4: far from significant.
+    balanced = mcnemar([1] * 6 + [0] * 4, [0] * 6 + [1] * 4)
+    assert balanced.verdict == "indistinguishable" and balanced.p_value == pytest.approx(386 / 512)
+    assert balanced.as_dict()["a_only"] == 6
+
+
+def test_mcnemar_refuses_bad_input():
+    from helpers.evaluation.uncertainty import mcnemar
+
+    with pytest.raises(ValueError, match="same length"):
+        mcnemar([1, 0, 1], [1, 0])
+    with pytest.raises(ValueError, match="0/1"):
+        mcnemar([1, 2], [1, 0])
+    with pytest.raises(ValueError, match="confidence"):
+        mcnemar([1, 0], [1, 0], confidence=1.0)
+
+
+def test_independent_difference_matches_the_normal_approximation_and_its_verdicts():
+    from helpers.evaluation.uncertainty import independent_difference
+
+    rng = np.random.default_rng(4)
+    a, b = (rng.random(800) < 0.8).astype(float), (rng.random(500) < 0.7).astype(float)
+    comparison = independent_difference(a, b, seed=2)
+    pa, pb = a.mean(), b.mean()
+    half_width = 1.96 * math.sqrt(pa * (1 - pa) / len(a) + pb * (1 - pb) / len(b))  # two independent proportions
+    d = comparison.difference
+    assert d.value == pytest.approx(pa - pb) and d.low < pa - pb < d.high
+    assert (d.high - d.low) / 2 == pytest.approx(half_width, rel=0.15)
+    assert (comparison.verdict, comparison.n_a, comparison.n_b) == ("better", 800, 500)
+    assert independent_difference(b, a, seed=2).verdict == "worse"
+    assert independent_difference(a[:30], a[30:60], seed=2).verdict == "indistinguishable"
+    assert independent_difference(a, b, seed=2) == comparison  # seeded: reproducible
+    assert comparison.as_dict()["n_b"] == 500
+    # Groups of different sizes are fine; fewer than 2 items in a group are not.
+    with pytest.raises(ValueError, match="at least 2"):
+        independent_difference([1.0], [0.0, 1.0])
+    with pytest.raises(ValueError, match="one score per item"):
+        independent_difference([[1.0, 0.0]], [0.0, 1.0])

@@ -21,6 +21,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from sklearn.model_selection import train_test_split
 
 from helpers.assets import asset_path, verify_asset
+from helpers.data.sampling import make_imbalanced
 
 SENTIMENT_LABELS = ["negative", "positive"]  # rotten = negative, fresh = positive
 NEUTRAL_LABEL = "neutral"  # the plot summaries, when a third class is asked for
@@ -72,6 +73,24 @@ def subsample(dataset: Dataset, n: int | None, seed: int = 42) -> Dataset:
     if n is None or n >= len(dataset):
         return dataset
     return dataset.shuffle(seed=seed).select(range(n))
+
+
+def stratified_subsample(dataset: Dataset, n: int | None, seed: int = 42, label_column: str = "label") -> Dataset:
+    """A seeded random subset of ``n`` examples with the class shares of the whole set (every class kept).
+
+    A plain random subset of a few dozen examples can miss a rare class
+    altogether (11 Wikipedia topics, the rarest under 3%). The whole set if
+    ``n`` is None or too large; ``n`` smaller than the number of classes
+    raises ``ValueError``. Used by ``course/08_multitask.ipynb``.
+    """
+    if n is None or n >= len(dataset):
+        return dataset
+    labels = dataset[label_column]
+    classes = len(set(labels))
+    if n < classes:
+        raise ValueError(f"a stratified subset of {n} examples cannot hold all {classes} classes")
+    chosen, _ = train_test_split(list(range(len(dataset))), train_size=n, stratify=labels, random_state=seed)
+    return dataset.select(chosen)
 
 
 # --- Rotten Tomatoes -------------------------------------------------------------
@@ -137,6 +156,39 @@ def rotten_tomatoes_random_split(seed: int = 42, fractions: Sequence[float] = (0
     frame = rotten_tomatoes_frame()
     features = Features({"text": Value("string"), "label": ClassLabel(names=SENTIMENT_LABELS), "movie": Value("string")})
     return split_dataset(Dataset.from_pandas(frame, features=features, preserve_index=False), "label", fractions, seed)
+
+
+SUBJECTIVITY_LABELS = ["objective", "subjective"]  # a plot summary, a critic's opinion
+
+
+def review_tasks(seed: int = 42, fractions: Sequence[float] = (0.7, 0.15, 0.15)) -> dict[str, DatasetDict]:
+    """Two tasks on the same films, from one split by film: ``"sentiment"`` and ``"subjectivity"``.
+
+    ``"sentiment"`` is :func:`rotten_tomatoes` (negative/positive reviews);
+    ``"subjectivity"`` tells a plot summary (objective) from a review
+    (subjective), the task of Pang & Lee (2004), whose data came from the same
+    two sources; plot summaries are rare here, so each split keeps all of them
+    and as many reviews drawn at random (``seed``): a balanced task. Both come
+    from the split of
+    ``rotten_tomatoes(include_neutral=True)``, so a film's texts are in the
+    same split for both tasks: a model trained on the two never sees a test
+    text of one task as a training text of the other. Columns ``text``,
+    ``label``, ``movie``. Taught in ``course/08_multitask.ipynb``.
+    """
+    splits = rotten_tomatoes(seed=seed, fractions=fractions, include_neutral=True)
+    neutral = splits["train"].features["label"].names.index(NEUTRAL_LABEL)
+    sentiment_features = Features({"text": Value("string"), "label": ClassLabel(names=SENTIMENT_LABELS), "movie": Value("string")})
+    subjectivity_features = Features(
+        {"text": Value("string"), "label": ClassLabel(names=SUBJECTIVITY_LABELS), "movie": Value("string")}
+    )
+    sentiment, subjectivity = {}, {}
+    for name, split in splits.items():
+        reviews = split.filter(lambda row: row["label"] != neutral)
+        sentiment[name] = reviews.cast(sentiment_features)
+        labelled = split.map(lambda row: {"label": int(row["label"] != neutral)}).cast(subjectivity_features)
+        plots = sum(label == 0 for label in labelled["label"])
+        subjectivity[name] = make_imbalanced(labelled, {0: plots, 1: plots}, seed=seed)
+    return {"sentiment": DatasetDict(sentiment), "subjectivity": DatasetDict(subjectivity)}
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,12 @@ Where training noise matters, a model is trained with several seeds and
 scored on the same items: :func:`seeds_interval` and :func:`paired_seeds`
 resample both the seeds and the items, so the interval holds the two kinds
 of noise (which run, which test items). Taught in ``course/01_strategies.ipynb``.
+
+Two classifiers right or wrong on the same items are also compared by
+:func:`mcnemar`: the exact test on the items where exactly one of them is
+right; two groups of *different* items (an accuracy on in-domain data
+against one on shifted data) by :func:`independent_difference`. Taught in
+``course/09_evaluation.ipynb``.
 """
 
 from __future__ import annotations
@@ -57,6 +63,21 @@ class PairedComparison:
 
     def as_dict(self) -> dict:
         return {"difference": self.difference.as_dict(), "verdict": self.verdict, "n": self.n}
+
+
+@dataclass(frozen=True)
+class McNemarTest:
+    """McNemar's exact test of two classifiers on the same items, and what it allows one to say."""
+
+    a_only: int  # items A gets right and B gets wrong
+    b_only: int  # items B gets right and A gets wrong
+    p_value: float  # exact two-sided binomial test of a_only among a_only + b_only, against one half
+    verdict: str  # "better" (A > B), "worse" (A < B) or "indistinguishable" at alpha = 1 - confidence
+    n: int
+
+    def as_dict(self) -> dict:
+        return {"a_only": self.a_only, "b_only": self.b_only, "p_value": self.p_value, "verdict": self.verdict,
+                "n": self.n}
 
 
 def _check_items(*arrays: np.ndarray) -> int:
@@ -310,3 +331,81 @@ def paired_seeds(
         raise ValueError(f"paired score tables must have the same shape, got {a.shape} and {b.shape}")
     difference = seeds_interval(a - b, confidence, n_resamples, seed)
     return PairedComparison(difference, _verdict(difference), a.shape[1])
+
+
+def _check_correct(values: Sequence) -> np.ndarray:
+    data = np.asarray(values)
+    if data.ndim != 1 or not np.all((data == 0) | (data == 1)):
+        raise ValueError("correctness must be one 0/1 (or False/True) value per item")
+    return data.astype(bool)
+
+
+def mcnemar(correct_a: Sequence, correct_b: Sequence, confidence: float = 0.95) -> McNemarTest:
+    """McNemar's exact test: are A and B right equally often on the same items?
+
+    ``correct_a`` and ``correct_b`` hold 1 where each classifier is right.
+    Only the discordant items count: ``a_only`` (A right, B wrong) and
+    ``b_only`` (B right, A wrong). Were A and B equally good, each discordant
+    item would fall on either side with probability 1/2: the p-value is the
+    exact two-sided binomial test ``scipy.stats.binomtest(a_only, a_only +
+    b_only)`` (1.0 when there is no discordant item). The verdict is
+    ``"better"`` (A more often right) or ``"worse"`` when the p-value is below
+    ``alpha = 1 - confidence``, ``"indistinguishable"`` otherwise. Taught in
+    ``course/09_evaluation.ipynb``.
+    """
+    from scipy.stats import binomtest
+
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    a, b = _check_correct(correct_a), _check_correct(correct_b)
+    if len(a) != len(b) or len(a) == 0:
+        raise ValueError(f"paired values must have the same length, at least 1, got {len(a)} and {len(b)}")
+    a_only, b_only = int(np.sum(a & ~b)), int(np.sum(b & ~a))
+    p_value = 1.0 if a_only + b_only == 0 else float(binomtest(a_only, a_only + b_only, 0.5).pvalue)
+    significant = p_value < 1 - confidence
+    verdict = "indistinguishable" if not significant else "better" if a_only > b_only else "worse"
+    return McNemarTest(a_only, b_only, p_value, verdict, len(a))
+
+
+@dataclass(frozen=True)
+class IndependentComparison:
+    """Mean of A minus mean of B on two *different* sets of items, its interval, and what it allows one to say."""
+
+    difference: Interval
+    verdict: str  # "better" (A > B), "worse" (A < B) or "indistinguishable" at this confidence
+    n_a: int
+    n_b: int
+
+    def as_dict(self) -> dict:
+        return {"difference": self.difference.as_dict(), "verdict": self.verdict, "n_a": self.n_a, "n_b": self.n_b}
+
+
+def independent_difference(
+    scores_a: Sequence[float],
+    scores_b: Sequence[float],
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> IndependentComparison:
+    """Compare two groups of different items: mean(A) - mean(B), each group resampled on its own.
+
+    For accuracies measured on two distinct sets (short and long reviews,
+    in-domain and shifted data), where nothing pairs an item of A with one of
+    B: each resample draws ``len(scores_a)`` items of A
+    (``resample_weights(len(scores_a), n_resamples, seed)``) and, independently,
+    ``len(scores_b)`` items of B (seed ``seed + 1``), and the interval is the
+    percentile interval of the difference of their means. The verdict is
+    ``"better"`` when the whole interval is above 0, ``"worse"`` when it is
+    below, ``"indistinguishable"`` otherwise. Two groups of the same items
+    call for :func:`paired_bootstrap` instead, whose interval is narrower
+    when the items are correlated. Taught in ``course/09_evaluation.ipynb``.
+    """
+    a, b = np.asarray(scores_a, dtype=float), np.asarray(scores_b, dtype=float)
+    if a.ndim != 1 or b.ndim != 1:
+        raise ValueError(f"expected one score per item in each group, got shapes {a.shape} and {b.shape}")
+    _check_items(a)
+    _check_items(b)
+    replicates = (resample_weights(a.size, n_resamples, seed) @ a / a.size
+                  - resample_weights(b.size, n_resamples, seed + 1) @ b / b.size)
+    difference = interval_from_replicates(float(a.mean() - b.mean()), replicates, confidence)
+    return IndependentComparison(difference, _verdict(difference), a.size, b.size)

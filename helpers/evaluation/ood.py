@@ -1,0 +1,126 @@
+"""Out-of-distribution detection from a classifier's logits: scores, AUROC with its interval, FPR at 95% TPR.
+
+A classifier sees inputs unlike its training data (another topic, another
+language, noise) and still answers, often confidently. A **score** computed
+from its logits tells how in-distribution an input looks; for both scores
+here, *higher means more in-distribution*:
+
+- :func:`max_softmax_probability` (MSP, Hendrycks & Gimpel 2017): the
+  largest softmax probability;
+- :func:`energy_score` (Liu et al. 2020): the negative energy
+  ``T * logsumexp(logits / T)``, which keeps the scale of the logits that the
+  softmax normalizes away.
+
+How well a score separates the in-distribution test items from OOD inputs
+is read with :func:`ood_auroc` (1: perfect, 0.5: chance), with a bootstrap
+interval, and :func:`fpr_at_tpr` (the share of OOD inputs still accepted
+when 95% of the in-distribution ones are).
+
+Taught in ``course/09_evaluation.ipynb``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.special import logsumexp
+
+from helpers.evaluation.calibration import _check_temperature, softmax
+from helpers.evaluation.uncertainty import Interval, interval_from_replicates, resample_weights
+
+
+def _check_logits(logits: Sequence) -> np.ndarray:
+    z = np.asarray(logits, dtype=float)
+    if z.ndim != 2 or z.shape[1] < 2:
+        raise ValueError(f"logits must have shape (items, classes) with at least 2 classes, got {z.shape}")
+    return z
+
+
+def max_softmax_probability(logits: Sequence) -> np.ndarray:
+    """Largest softmax probability of each item (Hendrycks & Gimpel 2017); higher = more in-distribution.
+
+    Taught in ``course/09_evaluation.ipynb``.
+    """
+    return softmax(_check_logits(logits)).max(axis=1)
+
+
+def energy_score(logits: Sequence, temperature: float = 1.0) -> np.ndarray:
+    """Negative energy of each item, ``T * logsumexp(logits / T)`` (Liu et al. 2020); higher = more in-distribution.
+
+    The energy is ``-T * logsumexp(logits / T)``; it is returned with its
+    sign flipped so that, as with :func:`max_softmax_probability`, a higher
+    score means a more in-distribution input. Taught in
+    ``course/09_evaluation.ipynb``.
+    """
+    t = _check_temperature(temperature)
+    return t * logsumexp(_check_logits(logits) / t, axis=1)
+
+
+def _check_scores(scores_in: Sequence[float], scores_out: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    s_in, s_out = np.asarray(scores_in, dtype=float), np.asarray(scores_out, dtype=float)
+    if s_in.ndim != 1 or s_out.ndim != 1 or s_in.size == 0 or s_out.size == 0:
+        raise ValueError(f"expected one score per item, at least one in each group, got shapes {s_in.shape} and "
+                         f"{s_out.shape}")
+    if not (np.all(np.isfinite(s_in)) and np.all(np.isfinite(s_out))):
+        raise ValueError("scores must be finite")
+    return s_in, s_out
+
+
+def _weighted_auroc(s_in: np.ndarray, s_out: np.ndarray, w_in: np.ndarray, w_out: np.ndarray) -> np.ndarray:
+    """AUROC (in-distribution positive) for each row of the item counts ``w_in`` and ``w_out``, ties counted 1/2.
+
+    The probability that a drawn in-distribution score is above a drawn OOD
+    score (Mann-Whitney), for all resamples at once.
+    """
+    order = np.argsort(s_out, kind="stable")
+    sorted_out = s_out[order]
+    below = np.concatenate([np.zeros((w_out.shape[0], 1)), np.cumsum(w_out[:, order], axis=1)], axis=1)
+    left, right = np.searchsorted(sorted_out, s_in, "left"), np.searchsorted(sorted_out, s_in, "right")
+    wins = below[:, left] + 0.5 * (below[:, right] - below[:, left])  # OOD items below each in item, ties half
+    return (w_in * wins).sum(axis=1) / (w_in.sum(axis=1) * w_out.sum(axis=1))
+
+
+def ood_auroc(
+    scores_in: Sequence[float],
+    scores_out: Sequence[float],
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> Interval:
+    """AUROC of telling in-distribution inputs (positive) from OOD ones by a score, with a bootstrap interval.
+
+    The value is ``sklearn.metrics.roc_auc_score``: 1 when every
+    in-distribution score is above every OOD score, 0.5 when the score does
+    not tell them apart. The bootstrap resamples the two groups separately
+    (stratified: each resample keeps as many items of each group), the
+    in-distribution scores as ``resample_indices(len(scores_in), n_resamples,
+    seed)`` and the OOD scores as ``resample_indices(len(scores_out),
+    n_resamples, seed + 1)`` (:mod:`helpers.evaluation.uncertainty`): two
+    scores of the same inputs are evaluated on the same resamples. Taught in
+    ``course/09_evaluation.ipynb``.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    s_in, s_out = _check_scores(scores_in, scores_out)
+    value = float(roc_auc_score(np.r_[np.ones(s_in.size), np.zeros(s_out.size)], np.r_[s_in, s_out]))
+    w_in = resample_weights(s_in.size, n_resamples, seed)
+    w_out = resample_weights(s_out.size, n_resamples, seed + 1)
+    return interval_from_replicates(value, _weighted_auroc(s_in, s_out, w_in, w_out), confidence)
+
+
+def fpr_at_tpr(scores_in: Sequence[float], scores_out: Sequence[float], tpr: float = 0.95) -> float:
+    """Share of OOD inputs accepted (score >= threshold) when the threshold keeps ``tpr`` of the in-distribution ones.
+
+    The threshold is the highest score that keeps at least ``tpr`` of the
+    in-distribution inputs (the ``ceil(tpr * n_in)``-th highest): the same
+    point as the first one of ``sklearn.metrics.roc_curve`` whose true
+    positive rate reaches ``tpr``. Lower is better; 0.95 at ``tpr=0.95``
+    means a score that tells nothing. Taught in ``course/09_evaluation.ipynb``.
+    """
+    s_in, s_out = _check_scores(scores_in, scores_out)
+    if not 0 < tpr <= 1:
+        raise ValueError(f"tpr must lie in (0, 1], got {tpr}")
+    kept = int(np.ceil(tpr * s_in.size - 1e-9))  # how many in-distribution inputs must pass
+    threshold = np.sort(s_in)[::-1][kept - 1]
+    return float(np.mean(s_out >= threshold))
