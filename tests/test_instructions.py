@@ -101,3 +101,25 @@ def test_sizes_can_be_given_per_task():
     assert same["train"].to_list() == instruction_dataset(SIZES, seed=0)["train"].to_list()
     with pytest.raises(ValueError, match="unknown tasks"):
         instruction_dataset({"train": {"sentiments": 3}})
+
+
+def test_paraphrased_instructions_change_only_the_closed_tasks_wording(data):
+    from helpers.data.instructions import INSTRUCTION_PARAPHRASES, paraphrase_instructions, topic_instruction
+
+    test = data["test"]
+    topics = closed_labels()["topic"]
+    seen = {(row["task"], row["instruction"]) for row in test}
+    for index in range(len(INSTRUCTION_PARAPHRASES["sentiment"])):
+        rephrased = paraphrase_instructions(test, index)
+        assert rephrased["input"] == test["input"] and rephrased["output"] == test["output"]
+        assert rephrased["task"] == test["task"]
+        for old, new in zip(test, rephrased):
+            if old["task"] in CLOSED_TASKS:
+                assert new["instruction"] != old["instruction"] and (old["task"], new["instruction"]) not in seen
+                if old["task"] == "topic":
+                    assert ", ".join(topics) in new["instruction"] and "{" not in new["instruction"]
+            else:
+                assert new["instruction"] == old["instruction"]
+    assert topic_instruction(topics) in set(test["instruction"])  # the wording trained on is not a paraphrase
+    with pytest.raises(ValueError, match="index"):
+        paraphrase_instructions(test, len(INSTRUCTION_PARAPHRASES["topic"]))

@@ -13,7 +13,10 @@ The held-out examples come from films, articles and questions that the
 training examples never show. :func:`format_prompt` renders an example in one
 of :data:`PROMPT_STYLES`; the response the model must learn is always
 ``output`` followed by the end-of-sequence token, so that it learns to stop.
-Taught in ``course/04_gpt_instruction_tuning.ipynb``.
+Taught in ``course/04_gpt_instruction_tuning.ipynb``; other wordings of the
+closed tasks' instructions (:data:`INSTRUCTION_PARAPHRASES`,
+:func:`paraphrase_instructions`) test a tuned model's robustness in
+``course/09_evaluation.ipynb``.
 """
 
 from __future__ import annotations
@@ -92,6 +95,39 @@ def format_prompt(
 
 def topic_instruction(topics: Sequence[str]) -> str:
     return f"Which topic is this paragraph about? Choose one of: {', '.join(topics)}. Answer with the topic only."
+
+
+# Other wordings of the closed tasks' instructions, never seen in training: is a tuned model's answer robust to how
+# the question is asked? The last wording of each task also drops "answer with one word / the topic only".
+# ``{topics}`` is filled with the topic list, as in :func:`topic_instruction`. Used by ``course/09_evaluation.ipynb``.
+INSTRUCTION_PARAPHRASES: dict[str, tuple[str, ...]] = {
+    "sentiment": (
+        "Does this review express a positive or a negative opinion of the film? Reply with a single word.",
+        "Classify the sentiment of the following film review: positive or negative?",
+        "Read this review and tell me whether the critic liked the movie.",
+    ),
+    "topic": (
+        "Pick the topic of this paragraph from this list: {topics}. Reply with the topic name only.",
+        "What is the following text about? Possible topics: {topics}.",
+        "Classify this encyclopedia paragraph into one of these categories: {topics}.",
+    ),
+}
+
+
+def paraphrase_instructions(dataset: Dataset, index: int) -> Dataset:
+    """The same rows with the instruction of every closed-task row replaced by wording ``index`` of its task.
+
+    The wordings are :data:`INSTRUCTION_PARAPHRASES` (the topic list filled
+    in as in :func:`topic_instruction`); inputs and expected outputs are
+    unchanged, and so are rows of the free tasks. Used by
+    ``course/09_evaluation.ipynb``.
+    """
+    counts = {len(wordings) for wordings in INSTRUCTION_PARAPHRASES.values()}
+    if not 0 <= index < min(counts):
+        raise ValueError(f"index must lie in [0, {min(counts) - 1}], got {index}")
+    topics = ", ".join(closed_labels()["topic"])
+    wordings = {task: INSTRUCTION_PARAPHRASES[task][index].format(topics=topics) for task in INSTRUCTION_PARAPHRASES}
+    return dataset.map(lambda row: {"instruction": wordings.get(row["task"], row["instruction"])})
 
 
 def _sentiment(split: Dataset, n: int | None, seed: int) -> list[dict]:
@@ -216,6 +252,7 @@ __all__ = [
     "ALPACA_WITH_INPUT",
     "CLOSED_TASKS",
     "FREE_TASKS",
+    "INSTRUCTION_PARAPHRASES",
     "MAX_NEW_TOKENS",
     "PROMPT_STYLES",
     "TASKS",
@@ -223,5 +260,6 @@ __all__ = [
     "format_prompt",
     "general_questions",
     "instruction_dataset",
+    "paraphrase_instructions",
     "topic_instruction",
 ]

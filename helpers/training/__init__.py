@@ -6,4 +6,6 @@ Elastic Weight Consolidation (:mod:`.regularization`),
 a head fitted as a linear probe before fine-tuning (:mod:`.probing`),
 learning-rate schedules (:mod:`.schedules`), the LR range test (:mod:`.lr_finder`), gradient
 accumulation and activation memory (:mod:`.accumulation`), one explicit-loop run per setting
-(:mod:`.loop_runs`), a hyperparameter search with Optuna (:mod:`.search`)."""
+(:mod:`.loop_runs`), a hyperparameter search with Optuna (:mod:`.search`), one encoder with a
+head per task (:mod:`.multitask`), the cached sentiment classifier of the later lessons
+(:mod:`.reference`)."""
