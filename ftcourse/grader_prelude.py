@@ -13,7 +13,7 @@ starts with::
     except NameError:  # outside `ftcourse grade` (the instructor running solutions/): the same checks
         from ftcourse.grader_prelude import Grader as _Grader
         _grader = _Grader()
-    _check = _grader.begin("13_exercise_early_stopping.ipynb", "es_test_min_delta")
+    _check = _grader.begin("15_exercise_early_stopping.ipynb", "es_test_min_delta")
 
 ``begin`` puts back every builtin, library function and class attribute the
 student's cells replaced (``math.isclose = lambda *a: True``,

@@ -37,7 +37,7 @@ from ftcourse.sandbox import BWRAP, detect_sandbox
 from tests.conftest import ALWAYS_EQUAL_EARLY_STOPPING, ANYTHING, ROOT, run_cli
 
 QUIZ, SENTIMENT, LR, ES = (
-    "10_quiz.ipynb", "11_exercise_sentiment.ipynb", "12_exercise_lr_finder.ipynb", "13_exercise_early_stopping.ipynb"
+    "12_quiz.ipynb", "13_exercise_sentiment.ipynb", "14_exercise_lr_finder.ipynb", "15_exercise_early_stopping.ipynb"
 )
 
 
@@ -568,7 +568,7 @@ def test_bad_submissions_do_not_stop_the_others(graded):
 
 
 def test_feedback_shows_explanations_for_every_option(graded):
-    page = FeedbackPage((graded[1] / "feedback" / "quiz_half_wrong" / "10_quiz.html").read_text(encoding="utf-8"))
+    page = FeedbackPage((graded[1] / "feedback" / "quiz_half_wrong" / "12_quiz.html").read_text(encoding="utf-8"))
     r = row(graded, "quiz_half_wrong", QUIZ)
     submitted = quiz_letters({c.metadata.nbgrader.grade_id: c.source for c in CLASS["quiz_half_wrong"][QUIZ].cells
                               if c.metadata.get("nbgrader", {}).get("solution")})
@@ -588,7 +588,7 @@ def test_feedback_shows_explanations_for_every_option(graded):
         else:
             assert cell["error"].strip().splitlines()[-1] == (
                 "AssertionError: Ce n'est pas la bonne réponse : relisez les explications ci-dessus.")
-    assert (graded[1] / "feedback" / "full" / "12_exercise_lr_finder.html").exists()
+    assert (graded[1] / "feedback" / "full" / "14_exercise_lr_finder.html").exists()
 
 
 @pytest.mark.slow
@@ -658,7 +658,7 @@ def test_odd_student_ids_are_graded_and_kept_as_they_are(graded, student):
     # Written unchanged, only escaped where a spreadsheet would read a formula.
     assert r["student"] == (("'" + student) if student[0] in "=+-@" else student)
     # Its own feedback folder, and hidden tests seeded from the id as written (not nbgrader's internal name).
-    page = (base / "feedback" / student / "13_exercise_early_stopping.html").read_text(encoding="utf-8")
+    page = (base / "feedback" / student / "15_exercise_early_stopping.html").read_text(encoding="utf-8")
     assert f"graine {seed_for(student, ES, 'es_test_max')} " in page
 
 
@@ -688,7 +688,7 @@ def test_hidden_entries_are_ignored(graded):
 
 
 def test_hidden_tests_print_their_seed_in_the_feedback(graded):
-    page = FeedbackPage((graded[1] / "feedback" / "full" / "12_exercise_lr_finder.html").read_text(encoding="utf-8"))
+    page = FeedbackPage((graded[1] / "feedback" / "full" / "14_exercise_lr_finder.html").read_text(encoding="utf-8"))
     for grade_id in ("lr_test_schedule", "lr_test_restore"):
         assert page.cells[grade_id]["stdout"].splitlines()[0] == (
             f"[tests cachés] graine {seed_for('full', LR, grade_id)} = sha256(élève, notebook, test) ; test {grade_id}")

@@ -32,7 +32,7 @@ from tests.conftest import ROOT, run_cli
 pytestmark = pytest.mark.slow
 
 QUIZ, SENTIMENT, LR, ES = (
-    "10_quiz.ipynb", "11_exercise_sentiment.ipynb", "12_exercise_lr_finder.ipynb", "13_exercise_early_stopping.ipynb"
+    "12_quiz.ipynb", "13_exercise_sentiment.ipynb", "14_exercise_lr_finder.ipynb", "15_exercise_early_stopping.ipynb"
 )
 SANDBOX = detect_sandbox()
 
@@ -119,7 +119,7 @@ def test_regrading_gives_byte_identical_csvs(regraded):
 def test_regrade_feedback_shows_the_same_seeds(regraded):
     _, base = regraded
     for run in (1, 2):
-        page = (base / f"feedback{run}" / "eve " / "13_exercise_early_stopping.html").read_text(encoding="utf-8")
+        page = (base / f"feedback{run}" / "eve " / "15_exercise_early_stopping.html").read_text(encoding="utf-8")
         assert f"graine {seed_for('eve ', ES, 'es_test_patience')} " in page
         assert f"graine {seed_for('eve', ES, 'es_test_patience')} " not in page
 
@@ -127,7 +127,7 @@ def test_regrade_feedback_shows_the_same_seeds(regraded):
 def test_broken_environment_stops_at_the_canary(tmp_path):
     """Solutions that fall short of full marks: nothing is graded, the command says why and exits 3."""
     solutions = instructor_folder(tmp_path, ES, **{
-        "13_exercise_early_stopping": ("es_solution", "self.counter >= self.patience", "self.counter > self.patience")})
+        "15_exercise_early_stopping": ("es_solution", "self.counter >= self.patience", "self.counter > self.patience")})
     submissions = write_class(tmp_path / "submissions", {"alice": {ES: answers(ES)}})
     out = tmp_path / "grades.csv"
     result = run_cli("grade", str(submissions), "--solutions", str(solutions), "--out", str(out), "--jobs", "1")
@@ -136,7 +136,7 @@ def test_broken_environment_stops_at_the_canary(tmp_path):
     message = message[next(i for i, line in enumerate(message) if line.startswith("ftcourse grade: ")):]
     assert message[0] == ("ftcourse grade: the instructor's solutions do not earn full marks, so the grading "
                           "environment is broken (nothing was graded):")
-    assert message[1] == "  13_exercise_early_stopping.ipynb: graded, 7 / 9"
+    assert message[1] == "  15_exercise_early_stopping.ipynb: graded, 7 / 9"
     assert not out.exists() and not partial_path(out).exists()
 
 
@@ -251,7 +251,7 @@ MARKERS = ["BEGIN SOLUTION", "BEGIN HIDDEN TESTS"]
 SECRETS = ["improved = score < self.best_score - self.min_delta", "model_state = copy.deepcopy(model.state_dict())",
            "_RecordingSGD", "reference_trace", "explanations = {", "Juste : ",
            "_check.plain((stopper.best_score, stopper.counter)"]  # no quotes: the .ipynb file escapes them
-# The library version of exercise 12's contract is in the handout by design (lesson 05 teaches it, issue 14): it
+# The library version of exercise 14's contract is in the handout by design (lesson 05 teaches it, issue 14): it
 # saves the state with the exercise's idiom. This is the only fingerprint a handed-out file may hold.
 LIBRARY_VERSIONS = {"helpers/training/lr_finder.py": {"model_state = copy.deepcopy(model.state_dict())"}}
 

@@ -8,7 +8,7 @@ does the same.
 
 ``train_bow_classifier`` is a deliberately small model (a linear layer on
 TF-IDF features) that trains in seconds on a CPU and overfits on purpose: it
-gives ``course/13_exercise_early_stopping.ipynb`` a real validation curve to
+gives ``course/15_exercise_early_stopping.ipynb`` a real validation curve to
 stop on.
 """
 
