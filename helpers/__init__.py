@@ -9,6 +9,8 @@ Grouped by concern; every function's docstring names the notebook that teaches i
 - :mod:`helpers.training`: training loops, freezing and optimizers, causal-LM labels and perplexity.
 - :mod:`helpers.evaluation`: metrics and baselines, uncertainty (bootstrap intervals, paired comparisons).
 - :mod:`helpers.generation`, :mod:`helpers.inference`, :mod:`helpers.plots`.
+- :mod:`helpers.deployment`: int8 quantization, ONNX export, the FastAPI service and its server process and
+  load-test client (the ``deploy`` extra).
 
 The instructor and CI tooling (the ``ftcourse`` command, notebook runner,
 release and grading) is the separate package ``ftcourse``.

@@ -12,6 +12,11 @@ The real embedded models are loaded once per test session and shared:
 
 A tokenizer setting (``padding_side``) may be changed only if the test puts it back.
 
+The deployment tests share a small *trained* sentiment classifier:
+``sentiment_tiny`` (the reference recipe on 64 reviews, not cached) and
+``sentiment_served``, the folder it is saved to for serving, with its ONNX
+export and the int8 version of that file. Read them, never change them.
+
 Tests needing another MiniLM head (other ``num_labels``, ``id2label`` or seed)
 load their own. The ``slow`` marker goes on every test that loads a full model,
 executes a notebook or runs nbgrader, so ``pytest -m "not slow"`` is a quick
@@ -32,7 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # A test that requests one of these fixtures is slow: they hand out a full model, or (``graded``,
 # tests/test_grading.py) run real nbgrader on a class of submissions.
-SLOW_FIXTURES = {"_minilm_loaded", "minilm_shared", "minilm", "smollm", "smollm_copy", "graded"}
+SLOW_FIXTURES = {"_minilm_loaded", "minilm_shared", "minilm", "smollm", "smollm_copy", "graded",
+                 "sentiment_tiny", "sentiment_served"}
 
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, python: list[str] | None = None):
@@ -140,6 +146,36 @@ def smollm_copy(smollm):
     """A private deep copy of SmolLM2 for one test, which may change it (the tokenizer is the shared one)."""
     model, tokenizer = smollm
     return copy.deepcopy(model), tokenizer
+
+
+# The reference recipe on 64 reviews: ~3 s of training, confident enough (test accuracy ~0.8) that an int8
+# variant's agreement with it measures quantization, not coin flips near the decision boundary.
+SENTIMENT_TINY_TRAIN_SIZE = 64
+SERVING_MAX_LENGTH = 64
+
+
+@pytest.fixture(scope="session")
+def sentiment_tiny():
+    """A MiniLM sentiment classifier trained by ``sentiment_classifier(64)``, not cached: ``(model, tokenizer)``."""
+    from helpers.training.reference import sentiment_classifier
+
+    model, tokenizer, _ = sentiment_classifier(SENTIMENT_TINY_TRAIN_SIZE, batch_size=8, cache=False, progress=False)
+    return model, tokenizer
+
+
+@pytest.fixture(scope="session")
+def sentiment_served(sentiment_tiny, tmp_path_factory):
+    """The folder of ``sentiment_tiny`` saved for serving (``max_length`` 64), ``model.onnx``, ``model-int8.onnx``."""
+    from helpers.deployment.onnx_export import export_classifier_onnx, quantize_onnx_int8
+    from helpers.deployment.predictors import ONNX_FILE, ONNX_INT8_FILE, save_for_serving
+
+    model, tokenizer = sentiment_tiny
+    folder = save_for_serving(model, tokenizer, tmp_path_factory.mktemp("served"),
+                              {"model_name": "minilm-sentiment-tiny", "metrics": {"test_accuracy": 0.8}},
+                              max_length=SERVING_MAX_LENGTH)
+    export_classifier_onnx(model, tokenizer, folder / ONNX_FILE)
+    quantize_onnx_int8(folder / ONNX_FILE, folder / ONNX_INT8_FILE)
+    return folder
 
 
 # A hostile answer used by the grading tests: an object that claims to equal anything.

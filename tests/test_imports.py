@@ -11,6 +11,7 @@ HEAVY = ("torch", "transformers", "datasets")
 @pytest.mark.parametrize("statement", [
     "import helpers",
     "import helpers.environment",
+    "import helpers.deployment",
     "import ftcourse.cli, ftcourse.runner, ftcourse.grading, ftcourse.paths",
     "from ftcourse.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass",
 ])
