@@ -72,3 +72,14 @@ def test_instruction_scores_per_task_and_overall():
     assert table.loc["all", "exact_match"] == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="2 predictions"):
         instruction_scores(tasks, predictions[:2], references, {})
+
+
+def test_named_label_is_the_one_label_an_answer_names():
+    from helpers.evaluation.metrics import named_label
+
+    labels = ["negative", "positive"]
+    assert named_label("The review is Positive.", labels) == "positive"
+    assert named_label("negative", labels) == "negative"
+    assert named_label("positive or negative?", labels) == ""  # two labels: no decision
+    assert named_label("I liked it", labels) == ""
+    assert named_label("It is about History", ["Arts", "History"]) == "History"

@@ -122,6 +122,19 @@ def label_in_answer(prediction: str, reference: str, labels: Sequence[str]) -> f
     return float(mentioned == [reference])
 
 
+def named_label(answer: str, labels: Sequence[str]) -> str:
+    """The one label of ``labels`` that ``answer`` names, ``""`` when it names none or several.
+
+    The reading of :func:`label_in_answer`, as a value: two answers "name the
+    same label" when this gives the same string. Used by
+    ``course/09_evaluation.ipynb`` (does a reworded instruction change the
+    model's mind?) and ``course/10_deployment.ipynb`` (does a smaller variant
+    of the model answer like the original?).
+    """
+    named = [label for label in labels if label_in_answer(answer, label, labels)]
+    return named[0] if named else ""
+
+
 def instruction_scores(
     tasks: Sequence[str],
     predictions: Sequence[str],
