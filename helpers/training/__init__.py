@@ -8,4 +8,4 @@ learning-rate schedules (:mod:`.schedules`), the LR range test (:mod:`.lr_finder
 accumulation and activation memory (:mod:`.accumulation`), one explicit-loop run per setting
 (:mod:`.loop_runs`), a hyperparameter search with Optuna (:mod:`.search`), one encoder with a
 head per task (:mod:`.multitask`), the cached sentiment classifier of the later lessons
-(:mod:`.reference`)."""
+(:mod:`.reference`), LoRA with PEFT and supervised fine-tuning with TRL (:mod:`.lora`)."""
