@@ -242,28 +242,23 @@ def sft_config_for(
     """
     if torch.device(device).type != torch.device(precision.device).type:
         raise ValueError(f"precision {precision.name!r} was chosen for {precision.device!r}, not for {device!r}")
-    config = dict(
-        output_dir=str(output_dir),
-        max_steps=max_steps,
-        learning_rate=lr,
-        per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=batch_size,
-        weight_decay=0.0,
-        lr_scheduler_type="linear",
-        max_grad_norm=1.0,
-        seed=seed,
-        max_length=max_length,
-        packing=False,
-        padding_free=False,
-        pad_to_multiple_of=None,
-        completion_only_loss=True,
-        assistant_only_loss=False,
-        **{checkpointing_field(): False},
-        logging_steps=max(1, max_steps // 20),
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=not progress,
-        dataloader_pin_memory=torch.device(device).type == "cuda",
-        **precision.trainer_kwargs(),
-    )
+    from helpers.training.trainers import course_training_settings
+
+    config = {
+        **course_training_settings(output_dir, precision, seed, progress),
+        "max_steps": max_steps,
+        "learning_rate": lr,
+        "per_device_train_batch_size": batch_size,
+        "per_device_eval_batch_size": batch_size,
+        "weight_decay": 0.0,
+        "max_length": max_length,
+        "packing": False,
+        "padding_free": False,
+        "pad_to_multiple_of": None,
+        "completion_only_loss": True,
+        "assistant_only_loss": False,
+        checkpointing_field(): False,
+        "logging_steps": max(1, max_steps // 20),
+        "save_strategy": "no",
+    }
     return SFTConfig(**{**config, **settings})

@@ -57,10 +57,17 @@ def course_training_arguments(
     Used by :mod:`helpers.training.classifier_runs` and
     :mod:`helpers.training.search`.
     """
-    shared = dict(output_dir=str(output_dir), per_device_eval_batch_size=64, max_grad_norm=1.0,
-                  lr_scheduler_type="linear", seed=seed, report_to="none", disable_tqdm=not progress,
-                  dataloader_pin_memory=False, **precision.trainer_kwargs())
-    return TrainingArguments(**{**shared, **settings})
+    return TrainingArguments(**{**course_training_settings(output_dir, precision, seed, progress), **settings})
+
+
+def course_training_settings(output_dir: str | Path, precision: Precision, seed: int = 42, progress: bool = True) -> dict:
+    """The keyword arguments of :func:`course_training_arguments`' shared part, for any ``TrainingArguments`` subclass.
+
+    ``trl.SFTConfig`` is one (:func:`helpers.training.lora.sft_config_for`).
+    """
+    return dict(output_dir=str(output_dir), per_device_eval_batch_size=64, max_grad_norm=1.0,
+                lr_scheduler_type="linear", seed=seed, report_to="none", disable_tqdm=not progress,
+                dataloader_pin_memory=False, **precision.trainer_kwargs())
 
 
 class LossTrainer(Trainer):
