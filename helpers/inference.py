@@ -67,15 +67,19 @@ def text_classification_pipeline(
         checker.setLevel(level)
 
 
-def _batches_by_length(tokenizer, texts, device, batch_size, max_length, progress, desc):
-    """``(indices, tokenized batch)`` pairs, texts sorted by length so that each batch pads little."""
+def _batches_by_length(tokenizer, texts, device, batch_size, max_length, progress, desc, return_tensors="pt"):
+    """``(indices, tokenized batch)`` pairs, texts sorted by length so that each batch pads little.
+
+    ``return_tensors="np"`` gives numpy batches (for onnxruntime); ``device`` then does not apply.
+    """
     order = np.argsort([len(text) for text in texts], kind="stable")
     for start in tqdm(range(0, len(texts), batch_size), desc=desc, disable=not progress, leave=False):
         idx = order[start : start + batch_size]
         batch = tokenizer(
-            [texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
-        ).to(device)
-        yield idx, batch
+            [texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
+            return_tensors=return_tensors,
+        )
+        yield idx, batch.to(device) if return_tensors == "pt" else batch
 
 
 def chat_reply(

@@ -54,6 +54,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from helpers.inference import _batches_by_length
+
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 EXAMPLE_TEXTS = ("A short review.", "A somewhat longer review, so that the example batch needs padding.")
 
@@ -208,19 +210,11 @@ class OnnxClassifier:
             raise ValueError("this OnnxClassifier has no tokenizer: pass tokenizer= to run it on texts")
         texts = list(inputs)
         logits = np.zeros((len(texts), self.num_labels), dtype=np.float32)
-        for idx, batch in _batches_by_length(tokenizer, texts, batch_size, max_length or self.max_length):
+        max_length = max_length or self.max_length
+        for idx, batch in _batches_by_length(tokenizer, texts, None, batch_size, max_length, False, "onnx",
+                                             return_tensors="np"):
             logits[idx] = self.session.run(["logits"], _as_feed(batch, self.input_names))[0]
         return logits
-
-
-def _batches_by_length(tokenizer, texts: Sequence[str], batch_size: int, max_length: int):
-    """``(indices, numpy batch)`` pairs, texts sorted by length so that each batch pads little."""
-    order = np.argsort([len(text) for text in texts], kind="stable")
-    for start in range(0, len(texts), batch_size):
-        idx = order[start : start + batch_size]
-        batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
-                          return_tensors="np")
-        yield idx, batch
 
 
 def onnx_parity(
@@ -247,7 +241,8 @@ def onnx_parity(
     model.eval()
     reference = np.zeros((len(texts), onnx_classifier.num_labels), dtype=np.float32)
     exported = np.zeros_like(reference)
-    for idx, batch in _batches_by_length(tokenizer, texts, batch_size, max_length):
+    for idx, batch in _batches_by_length(tokenizer, texts, None, batch_size, max_length, False, "onnx",
+                                         return_tensors="np"):
         tensors = {name: torch.from_numpy(batch[name]).to(device) for name in onnx_classifier.input_names}
         with torch.inference_mode():
             reference[idx] = model(**tensors).logits.float().cpu().numpy()

@@ -21,19 +21,14 @@ from pathlib import Path
 import numpy as np
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from helpers.evaluation.calibration import softmax
+
 SERVING_FILE = "serving.json"
 CARD_FILE = "README.md"
 ONNX_FILE = "model.onnx"
 ONNX_INT8_FILE = "model-int8.onnx"
 BACKENDS = ("torch", "torch-int8", "onnx", "onnx-int8")
 DEFAULT_MAX_LENGTH = 128
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Probabilities from logits, row by row (computed in float64, stable for large logits)."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = np.exp(z - z.max(axis=-1, keepdims=True))
-    return z / z.sum(axis=-1, keepdims=True)
 
 
 def labels_from_config(id2label: dict) -> list[str]:
