@@ -91,7 +91,7 @@ NATIVE_BF16 = $(shell $(BIN)/python -c "from helpers.device import detect_capabi
 MAIN_PRECISION = $(if $(filter 1,$(NATIVE_BF16)),bf16,fp32)
 TRAINING_NOTEBOOKS = course/01_strategies.ipynb course/03_bert_classification.ipynb \
 	course/04_gpt_instruction_tuning.ipynb course/05_hyperparameters.ipynb course/06_catastrophic_forgetting.ipynb course/07_overfitting_imbalance.ipynb course/08_multitask.ipynb \
-	course/09_evaluation.ipynb \
+	course/09_evaluation.ipynb course/11_peft.ipynb \
 	solutions/13_exercise_sentiment.ipynb
 PYTEST = HF_HUB_OFFLINE=1 FTCOURSE_FAST=1 $(BIN)/python -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=900
 

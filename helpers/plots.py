@@ -226,6 +226,36 @@ def plot_forgetting_tradeoff(table, ax: plt.Axes | None = None) -> plt.Axes:
     return ax
 
 
+def plot_adaptation_tradeoff(table, title: str = "", ax: plt.Axes | None = None) -> plt.Axes:
+    """Quality against training-state memory (log axis), one point per trained model, with the quality interval.
+
+    ``table`` is :func:`helpers.training.adaptation.adaptation_table`; rows
+    without costs (the starting model) are drawn as a horizontal line. Up and
+    to the left is better: more quality for less memory. Taught in
+    ``course/11_peft.ipynb``.
+    """
+    import pandas as pd
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4.5))
+    for name, row in table.iterrows():
+        if pd.isna(row.get("training_state_MB", np.nan)):
+            ax.axhline(float(row["quality"]), color="grey", linestyle="--", linewidth=0.8)
+            ax.annotate(str(name), (0.01, float(row["quality"])), xycoords=("axes fraction", "data"),
+                        textcoords="offset points", xytext=(0, 3), fontsize=8, color="grey")
+            continue
+        x, y = float(row["training_state_MB"]), float(row["quality"])
+        yerr = [[y - float(row["quality_low"])], [float(row["quality_high"]) - y]]
+        marker = {"full": "s", "partial": "D"}.get(row["method"], "o")
+        ax.errorbar(x, y, yerr=yerr, fmt=marker, capsize=3)
+        ax.annotate(str(name), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("état d'entraînement : poids + gradients + moments d'AdamW (Mo, échelle log)")
+    ax.set_ylabel("qualité (intervalle à 95 %)")
+    ax.set_title(title)
+    return ax
+
+
 def plot_lr_sweep(
     lrs: Sequence[float],
     values: Sequence[float],

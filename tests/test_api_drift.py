@@ -36,6 +36,10 @@ IMPORTS = [
     ("transformers", "PreTrainedTokenizerBase"),
     ("transformers.trainer_pt_utils", "LengthGroupedSampler"),
     ("transformers.trainer_callback", "PrinterCallback"),
+    ("transformers", "TrainerCallback"),
+    ("transformers", "AutoModelForCausalLM"),
+    ("transformers", "BitsAndBytesConfig"),  # helpers.training.adaptation.qlora_training_step (CUDA only)
+    ("peft", "prepare_model_for_kbit_training"),
     ("peft", "LoraConfig"),
     ("peft", "TaskType"),
     ("peft", "PeftModel"),
@@ -76,14 +80,23 @@ KEYWORDS = {
         "logging_steps", "save_strategy", "report_to", "disable_tqdm", "dataloader_pin_memory",
         "bf16", "fp16", "use_cpu",
     ],
-    "trl:SFTTrainer": ["model", "args", "train_dataset", "eval_dataset", "processing_class", "data_collator"],
+    "trl:SFTTrainer": ["model", "args", "train_dataset", "eval_dataset", "processing_class", "data_collator",
+                       "callbacks"],
+    "transformers:BitsAndBytesConfig": ["load_in_4bit", "bnb_4bit_quant_type", "bnb_4bit_use_double_quant",
+                                        "bnb_4bit_compute_dtype"],
+    "peft:prepare_model_for_kbit_training": ["model", "use_gradient_checkpointing"],
+    # helpers.training.adaptation.TrainingStateProbe reads these from the callback's keyword arguments
+    "transformers:TrainerCallback.on_optimizer_step": ["args", "state", "control"],
+    "transformers:TrainerCallback.on_step_end": ["args", "state", "control"],
 }
 
 # Methods the course calls on objects (existence only).
 METHODS = {
-    "peft:PeftModel": ["save_pretrained", "from_pretrained", "print_trainable_parameters"],
+    "peft:PeftModel": ["save_pretrained", "from_pretrained", "print_trainable_parameters", "disable_adapter",
+                       "get_base_model"],
     "peft:LoraModel": ["merge_and_unload"],  # PeftModel forwards it to its LoRA base_model
     "transformers:Trainer": ["train", "evaluate", "predict", "hyperparameter_search", "remove_callback"],
+    "transformers:PreTrainedModel": ["get_memory_footprint", "get_output_embeddings", "save_pretrained"],
 }
 
 # Calls whose keyword arguments are collected from helpers/ and the notebooks, and where they end up.
@@ -126,11 +139,13 @@ def _resolve(target: str):
 
 def _accepted(obj) -> tuple[set[str], bool]:
     """Keyword names ``obj`` accepts (dataclass fields or signature parameters) and whether it takes ``**kwargs``."""
-    if inspect.isclass(obj) and dataclasses.is_dataclass(obj):
-        return {field.name for field in dataclasses.fields(obj) if field.init}, False
     function = obj.__init__ if inspect.isclass(obj) else obj
     parameters = inspect.signature(function).parameters.values()
     names = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    if inspect.isclass(obj) and dataclasses.is_dataclass(obj):
+        # a dataclass's fields; a class with its own __init__ (BitsAndBytesConfig) takes those too, and its
+        # **kwargs only store unknown names as attributes: never count them as accepting everything
+        return names | {field.name for field in dataclasses.fields(obj) if field.init}, False
     return names, any(p.kind is p.VAR_KEYWORD for p in parameters)
 
 

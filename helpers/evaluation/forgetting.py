@@ -28,7 +28,7 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from helpers.evaluation.metrics import exact_match, token_f1
-from helpers.evaluation.uncertainty import bootstrap_interval, paired_bootstrap
+from helpers.evaluation.uncertainty import compare_to_reference
 from helpers.generation import answer_instructions
 from helpers.training.causal_lm import text_losses
 
@@ -114,22 +114,45 @@ def forgetting_table(runs: Mapping[str, AbilityScores], reference: str, seed: in
     for name, scores in runs.items():
         row: dict[str, float | str | None] = {}
         for column, attribute, higher_is_better in _MEASURES:
-            values, reference_values = getattr(scores, attribute), getattr(base, attribute)
-            interval = bootstrap_interval(values, seed=seed)
-            row |= {column: interval.value, f"{column}_low": interval.low, f"{column}_high": interval.high}
-            if name == reference:
-                row |= {f"{column}_change": 0.0, f"{column}_change_low": 0.0, f"{column}_change_high": 0.0,
-                        f"{column}_verdict": "reference"}
-                continue
-            comparison = paired_bootstrap(values, reference_values, seed=seed)
-            verdict = comparison.verdict
-            if not higher_is_better and verdict != "indistinguishable":
-                verdict = "worse" if verdict == "better" else "better"
-            difference = comparison.difference
-            row |= {f"{column}_change": difference.value, f"{column}_change_low": difference.low,
-                    f"{column}_change_high": difference.high, f"{column}_verdict": verdict}
+            values = getattr(scores, attribute)
+            reference_values = values if name == reference else getattr(base, attribute)
+            row |= compare_to_reference(values, reference_values, higher_is_better, seed, prefix=f"{column}_")
         row["general_perplexity"] = scores.general_perplexity
         row["train_seconds"] = scores.train_seconds
         rows[name] = row
     return pd.DataFrame(rows).T
 
+
+
+def encoder_probe_correct(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train_texts: Sequence[str],
+    train_labels: Sequence[int],
+    test_texts: Sequence[str],
+    test_labels: Sequence[int],
+    device: str = "cpu",
+    seed: int = 42,
+    max_length: int = 128,
+) -> np.ndarray:
+    """What an encoder still knows beyond its task: a linear probe of another task on its frozen sentence vectors.
+
+    A fine-tuned encoder has no text loss to score; its general ability is
+    how well its sentence vectors (:func:`helpers.inference.sentence_embeddings`,
+    mean pooling) still serve a task it was not tuned for. A logistic
+    regression is fitted on ``train_texts`` and scored on ``test_texts``:
+    1.0 where right, one value per test text, for a paired comparison with the
+    encoder before fine-tuning. A PEFT model is read with its adapters active.
+    Texts are cut to ``max_length`` tokens.
+    Used by ``course/11_peft.ipynb``.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    from helpers.inference import sentence_embeddings
+    from helpers.training.adaptation import unwrap_peft
+
+    encoder = unwrap_peft(model)
+    train_vectors = sentence_embeddings(encoder, tokenizer, list(train_texts), device, max_length=max_length)
+    test_vectors = sentence_embeddings(encoder, tokenizer, list(test_texts), device, max_length=max_length)
+    probe = LogisticRegression(max_iter=2000, random_state=seed).fit(train_vectors, np.asarray(train_labels))
+    return (probe.predict(test_vectors) == np.asarray(test_labels)).astype(float)

@@ -134,6 +134,38 @@ def paired_bootstrap(
     return PairedComparison(difference, _verdict(difference), n)
 
 
+def compare_to_reference(
+    values: Sequence[float],
+    reference_values: Sequence[float],
+    higher_is_better: bool = True,
+    seed: int = 0,
+    prefix: str = "",
+) -> dict[str, float | str]:
+    """One table row's worth: the mean of ``values`` with its interval and its paired change against the reference.
+
+    Keys (each after ``prefix``): ``value``, ``low``, ``high``, ``change``,
+    ``change_low``, ``change_high`` and ``verdict`` (``"better"``,
+    ``"worse"``, ``"indistinguishable"``; for a measure where lower is
+    better, such as a loss, a significant fall is ``"better"``). Passing the
+    reference's own values gives a zero change and the verdict
+    ``"reference"``. Used by the tables of ``course/06_catastrophic_forgetting.ipynb``
+    and ``course/11_peft.ipynb``.
+    """
+    interval = bootstrap_interval(values, seed=seed)
+    row: dict[str, float | str] = {"value": interval.value, "low": interval.low, "high": interval.high}
+    if values is reference_values:
+        row |= {"change": 0.0, "change_low": 0.0, "change_high": 0.0, "verdict": "reference"}
+    else:
+        comparison = paired_bootstrap(values, reference_values, seed=seed)
+        verdict = comparison.verdict
+        if not higher_is_better and verdict != "indistinguishable":
+            verdict = "worse" if verdict == "better" else "better"
+        difference = comparison.difference
+        row |= {"change": difference.value, "change_low": difference.low, "change_high": difference.high,
+                "verdict": verdict}
+    return {f"{prefix}{key}" if key != "value" else (prefix.rstrip("_") or "value"): value for key, value in row.items()}
+
+
 def _verdict(difference: Interval) -> str:
     """``"better"`` when the whole interval of A - B is above 0, ``"worse"`` below, else ``"indistinguishable"``."""
     return "better" if difference.low > 0 else "worse" if difference.high < 0 else "indistinguishable"

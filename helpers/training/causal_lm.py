@@ -117,6 +117,10 @@ def accepts_scored_logits(model: PreTrainedModel) -> bool:
     transformers 5), so that :class:`ScoredLogitsCollator` can serve it."""
     import inspect
 
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):  # PEFT passes extra keywords through to the model it wraps
+        model = model.get_base_model()
     return ("logits_to_keep" in inspect.signature(model.forward).parameters
             and getattr(model, "loss_type", None) == "ForCausalLM")
 
@@ -319,6 +323,7 @@ def train_causal_lm(
     eval_dataset: Dataset | None = None,
     evaluations: int = 4,
     group_by_length: bool = False,
+    callbacks: list | None = None,
 ) -> tuple[Trainer, float]:
     """Fine-tune ``model`` in place with ``Trainer`` on tokenized examples; returns ``(trainer, seconds)``.
 
@@ -333,7 +338,8 @@ def train_causal_lm(
     ``batch_size * accumulation`` examples). With ``eval_dataset`` the
     validation loss is computed ``evaluations`` times during training (for the
     curve). ``group_by_length`` batches examples of similar length (less
-    padding, lesson 02). Taught in ``course/04_gpt_instruction_tuning.ipynb``
+    padding, lesson 02). ``callbacks``: ``TrainerCallback`` objects added to the
+    trainer (:class:`helpers.training.adaptation.TrainingStateProbe`). Taught in ``course/04_gpt_instruction_tuning.ipynb``
     and ``course/06_catastrophic_forgetting.ipynb``.
     """
     updates = max(1, -(-len(train_dataset) // (batch_size * accumulation)) * int(max(1, epochs)))
@@ -360,7 +366,7 @@ def train_causal_lm(
     )
     collator = ScoredLogitsCollator(tokenizer) if accepts_scored_logits(model) else instruction_collator(tokenizer)
     common = dict(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                  data_collator=collator, processing_class=tokenizer)
+                  data_collator=collator, processing_class=tokenizer, callbacks=callbacks)
     trainer = EWCTrainer(**common, ewc=ewc) if ewc is not None else Trainer(**common)
     if not progress:
         trainer.remove_callback(PrinterCallback)  # without a progress bar, Trainer prints every log line

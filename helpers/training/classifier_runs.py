@@ -74,6 +74,7 @@ def train_classifier(
     precision: Precision = FP32,
     seed: int = 42,
     progress: bool = True,
+    callbacks: list | None = None,
 ) -> ClassifierRun:
     """Train ``model`` on tokenized ``train_data`` with ``Trainer`` and return the run.
 
@@ -84,7 +85,8 @@ def train_classifier(
     without a better ``validation`` accuracy and the best epoch's weights are
     restored. ``warmup`` is the share of steps of linear warmup (then linear
     decay). ``loss_fn(logits, labels)`` replaces the model's cross-entropy
-    (:class:`helpers.training.trainers.LossTrainer`). No checkpoint is kept
+    (:class:`helpers.training.trainers.LossTrainer`). ``callbacks``: more
+    ``TrainerCallback`` objects. No checkpoint is kept
     unless early stopping needs one. Taught in
     ``course/07_overfitting_imbalance.ipynb``.
     """
@@ -117,7 +119,8 @@ def train_classifier(
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=trainer_classification_metrics if evaluate else None,
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=early_stopping_patience)] if best else None,
+        callbacks=([EarlyStoppingCallback(early_stopping_patience=early_stopping_patience)] if best else [])
+        + list(callbacks or []),
         loss_fn=loss_fn,
     )
     start = time.perf_counter()
