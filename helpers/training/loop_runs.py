@@ -47,6 +47,36 @@ class LoopRun:
         return float(np.bincount(predictions).max() / len(predictions))
 
 
+def fit_with_loop(
+    model: torch.nn.Module,
+    train_data: Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    lr: float,
+    seed: int,
+    num_epochs: int = 1,
+    batch_size: int = 16,
+    weight_decay: float = 0.01,
+    warmup_ratio: float = 0.1,
+    lr_scheduler_type: str = "linear",
+    eval_loader=None,
+    device: str = "cpu",
+    precision: Precision = FP32,
+    progress: bool = False,
+) -> dict:
+    """The course's explicit-loop recipe on ``model``: length-grouped batches, :func:`optimizer_for`, :func:`train_loop`.
+
+    Dropout masks and the batch order follow ``seed``. Returns
+    :func:`train_loop`'s history. Shared by :func:`train_and_evaluate` and the
+    reference classifier (:mod:`helpers.training.reference`).
+    """
+    torch.manual_seed(seed)  # dropout
+    loader = make_loader(train_data, tokenizer, batch_size, padding="length_grouped", seed=seed)
+    optimizer = optimizer_for(model, lr=lr, weight_decay=weight_decay)
+    return train_loop(model, loader, optimizer, num_epochs=num_epochs, device=device, precision=precision,
+                      warmup_ratio=warmup_ratio, lr_scheduler_type=lr_scheduler_type, eval_loader=eval_loader,
+                      progress=progress)
+
+
 def train_and_evaluate(
     train_data: Dataset,
     eval_data: Dataset,
@@ -78,14 +108,10 @@ def train_and_evaluate(
     model, _ = load_classifier(model_name, num_labels=num_labels, device=device, seed=seed, pooling=pooling)
     if head_state is not None:
         model.classifier.load_state_dict(head_state)
-    torch.manual_seed(seed)  # dropout
-    loader = make_loader(train_data, tokenizer, batch_size, padding="length_grouped", seed=seed)
     eval_loader = make_loader(eval_data, tokenizer, 64, shuffle=False)
-    optimizer = optimizer_for(model, lr=lr, weight_decay=weight_decay)
     start = time.perf_counter()
-    history = train_loop(model, loader, optimizer, num_epochs=num_epochs, device=device, precision=precision,
-                         warmup_ratio=warmup_ratio, lr_scheduler_type=lr_scheduler_type, eval_loader=eval_loader,
-                         progress=progress)
+    history = fit_with_loop(model, train_data, tokenizer, lr, seed, num_epochs, batch_size, weight_decay, warmup_ratio,
+                            lr_scheduler_type, eval_loader, device, precision, progress)
     seconds = time.perf_counter() - start
     labels = history["eval_labels"]
     correct = [(predictions == labels).astype(float) for predictions in history["eval_predictions"]]

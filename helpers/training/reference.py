@@ -20,7 +20,6 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from helpers.assets import cache_dir, get_asset
@@ -57,11 +56,10 @@ def _train(
     recipe: dict, device: str, precision: Precision, progress: bool
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, float]:
     """The recipe itself: a new classifier, its head fitted as a linear probe, then ``train_loop``."""
-    from helpers.data.batching import make_loader, tokenize_for_classification
+    from helpers.data.batching import tokenize_for_classification
     from helpers.data.loaders import rotten_tomatoes, subsample
     from helpers.models import load_classifier
-    from helpers.training.freezing import optimizer_for
-    from helpers.training.loops import train_loop
+    from helpers.training.loop_runs import fit_with_loop
     from helpers.training.probing import fit_head_by_linear_probe
 
     seed, max_length = recipe["seed"], recipe["max_length"]
@@ -71,12 +69,10 @@ def _train(
                                        pooling=POOLING)
     fit_head_by_linear_probe(model, tokenizer, list(texts["text"]), list(texts["label"]), device=device,
                              precision=precision, max_length=max_length, seed=seed)
-    torch.manual_seed(seed)  # dropout
-    loader = make_loader(tokenize_for_classification(texts, tokenizer, max_length=max_length), tokenizer,
-                         recipe["batch_size"], padding="length_grouped", seed=seed)
-    train_loop(model, loader, optimizer_for(model, lr=recipe["lr"], weight_decay=recipe["weight_decay"]),
-               num_epochs=recipe["num_epochs"], device=device, precision=precision,
-               warmup_ratio=recipe["warmup_ratio"], progress=progress)
+    fit_with_loop(model, tokenize_for_classification(texts, tokenizer, max_length=max_length), tokenizer,
+                  lr=recipe["lr"], seed=seed, num_epochs=recipe["num_epochs"], batch_size=recipe["batch_size"],
+                  weight_decay=recipe["weight_decay"], warmup_ratio=recipe["warmup_ratio"], device=device,
+                  precision=precision, progress=progress)
     model.eval()
     return model, tokenizer, time.perf_counter() - start
 
