@@ -232,6 +232,71 @@ def instruction_benchmark() -> str:
     return "\n".join(lines)
 
 
+def _english(name: str) -> str:
+    """The notebook's French row names, in English for the README."""
+    name = re.sub(r"partiel \((\d+) derniers blocs\)", r"partial (last \1 blocks)", name)
+    for french, english in [("départ (sonde linéaire)", "start (linear probe)"), ("départ", "start"),
+                            ("complet", "full"), ("adaptateur désactivé", "adapter disabled"),
+                            ("rechargé", "reloaded"), ("fusionné", "merged"), ("adapté", "adapted"),
+                            (" / ", " vs ")]:
+        name = name.replace(french, english)
+    return name
+
+
+def peft_benchmark() -> str:
+    part = _load("peft")
+    nb, on = part["results"], part["measured_on"]
+    verdicts = {"better": "better", "worse": "worse", "indistinguishable": "indistinguishable",
+                "reference": "reference"}
+
+    def interval(row: dict, column: str, digits: int = 3) -> str:
+        return f"{row[column]:.{digits}f} [{row[column + '_low']:.{digits}f}, {row[column + '_high']:.{digits}f}]"
+
+    def change(row: dict, column: str) -> str:
+        if row[column + "_verdict"] == "reference":
+            return "reference"
+        return (f"{row[column + '_change']:+.3f} [{row[column + '_change_low']:+.3f}, "
+                f"{row[column + '_change_high']:+.3f}] {verdicts[row[column + '_verdict']]}")
+
+    def number(value, fmt: str) -> str:
+        return "—" if value is None else format(value, fmt)
+
+    lines = [f"Measured on {machine(on)}: notebook in default mode {duration(part['seconds'])}. Every model of a "
+             "table is trained on the same examples in the same order for the same number of updates; quality is "
+             "paired against full fine-tuning, retention against the model before fine-tuning (95% bootstrap "
+             "intervals over the test items)."]
+    for key, title, quality, retention in [
+        ("minilm", f"MiniLM on Rotten Tomatoes ({nb['minilm_sizes']['train']} training reviews, "
+                   f"{nb['minilm_sizes']['test']} test reviews; all runs start from the same linear-probe head)",
+         "accuracy", "topic-probe accuracy on its sentence vectors"),
+        ("smollm", "SmolLM2-135M on lesson 04's closed instruction tasks (sentiment and topic)",
+         "exact match", "loss per token on general paragraphs (lower is better)"),
+    ]:
+        lines += ["", f"{title}:", "",
+                  f"| model | trainable | training state | peak RSS | examples/s | stored per task | {quality} | "
+                  f"vs full | {retention} | vs start |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for name, row in nb[key].items():
+            trained = row["trainable"] is not None
+            lines.append(
+                f"| {_english(name)} | {number(row['trainable'], ',.0f')}"
+                + (f" ({row['trainable_share']:.2%})" if trained else "")
+                + f" | {number(row['training_state_MB'], '.0f')}{' MB' if trained else ''}"
+                f" | {number(row['peak_rss_MB'], '.0f')}{' MB' if trained else ''}"
+                f" | {number(row['examples_per_second'], '.1f')}"
+                f" | {number(row['stored_MB'], '.2f')}{' MB' if trained else ''}"
+                f" | {interval(row, 'quality')} | {change(row, 'quality')}"
+                f" | {interval(row, 'retention')} | {change(row, 'retention')} |")
+    trl, checks = nb["trl"], nb["adapter_checks"]
+    lines += ["", "Adapter checks, largest logit difference: " + "; ".join(f"{_english(k)} {v:.1e}" for k, v in checks.items())
+              + f". TRL `SFTTrainer` against the course recipe, same LoRA r=8 start and batches, first {trl['steps']} "
+              f"steps: largest loss difference {trl['max_step_loss_gap']:.4f}, {trl['seconds_per_step']:.2f} s per step "
+              f"(start-up included) vs {trl['course_seconds_per_step']:.2f} s. SmolLM2's weights: "
+              f"{nb['qlora_weight_bytes']['fp32'] / 1e6:.0f} MB in fp32, {nb['qlora_weight_bytes']['nf4'] / 1e6:.0f} MB "
+              "as QLoRA stores them (NF4, computed)."]
+    return "\n".join(lines)
+
+
 def grading() -> str:
     record = _load("grading")
     lines = ["| class | autograded notebooks | wall time | per student | per autograded notebook | measured on |",
@@ -247,7 +312,8 @@ def grading() -> str:
     return "\n".join(lines)
 
 
-TABLES = {"course-times": course_times, "grading": grading, "bert-benchmark": bert_benchmark, "instruction-benchmark": instruction_benchmark}
+TABLES = {"course-times": course_times, "grading": grading, "bert-benchmark": bert_benchmark, "instruction-benchmark": instruction_benchmark,
+          "peft-benchmark": peft_benchmark}
 
 
 def render(readme: str) -> str:

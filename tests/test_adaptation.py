@@ -248,3 +248,18 @@ def test_stop_after_steps_keeps_the_planned_schedule(minilm_shared, tmp_path):
     assert run.trainer.lr_scheduler.get_last_lr()[0] == pytest.approx(1e-3 * 2 / 3)
     with pytest.raises(ValueError):
         StopAfterSteps(0)
+
+
+def test_a_model_trained_in_bf16_is_given_back_without_the_autocast_wrapper(minilm_shared, tmp_path):
+    """Trainer's accelerate wraps forward in autocast for bf16 training; the run's model computes in fp32 again."""
+    base, tokenizer = minilm_shared
+    bf16 = Precision(name="bf16", reason="test", autocast_dtype=torch.bfloat16, device="cpu")
+    data = _tiny_reviews(tokenizer, 8)
+    run = adapt_classifier(base, tokenizer, AdaptationMethod("full", "full", 1e-4), data, bf16, tmp_path, epochs=1,
+                           batch_size=8, progress=False)
+    model = run.model.eval()
+    assert "_original_forward" not in model.__dict__
+    batch = dict(tokenizer(["a fine film", "dull"], padding=True, return_tensors="pt"))
+    with torch.no_grad():
+        plain = type(model).forward(model, **batch).logits  # the class's forward: no autocast
+        torch.testing.assert_close(model(**batch).logits, plain, rtol=0, atol=0)
