@@ -140,8 +140,8 @@ def test_adapt_causal_lm_partial_and_lora_see_the_same_batches(smollm, tmp_path)
     assert first[0] == pytest.approx(first[1], abs=1e-4)
 
 
-def test_stored_bytes_of_a_plain_model(minilm_shared):
-    base, _ = minilm_shared
+def test_stored_bytes_of_a_plain_model(minilm):
+    base, _ = minilm  # a private copy: save_pretrained writes into the model's config (architectures)
     size = stored_bytes(base)
     weights = sum(p.numel() * p.element_size() for p in base.parameters())
     assert weights <= size < weights * 1.05
