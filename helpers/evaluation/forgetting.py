@@ -123,7 +123,6 @@ def forgetting_table(runs: Mapping[str, AbilityScores], reference: str, seed: in
     return pd.DataFrame(rows).T
 
 
-
 def encoder_probe_correct(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,

@@ -43,6 +43,7 @@ from peft import PeftModel
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback
 
+from helpers.deployment.quantization import model_size_bytes
 from helpers.device import Precision
 from helpers.training.freezing import freeze_embeddings, training_state_bytes, unfreeze_all, unfreeze_last_layers
 from helpers.training.lora import adapter_size_bytes, apply_lora, lora_config_for, trainable_parameters
@@ -219,7 +220,7 @@ def stored_bytes(model: nn.Module) -> int:
         if isinstance(model, PeftModel):
             return adapter_size_bytes(model, folder)
         model.save_pretrained(folder)
-        return sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file())
+        return model_size_bytes(folder)
 
 
 @dataclass

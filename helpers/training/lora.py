@@ -158,8 +158,9 @@ def load_adapter(base_model: PreTrainedModel, folder: str | Path, trainable: boo
 
 def adapter_size_bytes(peft_model: PeftModel, tmp_dir: str | Path) -> int:
     """Size on disk of the saved adapter (every file :func:`save_adapter` writes into ``tmp_dir``)."""
-    folder = save_adapter(peft_model, tmp_dir)
-    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+    from helpers.deployment.quantization import model_size_bytes
+
+    return model_size_bytes(save_adapter(peft_model, tmp_dir))
 
 
 def merge_lora(peft_model: PeftModel) -> PreTrainedModel:
