@@ -300,3 +300,32 @@ def test_scored_logits_leave_a_fully_learned_batch_alone(smollm):
     features = tokenize_instructions(Dataset.from_list(ROWS), tokenizer, mask_prompt=False).to_list()
     features = [f for f in features if len(f["input_ids"]) == max(len(g["input_ids"]) for g in features)]
     assert set(ScoredLogitsCollator(tokenizer)(features)) == {"input_ids", "attention_mask", "labels"}
+
+
+def test_train_causal_lm_in_bf16_gives_the_model_back_computing_in_fp32(smollm, tmp_path):
+    """accelerate wraps forward in bf16 autocast for training; train_causal_lm removes the wrapper, so a trained
+    model is scored in fp32 like the model it started from. A 2-block SmolLM2 of tiny width (random weights) keeps
+    the bf16 step cheap on a CPU without native bf16; the wrapper does not depend on the size."""
+    from transformers import AutoModelForCausalLM
+
+    from helpers.device import Precision
+    from helpers.training.causal_lm import train_causal_lm
+
+    base, tokenizer = smollm
+    config = copy.deepcopy(base.config)
+    config.update(dict(num_hidden_layers=2, hidden_size=32, intermediate_size=64, num_attention_heads=2,
+                       num_key_value_heads=2, head_dim=16))
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    bf16 = Precision(name="bf16", reason="test", autocast_dtype=torch.bfloat16, device="cpu")
+    data = tokenize_instructions(Dataset.from_list(ROWS), tokenizer)
+    trainer, _ = train_causal_lm(model, tokenizer, data, bf16, str(tmp_path), learning_rate=1e-3, epochs=1,
+                                 batch_size=3, warmup=0.0, progress=False)
+    assert trainer.state.global_step == 1 and trainer.model is model
+    assert "_original_forward" not in model.__dict__
+    batch = dict(tokenizer(["A joy from start to end."], return_tensors="pt"))
+    model.eval()
+    with torch.no_grad():
+        plain = type(model).forward(model, **batch).logits  # the class's forward: no autocast
+        assert plain.dtype == torch.float32
+        torch.testing.assert_close(model(**batch).logits, plain, rtol=0, atol=0)

@@ -37,7 +37,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from accelerate.utils import extract_model_from_parallel
 from datasets import Dataset
 from peft import PeftModel
 from torch import nn
@@ -268,9 +267,6 @@ def _measured(model: nn.Module, method: AdaptationMethod, train, examples: float
     if probe.state_bytes is None:
         raise RuntimeError(f"{method.name}: the optimizer never stepped (no training data?)")
     trainer.optimizer = None  # the moments are measured; let them go before the next run
-    # Trainer (through accelerate) wraps the model's forward in bf16/fp16 autocast for training and leaves it
-    # wrapped: unwrapped, every trained model is measured in the precision of the model it started from.
-    trainer.model = extract_model_from_parallel(trainer.model, keep_fp32_wrapper=False)
     return AdaptationRun(
         method=method, trainer=trainer, seconds=seconds, examples_per_second=examples / seconds,
         tokens_per_second=None if tokens is None else tokens / seconds,

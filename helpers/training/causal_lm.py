@@ -27,6 +27,7 @@ from helpers.data.instructions import format_prompt
 from helpers.device import Precision
 from helpers.training.loops import to_device
 from helpers.training.regularization import EWC, EWCTrainer
+from helpers.training.trainers import release_training_precision
 
 IGNORE_INDEX = -100  # the label value PyTorch's cross-entropy (and transformers) skips
 
@@ -372,4 +373,6 @@ def train_causal_lm(
         trainer.remove_callback(PrinterCallback)  # without a progress bar, Trainer prints every log line
     start = time.perf_counter()
     trainer.train()
-    return trainer, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    release_training_precision(trainer)  # scored afterwards in the starting model's precision
+    return trainer, seconds

@@ -37,7 +37,7 @@ from transformers import Trainer
 from helpers.device import Precision
 from helpers.evaluation.metrics import trainer_classification_metrics
 from helpers.training.loops import FP32
-from helpers.training.trainers import LossFn, LossTrainer, course_training_arguments
+from helpers.training.trainers import LossFn, LossTrainer, course_training_arguments, release_training_precision
 
 
 @dataclass
@@ -126,6 +126,7 @@ def train_classifier(
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
+    release_training_precision(trainer)  # scored afterwards in the starting model's precision
     epochs = float(trainer.state.epoch or 0.0)
     return ClassifierRun(trainer, seconds, epochs, round(len(train_data) * epochs))
 

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import extract_model_from_parallel
 from torch import nn
 from transformers import Trainer, TrainingArguments
 
@@ -68,6 +69,23 @@ def course_training_settings(output_dir: str | Path, precision: Precision, seed:
     return dict(output_dir=str(output_dir), per_device_eval_batch_size=64, max_grad_norm=1.0,
                 lr_scheduler_type="linear", seed=seed, report_to="none", disable_tqdm=not progress,
                 dataloader_pin_memory=False, **precision.trainer_kwargs())
+
+
+def release_training_precision(trainer: Trainer) -> None:
+    """Give ``trainer.model`` back its own ``forward`` after ``trainer.train()`` in bf16/fp16.
+
+    For mixed-precision training, accelerate wraps the model's ``forward`` in
+    autocast and leaves it wrapped after training: the trained model then
+    computes in bf16/fp16 while the model it started from computes in fp32, and
+    a before/after comparison would mix a precision change into the effect of
+    training. Unwrapped (``keep_fp32_wrapper=False``), every trained model is
+    scored in the precision it is stored in, like the starting model. A model
+    that trained in fp32 is left as it is. Called by
+    :func:`helpers.training.causal_lm.train_causal_lm` and
+    :func:`helpers.training.classifier_runs.train_classifier`; found in
+    ``course/11_peft.ipynb`` (a disabled adapter differed from the base model).
+    """
+    trainer.model = extract_model_from_parallel(trainer.model, keep_fp32_wrapper=False)
 
 
 class LossTrainer(Trainer):
