@@ -25,3 +25,15 @@ def test_a_changed_result_changes_the_rendered_table(monkeypatch, tmp_path):
     monkeypatch.setattr(readme_tables, "RESULTS", tmp_path)
     row = next(line for line in readme_tables.course_times().splitlines() if line.startswith(f"| `{name}` |"))
     assert "62 min 03 s" in row
+
+
+def test_no_benchmark_script_shadows_a_package_it_runs_beside():
+    """``python benchmarks/X.py`` puts benchmarks/ first on sys.path: a script named like a package
+    (``peft.py`` did) replaces that package for every benchmark, and transformers then fails to import."""
+    import importlib.util
+
+    scripts = sorted(path.stem for path in (ROOT / "benchmarks").glob("*.py") if path.stem != "__init__")
+    assert scripts
+    clashes = [name for name in scripts if importlib.util.find_spec(name) is not None
+               and not str(importlib.util.find_spec(name).origin).startswith(str(ROOT / "benchmarks"))]
+    assert clashes == []
