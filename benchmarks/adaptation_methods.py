@@ -8,7 +8,7 @@ ran on. ``benchmarks/readme_tables.py`` renders the README's table from it.
 
 Run from the repository root:
 
-    python benchmarks/adaptation_methods.py --out benchmarks/results/peft.json
+    python benchmarks/adaptation_methods.py --out benchmarks/results/adaptation_methods.json
 """
 
 import argparse

@@ -244,7 +244,7 @@ def _english(name: str) -> str:
 
 
 def peft_benchmark() -> str:
-    part = _load("peft")
+    part = _load("adaptation_methods")
     nb, on = part["results"], part["measured_on"]
     verdicts = {"better": "better", "worse": "worse", "indistinguishable": "indistinguishable",
                 "reference": "reference"}
