@@ -229,6 +229,18 @@ def instruction_benchmark() -> str:
         for rate in rates:
             lines.append(f"| {rate} | " + " | ".join(interval(lr["closed_tasks"][f"{t} | lr {rate}"]) for t in tasks)
                          + f" | {duration(lr['train_seconds'][rate])} |")
+    if "budget" in r:
+        budget = r["budget"]
+        tasks = list(budget["test_per_task"])
+        lines += ["", f"Training budget (the notebook's recipe otherwise; accuracy paired against the majority "
+                  f"answer on the same items; measured on {machine(budget['measured_on'])}):", "",
+                  "| budget | " + " | ".join(f"{t} (n = {budget['test_per_task'][t]})" for t in tasks)
+                  + " | training |", "|---|" + "---|" * (len(tasks) + 1)]
+        lines.append("| majority answer | " + " | ".join(interval(budget["closed_tasks"][f"{t} | majority"])
+                                                         for t in tasks) + " | — |")
+        for name, seconds in budget["train_seconds"].items():
+            lines.append(f"| {name} | " + " | ".join(interval(budget["closed_tasks"][f"{t} | {name}"]) for t in tasks)
+                         + f" | {duration(seconds)} |")
     return "\n".join(lines)
 
 
