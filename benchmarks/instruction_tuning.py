@@ -140,15 +140,13 @@ def learning_rates(env, rates: list[float]) -> dict:
 
 
 # The training budgets compared by the ``budget`` part: label -> training examples per task, rate, trainable blocks.
+_HALF_BUDGET = {"sentiment": 224, "topic": 80, "describe": 8, "qa": 8}
 BUDGETS = {
-    "600 ex, lr 2e-4, 10 blocks": {"train": {"sentiment": 448, "topic": 128, "describe": 12, "qa": 12}, "rate": 2e-4,
-                                   "blocks": 10},
-    "320 ex, lr 2e-4, 10 blocks": {"train": {"sentiment": 224, "topic": 80, "describe": 8, "qa": 8}, "rate": 2e-4,
-                                   "blocks": 10},
-    "320 ex, lr 4e-4, 10 blocks": {"train": {"sentiment": 224, "topic": 80, "describe": 8, "qa": 8}, "rate": 4e-4,
-                                   "blocks": 10},
-    "320 ex, lr 4e-4, 6 blocks": {"train": {"sentiment": 224, "topic": 80, "describe": 8, "qa": 8}, "rate": 4e-4,
-                                  "blocks": 6},
+    "600 ex, lr 2e-4, 10 blocks": {"train": NOTEBOOK_SIZES["train"], "rate": 2e-4,
+                                   "blocks": NOTEBOOK_TRAINABLE_LAST_LAYERS},
+    "320 ex, lr 2e-4, 10 blocks": {"train": _HALF_BUDGET, "rate": 2e-4, "blocks": 10},
+    "320 ex, lr 4e-4, 10 blocks": {"train": _HALF_BUDGET, "rate": 4e-4, "blocks": 10},
+    "320 ex, lr 4e-4, 6 blocks": {"train": _HALF_BUDGET, "rate": 4e-4, "blocks": 6},
     "240 ex, lr 4e-4, 10 blocks": {"train": {"sentiment": 160, "topic": 64, "describe": 8, "qa": 8}, "rate": 4e-4,
                                    "blocks": 10},
 }

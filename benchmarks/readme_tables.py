@@ -215,32 +215,30 @@ def instruction_benchmark() -> str:
               "Forgetting, loss per token of general Wikipedia paragraphs after minus before tuning: "
               + difference(nb["forgetting_paired"]["après"], {"better": "the loss is higher after tuning",
                                                                "worse": "the loss is lower after tuning"}) + "."]
+    def closed_runs(part: dict, title: str, first_column: str, rows: list[tuple[str, str, float]]) -> list[str]:
+        """One row of closed-task accuracies per training run (label, its key in the results, its seconds)."""
+        tasks = list(part["test_per_task"])
+        table = ["", f"{title}; measured on {machine(part['measured_on'])}):", "",
+                 f"| {first_column} | " + " | ".join(f"{t} (n = {part['test_per_task'][t]})" for t in tasks)
+                 + " | training |", "|---|" + "---|" * (len(tasks) + 1)]
+        table.append("| majority answer | " + " | ".join(interval(part["closed_tasks"][f"{t} | majority"])
+                                                         for t in tasks) + " | — |")
+        for label, key, seconds in rows:
+            table.append(f"| {label} | " + " | ".join(interval(part["closed_tasks"][f"{t} | {key}"]) for t in tasks)
+                         + f" | {duration(seconds)} |")
+        return table
+
     if "lr" in r:
         lr = r["lr"]
-        rates = list(lr["train_seconds"])
-        tasks = list(lr["test_per_task"])
         blocks = f", last {lr['trainable_last_layers']} blocks trained" if "trainable_last_layers" in lr else ""
-        lines += ["", f"Learning rate (the notebook's data and recipe, {lr['train_examples']} training examples{blocks}; "
-                  f"measured on {machine(lr['measured_on'])}):", "",
-                  "| learning rate | " + " | ".join(f"{t} (n = {lr['test_per_task'][t]})" for t in tasks)
-                  + " | training |", "|---|" + "---|" * (len(tasks) + 1)]
-        lines.append("| majority answer | " + " | ".join(interval(lr["closed_tasks"][f"{t} | majority"]) for t in tasks)
-                     + " | — |")
-        for rate in rates:
-            lines.append(f"| {rate} | " + " | ".join(interval(lr["closed_tasks"][f"{t} | lr {rate}"]) for t in tasks)
-                         + f" | {duration(lr['train_seconds'][rate])} |")
+        lines += closed_runs(lr, f"Learning rate (the notebook's data and recipe, {lr['train_examples']} training "
+                                 f"examples{blocks}", "learning rate",
+                             [(rate, f"lr {rate}", seconds) for rate, seconds in lr["train_seconds"].items()])
     if "budget" in r:
         budget = r["budget"]
-        tasks = list(budget["test_per_task"])
-        lines += ["", f"Training budget (the notebook's recipe otherwise; accuracy paired against the majority "
-                  f"answer on the same items; measured on {machine(budget['measured_on'])}):", "",
-                  "| budget | " + " | ".join(f"{t} (n = {budget['test_per_task'][t]})" for t in tasks)
-                  + " | training |", "|---|" + "---|" * (len(tasks) + 1)]
-        lines.append("| majority answer | " + " | ".join(interval(budget["closed_tasks"][f"{t} | majority"])
-                                                         for t in tasks) + " | — |")
-        for name, seconds in budget["train_seconds"].items():
-            lines.append(f"| {name} | " + " | ".join(interval(budget["closed_tasks"][f"{t} | {name}"]) for t in tasks)
-                         + f" | {duration(seconds)} |")
+        lines += closed_runs(budget, "Training budget (the notebook's recipe otherwise; accuracy paired against the "
+                                     "majority answer on the same items", "budget",
+                             [(name, name, seconds) for name, seconds in budget["train_seconds"].items()])
     return "\n".join(lines)
 
 
