@@ -33,14 +33,14 @@ def test_explicit_loop_lowers_the_loss_on_real_data(minilm):
     assert lrs[:3] == pytest.approx([0, 5e-5, 1e-4]) and all(a >= b for a, b in zip(lrs[2:], lrs[3:]))
 
 
-def test_a_shortened_run_follows_the_learning_rates_of_trainer_over_its_whole_schedule(minilm, tmp_path):
-    """Trainer for 3 epochs and the loop stopped after 1 epoch of a 3-epoch schedule: same warmup, same decay."""
+def test_a_run_stopped_early_follows_the_learning_rates_of_trainer_over_its_whole_schedule(minilm, tmp_path):
+    """Trainer for 3 epochs and the loop stopped after 5 of the same 15 updates: same warmup, same decay."""
     import copy
 
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     model, tokenizer = minilm
-    train, _ = loaders(tokenizer, n_train=40, batch_size=8)  # 5 updates per epoch, 15 in all: warmup ceil(1.5) = 2
+    train, valid = loaders(tokenizer, n_train=40, batch_size=8)  # 5 updates per epoch, 15 in all: warmup ceil(1.5) = 2
 
     class RecordLearningRate(TrainerCallback):
         def __init__(self):
@@ -56,14 +56,17 @@ def test_a_shortened_run_follows_the_learning_rates_of_trainer_over_its_whole_sc
                              disable_tqdm=True, use_cpu=True)
     Trainer(model=copy.deepcopy(model), args=args, train_dataset=train.dataset, data_collator=train.collate_fn,
             callbacks=[recorder]).train()
-    history = train_loop(model, train, optimizer_for(model, lr=1e-4), num_epochs=1, schedule_epochs=3,
-                         warmup_ratio=0.1, progress=False)
+    history = train_loop(copy.deepcopy(model), train, optimizer_for(model, lr=1e-4), num_epochs=3,
+                         stop_after_updates=7, warmup_ratio=0.1, eval_loader=valid, progress=False)
     assert len(recorder.lrs) == 15 and recorder.lrs[2] == pytest.approx(1e-4)  # 2 warmup updates, then the peak
-    assert history["lr"] == pytest.approx(recorder.lrs[:5], abs=1e-12)
+    assert history["lr"] == pytest.approx(recorder.lrs[:7], abs=1e-12)  # stopped in its second epoch
+    assert len(history["loss"]) == 7 and len(history["eval_loss"]) == 2  # after epoch 1, then where it stopped
     whole = train_loop(copy.deepcopy(model), train, optimizer_for(model, lr=1e-4), num_epochs=1, progress=False)
-    assert whole["lr"][-1] < history["lr"][-1]  # a 1-epoch schedule decays faster: not the same run
-    with pytest.raises(ValueError, match="schedule_epochs"):
-        train_loop(model, train, optimizer_for(model, lr=1e-4), num_epochs=2, schedule_epochs=1, progress=False)
+    assert whole["lr"][-1] < history["lr"][4]  # a 1-epoch schedule decays faster: not the same run
+    for wrong in (0, 16):
+        with pytest.raises(ValueError, match="stop_after_updates"):
+            train_loop(model, train, optimizer_for(model, lr=1e-4), num_epochs=3, stop_after_updates=wrong,
+                       progress=False)
 
 
 def test_gradient_accumulation_makes_fewer_updates_of_the_same_size(minilm):

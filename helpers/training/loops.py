@@ -103,7 +103,7 @@ def train_loop(
     eval_loader=None,
     compute_metrics: Callable[[np.ndarray, np.ndarray], dict] | None = None,
     progress: bool = True,
-    schedule_epochs: int | None = None,
+    stop_after_updates: int | None = None,
     lr_scheduler_type: str = "linear",
 ) -> dict:
     """Train ``model`` (whose output has ``.loss``) and return its history.
@@ -111,32 +111,35 @@ def train_loop(
     One optimizer update every ``gradient_accumulation_steps`` batches; the
     learning rate rises linearly over the first ``warmup_ratio`` of the
     updates (rounded up, as ``Trainer`` does), then follows
-    ``lr_scheduler_type`` (``"linear"``: down to 0 at the end of
-    ``schedule_epochs`` epochs, default ``num_epochs``; ``"cosine"``;
-    ``"constant"``; see :mod:`helpers.training.schedules`). With
-    ``schedule_epochs > num_epochs`` the run stops part-way through its
-    schedule, as a ``Trainer`` run of ``schedule_epochs`` epochs stopped after
-    ``num_epochs`` (what ``course/03_bert_classification.ipynb`` reproduces).
-    History: ``loss`` and ``lr`` per update, ``epoch_loss`` per epoch, and
-    with ``eval_loader`` ``eval_loss``, ``eval_predictions`` (the predicted
-    class of every item, in the loader's order) and the
-    ``compute_metrics(labels, predictions)`` results per epoch, and
-    ``eval_labels`` once.
+    ``lr_scheduler_type`` (``"linear"``: down to 0 at the end of the
+    ``num_epochs`` epochs; ``"cosine"``; ``"constant"``; see
+    :mod:`helpers.training.schedules`). ``stop_after_updates`` stops the run
+    after that many updates, part-way through the same schedule, as a
+    ``Trainer`` run read at its checkpoint of that step (what
+    ``course/03_bert_classification.ipynb`` reproduces); the last evaluation
+    is then of the model where it stopped. History: ``loss`` and ``lr`` per
+    update, ``epoch_loss`` per epoch, and with ``eval_loader``
+    ``eval_loss``, ``eval_predictions`` (the predicted class of every item,
+    in the loader's order) and the ``compute_metrics(labels, predictions)``
+    results per epoch, and ``eval_labels`` once.
     """
     from helpers.training.schedules import make_scheduler, warmup_steps_for
 
     if gradient_accumulation_steps < 1 or num_epochs < 1:
         raise ValueError("gradient_accumulation_steps and num_epochs must be at least 1")
-    schedule_epochs = num_epochs if schedule_epochs is None else schedule_epochs
-    if schedule_epochs < num_epochs:
-        raise ValueError(f"schedule_epochs ({schedule_epochs}) cannot be smaller than num_epochs ({num_epochs})")
     updates_per_epoch = -(-len(train_loader) // gradient_accumulation_steps)
-    schedule_updates = updates_per_epoch * schedule_epochs
+    schedule_updates = updates_per_epoch * num_epochs
+    if stop_after_updates is not None and not 1 <= stop_after_updates <= schedule_updates:
+        raise ValueError(f"stop_after_updates must be between 1 and the {schedule_updates} updates of the schedule, "
+                         f"got {stop_after_updates}")
+    planned_updates = schedule_updates if stop_after_updates is None else stop_after_updates
     scheduler = make_scheduler(optimizer, lr_scheduler_type, schedule_updates, warmup_steps_for(warmup_ratio, schedule_updates))
     scaler = torch.amp.GradScaler(torch.device(device).type) if precision.use_grad_scaler else None
     history: dict = {"loss": [], "lr": [], "epoch_loss": [], "eval_loss": [], "eval_metrics": [], "eval_predictions": []}
-    bar = tqdm(total=updates_per_epoch * num_epochs, desc="training", unit="update", disable=not progress)
+    bar = tqdm(total=planned_updates, desc="training", unit="update", disable=not progress)
     for _ in range(num_epochs):
+        if len(history["lr"]) == planned_updates:
+            break
         model.train()
         optimizer.zero_grad()
         accumulated, epoch_losses = 0.0, []
@@ -165,6 +168,8 @@ def train_loop(
             accumulated = 0.0
             bar.update(1)
             bar.set_postfix(loss=f"{history['loss'][-1]:.3f}")
+            if len(history["lr"]) == planned_updates:
+                break
         history["epoch_loss"].append(float(np.mean(epoch_losses)))
         if eval_loader is not None:
             result = evaluate(model, eval_loader, device, precision)
