@@ -23,14 +23,21 @@ sys.path.insert(0, str(ROOT))
 
 from ftcourse.runner import course_notebooks, run_course, run_notebook  # noqa: E402
 from helpers import setup  # noqa: E402
+from helpers.device import choose_precision  # noqa: E402
 from helpers.environment import FAST_ENV  # noqa: E402
 
 
 def machine_key(env, mode: str) -> str:
-    """``full/native-bf16``, ``fast/no-native-bf16``, ``full/cuda``…: one entry per kind of machine and mode."""
-    if env.device != "cpu":
-        return f"{mode}/{env.device}"
-    return f"{mode}/{'native-bf16' if env.capabilities.cpu_bf16 else 'no-native-bf16'}"
+    """``full/native-bf16``, ``fast/no-native-bf16``, ``full/cuda``…: one entry per kind of machine and mode.
+
+    A run in another precision than the machine's own choice (``FTCOURSE_PRECISION=fp32`` on a CPU with native
+    bf16: the arithmetic of a CPU without it, on faster hardware) is kept apart: ``full/native-bf16/fp32``.
+    """
+    kind = env.device if env.device != "cpu" else "native-bf16" if env.capabilities.cpu_bf16 else "no-native-bf16"
+    key = f"{mode}/{kind}"
+    if env.precision.name != choose_precision(env.capabilities, env.device).name:
+        key += f"/{env.precision.name}"
+    return key
 
 
 def _default_mode_results(results: Path) -> dict:

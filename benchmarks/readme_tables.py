@@ -41,7 +41,9 @@ def machine(on: dict) -> str:
 
 def course_times() -> str:
     record = _load("course_times")
-    columns = [key for key in ("full/no-native-bf16", "full/native-bf16", "fast/no-native-bf16", "fast/native-bf16",
+    # fp32 forced on a native-bf16 CPU (``/fp32``) stands beside the CPUs without native bf16, which train in fp32
+    columns = [key for key in ("full/no-native-bf16", "full/native-bf16/fp32", "full/native-bf16",
+                               "fast/no-native-bf16", "fast/native-bf16/fp32", "fast/native-bf16",
                                "full/cuda", "fast/cuda") if key in record]
     notebooks = sorted({name for key in columns for name in record[key]["seconds"]})
     lines = ["| notebook | " + " | ".join(f"{key.split('/')[0]} mode, {machine(record[key])}; {record[key]['date']}"
@@ -128,6 +130,11 @@ def bert_benchmark() -> str:
     return "\n".join(lines)
 
 
+def epochs(n: float) -> str:
+    """'1 epoch', '2 epochs', '1.5 epochs'."""
+    return f"{n:g} epoch" + ("" if n == 1 else "s")
+
+
 def _interval(a: dict) -> str:
     return f"{a['value']:.1%} [95% CI {a['low']:.1%}, {a['high']:.1%}]"
 
@@ -147,23 +154,33 @@ def bert_recipe_rows(r: dict) -> list:
         for start, run in h["starts"].items():
             rows.append((f"lesson 03's recipe (all {h['train_examples']:,} snippets, {recipe['pooling']}-pooling "
                          f"head, batches of {recipe['batch_size']}, lr {recipe['learning_rate']:g}, "
-                         f"{recipe['epochs']} epochs) from a **{start}** head, {len(h['seeds'])} seeds",
+                         f"{epochs(recipe['epochs'])}) from a **{start}** head, {len(h['seeds'])} seeds",
                          f"{_interval(run['test_accuracy'])} over seeds and test items; per seed "
                          + " / ".join(f"{a:.1%}" for a in run["test_accuracy_per_seed"]), h["measured_on"]))
         rows.append(("linear-probe head minus random head, same seeds, same test items",
                      _points(h["probe_minus_random"]), h["measured_on"]))
+    if "recipe" in r:
+        c = r["recipe"]
+        for name, run in c["recipes"].items():
+            versus = (" (the notebook's recipe)" if run["minus_notebook_recipe"] is None
+                      else f"; minus the notebook's recipe {_points(run['minus_notebook_recipe'])}")
+            rows.append((f"budget: {name}, linear-probe head, all {c['recipe']['train_size'] or 'training'} snippets, "
+                         f"{len(c['seeds'])} seeds",
+                         f"{_interval(run['test_accuracy'])}; minus TF-IDF {_points(run['minus_tfidf'])}{versus}; "
+                         f"{duration(sum(run['seconds']) / len(run['seconds']))} per run", c["measured_on"]))
     if "notebook" in r:
         nb, on = r["notebook"]["results"], r["notebook"]["measured_on"]
         accuracy = nb["test_accuracy"]
         rows.append((f"`course/03_bert_classification.ipynb` in default mode, {duration(r['notebook']['seconds'])} "
-                     f"in all: MiniLM (`Trainer`, {nb['train_examples']:,} snippets, {nb['epochs_run']:.0f} epochs) "
+                     f"in all: MiniLM (`Trainer`, {nb['train_examples']:,} snippets, {epochs(nb['epochs_run'])}, "
+                     f"lr {nb['learning_rate']:g}) "
                      f"vs TF-IDF, {nb['test_examples']:,} test items",
                      f"{_interval(accuracy[nb['model'] + ' (Trainer)'])} vs "
                      f"{_interval(accuracy['TF-IDF + régression logistique'])}; paired difference "
                      + _points(nb["trainer_minus_tfidf"]), on))
-        rows.append(("same notebook: explicit loop (first epoch of `Trainer`'s schedule) minus `Trainer`'s "
-                     "epoch-1 checkpoint, same start, same test items", _points(nb["loop_minus_trainer_epoch_one"]),
-                     on))
+        rows.append((f"same notebook: explicit loop stopped after {nb['loop_updates']} updates of `Trainer`'s schedule "
+                     f"minus `Trainer`'s checkpoint at that step, same start, same validation items",
+                     _points(nb["loop_minus_trainer_checkpoint"]), on))
     return rows
 
 

@@ -37,3 +37,17 @@ def test_no_benchmark_script_shadows_a_package_it_runs_beside():
     clashes = [name for name in scripts if importlib.util.find_spec(name) is not None
                and not str(importlib.util.find_spec(name).origin).startswith(str(ROOT / "benchmarks"))]
     assert clashes == []
+
+
+def test_a_run_in_another_precision_than_the_machine_choice_is_timed_apart():
+    """fp32 forced on a CPU with native bf16 must not overwrite (or be read as) that CPU's own bf16 times."""
+    from benchmarks.course_times import machine_key
+    from helpers import setup
+    from helpers.device import choose_precision
+
+    env = setup(seed=0, fast=True, verbose=False, precision="auto")
+    kind = env.device if env.device != "cpu" else "native-bf16" if env.capabilities.cpu_bf16 else "no-native-bf16"
+    assert machine_key(env, "full") == f"full/{kind}"
+    other = "fp32" if choose_precision(env.capabilities, env.device).name != "fp32" else "bf16"
+    forced = setup(seed=0, fast=True, verbose=False, precision=other)
+    assert machine_key(forced, "fast") == f"fast/{kind}/{other}"
