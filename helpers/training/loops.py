@@ -138,8 +138,6 @@ def train_loop(
     history: dict = {"loss": [], "lr": [], "epoch_loss": [], "eval_loss": [], "eval_metrics": [], "eval_predictions": []}
     bar = tqdm(total=planned_updates, desc="training", unit="update", disable=not progress)
     for _ in range(num_epochs):
-        if len(history["lr"]) == planned_updates:
-            break
         model.train()
         optimizer.zero_grad()
         accumulated, epoch_losses = 0.0, []
@@ -179,6 +177,8 @@ def train_loop(
             history["eval_labels"] = result["labels"]
             if compute_metrics is not None:
                 history["eval_metrics"].append(compute_metrics(result["labels"], predictions))
+        if len(history["lr"]) == planned_updates:
+            break
     bar.close()
     return history
 
