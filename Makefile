@@ -39,6 +39,9 @@ $(VENV)/.setup-done: pyproject.toml $(CONSTRAINTS) helpers/assets.py
 	$(call install-torch,$(BIN)/python,$(CONSTRAINTS))
 	$(BIN)/python -m pip install -c $(CONSTRAINTS) -e ".[dev]"
 	$(BIN)/ftcourse install-assets
+	@command -v bwrap >/dev/null 2>&1 || echo "note: bubblewrap (bwrap) is not installed: \`ftcourse grade\` will refuse \
+	to grade. Install it on the grading machine (Debian/Ubuntu: sudo apt-get install bubblewrap; Fedora: sudo dnf \
+	install bubblewrap), then check with \`$(BIN)/ftcourse doctor --grading\`."
 	touch $@
 
 # Rewrite constraints.txt from $(VENV) once `make test` passes there with the versions to keep:

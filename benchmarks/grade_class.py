@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from helpers.device import detect_capabilities  # noqa: E402
 from helpers.environment import PRECISION_ENV  # noqa: E402
+from ftcourse.sandbox import available_cpus  # noqa: E402
 from ftcourse.grading import (  # noqa: E402
     answered_notebook,
     grade,
@@ -94,7 +95,9 @@ def main() -> int:
                 "seconds_per_student": wall / args.students, "seconds_per_autograded_notebook": wall / max(executed, 1),
                 "summary": summary(rows), "cpu": caps.cpu_name, "cpu_native_bf16": caps.cpu_bf16,
                 "precision_override": os.environ.get(PRECISION_ENV, ""), "date": date.today().isoformat(),
-                "sandbox": run.sandbox.kind, "sandbox_detail": run.sandbox.detail, "cpu_count": os.cpu_count(),
+                "sandbox": run.sandbox.kind, "sandbox_detail": run.sandbox.detail, "cpu_count": available_cpus(),
+                "confinement": run.confinement.kind if run.confinement else None,
+                "checker": "signed report (hidden tests as functions, audit-hook anchor)",
             }
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -333,6 +333,8 @@ def grading() -> str:
         where = machine({**r, "device": "cpu", "precision": r.get("precision_override") or "auto precision",
                          "threads": 2})
         sandbox = r.get("sandbox", "none (graded before the sandbox existed)")
+        if r.get("confinement"):
+            sandbox += f" ({r['confinement']} limits, signed grader report)"
         lines.append(f"| {r['students']} students, `--jobs {r['jobs']}`, sandbox {sandbox} | {r['autograded_notebooks']} | "
                      f"{duration(r['seconds'])} | {r['seconds_per_student']:.1f} s | "
                      f"{r['seconds_per_autograded_notebook']:.2f} s | {where}; {r['date']} |")

@@ -88,6 +88,44 @@ def doctor(convert: bool = True) -> int:
     return 0 if ok else 1
 
 
+def doctor_grading(memory_mb: int = 4096) -> int:
+    """Check what ``ftcourse grade`` would run student code in: the sandbox (or why there is none), how
+    processes and memory are limited, and one ``import torch`` in a sandbox with a kernel's limits."""
+    import time
+
+    from ftcourse import sandbox
+
+    print("ftcourse doctor --grading")
+    box = sandbox.detect_sandbox()
+    if box.kind == sandbox.NONE:
+        _check("sandbox", False, box.detail)
+        print(f"  To fix: {box.fix}.")
+        print("ftcourse grade refuses to run student code here (unless --no-sandbox: only for code you trust).")
+        return 1
+    _check("sandbox", True, f"{box.detail}" + (", no user namespaces inside (--disable-userns)"
+                                               if box.disable_userns else ""))
+    limits = sandbox.Limits.for_run(60, 2, memory_mb=memory_mb)
+    confinement = sandbox.make_confinement()
+    try:
+        print(f"  processes and memory: {confinement.kind} ({confinement.detail})")
+        print(f"  limits per kernel: {limits.processes} processes, {limits.memory_mb} MB of memory, files up to "
+              f"{limits.file_mb} MB, {limits.writable_mb} MB writable in all, {limits.notebook_seconds} s per "
+              f"notebook, {limits.threads} thread(s) ({sandbox.available_cpus()} CPUs available)")
+        plan = sandbox.SandboxPlan(box, limits, sandbox.readable_paths([]), confinement=confinement)
+        start = time.perf_counter()
+        result = sandbox.run_like_a_kernel(plan, "import torch, numpy; print(torch.__version__)")
+        seconds = time.perf_counter() - start
+    finally:
+        sandbox.remove_confinement(confinement)
+    ok = result.returncode == 0
+    detail = (f"torch {result.stdout.strip()} in {seconds:.1f} s" if ok else
+              f"failed (exit {result.returncode}): {(result.stderr.strip().splitlines() or ['no output'])[-1]}")
+    _check("sandboxed import torch", ok, detail)
+    print("The grading sandbox works." if ok else "Student kernels would fail here: see the FAIL line; a larger "
+          "--memory-mb may be needed for this torch build.")
+    return 0 if ok else 1
+
+
 def _run(args: argparse.Namespace) -> int:
     from ftcourse.runner import course_dir, course_notebooks, run_course, summary_table
 
@@ -118,6 +156,7 @@ def _run(args: argparse.Namespace) -> int:
 def _normalize(args: argparse.Namespace) -> int:
     import nbformat
 
+    from ftcourse.files import write_atomically
     from ftcourse.paths import solutions_dir
     from ftcourse.runner import course_notebooks, normalize_notebook, notebook_problems
 
@@ -131,7 +170,10 @@ def _normalize(args: argparse.Namespace) -> int:
         if args.check:
             print(f"{path}: {'; '.join(problems)}")
         else:
-            nbformat.write(normalize_notebook(nbformat.read(path, as_version=4)), path)
+            # Atomically: solutions/ holds the only copy of the hidden tests, and an interrupted write must not
+            # leave half a notebook.
+            text = nbformat.writes(normalize_notebook(nbformat.read(path, as_version=4)))
+            write_atomically(path, text if text.endswith("\n") else text + "\n", encoding="utf-8")
             print(f"normalised {path}")
     return 1 if (args.check and dirty) else 0
 
@@ -188,7 +230,15 @@ def _handout(args: argparse.Namespace) -> int:
 def _grade(args: argparse.Namespace) -> int:
     import time
 
-    from ftcourse.gradebook_csv import MarksFileError, PartialFile, add_mark_lines, partial_path, read_marks
+    from ftcourse.feedback import printable
+    from ftcourse.gradebook_csv import (
+        MarksFileError,
+        PartialFile,
+        add_mark_lines,
+        keep_partial,
+        partial_path,
+        read_marks,
+    )
     from ftcourse.grading import (
         CSV_COLUMNS,
         GRADED,
@@ -202,7 +252,7 @@ def _grade(args: argparse.Namespace) -> int:
         summary,
         write_csv,
     )
-    from ftcourse.sandbox import NONE, Limits
+    from ftcourse.sandbox import Limits, SandboxUnavailable
 
     start = time.perf_counter()
     out = Path(args.out)
@@ -216,9 +266,12 @@ def _grade(args: argparse.Namespace) -> int:
     if out.exists() and not args.force:
         return usage(f"{out} exists: pass --force to replace it, or choose another --out")
     if partial.exists() and not args.force:
-        return usage(f"{partial} holds the rows of an interrupted run: keep it elsewhere, or pass --force")
+        return usage(f"{partial} holds the rows of an interrupted run: keep it elsewhere, or pass --force "
+                     "(it is then kept under a name with its date and time)")
     if marks_path.resolve() == out.resolve():
         return usage("--marks and --out name the same file")
+    if len(args.delimiter) != 1 or args.delimiter in "\"'\r\n":
+        return usage(f"--delimiter must be one character such as , or ; (got {args.delimiter!r})")
     try:
         marks = read_marks(marks_path)
     except MarksFileError as error:
@@ -228,19 +281,32 @@ def _grade(args: argparse.Namespace) -> int:
         steps = step_columns(solutions)
     except FileNotFoundError as error:
         return usage(str(error))
+    if args.no_sandbox:
+        # Said before any student code runs, not after.
+        print("WARNING: --no-sandbox: student code will run with your permissions, your files and the network. "
+              "Grade untrusted submissions on Linux with bubblewrap.", file=sys.stderr, flush=True)
     header = CSV_COLUMNS + steps
     partial_file: PartialFile | None = None
     limits = Limits.for_run(args.timeout, args.jobs, memory_mb=args.memory_mb, notebook_seconds=args.notebook_timeout)
     finished = False
     try:
-        partial_file = PartialFile(partial, header)
+        if partial.exists():
+            print(f"kept the interrupted run's rows as {keep_partial(partial)}")
+        partial_file = PartialFile(partial, header, args.delimiter)
         run = grade(Path(args.submissions), solutions, timeout=args.timeout, jobs=args.jobs,
                     feedback_dir=Path(args.feedback) if args.feedback else None, sandbox=not args.no_sandbox,
-                    limits=limits,
+                    limits=limits, feedback_with_tests=args.feedback_with_tests,
                     on_student=lambda rows: partial_file.add(csv_rows(rows, steps)))
         finished = True
     except GradingUsageError as error:
         return usage(str(error))
+    except SandboxUnavailable as error:
+        box = error.sandbox
+        print(f"ftcourse grade: no sandbox, so nothing was run: {box.detail}.\n"
+              f"  To fix: {box.fix}.\n"
+              "  Then check with `ftcourse doctor --grading`. To grade submissions you trust without a sandbox, "
+              "pass --no-sandbox.", file=sys.stderr)
+        return 2
     except GradingEnvironmentError as error:
         print(f"ftcourse grade: {error}", file=sys.stderr)
         return 3
@@ -249,26 +315,31 @@ def _grade(args: argparse.Namespace) -> int:
             # Kept when grading stopped part-way with students graded (it holds them); removed when it holds none.
             partial_file.close(remove=not finished and partial_file.rows_written == 0)
     unknown = apply_marks(run.rows, marks)
-    write_csv(run.rows, out, steps)
+    write_csv(run.rows, out, steps, args.delimiter)
     partial.unlink(missing_ok=True)
     added = add_mark_lines(marks_path, [(r.student, r.notebook, r.max_score) for r in run.rows
                                         if r.status != GRADED and r.reason == RUBRIC])
     seconds = time.perf_counter() - start
     students = len({row.student for row in run.rows})
-    if run.sandbox.kind == NONE:
-        print(f"WARNING: no sandbox ({run.sandbox.detail}): student code ran with your permissions, your files "
-              "and the network. Grade untrusted submissions on Linux with bubblewrap.", file=sys.stderr)
+
+    def shown(text: str) -> str:
+        return printable(text, newlines=False)
+
     print(f"{summary(run.rows)} in {seconds:.1f} s ({seconds / max(students, 1):.1f} s per student); wrote {args.out}")
     print(f"sandbox: {run.sandbox.kind} ({run.sandbox.detail})")
+    if run.confinement is not None:
+        print(f"processes and memory: {run.confinement.kind} ({run.confinement.detail}); "
+              f"{limits.processes} processes, {limits.memory_mb} MB, {limits.writable_mb} MB writable per kernel")
     if added:
         print(f"{marks_path}: {added} lines added for the rubric exercise; type the marks there and run grade again")
     for name in run.loose_files:
-        print(f"  not a student folder, ignored: {name}")
+        print(f"  not a student folder, ignored: {shown(name)}")
     for mark in unknown:
-        print(f"  {marks_path} line {mark.line}: no such student and notebook ({mark.student} / {mark.notebook})")
+        print(f"  {marks_path} line {mark.line}: no such student and notebook ({shown(mark.student)} / "
+              f"{shown(mark.notebook)})")
     for row in run.rows:
         if row.status != "graded":
-            print(f"  {row.status}: {row.student} / {row.notebook}: {row.reason}")
+            print(f"  {row.status}: {shown(row.student)} / {shown(row.notebook)}: {shown(row.reason)}")
     return 0
 
 
@@ -280,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p_doctor = sub.add_parser("doctor", help="check the installation (include its output in bug reports)")
     p_doctor.add_argument("--no-convert", action="store_true", help="do not convert the GGUF model if its cache is missing")
+    p_doctor.add_argument("--grading", action="store_true",
+                          help="check the grading sandbox instead: one sandboxed `import torch` under the limits")
+    p_doctor.add_argument("--memory-mb", type=int, default=4096, help="with --grading: the memory limit to try (MB)")
     p_run = sub.add_parser("run", help="execute the course notebooks headless and print a summary")
     p_run.add_argument("notebooks", nargs="*", help="notebooks to run (default: every notebook in course/)")
     p_run.add_argument("--fast", action="store_true", help="fast mode (FTCOURSE_FAST=1): same code, less data")
@@ -311,7 +385,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_grade.add_argument("--jobs", type=int, default=2, help="students graded in parallel (default: 2)")
     p_grade.add_argument("--solutions", help="instructor sources (default: solutions/ of the course root)")
     p_grade.add_argument("--no-sandbox", action="store_true",
-                         help="run student code without bubblewrap (prints a warning; the CSV says sandbox none)")
+                         help="run student code without bubblewrap, with your permissions (only for submissions you "
+                         "trust; without this flag, grading refuses to run where there is no sandbox)")
+    p_grade.add_argument("--delimiter", default=",",
+                         help="separator of grades.csv (default ','; ';' for spreadsheets in a French locale)")
+    p_grade.add_argument("--feedback-with-tests", action="store_true",
+                         help="feedback pages that show the hidden tests' code (nbgrader's page): for your own use, "
+                         "never to hand back")
     p_grade.add_argument("--memory-mb", type=int, default=4096, help="memory limit of each student kernel (MB)")
     p_grade.add_argument("--notebook-timeout", type=int, default=0,
                          help="wall-clock limit of a whole notebook in seconds (default: 5 x --timeout, at least 300)")
@@ -331,8 +411,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+INSTRUCTOR_COMMANDS = ("release", "grade", "handout")
+
+
 def _main(args: argparse.Namespace) -> int:
+    if args.command in INSTRUCTOR_COMMANDS:
+        try:
+            import ftcourse.grading  # noqa: F401 - absent from the students' hand-out
+        except ModuleNotFoundError as error:
+            if not (error.name or "").startswith("ftcourse"):
+                raise
+            print(f"ftcourse {args.command}: an instructor command, not part of the students' hand-out",
+                  file=sys.stderr)
+            return 2
     if args.command == "doctor":
+        if args.grading:
+            return doctor_grading(memory_mb=args.memory_mb)
         return doctor(convert=not args.no_convert)
     if args.command == "run":
         return _run(args)

@@ -7,7 +7,9 @@ The instructor's data is never lost:
   one), and an existing file is replaced only with ``--force``;
 - while grading, each student's rows are appended and flushed to
   ``grades.partial.csv`` as soon as that student is graded, so a crash loses
-  nothing graded; it is removed once ``grades.csv`` is in place;
+  nothing graded; it is removed once ``grades.csv`` is in place. A partial file
+  left by an interrupted run is never truncated: ``--force`` first renames it to
+  ``grades.partial-<date>-<time>.csv`` (:func:`keep_partial`);
 - marks typed by hand (the rubric exercise, or any notebook the instructor
   re-marks) live in their own file, ``marks.csv``, which ``grade`` reads and
   merges into the grades, and to which it only ever adds empty lines for new
@@ -16,7 +18,11 @@ The instructor's data is never lost:
 Every file is UTF-8 with a byte-order mark (spreadsheet software then reads
 accents right), and a text cell that starts with ``= + - @`` (or a tab, a
 carriage return or ``'``) gets a leading ``'`` so that no spreadsheet runs it as
-a formula; :func:`unescape` takes it off again. Used by :mod:`ftcourse.cli`.
+a formula; :func:`unescape` takes it off again. The grades file's separator is
+a comma, or what ``--delimiter`` says (``;`` for spreadsheets in a French
+locale, which read a comma-separated file as one column). After each atomic
+replace the folder itself is flushed to disk, so that the rename survives a
+power cut. Used by :mod:`ftcourse.cli`.
 """
 
 from __future__ import annotations
@@ -24,9 +30,11 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from ftcourse.files import sync_folder, write_atomically
 
 ENCODING = "utf-8-sig"
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
@@ -52,31 +60,25 @@ def partial_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.partial{out.suffix or '.csv'}")
 
 
-def write_atomically(path: Path, text: str, encoding: str = ENCODING) -> None:
-    """Write ``text`` to a temporary file in ``path``'s folder, flush it to disk, rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding=encoding, newline="") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+def keep_partial(partial: Path) -> Path:
+    """Rename an interrupted run's partial file to a name with the date and time (never overwriting one):
+    where it went."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(partial.stat().st_mtime))
+    for attempt in range(1000):
+        kept = partial.with_name(f"{partial.stem}-{stamp}{f'-{attempt}' if attempt else ''}{partial.suffix}")
+        try:
+            os.link(partial, kept)  # fails if the name is taken: never replaces a kept file
+        except FileExistsError:
+            continue
+        partial.unlink()
+        sync_folder(partial.parent)
+        return kept
+    raise FileExistsError(f"no free name to keep {partial}")
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def csv_text(header: list[str], rows: list[list[str]]) -> str:
+def csv_text(header: list[str], rows: list[list[str]], delimiter: str = ",") -> str:
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer = csv.writer(buffer, lineterminator="\r\n", delimiter=delimiter)
     writer.writerow(header)
     writer.writerows(rows)
     return buffer.getvalue()
@@ -85,13 +87,14 @@ def csv_text(header: list[str], rows: list[list[str]]) -> str:
 class PartialFile:
     """``grades.partial.csv``: rows appended and flushed to disk as students finish."""
 
-    def __init__(self, path: Path, header: list[str]) -> None:
+    def __init__(self, path: Path, header: list[str], delimiter: str = ",") -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._stream = path.open("w", encoding=ENCODING, newline="")
-        self._writer = csv.writer(self._stream, lineterminator="\r\n")
+        self._stream = path.open("x", encoding=ENCODING, newline="")  # never truncates an existing file
+        self._writer = csv.writer(self._stream, lineterminator="\r\n", delimiter=delimiter)
         self.rows_written = 0
         self._write([header])
+        sync_folder(path.parent)
 
     def add(self, rows: list[list[str]]) -> None:
         self._write(rows)
@@ -156,5 +159,5 @@ def add_mark_lines(path: Path, wanted: list[tuple[str, str, float | None]]) -> i
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\r\n").writerows(
         [[escape(s), escape(n), "", number(m), ""] for s, n, m in new])
-    write_atomically(path, old + buffer.getvalue())
+    write_atomically(path, old + buffer.getvalue(), encoding=ENCODING)
     return len(new)

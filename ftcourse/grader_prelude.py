@@ -1,12 +1,12 @@
-"""The checks the hidden tests of the graded notebooks call, kept out of the student code's easy reach.
+"""The checks the hidden tests of the graded notebooks call, kept out of the student code's reach.
 
 ``ftcourse grade`` runs this module's source as a hidden first cell of every
 notebook it grades, before the setup cell and any student code
 (:mod:`ftcourse.autograde_hooks`). :class:`Grader` then captures private
 references to the builtins and library functions the tests use, and records
 the state of the kernel (IPython's cell transformers, exception handlers and
-event callbacks, trace hooks) before the student's cells run. Each hidden test
-starts with::
+event callbacks, trace hooks) before the student's cells run. In the
+instructor's notebooks each hidden test starts with::
 
     try:
         _grader
@@ -15,31 +15,54 @@ starts with::
         _grader = _Grader()
     _check = _grader.begin("15_exercise_early_stopping.ipynb", "es_test_min_delta")
 
-``begin`` puts back every builtin, library function and class attribute the
-student's cells replaced (``math.isclose = lambda *a: True``,
-``torch.equal = ...``, ``builtins.zip = ...``), seeds ``random``, numpy and
-torch from a stable hash of (student id, notebook, test) and prints that seed
-(it shows in the feedback), and returns a :class:`Check`. ``Check.plain``
-converts a result to plain Python values (``bool``, ``int``, ``float``,
-``str``, ``None``, lists, tuples, dicts; numpy scalars and arrays and torch
-tensors are converted by the library's own functions captured before student
-code ran) and refuses anything else: an object whose ``__eq__`` always returns
-True is not a plain value, so it earns nothing. Comparisons of plain values use
-the interpreter's own ``==``, which student code cannot change. ``Check.call``
-calls a student function and undoes whatever it patched before the test looks at
-the result.
+``begin`` puts back every builtin, library function, class attribute and
+``sys.modules`` entry the student's cells replaced (``math.isclose = lambda
+*a: True``, ``torch.equal = ...``, ``builtins.zip = ...``), seeds ``random``,
+numpy and torch from a stable hash of (student id, notebook, test) and prints
+that seed (it shows in the feedback), and returns a :class:`Check`.
+``Check.plain`` converts a result to plain Python values (``bool``, ``int``,
+``float``, ``str``, ``None``, lists, tuples, dicts; numpy scalars and arrays
+and torch tensors are converted by the library's own functions captured before
+student code ran) and refuses anything else: an object whose ``__eq__`` always
+returns True is not a plain value, so it earns nothing. Comparisons of plain
+values use the interpreter's own ``==``, which student code cannot change.
+``Check.call`` calls a student function and undoes whatever it patched before
+the test looks at the result.
 
-The grader's last hidden cell calls :meth:`Grader.probe`, which must fail with
-a token only the grader knows: a kernel whose errors are swallowed, whose cells
-are rewritten, or whose checker was replaced does not produce it, and the
-notebook is flagged. These are defences for a shared interpreter, not a proof:
-code that runs in the same process as the tests and attacks the grader
-deliberately (through ``gc`` or ``ctypes``) can still win, which is why a
-notebook flagged by the probe goes to the instructor.
+No name the student code can bind decides a grade. When ``ftcourse grade``
+builds its copy of the instructor notebooks (:func:`ftcourse.grading.grading_copy`),
+each hidden test becomes a function whose names are its own locals, called
+with ``<R>.begin(...)`` where ``<R>`` is a random name drawn for that run;
+there is no fallback import. The first cell also calls :func:`install_anchor`,
+which installs a Python audit hook: a hook cannot be removed, and its closure
+holds what the student code must not reach: the grader object, the code
+objects of its methods, IPython's own ``run_code`` and ``run_cell``, a
+fingerprint of the grader's namespace, classes and state, and a secret key
+(read from a file the sandbox then deletes). Every ``begin`` reports to the
+hook, which records the test as begun only when the call came from the real
+grader, called at the top level of the cell IPython is running (not from a
+function, a nested ``run_cell``, or a look-alike), with the fingerprint intact
+and the kernel untouched; IPython's ``post_run_cell`` event, seen by the hook,
+records whether that cell raised. The last cell calls :meth:`Grader.probe`,
+whose report (this log, signed with the key by the hook) the grading process
+checks: a test earns its points only if nbgrader passed it *and* the signed log
+says the real grader began it and the cell ran without an error. A fake
+grader, a replaced class attribute or module attribute of the checker, a
+``sys.modules`` entry, hidden errors or a missing report earn nothing.
+
+These are defences for a shared interpreter, not a proof: ``gc``'s object
+walks and new audit hooks are refused while grading, but code that attacks
+the interpreter itself (``ctypes``, or a thread racing the tests) can still
+win, which is why every notebook whose report is missing or forged goes to the
+instructor with its points withheld.
 """
 
+import base64 as _base64
 import hashlib as _hashlib
+import hmac as _hmac
 import importlib as _importlib
+import json as _json
+import os as _os
 import random as _random
 import sys as _sys
 
@@ -69,6 +92,12 @@ _Random = _random.Random
 _sha256 = _hashlib.sha256
 _settrace = _sys.settrace
 _setprofile = _sys.setprofile
+_gettrace = _sys.gettrace
+_getprofile = _sys.getprofile
+_audit = _sys.audit
+_getframe = _sys._getframe
+_sys_modules = _sys.modules
+_object_getattribute = object.__getattribute__
 
 STUDENT_FOR_SOLUTIONS = "(solutions)"
 
@@ -114,6 +143,9 @@ def _resolve(dotted: str):
 class Grader:
     """Private copies of what the tests rely on, captured when it is created (before any student code)."""
 
+    # No instance dictionary: a method cannot be shadowed on the instance (class attributes are fingerprinted).
+    __slots__ = ("student", "_saved", "_modules", "_np", "_torch", "_fignums", "_random_seed", "_kernel_state")
+
     def __init__(self, student: str = STUDENT_FOR_SOLUTIONS, protect: tuple = ("numpy", "torch", "matplotlib")) -> None:
         self.student = student
         packages = _list(ALWAYS) + [name for name in protect if name not in ALWAYS]
@@ -134,6 +166,9 @@ class Grader:
                     continue
                 callables = {name: value for name, value in _dict_items(_dict(_vars(owner))) if _callable(value)}
                 self._saved.append((owner, _isinstance(owner, type), callables))
+        # The module objects themselves: a test's `import numpy` must not find a look-alike put in sys.modules.
+        self._modules = {name: _sys_modules[name] for package in packages
+                         for name in PROTECTED.get(package, ([package], []))[0] if name in _sys_modules}
         self._capture_converters()
         self._kernel_state = self._snapshot_kernel()
 
@@ -191,9 +226,13 @@ class Grader:
         events = _getattr(shell, "events", None)
         for event, callbacks in _dict_items(_dict(_getattr(events, "callbacks", {}))):
             state[f"events.{event}"] = _Callbacks(callbacks)
+        # The compiler IPython compiles cells with: another one (or other flags) could strip the tests' asserts.
+        compiler = _getattr(shell, "compile", None)
+        state["shell.compile"] = compiler
+        state["shell.compile.flags"] = _Equal(_getattr(compiler, "flags", None))
         kernel = _getattr(shell, "kernel", None)
         session = _getattr(kernel, "session", None)
-        for owner in (shell, kernel, session):
+        for owner in (shell, kernel, session, compiler):
             if owner is None:
                 continue
             for cls in _type(owner).__mro__:
@@ -221,6 +260,9 @@ class Grader:
                             current[name] = value
                     except (TypeError, AttributeError):  # a type that cannot change could not be patched either
                         pass
+        for name, module in _dict_items(self._modules):
+            if _sys_modules.get(name) is not module:
+                _sys_modules[name] = module
         _settrace(None)
         _setprofile(None)
 
@@ -236,7 +278,11 @@ class Grader:
             self._torch["manual_seed"](seed)
         if random:
             _print(f"[tests cachés] graine {seed} = sha256(élève, notebook, test) ; test {test}")
-        return Check(self, seed)
+        check = Check(self, seed)
+        # Under `ftcourse grade`, the anchor (install_anchor) records this test as begun by the real grader
+        # at the top level of the cell being run; elsewhere no hook listens and this does nothing.
+        _audit("ftcourse.begin", self, test)
+        return check
 
     def tampered(self) -> list:
         """What of the kernel changed since the prelude (names), empty when nothing did."""
@@ -244,16 +290,15 @@ class Grader:
         changed = [name for name, value in _dict_items(self._kernel_state)
                    if name not in now or not _same_state(now[name], value)]
         changed += [name for name in now if name not in self._kernel_state]
-        if _sys.gettrace() is not None or _sys.getprofile() is not None:
+        if _gettrace() is not None or _getprofile() is not None:
             changed.append("trace or profile hook")
         return changed
 
-    def probe(self, token: str) -> None:
-        """The grader's last cell: fails with ``token`` when the kernel is intact, without it when it is not."""
-        changed = self.tampered()
-        if changed:
-            raise AssertionError("grading environment changed: " + ", ".join(changed))
-        raise AssertionError(f"ftcourse probe {token}")
+    def probe(self) -> None:
+        """The grader's last cell: the anchor answers with its signed report (an AssertionError the grading
+        process reads). Without an anchor (outside ``ftcourse grade``) there is nothing to report."""
+        _audit("ftcourse.probe", self, self.tampered())
+        raise AssertionError("ftcourse probe: no grader anchor in this kernel")
 
 
 # Methods of IPython's shell that a student could shadow on the instance to rewrite or hide a cell's run.
@@ -277,7 +322,18 @@ class _Callbacks:
                     for item in added)
 
 
+class _Equal:
+    """A value of the kernel's state compared by equality (a number), not identity."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value) -> None:
+        self.value = value
+
+
 def _same_state(now, before) -> bool:
+    if _type(now) is _Equal and _type(before) is _Equal:
+        return _type(now.value) is _type(before.value) and now.value == before.value
     if _type(now) is _Callbacks and _type(before) is _Callbacks:
         return now.unchanged_since(before)
     if _type(now) is _dict and _type(before) is _dict:
@@ -297,30 +353,40 @@ def _is_one_of(kind, kinds) -> bool:
 class Check:
     """One hidden test's checks: its seed, its random generator, strict conversion, safe calls."""
 
+    __slots__ = ("_grader", "seed", "rng")
+
     def __init__(self, grader: Grader, seed: int) -> None:
         self._grader = grader
         self.seed = seed
         self.rng = _Random(seed)
 
     def plain(self, value, what: str = "the result"):
-        """``value`` as plain Python data, or AssertionError naming its type (objects that fake equality fail)."""
+        """``value`` as plain Python data, or AssertionError naming its type (objects that fake equality fail).
+
+        Student code may have run while ``value`` was computed (a property, ``__len__``): what it patched is
+        undone first, so that the test's next statements run on the real builtins and libraries."""
+        self._grader.restore()
+        _audit("ftcourse.verify", self)
+        return self._plain(value, what)
+
+    def _plain(self, value, what: str):
         kind = _type(value)
         # Identity, never `in` (==): a class whose metaclass claims equality with every type passes `in`.
         if _is_one_of(kind, _SCALARS):
             return value
         if kind is _list or kind is _tuple:
-            items = [self.plain(item, what) for item in value]
+            items = [self._plain(item, what) for item in value]
             return items if kind is _list else _tuple(items)
         if kind is _dict:
-            return {self.plain(k, what): self.plain(v, what) for k, v in _dict_items(value)}
+            return {self._plain(k, what): self._plain(v, what) for k, v in _dict_items(value)}
         np, torch = self._grader._np, self._grader._torch
         if np is not None:
             if _is_one_of(kind, np["scalars"]):
-                return self.plain(np["item"](value), what)
+                return self._plain(np["item"](value), what)
             if kind is np["ndarray"]:
-                return self.plain(np["tolist"](value), what)
+                return self._plain(np["tolist"](value), what)
         if torch is not None and (kind is torch["Tensor"] or kind is torch["Parameter"]):
-            return self.plain(torch["tolist"](torch["detach"](value)), what)
+            return self._plain(torch["tolist"](torch["detach"](value)), what)
         raise AssertionError(f"{what}: an object of type {kind.__name__!s} where plain values are expected "
                              "(bool, int, float, str, None, list, tuple, dict, numpy or torch numbers)")
 
@@ -330,11 +396,12 @@ class Check:
             return function(*args, **kwargs)
         finally:
             self._grader.restore()
+            _audit("ftcourse.verify", self)
 
     def state_dict(self, module) -> dict:
         """A module's weights as plain lists, read with torch's own ``Module.state_dict`` (a copy)."""
         torch = self._grader._torch
-        return {name: self.plain(tensor, name) for name, tensor in _dict_items(torch["state_dict"](module))}
+        return {name: self._plain(tensor, name) for name, tensor in _dict_items(torch["state_dict"](module))}
 
     def optimizer_state(self, optimizer) -> dict:
         """An optimizer's state (moments, learning rates) as plain data, read with torch's own ``state_dict``."""
@@ -353,3 +420,206 @@ class Check:
         steepest = _min(slopes)
         margin = tolerance * _max(1.0, _abs(steepest))
         return [lr for lr, slope in _zip(lrs, slopes) if slope <= steepest + margin]
+
+
+# --- the anchor (under `ftcourse grade` only) -----------------------------------------------------------
+
+REPORT_PREFIX = "ftcourse probe "
+REFUSAL_PREFIX = "ftcourse probe refused: "
+_REFUSED_EVENTS = ("gc.get_objects", "gc.get_referrers", "gc.get_referents", "sys.addaudithook")
+
+
+def report_mac(secret: bytes, payload: str) -> str:
+    """The signature of a probe report: HMAC-SHA256 of its payload with the run's secret key (hex)."""
+    return _hmac.new(secret, payload.encode("ascii"), _hashlib.sha256).hexdigest()
+
+
+def install_anchor(grader: Grader, secret_file: str) -> None:
+    """Make ``grader`` the only checker whose word counts in this kernel (``ftcourse grade``'s first cell).
+
+    Reads the run's secret key from ``secret_file`` and deletes the file, registers IPython callbacks for
+    the start and end of every cell, and installs an audit hook (which cannot be removed) that keeps the key,
+    the log of tests begun and passed, and the identities it checks against. Everything the hook uses is
+    bound in this function's closure now, so that no later change to a module or a namespace reaches it.
+    The hook also refuses ``gc``'s object walks and further audit hooks for the rest of the kernel's life.
+    """
+    shell = get_ipython()  # noqa: F821 - defined in an IPython kernel
+    with open(secret_file, "rb") as handle:
+        secret = handle.read()
+    _os.remove(secret_file)
+    if _len(secret) < 16:
+        raise RuntimeError("the grader's secret key is missing")
+    # Builtins and functions of the hook, bound here: student code cannot replace a closure's own references.
+    tuple_, dict_, id_, map_, type_, str_, getattr_ = _tuple, _dict, id, map, _type, _str, _getattr
+    vars_, hasattr_, len_, all_, any_, zip_, int_ = _vars, hasattr, _len, _all, _any, _zip, int
+    getframe, get_attribute, dumps, b64encode = _getframe, _object_getattribute, _json.dumps, _base64.b64encode
+    statvfs = _os.statvfs
+    hmac_new, sha256, tampered = _hmac.new, _hashlib.sha256, Grader.tampered
+    prefix, refusal, refused = REPORT_PREFIX, REFUSAL_PREFIX, _REFUSED_EVENTS
+    user_ns = shell.user_ns
+
+    def codes(owner, name: str) -> tuple:
+        """The code of every definition of method ``name`` along ``owner``'s classes (overrides call their base)."""
+        return tuple_(vars_(cls)[name].__code__ for cls in type_(owner).__mro__
+                      if name in vars_(cls) and hasattr_(vars_(cls)[name], "__code__"))
+
+    trigger = codes(shell.events, "trigger")
+
+    def stack(frame) -> tuple:
+        """The code objects of ``frame`` and every frame it was called from, up to the kernel's main loop."""
+        found = []
+        while frame is not None:
+            found.append(frame.f_code)
+            frame = frame.f_back
+        return tuple_(found)
+
+    # How IPython runs a cell, seen from this (the prelude's) cell: every frame above the cell's own, from
+    # IPython's run_code to the kernel's main loop. A test is begun only from a cell run the same way, not from
+    # a function, a nested or silent run, or an event loop callback of the student's.
+    cell_path = stack(getframe(2).f_back)  # 0 this function, 1 the prelude's function, 2 the prelude's cell
+
+    def same_codes(found: tuple, expected: tuple) -> bool:
+        return len_(found) == len_(expected) and all_(a is b for a, b in zip_(found, expected))
+
+    def run_by_ipython(frame) -> bool:
+        """``frame`` is one of IPython's own frames on the real path of a cell (the path's top part)."""
+        found = stack(frame)
+        return len_(found) <= len_(cell_path) and same_codes(found, cell_path[len_(cell_path) - len_(found):])
+    begin_code, probe_code = Grader.begin.__code__, Grader.probe.__code__
+    namespace = Grader.begin.__globals__  # this module's namespace: the private references live there
+    watched = [namespace, _vars(Grader), _vars(Check), _vars(_Callbacks), _vars(_Equal)]
+    slots = Grader.__slots__
+
+    def state_ids() -> tuple:
+        """Identities of everything the checks rely on: the namespace, the classes, the grader's state."""
+        parts = []
+        for mapping in watched:
+            mapping = dict_(mapping)
+            parts += [tuple_(mapping), tuple_(map_(id_, mapping.values()))]
+        for slot in slots:
+            value = get_attribute(grader, slot)
+            parts.append(id_(value))
+            if type_(value) is dict_:
+                parts += [tuple_(value), tuple_(map_(id_, value.values()))]
+        for owner, _, callables in get_attribute(grader, "_saved"):
+            parts += [id_(owner), tuple_(map_(id_, callables.values()))]
+        return tuple_(parts)
+
+    log: list = []  # every top-level cell run since this one: its number, the test it began, problems
+    status = {"depth": 1, "cell": None, "problems": []}  # the prelude's own cell is running now
+    baseline = []
+    busy = []
+
+    def caller_is_cell(frame) -> bool:
+        """``frame`` is the top level of a cell the kernel is running (not a function, not exec'd text)."""
+        return (frame is not None and frame.f_code.co_name == "<module>" and frame.f_globals is user_ns
+                and same_codes(stack(frame.f_back), cell_path))
+
+    def intact() -> bool:
+        return state_ids() == baseline[0]
+
+    def on_cell(phase: str, result) -> None:
+        frame = getframe(3)  # 0 this, 1 on_event, 2 the hook, 3 the callback that called sys.audit
+        chain = frame.f_back
+        if frame.f_code is not callback_codes[phase] or chain is None or not any_(chain.f_code is c for c in trigger) \
+                or not run_by_ipython(chain.f_back):
+            status["problems"].append("the grader's cell callbacks were called from elsewhere")
+            return
+        if phase == "pre":
+            status["depth"] += 1
+            if status["depth"] == 1:
+                status["cell"] = {"n": None, "test": None, "begun": False, "passed": False,
+                                  "problems": []}
+            return
+        status["depth"] -= 1
+        cell = status["cell"]
+        if status["depth"] != 0 or cell is None:
+            return
+        cell["passed"] = getattr_(result, "error_before_exec", None) is None and \
+            getattr_(result, "error_in_exec", None) is None
+        # The number the kernel reports for this cell (nbgrader records it in the executed notebook).
+        count = getattr_(result, "execution_count", None)
+        cell["n"] = count if type_(count) is int_ else None
+        if not intact():
+            cell["problems"].append("the grader's state changed during the cell")
+        log.append(cell)
+        status["cell"] = None
+
+    def on_begin(who, test) -> None:
+        frame = getframe(3)  # the grader's begin
+        cell = status["cell"]
+        if cell is None:
+            status["problems"].append(f"{test} begun outside a cell")
+            return
+        if cell["test"] is not None:
+            cell["problems"].append(f"{test} begun twice in one cell")
+            return
+        cell["test"] = str_(test)
+        problems = []
+        if who is not grader or frame.f_code is not begin_code:
+            problems.append("not the grader")
+        if status["depth"] != 1 or not caller_is_cell(frame.f_back):
+            problems.append("not begun at the top level of its cell")
+        if not intact():
+            problems.append("the grader's state changed")
+        else:
+            changed = tampered(grader)
+            if changed:
+                problems.append("kernel changed: " + ", ".join(changed))
+        cell["begun"] = not problems
+        cell["problems"] += problems
+
+    def on_probe(who, changed) -> None:
+        frame = getframe(3)  # the grader's probe
+        wrong = [what for what, bad in (("not the grader", who is not grader or frame.f_code is not probe_code),
+                                        ("inside another cell", status["depth"] != 1),
+                                        ("not at the top level of a cell", not caller_is_cell(frame.f_back))) if bad]
+        if wrong:
+            raise AssertionError(f"{refusal}{', '.join(wrong)}")
+        problems = status["problems"] + ([] if intact() else ["the grader's state changed"])
+        report = {"cells": log, "problems": problems, "kernel": [str_(name) for name in changed], "free": {}}
+        for folder in ("/tmp", "/dev/shm"):  # how full the kernel's writable folders are (the sandbox's own)
+            try:
+                found = statvfs(folder)
+                report["free"][folder] = found.f_bavail * found.f_frsize
+            except OSError:
+                pass
+        payload = b64encode(dumps(report, sort_keys=True).encode("utf-8")).decode("ascii")
+        raise AssertionError(f"{prefix}{payload} {hmac_new(secret, payload.encode('ascii'), sha256).hexdigest()}")
+
+    def on_event(event: str, args: tuple) -> None:
+        if event == "ftcourse.cell":
+            on_cell(*args)
+        elif event == "ftcourse.begin":
+            on_begin(*args)
+        elif event == "ftcourse.probe":
+            on_probe(*args)
+        elif event == "ftcourse.verify" and status["cell"] is not None and not intact():
+            status["cell"]["problems"].append("the grader's state changed during a check")
+
+    def hook(event: str, args: tuple) -> None:
+        if event[:9] != "ftcourse.":
+            if event in refused:
+                raise RuntimeError(f"{event} is not available while grading")
+            return
+        if busy:  # an event raised by the hook's own work
+            return
+        busy.append(True)
+        try:
+            on_event(event, args)
+        finally:
+            busy.clear()
+
+    def pre_cell(*args) -> None:
+        _audit("ftcourse.cell", "pre", None)
+
+    def post_cell(result=None) -> None:
+        _audit("ftcourse.cell", "post", result)
+
+    callback_codes = {"pre": pre_cell.__code__, "post": post_cell.__code__}
+    shell.events.register("pre_run_cell", pre_cell)
+    shell.events.register("post_run_cell", post_cell)
+    # The kernel as it is now, our callbacks included, is what the probe compares with.
+    grader._kernel_state = grader._snapshot_kernel()
+    baseline.append(state_ids())
+    _sys.addaudithook(hook)

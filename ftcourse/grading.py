@@ -4,11 +4,18 @@ Each graded notebook of ``solutions/`` (instructor source: solutions and
 hidden tests) is one nbgrader assignment named after the file. ``release``
 generates the student versions into ``course/`` (and refuses to overwrite a
 released notebook that differs from what it would write, unless forced).
-``grade`` rebuilds the same gradebook in a temporary course folder, grades
-the instructor's own solutions first (the canary: anything short of full marks
-means the grading environment is broken, and nothing else is graded), then
-hands the students out one at a time to worker processes that each own a copy
-of that folder (nbgrader itself grades one student at a time).
+``grade`` refuses to run any student code when the sandbox is asked for (the
+default) and this machine cannot give one. It rebuilds the gradebook in a
+temporary course folder from a grading copy of each instructor notebook
+(:func:`grading_copy`: every hidden test a function reached through a name
+drawn for the run), grades the instructor's own solutions first (the canary:
+anything short of full marks means the grading environment is broken, and
+nothing else is graded), then hands the students out one at a time to worker
+processes that each own a copy of that folder (nbgrader itself grades one
+student at a time). A test keeps nbgrader's points only when the grader's
+signed report confirms that the real grader ran it and it passed
+(:func:`ftcourse.autograde_hooks.read_report`); feedback pages never show the
+hidden tests (:mod:`ftcourse.feedback`).
 
 Every student and every notebook is graded in its own unit of work: any
 exception becomes that notebook's ``needs review`` row with the cause, and a
@@ -21,7 +28,9 @@ grade``; the workflow is described in README.md.
 
 from __future__ import annotations
 
+import ast
 import json
+import secrets
 import multiprocessing
 import os
 import re
@@ -38,7 +47,9 @@ from typing import Callable
 import nbformat
 
 from ftcourse import sandbox as sandbox_module
-from ftcourse.gradebook_csv import csv_text, escape, number, write_atomically
+from ftcourse.feedback import printable
+from ftcourse.files import write_atomically
+from ftcourse.gradebook_csv import ENCODING, csv_text, escape, number
 from ftcourse.paths import solutions_dir as default_solutions_dir
 from ftcourse.runner import is_nbgrader_assignment, normalize_notebook
 from ftcourse.sandbox import Limits, Sandbox, SandboxPlan, detect_sandbox
@@ -121,8 +132,56 @@ def _api(root: Path, timeout: int):
     return NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
 
 
-def build_course(root: Path, sources: list[Path], timeout: int = 120) -> dict[str, Path]:
-    """Generate every assignment into the nbgrader course folder ``root``.
+_HIDDEN = re.compile(r"(### BEGIN HIDDEN TESTS\n)(.*?)(### END HIDDEN TESTS)", re.S)
+_HEADER = re.compile(
+    r"\Atry:\n    _grader\nexcept NameError:[^\n]*\n    from ftcourse\.grader_prelude import Grader as _Grader\n"
+    r"    _grader = _Grader\(\)\n_check = _grader\.begin\((?P<args>[^\n]*)\)\n")
+
+
+class HiddenTestFormatError(ValueError):
+    """A hidden test of an instructor notebook does not start with the grader's header."""
+
+
+def grading_test_source(source: str, grader_name: str) -> str:
+    """A test cell as ``ftcourse grade`` runs it: each hidden block's header (``try: _grader ... _check =
+    _grader.begin(...)``) replaced by a call of the block, made a function, with ``<grader_name>.begin(...)``.
+
+    The block's names (``_check``, its reference implementations, its expected values) are then locals of that
+    function, which student code cannot rebind; the grader is reached by a name drawn for the run, and there
+    is no fallback import to redirect through ``sys.modules``.
+    """
+    def rewrite(match: re.Match) -> str:
+        body = match.group(2)
+        header = _HEADER.match(body)
+        if header is None:
+            raise HiddenTestFormatError("a hidden test block does not start with the grader's header "
+                                        "(try: _grader ... _check = _grader.begin(...))")
+        tree = ast.parse(body[header.end():])
+        function = f"{grader_name}_test"
+        definition = ast.FunctionDef(name=function, args=ast.arguments(
+            posonlyargs=[], args=[ast.arg(arg="_check")], kwonlyargs=[], kw_defaults=[], defaults=[]),
+            body=tree.body or [ast.Pass()], decorator_list=[], returns=None,
+            **({"type_params": []} if "type_params" in ast.FunctionDef._fields else {}))
+        code = ast.unparse(ast.fix_missing_locations(ast.Module(body=[definition], type_ignores=[])))
+        call = f"{function}({grader_name}.begin({header.group('args')}))\n"
+        return f"{match.group(1)}{code}\n{call}{match.group(3)}"
+
+    return _HIDDEN.sub(rewrite, source)
+
+
+def grading_copy(source: Path, target: Path, grader_name: str) -> None:
+    """Write the copy of an instructor notebook that ``ftcourse grade`` builds its gradebook from."""
+    notebook = nbformat.read(source, as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type == "code" and _is_test(_meta(cell)) and "### BEGIN HIDDEN TESTS" in cell.source:
+            cell.source = grading_test_source(cell.source, grader_name)
+    nbformat.write(notebook, target)
+
+
+def build_course(root: Path, sources: list[Path], timeout: int = 120,
+                 grader_name: str | None = None) -> dict[str, Path]:
+    """Generate every assignment into the nbgrader course folder ``root`` (with ``grader_name``, from the
+    grading copy of each source: :func:`grading_copy`).
 
     Returns ``{notebook file name: released notebook path}``.
     """
@@ -131,7 +190,10 @@ def build_course(root: Path, sources: list[Path], timeout: int = 120) -> dict[st
     for source in sources:
         aid = assignment_id(source)
         (root / "source" / aid).mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, root / "source" / aid / source.name)
+        if grader_name:
+            grading_copy(source, root / "source" / aid / source.name, grader_name)
+        else:
+            shutil.copy2(source, root / "source" / aid / source.name)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             result = api.generate_assignment(aid)
@@ -267,18 +329,6 @@ def _cell_problems(submitted: nbformat.NotebookNode, released: nbformat.Notebook
     return "; ".join(f"{what}: {', '.join(ids)}" for what, ids in problems.items())
 
 
-def _timeouts(autograded: Path) -> list[str]:
-    if not autograded.exists():
-        return []
-    notebook = nbformat.read(autograded, as_version=4)
-    hits = []
-    for index, cell in enumerate(notebook.cells):
-        for output in cell.get("outputs", []):
-            if output.get("output_type") == "error" and output.get("ename") == "CellTimeoutError":
-                hits.append(_meta(cell).get("grade_id") or f"cell {index}")
-    return hits
-
-
 def _failure_reason(result: dict) -> str:
     text = f"{result.get('error') or ''}\n{result.get('log') or ''}"
     if "DeadKernel" in text or "Kernel died" in text or "kernel died" in text:
@@ -309,6 +359,8 @@ class WorkerSettings:
     timeout: int
     feedback_dir: str | None
     plan: SandboxPlan
+    grader_name: str  # the run's random name of the grader in the grading copy's hidden tests
+    feedback_with_tests: bool = False  # feedback pages that show the hidden tests' code (nbgrader's own page)
 
 
 _WORKER: dict = {}
@@ -371,7 +423,8 @@ def _grade_notebook(task: StudentTask, name: str) -> GradeRow:
     from nbgrader.api import Gradebook
 
     from ftcourse import autograde_hooks
-    from ftcourse.autograde_hooks import GraderCells, prelude_source, probe_verdict
+    from ftcourse.autograde_hooks import GraderCells, prelude_source, read_report
+    from ftcourse.feedback import write_feedback
 
     root: Path = _WORKER["root"]
     api = _WORKER["api"]
@@ -401,34 +454,58 @@ def _grade_notebook(task: StudentTask, name: str) -> GradeRow:
     target = root / "submitted" / task.internal / aid
     target.mkdir(parents=True)
     nbformat.write(submitted, target / name)
-    cells = GraderCells(prelude_source(task.student, settings.packages.get(name, ())))
+    cells = GraderCells(prelude_source(task.student, settings.packages.get(name, ()), settings.grader_name),
+                        settings.grader_name)
     autograde_hooks.CURRENT = cells
     workdir = str(root / "autograded" / task.internal / aid)
     sandbox_module.KILLED_AT_DEADLINE.discard(workdir)
+    sandbox_module.LIMITS_REACHED.pop(workdir, None)
     try:
         result = api.autograde(aid, task.internal)
     finally:
         autograde_hooks.CURRENT = None
+    limits = sandbox_module.LIMITS_REACHED.pop(workdir, [])
+    sizes = {"/tmp": settings.plan.limits.scratch_mb, "/dev/shm": settings.plan.limits.shm_mb}
     if not result["success"]:
-        if workdir in sandbox_module.KILLED_AT_DEADLINE:
+        if limits:
+            reason = f"{' and '.join(limits)} reached: kernel stopped"
+        elif workdir in sandbox_module.KILLED_AT_DEADLINE:
             reason = f"notebook time limit ({settings.plan.limits.notebook_seconds} s) reached: kernel stopped"
         else:
             reason = _failure_reason(result)
         row.status, row.reason = NEEDS_REVIEW, reason
         return row
-    report = autograde_hooks.LAST_RUN
+    run = autograde_hooks.LAST_RUN
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
         notebook = gradebook.find_submission_notebook(Path(name).stem, aid, task.internal)
         row.steps = {grade.name: float(grade.score) for grade in notebook.grades}
-        row.total, row.max_score = float(notebook.score), float(notebook.max_score)
+        row.max_score = float(notebook.max_score)
         manual = [grade.name for grade in notebook.grades if grade.needs_manual_grade]
+    autograded = nbformat.read(root / "autograded" / task.internal / aid / name, as_version=4)
     reasons = []
-    if report.prelude_error:
-        reasons.append(f"grader error: its first cell failed ({report.prelude_error})")
-    tampered = probe_verdict(report.probe_outputs, cells.token)
-    if tampered and not report.prelude_error:
-        reasons.append(f"grading environment tampered with: {tampered}")
-    timeouts = _timeouts(root / "autograded" / task.internal / aid / name)
+    if run.prelude_error:
+        reasons.append(f"grader error: its first cell failed ({run.prelude_error})")
+    # A test earns its points only when nbgrader passed it and the grader's signed report confirms it.
+    report, missing = read_report(run.probe_outputs, cells.secret)
+    unverified = [grade_id for grade_id, count in _test_cells(autograded) if row.steps.get(grade_id)
+                  and (report is None or not report.verified(count, grade_id))]
+    for grade_id in unverified:
+        row.steps[grade_id] = 0.0
+    row.total = float(sum(row.steps.values()))
+    if not run.prelude_error:
+        tampered = [missing] if missing else []
+        if report is not None:
+            tampered += report.problems + [f"kernel changed: {', '.join(report.kernel)}"] * bool(report.kernel)
+        if unverified:
+            tampered.append(f"not confirmed by the grader, points withheld: {', '.join(unverified)}")
+        if tampered:
+            reasons.append(f"grading environment tampered with: {'; '.join(tampered)}")
+    if report is not None and settings.plan.sandbox.kind == sandbox_module.BWRAP:  # the sandbox's own folders
+        limits += [f"space limit of {folder} ({sizes[folder]} MB)" for folder, free in report.free.items()
+                   if folder in sizes and free < 2**20]
+    if limits:
+        reasons.append(f"{' and '.join(limits)} reached")
+    timeouts = _timeouts(autograded)
     if timeouts:
         reasons.append(f"cell timeout ({settings.timeout} s): {', '.join(timeouts)}")
     if cell_problems:
@@ -440,22 +517,43 @@ def _grade_notebook(task: StudentTask, name: str) -> GradeRow:
     if reasons:
         row.status, row.reason = NEEDS_REVIEW, "; ".join(reasons)
     if settings.feedback_dir and task.feedback:
-        feedback = api.generate_feedback(aid, task.internal)
-        html = root / "feedback" / task.internal / aid / f"{Path(name).stem}.html"
-        if feedback["success"] and html.exists():
-            destination = Path(settings.feedback_dir) / task.student
-            destination.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(html, destination / html.name)
+        destination = Path(settings.feedback_dir) / task.student
+        html = f"{Path(name).stem}.html"
+        if settings.feedback_with_tests:
+            feedback = api.generate_feedback(aid, task.internal)
+            page = root / "feedback" / task.internal / aid / html
+            if feedback["success"] and page.exists():
+                destination.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(page, destination / html)
+        else:
+            write_feedback(destination / html, autograded, row.steps, row.total, row.max_score)
     return row
+
+
+def _test_cells(notebook: nbformat.NotebookNode) -> list[tuple[str, int | None]]:
+    """(grade id, execution count) of each autograded test cell of an executed notebook, in order."""
+    return [(_meta(cell)["grade_id"], cell.get("execution_count")) for cell in notebook.cells
+            if _is_test(_meta(cell)) and _meta(cell).get("grade_id")]
+
+
+def _timeouts(notebook: nbformat.NotebookNode) -> list[str]:
+    hits = []
+    for index, cell in enumerate(notebook.cells):
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error" and output.get("ename") == "CellTimeoutError":
+                hits.append(_meta(cell).get("grade_id") or f"cell {index}")
+    return hits
 
 
 @dataclass
 class GradingRun:
-    """What ``grade`` did: the rows (students in name order), the sandbox used, files next to the folders."""
+    """What ``grade`` did: the rows (students in name order), the sandbox used, files next to the folders, and
+    how the kernels' processes and memory were limited."""
 
     rows: list[GradeRow]
     sandbox: Sandbox
     loose_files: list[str] = field(default_factory=list)
+    confinement: sandbox_module.Confinement | None = None
 
 
 def _pool(jobs: int, master: Path, work: Path, settings: WorkerSettings) -> ProcessPoolExecutor:
@@ -507,11 +605,14 @@ def grade(
     limits: Limits | None = None,
     on_student: Callable[[list[GradeRow]], None] | None = None,
     max_notebook_mb: float = MAX_NOTEBOOK_MB,
+    feedback_with_tests: bool = False,
 ) -> GradingRun:
     """Autograde every student folder of ``submissions``; one row per student and graded notebook.
 
-    The instructor's solutions are graded first; :class:`GradingEnvironmentError` if they fall short of full
-    marks. ``on_student`` is called with each student's rows as soon as that student is graded.
+    With ``sandbox`` (the default), :class:`~ftcourse.sandbox.SandboxUnavailable` when this machine cannot
+    sandbox the kernels, before any student code runs; ``sandbox=False`` grades without one. The instructor's
+    solutions are graded first; :class:`GradingEnvironmentError` if they fall short of full marks.
+    ``on_student`` is called with each student's rows as soon as that student is graded.
     """
     from tqdm.auto import tqdm
 
@@ -525,61 +626,76 @@ def grade(
     except SubmissionsError as error:
         raise GradingUsageError(str(error)) from None
     box = detect_sandbox(sandbox)
+    if sandbox and box.kind == sandbox_module.NONE:
+        raise sandbox_module.SandboxUnavailable(box)  # fail closed: nothing of the students' has run
     limits = limits or Limits.for_run(timeout, min(jobs, len(students)))
-    with tempfile.TemporaryDirectory(prefix="ftcourse-grade-", dir=_fast_scratch()) as tmp:
-        tmp_path = Path(tmp)
-        hidden = [solutions_dir.resolve().parent, submissions.resolve(), tmp_path]
-        plan = SandboxPlan(box, limits, sandbox_module.readable_paths(hidden))
-        packages = {source.name: _tested_packages(source) for source in sources}
-        if any("matplotlib" in names for names in packages.values()):
-            plan.fontlist = sandbox_module.build_fontlist(plan, tmp_path / "fonts")
-        master = tmp_path / "master"
-        build_course(master, sources, timeout)
-        settings = WorkerSettings(notebooks, packages, timeout, str(feedback_dir) if feedback_dir else None, plan)
-        work = tmp_path / "work"
-        work.mkdir()
-
-        canary = _canary_tasks(master, sources, tmp_path / "canary")
-        tasks = [StudentTask(s.student, s.internal, {n: str(p) for n, p in s.notebooks.items()}, dict(s.refused),
-                             dict(s.others)) for s in students]
-        workers = max(1, min(jobs, len(tasks)))
-
-        def new_pool(size: int) -> ProcessPoolExecutor:
-            return _pool(size, master, work, settings)
-
-        pool = new_pool(workers)
-        try:
-            canary_rows: list[GradeRow] = []
-            bar = tqdm(total=len(canary), desc="checking the solutions", unit="notebook", disable=not progress)
-            if not _run_tasks(pool, canary, new_pool, lambda task, rows: (canary_rows.extend(rows), bar.update(1)),
-                              settings):
-                pool.shutdown()
-                pool = new_pool(workers)
-            bar.close()
-            short = [r for r in canary_rows if r.status != GRADED or r.total is None or r.total != r.max_score]
-            if short:
-                raise GradingEnvironmentError(
-                    "the instructor's solutions do not earn full marks, so the grading environment is broken "
-                    "(nothing was graded):\n" + "\n".join(
-                        f"  {r.notebook}: {r.status}, {number(r.total) or '-'} / {number(r.max_score) or '-'}"
-                        + (f" ({r.reason})" if r.reason else "") for r in short))
-            rows: list[GradeRow] = []
-            bar = tqdm(total=len(tasks), desc="grading", unit="student", disable=not progress)
-
-            def done(task: StudentTask, student_rows: list[GradeRow]) -> None:
-                rows.extend(student_rows)
-                if on_student:
-                    on_student(student_rows)
-                bar.update(1)
-
-            _run_tasks(pool, tasks, new_pool, done, settings)
-            bar.close()
-        finally:
-            pool.shutdown(cancel_futures=True)
+    confinement = sandbox_module.make_confinement()
+    # The name the hidden tests reach the grader by in this run's copy of the instructor notebooks.
+    grader_name = f"_ftcourse_grader_{secrets.token_hex(8)}"
+    try:
+        with tempfile.TemporaryDirectory(prefix="ftcourse-grade-", dir=_fast_scratch()) as tmp:
+            tmp_path = Path(tmp)
+            hidden = [solutions_dir.resolve().parent, submissions.resolve(), tmp_path]
+            plan = SandboxPlan(box, limits, sandbox_module.readable_paths(hidden), confinement=confinement)
+            packages = {source.name: _tested_packages(source) for source in sources}
+            if any("matplotlib" in names for names in packages.values()):
+                plan.fontlist = sandbox_module.build_fontlist(plan, tmp_path / "fonts")
+            master = tmp_path / "master"
+            build_course(master, sources, timeout, grader_name=grader_name)
+            settings = WorkerSettings(notebooks, packages, timeout, str(feedback_dir) if feedback_dir else None, plan,
+                                      grader_name, feedback_with_tests)
+            rows = _grade_all(students, sources, master, tmp_path, settings, jobs, progress, on_student, tqdm)
+    finally:
+        sandbox_module.remove_confinement(confinement)
     order = {s.student: i for i, s in enumerate(students)}
     rank = {name: i for i, name in enumerate(notebooks)}
     rows.sort(key=lambda row: (order[row.student], rank.get(row.notebook, len(rank)), row.notebook))
-    return GradingRun(rows, box, loose_files(submissions))
+    return GradingRun(rows, box, loose_files(submissions), confinement)
+
+
+def _grade_all(students, sources: list[Path], master: Path, tmp_path: Path, settings: WorkerSettings, jobs: int,
+               progress: bool, on_student, tqdm) -> list[GradeRow]:
+    """The canary, then every student, in a pool of worker processes."""
+    work = tmp_path / "work"
+    work.mkdir()
+    canary = _canary_tasks(master, sources, tmp_path / "canary")
+    tasks = [StudentTask(s.student, s.internal, {n: str(p) for n, p in s.notebooks.items()}, dict(s.refused),
+                         dict(s.others)) for s in students]
+    workers = max(1, min(jobs, len(tasks)))
+
+    def new_pool(size: int) -> ProcessPoolExecutor:
+        return _pool(size, master, work, settings)
+
+    pool = new_pool(workers)
+    try:
+        canary_rows: list[GradeRow] = []
+        bar = tqdm(total=len(canary), desc="checking the solutions", unit="notebook", disable=not progress)
+        if not _run_tasks(pool, canary, new_pool, lambda task, rows: (canary_rows.extend(rows), bar.update(1)),
+                          settings):
+            pool.shutdown()
+            pool = new_pool(workers)
+        bar.close()
+        short = [r for r in canary_rows if r.status != GRADED or r.total is None or r.total != r.max_score]
+        if short:
+            raise GradingEnvironmentError(
+                "the instructor's solutions do not earn full marks, so the grading environment is broken "
+                "(nothing was graded):\n" + "\n".join(
+                    f"  {r.notebook}: {r.status}, {number(r.total) or '-'} / {number(r.max_score) or '-'}"
+                    + (f" ({r.reason})" if r.reason else "") for r in short))
+        rows: list[GradeRow] = []
+        bar = tqdm(total=len(tasks), desc="grading", unit="student", disable=not progress)
+
+        def done(task: StudentTask, student_rows: list[GradeRow]) -> None:
+            rows.extend(student_rows)
+            if on_student:
+                on_student(student_rows)
+            bar.update(1)
+
+        _run_tasks(pool, tasks, new_pool, done, settings)
+        bar.close()
+    finally:
+        pool.shutdown(cancel_futures=True)
+    return rows
 
 
 def _tested_packages(source: Path) -> tuple[str, ...]:
@@ -613,15 +729,20 @@ def step_columns(solutions_dir: Path | None = None) -> list[str]:
     return columns
 
 
+def _cell(text: str) -> str:
+    """A text cell of the CSV: no control characters or terminal escapes, escaped against formulas."""
+    return escape(printable(text, newlines=False))
+
+
 def csv_rows(rows: list[GradeRow], steps: list[str]) -> list[list[str]]:
     """The CSV lines of ``rows``: identity, status, reason, total, max, sandbox, then points per step."""
-    return [[escape(row.student), escape(row.notebook), row.status, escape(row.reason), number(row.total),
+    return [[_cell(row.student), _cell(row.notebook), row.status, _cell(row.reason), number(row.total),
              number(row.max_score), row.sandbox] + [number(row.steps.get(step)) for step in steps] for row in rows]
 
 
-def write_csv(rows: list[GradeRow], path: Path, steps: list[str]) -> None:
+def write_csv(rows: list[GradeRow], path: Path, steps: list[str], delimiter: str = ",") -> None:
     """The grades file, written atomically (UTF-8 with BOM, text cells escaped against formulas)."""
-    write_atomically(path, csv_text(CSV_COLUMNS + steps, csv_rows(rows, steps)))
+    write_atomically(path, csv_text(CSV_COLUMNS + steps, csv_rows(rows, steps), delimiter), encoding=ENCODING)
 
 
 def apply_marks(rows: list[GradeRow], marks: list) -> list:

@@ -1,11 +1,14 @@
 """What students get: ``ftcourse handout DIR`` writes the course without ``solutions/`` or hidden tests.
 
 The hand-out holds the notebooks of ``course/`` (lessons and released
-exercises), the ``helpers`` library they import, the ``ftcourse`` command
-(students use ``ftcourse install-assets``, ``doctor`` and ``run``) and the
-files that install them (``pyproject.toml``, ``constraints.txt``,
-``environment.yml``, ``Makefile``, ``README.md``). It never holds
-``solutions/``, the tests, the benchmarks or ``nbgrader_config.py``.
+exercises), the ``helpers`` library they import, the part of the ``ftcourse``
+command students use (``install-assets``, ``doctor``, ``run``, ``normalize``:
+:data:`STUDENT_MODULES`) and the files that install them (``pyproject.toml``,
+``constraints.txt``, ``environment.yml``, ``Makefile``, ``README.md``). It
+never holds ``solutions/``, the tests, the benchmarks, ``nbgrader_config.py``
+or the grading internals (the sandbox, the grader's checks, the hidden-test
+rewriting): in the hand-out, ``ftcourse grade``, ``release`` and ``handout``
+say they are instructor commands.
 
 It refuses to write when a released notebook is out of date with its source
 (``ftcourse release`` first), when the folder is not new or empty, and, as a
@@ -22,6 +25,8 @@ from pathlib import Path
 
 FILES = ("pyproject.toml", "constraints.txt", "environment.yml", "Makefile", "README.md", ".gitignore")
 PACKAGES = ("helpers", "ftcourse")
+# The modules of ftcourse a student's copy needs (ftcourse doctor, run, install-assets, normalize).
+STUDENT_MODULES = ("__init__.py", "cli.py", "paths.py", "runner.py", "files.py")
 MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
 
 
@@ -30,7 +35,10 @@ class HandoutError(ValueError):
 
 
 def _ignore(folder: str, names: list[str]) -> set[str]:
-    return {n for n in names if n == "__pycache__" or n.endswith((".pyc", ".pyo")) or n.startswith(".")}
+    ignored = {n for n in names if n == "__pycache__" or n.endswith((".pyc", ".pyo")) or n.startswith(".")}
+    if Path(folder).name == "ftcourse":  # grading internals stay with the instructor
+        ignored |= {n for n in names if n.endswith(".py") and n not in STUDENT_MODULES}
+    return ignored
 
 
 def write_handout(root: Path, target: Path) -> list[Path]:

@@ -2,27 +2,41 @@
 
 Student code is untrusted. nbgrader starts one kernel per submitted notebook;
 :class:`SandboxKernelManager` (given to nbgrader's executor by
-:mod:`ftcourse.autograde_hooks`) starts it so that:
+:mod:`ftcourse.autograde_hooks`) starts it so that, with bubblewrap (``bwrap``,
+Linux):
 
-- on Linux with bubblewrap (``bwrap``), the kernel sees only what it needs,
-  read-only: the system folders, the Python installation and virtual
-  environment, the ``helpers`` package and the embedded model cache. The
-  course's ``solutions/``, the gradebook, the other submissions and the rest of
-  the instructor's home are absent. Its working folder and ``/tmp`` are small
-  private in-memory folders; it has no network (``--unshare-net``: it talks to
-  nbgrader over Unix sockets in a folder of its own, ``transport = "ipc"``), no
-  capabilities, and its own process, user, IPC and UTS namespaces;
-- everywhere (with or without bubblewrap), the kernel gets a scrubbed
-  environment (no tokens or keys, only the variables listed in
-  :func:`kernel_environment`), a memory limit and a file-size limit
-  (``setrlimit`` before ipykernel starts), and a wall-clock limit for the whole
-  notebook (the kernel is killed when it is reached; nbgrader's per-cell
-  timeout still interrupts a single long cell).
+- the kernel sees only what it needs, read-only: the system folders, the Python
+  installation and virtual environment, the ``helpers`` package and the
+  embedded model cache. The course's ``solutions/``, the gradebook, the other
+  submissions and the rest of the instructor's home are absent;
+- everything it can write is in memory folders of fixed size that exist only in
+  the sandbox: its working folder and ``/tmp`` (one folder of ``scratch_mb``),
+  ``/dev/shm`` (``shm_mb``) and a 1 MB folder for its sockets. Nothing of the
+  host is writable: the folder that holds its connection file is shown
+  read-only, and the grading process reaches the kernel's Unix sockets through
+  ``/proc/<pid>/root``. The secret key of the grader's report is copied into
+  the sandbox from a file deleted on the host before the kernel starts;
+- it has no network (``--unshare-net``), no capabilities, its own process,
+  user, IPC and UTS namespaces, and cannot create further user namespaces
+  (``--disable-userns`` where bwrap has it);
+- its processes and memory are limited: in a cgroup of their own (pids and
+  memory controllers) where the grading user may create one (root, or a
+  writable cgroup v1 hierarchy), and always by ``setrlimit`` before ipykernel
+  starts: ``RLIMIT_NPROC`` (counted per user namespace, so it is the sandbox's
+  own count, except for root, whom the kernel exempts: hence the cgroup),
+  ``RLIMIT_DATA`` (private writable memory: a CUDA build of torch still
+  imports, unlike under ``RLIMIT_AS``), ``RLIMIT_FSIZE`` and no core files;
+- it gets a scrubbed environment (no tokens or keys, only the variables listed
+  in :func:`kernel_environment`) and a wall-clock limit for the whole notebook
+  (the kernel is killed when it is reached; nbgrader's per-cell timeout still
+  interrupts a single long cell).
 
-Scores never come from the sandbox's files: nbgrader reads the kernel's
-replies in the grading process and writes the gradebook outside it.
-:func:`detect_sandbox` says which sandbox this machine gives (``bwrap`` or
-``none``, with the reason). Used by :mod:`ftcourse.grading`.
+A kernel that reaches its process or memory limit (cgroup counters) is named
+in :data:`LIMITS_REACHED` for the grading worker. Scores never come from the
+sandbox's files: nbgrader reads the kernel's replies in the grading process
+and writes the gradebook outside it. :func:`detect_sandbox` says which sandbox
+this machine gives, or why none; ``ftcourse grade`` refuses to run student
+code without one unless ``--no-sandbox`` is given (:mod:`ftcourse.grading`).
 """
 
 from __future__ import annotations
@@ -35,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,72 +57,268 @@ from jupyter_client.manager import AsyncKernelManager
 
 BWRAP = "bwrap"
 NONE = "none"
+CGROUP = "cgroup"
+RLIMIT = "rlimit"
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (affinity, as a container or ``taskset`` sets it), not the machine's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS has no affinity
+        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
 class Limits:
     """What one student kernel may use."""
 
-    memory_mb: int = 4096  # address space of the kernel (RLIMIT_AS)
+    memory_mb: int = 4096  # private writable memory (RLIMIT_DATA) and, in a cgroup, all its memory
     file_mb: int = 64  # largest file it may write (RLIMIT_FSIZE)
-    scratch_mb: int = 256  # its working folder and /tmp (in-memory folders of the sandbox)
+    scratch_mb: int = 256  # its working folder and /tmp together (one in-memory folder of the sandbox)
+    shm_mb: int = 64  # its /dev/shm (in memory, in the sandbox)
+    processes: int = 256  # processes and threads (cgroup pids.max, and RLIMIT_NPROC)
     notebook_seconds: int = 300  # wall clock for the whole notebook; the kernel is killed after it
     threads: int = 1  # OMP/MKL threads (students are graded in parallel)
 
     @classmethod
     def for_run(cls, cell_timeout: int, workers: int, memory_mb: int = 4096, notebook_seconds: int = 0) -> "Limits":
         """The limits of a grading run: a whole notebook gets 5 cell timeouts (at least 300 s) unless
-        ``notebook_seconds`` is given, and the machine's cores are shared between the ``workers``."""
+        ``notebook_seconds`` is given, and the CPUs this process may use are shared between the ``workers``."""
         return cls(memory_mb=memory_mb, notebook_seconds=notebook_seconds or max(300, 5 * cell_timeout),
-                   threads=max(1, (os.cpu_count() or 1) // max(1, workers)))
+                   threads=max(1, available_cpus() // max(1, workers)))
+
+    @property
+    def writable_mb(self) -> int:
+        """The most a kernel can write in all: its scratch folder, /dev/shm and its 1 MB socket folder."""
+        return self.scratch_mb + self.shm_mb + 1
 
 
 @dataclass(frozen=True)
 class Sandbox:
-    """The sandbox in force: ``kind`` is ``"bwrap"`` or ``"none"``; ``detail`` says why (or which bwrap)."""
+    """The sandbox in force: ``kind`` is ``"bwrap"`` or ``"none"``; ``detail`` says why (or which bwrap);
+    ``fix`` says what to do when there is none."""
 
     kind: str
     detail: str
     bwrap: str | None = None
+    fix: str = ""
+    disable_userns: bool = False
+
+
+class SandboxUnavailable(RuntimeError):
+    """A sandbox was asked for (the default) and this machine cannot give one: nothing was run."""
+
+    def __init__(self, sandbox: Sandbox):
+        self.sandbox = sandbox
+        super().__init__(f"no sandbox: {sandbox.detail}")
+
+
+# In the sandbox: the folder of the kernel's sockets (a 1 MB memory folder) and where its secret key is copied.
+SOCKET_DIR = "/ftcourse"
+SECRET_PATH = f"{SOCKET_DIR}/secret"
+
+_INSTALL_BWRAP = ("install bubblewrap: Debian/Ubuntu `sudo apt-get install bubblewrap`, Fedora `sudo dnf install "
+                  "bubblewrap`, Arch `sudo pacman -S bubblewrap`")
+_FIX_USERNS = ("bubblewrap needs unprivileged user namespaces. Ubuntu 24.04 and later restrict them with AppArmor: "
+               "`sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0` (or an AppArmor profile for "
+               "/usr/bin/bwrap that allows `userns`); other kernels: `sudo sysctl kernel.unprivileged_userns_clone=1` "
+               "and a non-zero `user.max_user_namespaces`. In Docker, start the container with "
+               "`--security-opt seccomp=unconfined --security-opt apparmor=unconfined`")
+_FIX_NOT_LINUX = ("grade on Linux: a Linux virtual machine, or a container started with `--security-opt "
+                  "seccomp=unconfined --security-opt apparmor=unconfined`, with bubblewrap installed")
 
 
 def _bwrap_prefix(bwrap: str, readable: list[str] = (), private_tmp: bool = False,
-                  tmp_size: int | None = None) -> list[str]:
+                  tmp_size: int | None = None, shm_size: int | None = None, disable_userns: bool = False) -> list[str]:
     """The start of every bwrap command: namespaces, no capabilities, an empty environment, the system folders,
     an empty in-memory /tmp when ``private_tmp`` (of ``tmp_size`` bytes if given), ``readable`` read-only,
-    /proc and /dev.
+    /proc, /dev with a /dev/shm of ``shm_size`` bytes.
 
     bwrap mounts in order: /tmp comes before the read-only folders, so that a Python environment or a course
     checkout that lives under /tmp stays visible instead of being covered by the empty /tmp.
     """
     args = [bwrap, "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL",
-            "--die-with-parent", "--clearenv"] + _system_binds()
+            "--die-with-parent", "--clearenv"]
+    if disable_userns:
+        args.append("--disable-userns")
+    args += _system_binds()
     if private_tmp:
         args += (["--size", str(tmp_size)] if tmp_size else []) + ["--tmpfs", "/tmp"]
     for path in readable:
         args += ["--ro-bind", path, path]
-    return args + ["--proc", "/proc", "--dev", "/dev"]
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    if shm_size:
+        args += ["--size", str(shm_size), "--tmpfs", "/dev/shm"]  # bwrap's own /dev/shm has no size: host RAM
+    return args
+
+
+def bwrap_program() -> str | None:
+    """The bwrap to use: ``FTCOURSE_BWRAP`` if set (a path), else ``bwrap`` on the PATH."""
+    explicit = os.environ.get("FTCOURSE_BWRAP")
+    if explicit:
+        return explicit if os.path.isfile(explicit) and os.access(explicit, os.X_OK) else None
+    return shutil.which("bwrap")
 
 
 def detect_sandbox(wanted: bool = True) -> Sandbox:
-    """The sandbox this machine gives: bubblewrap if it is installed and can create a sandbox, else none (why)."""
+    """The sandbox this machine gives: bubblewrap if it is installed and can create a sandbox with every option
+    the kernels get, else none, with why and what to do."""
     if not wanted:
         return Sandbox(NONE, "turned off with --no-sandbox")
     if not sys.platform.startswith("linux"):
-        return Sandbox(NONE, f"no sandbox on {sys.platform}: bubblewrap exists on Linux only")
-    bwrap = shutil.which("bwrap")
+        return Sandbox(NONE, f"no sandbox on {sys.platform}: bubblewrap exists on Linux only", fix=_FIX_NOT_LINUX)
+    bwrap = bwrap_program()
     if not bwrap:
-        return Sandbox(NONE, "bubblewrap is not installed (Debian/Ubuntu: apt-get install bubblewrap)")
-    probe = _bwrap_prefix(bwrap) + ["--", "/bin/sh", "-c", "exit 0"]
+        where = os.environ.get("FTCOURSE_BWRAP") or "on the PATH"
+        return Sandbox(NONE, f"bubblewrap is not installed (no bwrap {where})", fix=_INSTALL_BWRAP)
+    try:
+        usage = subprocess.run([bwrap, "--help"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return Sandbox(NONE, f"bwrap could not start: {error}", fix=_INSTALL_BWRAP)
+    disable_userns = "--disable-userns" in usage
+    probe = _bwrap_prefix(bwrap, private_tmp=True, tmp_size=2**20, shm_size=2**20, disable_userns=disable_userns)
+    probe += ["--size", str(2**20), "--tmpfs", SOCKET_DIR, "--", "/bin/sh", "-c", "exit 0"]
     try:
         result = subprocess.run(probe, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as error:
-        return Sandbox(NONE, f"bwrap could not start: {error}")
+        return Sandbox(NONE, f"bwrap could not start: {error}", fix=_INSTALL_BWRAP)
     if result.returncode != 0:
-        return Sandbox(NONE, f"bwrap cannot create a sandbox on this machine: {result.stderr.strip()[:200]} "
-                             "(user namespaces may be disabled)")
+        return Sandbox(NONE, f"bwrap cannot create a sandbox on this machine: {result.stderr.strip()[:200]}",
+                       fix=_FIX_USERNS)
     version = subprocess.run([bwrap, "--version"], capture_output=True, text=True).stdout.strip()
-    return Sandbox(BWRAP, version or "bubblewrap", bwrap)
+    return Sandbox(BWRAP, version or "bubblewrap", bwrap, disable_userns=disable_userns)
+
+
+# --- process and memory limits: a cgroup where the grading user may create one ------------------------
+
+_CGROUP_V1 = "/sys/fs/cgroup"
+_CONTROLLERS = ("pids", "memory")
+
+
+def _own_cgroup_v1(controller: str) -> Path | None:
+    """This process's cgroup folder of a cgroup v1 ``controller``, if that hierarchy is mounted."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, names, path = line.split(":", 2)
+        if controller in names.split(","):
+            folder = Path(_CGROUP_V1) / controller / path.lstrip("/")
+            return folder if (folder / "cgroup.procs").exists() else None
+    return None
+
+
+@dataclass(frozen=True)
+class Confinement:
+    """How the kernels' processes and memory are limited: ``kind`` is ``"cgroup"`` (``folders`` holds one
+    folder per controller, made for this run) or ``"rlimit"``; ``detail`` says why."""
+
+    kind: str
+    detail: str
+    folders: tuple[str, ...] = ()
+
+
+def make_confinement() -> Confinement:
+    """A cgroup folder for this run under this process's own cgroup, per controller (pids, memory), where this
+    user may create one (cgroup v1: root, or a delegated hierarchy); else the rlimits alone."""
+    folders = []
+    for controller in _CONTROLLERS:
+        own = _own_cgroup_v1(controller)
+        if own is None:
+            _remove_confinement(folders)
+            return Confinement(RLIMIT, f"no writable cgroup v1 {controller} controller: setrlimit only")
+        _remove_stale_cgroups(own)
+        folder = own / f"ftcourse-{os.getpid()}-{os.urandom(4).hex()}"
+        try:
+            folder.mkdir()
+        except OSError as error:
+            _remove_confinement(folders)
+            return Confinement(RLIMIT, f"cannot create a {controller} cgroup ({error.strerror}): setrlimit only")
+        folders.append(str(folder))
+    return Confinement(CGROUP, "cgroup v1 " + " + ".join(_CONTROLLERS), tuple(folders))
+
+
+def _remove_stale_cgroups(own: Path) -> None:
+    """Remove the cgroup folders of earlier runs whose grading process is gone (killed before it cleaned up)."""
+    for folder in own.glob("ftcourse-*-*"):
+        try:
+            pid = int(folder.name.split("-")[1])
+        except ValueError:
+            continue
+        if not Path(f"/proc/{pid}").exists():
+            _remove_cgroup(folder)
+
+
+def _remove_confinement(folders) -> None:
+    for folder in folders:
+        _remove_cgroup(Path(folder))
+
+
+def remove_confinement(confinement: Confinement) -> None:
+    """Remove the run's cgroup folders (after every kernel is gone)."""
+    _remove_confinement(confinement.folders)
+
+
+def _remove_cgroup(folder: Path) -> None:
+    """Kill what is left in a cgroup folder and its children, then remove them."""
+    if not folder.is_dir():
+        return
+    for child in [p for p in folder.iterdir() if p.is_dir()]:
+        _remove_cgroup(child)
+    for _ in range(50):
+        try:
+            pids = [int(p) for p in (folder / "cgroup.procs").read_text().split()]
+        except OSError:
+            pids = []
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        try:
+            folder.rmdir()
+            return
+        except OSError:
+            time.sleep(0.05)
+
+
+def _kernel_cgroups(confinement: Confinement, limits: Limits, name: str) -> list[Path]:
+    """One cgroup folder per controller for one kernel, with its limits written."""
+    made = []
+    for parent in confinement.folders:
+        folder = Path(parent) / name
+        folder.mkdir()
+        made.append(folder)
+        if (folder / "pids.max").exists():
+            (folder / "pids.max").write_text(str(limits.processes))
+        if (folder / "memory.limit_in_bytes").exists():
+            (folder / "memory.limit_in_bytes").write_text(str(limits.memory_mb * 2**20))
+            if (folder / "memory.memsw.limit_in_bytes").exists():  # swap too, where the kernel accounts it
+                try:
+                    (folder / "memory.memsw.limit_in_bytes").write_text(str(limits.memory_mb * 2**20))
+                except OSError:
+                    pass
+    return made
+
+
+def _limits_reached(folders: list[Path], limits: Limits) -> list[str]:
+    """The limits a kernel's cgroups recorded as reached: processes (pids.events), memory (an OOM kill)."""
+    reached = []
+    for folder in folders:
+        try:
+            if (folder / "pids.events").exists():
+                events = dict(line.split() for line in (folder / "pids.events").read_text().splitlines())
+                if int(events.get("max", 0)) > 0:
+                    reached.append(f"process limit ({limits.processes})")
+            if (folder / "memory.oom_control").exists():
+                control = dict(line.split() for line in (folder / "memory.oom_control").read_text().splitlines())
+                if int(control.get("oom_kill", 0)) > 0:
+                    reached.append(f"memory limit ({limits.memory_mb} MB)")
+        except (OSError, ValueError):
+            pass
+    return reached
 
 
 # --- what the sandbox shows ---------------------------------------------------------------------
@@ -158,6 +369,7 @@ class SandboxPlan:
     hidden: list[str] = field(default_factory=list)  # folders that must never be visible (checked by readable())
     passthrough_env: dict[str, str] = field(default_factory=dict)  # chosen variables passed to the kernel
     fontlist: str | None = None  # matplotlib's font cache, built once, shown read-only
+    confinement: Confinement = field(default_factory=lambda: Confinement(RLIMIT, "setrlimit only"))
 
 
 def readable_paths(hidden: list[Path]) -> list[str]:
@@ -189,7 +401,11 @@ PASSED_VARIABLES = ("FTCOURSE_PRECISION", "FTCOURSE_FAST", "HF_HUB_OFFLINE", "NB
                     "TZ", "PYTHONHASHSEED")
 
 
-def kernel_environment(plan: SandboxPlan, home: str) -> dict[str, str]:
+# Where the kernel finds the grader's secret key (a path, not the key): read and deleted by the grader's first cell.
+SECRET_VARIABLE = "FTCOURSE_GRADER_SECRET"
+
+
+def kernel_environment(plan: SandboxPlan, home: str, secret_file: str | None = None) -> dict[str, str]:
     """The kernel's whole environment: fixed values, the plan's pass-through, the variables of PASSED_VARIABLES."""
     venv_bin = str(Path(sys.executable).parent)
     env = {
@@ -213,6 +429,8 @@ def kernel_environment(plan: SandboxPlan, home: str) -> dict[str, str]:
     }
     if os.environ.get("PYTHONPATH"):
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    if secret_file:
+        env[SECRET_VARIABLE] = secret_file
     env.update(plan.passthrough_env)
     for name in PASSED_VARIABLES:
         if name in os.environ:
@@ -221,24 +439,32 @@ def kernel_environment(plan: SandboxPlan, home: str) -> dict[str, str]:
 
 
 # Runs first inside the kernel's process: limits, then ipykernel (the limits bind every process it starts).
+# RLIMIT_DATA, not RLIMIT_AS: a CUDA build of torch maps gigabytes of address space it never writes.
 _LAUNCHER = """\
 import resource, runpy, sys
-memory, file_size = int(sys.argv[1]), int(sys.argv[2])
-for limit, value in ((resource.RLIMIT_AS, memory), (resource.RLIMIT_FSIZE, file_size), (resource.RLIMIT_CORE, 0)):
+memory, file_size, processes = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+for name, value in (("RLIMIT_DATA", memory), ("RLIMIT_FSIZE", file_size), ("RLIMIT_CORE", 0),
+                    ("RLIMIT_NPROC", processes)):
     try:
-        resource.setrlimit(limit, (value, value))
-    except (ValueError, OSError):  # macOS does not enforce every limit
+        resource.setrlimit(getattr(resource, name), (value, value))
+    except (AttributeError, ValueError, OSError):  # macOS does not enforce every limit
         pass
-sys.argv = ["ipykernel_launcher"] + sys.argv[3:]
-runpy.run_module("ipykernel_launcher", run_name="__main__", alter_sys=True)
+if sys.argv[4:5] == ["--code"]:  # ftcourse doctor --grading: a piece of code under the same limits
+    exec(compile(sys.argv[5], "<ftcourse doctor>", "exec"), {"__name__": "__main__"})
+else:
+    sys.argv = ["ipykernel_launcher"] + sys.argv[4:]
+    runpy.run_module("ipykernel_launcher", run_name="__main__", alter_sys=True)
 """
 
-# The grading process writes down why it killed a kernel (the whole-notebook limit), by working folder.
+# The grading process writes down why it stopped a kernel, by working folder: the whole-notebook limit, and the
+# cgroup limits a kernel reached (read when it is cleaned up).
 KILLED_AT_DEADLINE: set[str] = set()
+LIMITS_REACHED: dict[str, list[str]] = {}
 PLAN: SandboxPlan | None = None  # set once per grading worker (ftcourse.grading)
 
 
-# A Unix socket's path holds at most 107 bytes (Linux): the box's path plus "/ipc-" and a port number must fit.
+# A Unix socket's path holds at most 107 bytes (Linux): the box's path plus "/ipc-" and a port number must fit
+# (without bwrap the sockets are in the box; with it, in the sandbox, reached through /proc/<pid>/root).
 _SOCKET_PATH_MAX = 107
 _SOCKET_SUFFIX = len("/kernel-xxxxxxxx/ipc-99999")
 
@@ -254,26 +480,42 @@ def _kernel_box(preferred: str | None) -> str:
 
 
 class SandboxKernelManager(AsyncKernelManager):
-    """A kernel manager that starts the kernel under :data:`PLAN`: sandbox, environment, limits, deadline."""
+    """A kernel manager that starts the kernel under :data:`PLAN`: sandbox, environment, limits, deadline.
+
+    ``grader_secret`` (set by the grader's executor) is handed to the kernel in a file that only the kernel
+    sees, and that its first cell deletes."""
 
     _box: str | None = None
     _deadline: threading.Timer | None = None
+    _cgroups: list | None = None
+    _cwd: str | None = None
+    grader_secret: bytes | None = None
 
     async def _async_pre_start_kernel(self, **kw):
         plan = PLAN
         if plan is None:
             raise RuntimeError("ftcourse.sandbox.PLAN is not set: grading workers set it before nbgrader runs")
-        # A private folder per kernel for its connection file and (bwrap) its Unix sockets.
+        # A private folder per kernel for its connection file (and, without bwrap, its Unix sockets).
         self._box = _kernel_box(os.environ.get("FTCOURSE_KERNEL_DIR") or None)
         self.connection_file = os.path.join(self._box, "connection.json")
+        secret_file = None
+        if self.grader_secret is not None:
+            host_secret = os.path.join(self._box, "secret")
+            descriptor = os.open(host_secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(self.grader_secret)
+            secret_file = SECRET_PATH if plan.sandbox.kind == BWRAP else host_secret
         if plan.sandbox.kind == BWRAP:
-            self.transport = "ipc"  # no network in the sandbox: Unix sockets in the bound folder
-            self.ip = os.path.join(self._box, "ipc")
+            self.transport = "ipc"  # no network in the sandbox: Unix sockets in its own socket folder
+            self.ip = f"{SOCKET_DIR}/ipc"
+            # CurveZMQ adds nothing to sockets only this user reaches, and the sandboxed kernel fails to start
+            # with it over these sockets: it is for the TCP sockets of a kernel without bwrap.
+            self.transport_encryption = "disabled"
             home = "/tmp"
         else:
             home = os.path.join(self._box, "home")
             os.makedirs(home)
-        kw["env"] = kernel_environment(plan, home)
+        kw["env"] = kernel_environment(plan, home, secret_file)
         return await super()._async_pre_start_kernel(**kw)
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
@@ -283,32 +525,70 @@ class SandboxKernelManager(AsyncKernelManager):
         # cmd is [python, -m, ipykernel_launcher, -f, FILE, ...]: run it through the launcher that sets the limits.
         python, args = cmd[0], cmd[3:] if cmd[1:3] == ["-m", "ipykernel_launcher"] else cmd[1:]
         limits = plan.limits
-        inner = [python, "-c", _LAUNCHER, str(limits.memory_mb * 2**20), str(limits.file_mb * 2**20), *args,
-                 "--no-stdout", "--no-stderr"]
+        inner = [python, "-c", _LAUNCHER, str(limits.memory_mb * 2**20), str(limits.file_mb * 2**20),
+                 str(limits.processes), *args, "--no-stdout", "--no-stderr", "--HistoryManager.enabled=False"]
+        # Into the kernel's cgroups first (every process it starts stays there), then bwrap; a failure stops here.
+        self._cgroups = _kernel_cgroups(plan.confinement, limits, os.path.basename(self._box)) \
+            if plan.confinement.kind == CGROUP else []
+        enter = "".join(f'echo $$ > "{folder}/cgroup.procs" || exit 97; ' for folder in self._cgroups)
         if plan.sandbox.kind != BWRAP:
-            return inner
-        cwd = str(self._launch_args.get("cwd") or os.getcwd())
-        size = str(limits.scratch_mb * 2**20)
-        bwrap = _bwrap_prefix(plan.sandbox.bwrap or "bwrap", plan.readable, private_tmp=True, tmp_size=int(size))
+            return ["/bin/sh", "-c", enter + 'exec "$@"', "sh", *inner] if enter else inner
+        self._cwd = str(self._launch_args.get("cwd") or os.getcwd())
+        bwrap = _bwrap_prefix(plan.sandbox.bwrap or "bwrap", plan.readable, private_tmp=True,
+                              tmp_size=limits.scratch_mb * 2**20, shm_size=limits.shm_mb * 2**20,
+                              disable_userns=plan.sandbox.disable_userns)
         bwrap += ["--dir", "/tmp/matplotlib"]
         if plan.fontlist:
             bwrap += ["--ro-bind", plan.fontlist, f"/tmp/matplotlib/{Path(plan.fontlist).name}"]
-        # The working folder nbgrader names is an empty in-memory folder: nothing of the grader's folder shows.
-        bwrap += ["--size", size, "--tmpfs", cwd, "--bind", self._box, self._box, "--chdir", cwd]
+        # The kernel works in a folder of the sandbox's /tmp, not in the one nbgrader names: nothing of the
+        # grader's folder shows, and what the kernel writes there counts in the same scratch size as /tmp.
+        bwrap += ["--dir", "/tmp/work", "--chdir", "/tmp/work"]
+        # The connection file, read-only; the sockets in a 1 MB folder of the sandbox; the secret copied in.
+        bwrap += ["--ro-bind", self._box, self._box, "--size", str(2**20), "--tmpfs", SOCKET_DIR]
         for variable, value in self._launch_args["env"].items():
             bwrap += ["--setenv", variable, value]
+        secret = os.path.join(self._box, "secret")
+        if self.grader_secret is not None:
+            # The shell opens the key and deletes it on the host; bwrap copies it from that descriptor.
+            bwrap += ["--file", "3", SECRET_PATH]
+            enter += f'exec 3< "{secret}" && rm -f "{secret}" || exit 97; '
         # bwrap itself must ignore the SIGINT that interrupts a cell (it would die and take the kernel with it);
         # ipykernel installs its own SIGINT handler while it executes a cell.
-        return ["/bin/sh", "-c", 'trap "" INT; exec "$@"', "sh", *bwrap, "--", *inner]
+        return ["/bin/sh", "-c", enter + 'trap "" INT; exec "$@"', "sh", *bwrap, "--", *inner]
 
     async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
         await super()._async_launch_kernel(kernel_cmd, **kw)
         plan = PLAN
+        if plan is not None and plan.sandbox.kind == BWRAP:
+            # The kernel's sockets are in its sandbox: reach them through the sandbox's root, seen from here.
+            self.ip = f"/proc/{self._sandbox_pid()}/root{SOCKET_DIR}/ipc"
         if plan is not None and plan.limits.notebook_seconds:
             cwd = str(kw.get("cwd") or os.getcwd())
             self._deadline = threading.Timer(plan.limits.notebook_seconds, self._kill_at_deadline, args=(cwd,))
             self._deadline.daemon = True
             self._deadline.start()
+
+    def _sandbox_pid(self, seconds: float = 60) -> int:
+        """The pid (here) of bwrap's child once it lives in the sandbox's mounts (its socket folder is there)."""
+        process = getattr(self.provisioner, "process", None)
+        pid = process.pid if process is not None else None
+        ours = os.readlink("/proc/self/ns/mnt")
+        deadline = time.monotonic() + seconds
+        while pid is not None and time.monotonic() < deadline:
+            try:
+                children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            except OSError:
+                children = []
+            for child in children:
+                try:
+                    if os.readlink(f"/proc/{child}/ns/mnt") != ours and os.path.isdir(f"/proc/{child}/root{SOCKET_DIR}"):
+                        return int(child)
+                except OSError:  # gone, or not ours to look at yet
+                    continue
+            if process.poll() is not None:
+                break
+            time.sleep(0.01)
+        raise RuntimeError("the sandboxed kernel did not start")
 
     def _kill_at_deadline(self, cwd: str) -> None:
         provisioner = self.provisioner
@@ -326,8 +606,44 @@ class SandboxKernelManager(AsyncKernelManager):
         if self._deadline is not None:
             self._deadline.cancel()
         await super()._async_cleanup_resources(restart=restart)
+        if self._cgroups:
+            plan = PLAN
+            reached = _limits_reached(self._cgroups, plan.limits if plan else Limits())
+            if reached:
+                LIMITS_REACHED[str(self._launch_args.get("cwd") or self._cwd or "")] = reached
+            for folder in self._cgroups:
+                _remove_cgroup(folder)
+            self._cgroups = None
         if self._box:
             shutil.rmtree(self._box, ignore_errors=True)
+
+
+def run_like_a_kernel(plan: SandboxPlan, code: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``python -c code`` as ``ftcourse grade`` runs a student kernel: the same sandbox, cgroups, limits
+    and environment (for ``ftcourse doctor --grading``)."""
+    limits = plan.limits
+    inner = [sys.executable, "-c", _LAUNCHER, str(limits.memory_mb * 2**20), str(limits.file_mb * 2**20),
+             str(limits.processes), "--code", code]
+    with tempfile.TemporaryDirectory(prefix="ftcourse-doctor-") as folder:
+        cgroups = _kernel_cgroups(plan.confinement, limits, "doctor") if plan.confinement.kind == CGROUP else []
+        enter = "".join(f'echo $$ > "{group}/cgroup.procs" || exit 97; ' for group in cgroups)
+        try:
+            if plan.sandbox.kind == BWRAP:
+                env = kernel_environment(plan, "/tmp")
+                command = _bwrap_prefix(plan.sandbox.bwrap or "bwrap", plan.readable, private_tmp=True,
+                                        tmp_size=limits.scratch_mb * 2**20, shm_size=limits.shm_mb * 2**20,
+                                        disable_userns=plan.sandbox.disable_userns)
+                for variable, value in env.items():
+                    command += ["--setenv", variable, value]
+                command += ["--chdir", "/tmp", "--", *inner]
+                env = None
+            else:
+                command, env = inner, kernel_environment(plan, folder)
+            return subprocess.run(["/bin/sh", "-c", enter + 'exec "$@"', "sh", *command], env=env,
+                                  capture_output=True, text=True, timeout=timeout, cwd=folder)
+        finally:
+            for group in cgroups:
+                _remove_cgroup(group)
 
 
 def build_fontlist(plan: SandboxPlan, folder: Path) -> str | None:

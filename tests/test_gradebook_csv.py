@@ -33,7 +33,7 @@ def test_other_text_is_unchanged(text):
 
 def test_written_file_has_a_bom_and_reads_back(tmp_path):
     path = tmp_path / "grades.csv"
-    write_atomically(path, csv_text(["student", "total"], [[escape("=évé"), "3"], ["bob[1]", ""]]))
+    write_atomically(path, csv_text(["student", "total"], [[escape("=évé"), "3"], ["bob[1]", ""]]), encoding=ENCODING)
     assert path.read_bytes().startswith(b"\xef\xbb\xbf")
     with path.open(encoding=ENCODING, newline="") as handle:
         rows = list(csv.reader(handle))
@@ -44,7 +44,7 @@ def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     path = tmp_path / "grades.csv"
     path.write_text("old,content\r\n", encoding="utf-8")
     with pytest.raises(UnicodeEncodeError):
-        write_atomically(path, "student\r\n\udc80\r\n")  # a lone surrogate cannot be encoded
+        write_atomically(path, "student\r\n\udc80\r\n", encoding=ENCODING)  # a lone surrogate cannot be encoded
     assert path.read_bytes() == b"old,content\r\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grades.csv"]
 

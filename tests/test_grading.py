@@ -12,17 +12,20 @@ crash) are in tests/test_grading_runs.py.
 """
 
 import csv
+import glob
 import json
 import os
 import re
 import shutil
 import socket
+import subprocess
 import threading
 from html.parser import HTMLParser
 
 import nbformat
 import pytest
 
+from ftcourse.feedback import printable
 from ftcourse.gradebook_csv import unescape
 from ftcourse.grader_prelude import seed_for
 from ftcourse.grading import (
@@ -169,6 +172,20 @@ def damaged_metadata(notebook):
 ODD_IDS = ["bob[1]", "eve ", "*", "=1+1", "-élève @ü"]
 for _student in ODD_IDS:
     CLASS[_student] = {ES: submission(ES)}
+CLASS["\x1b[31mred\x1b[0m"] = {ES: submission(ES)}  # terminal escapes in a folder name
+# A student's output that is markup and terminal escapes: printed while the hidden tests run its code.
+CLASS["script_printer"] = {ES: submission(ES, {"es_solution": solution_sources(ES)["es_solution"] + """
+
+_original_init = EarlyStopping.__init__
+
+
+def _noisy_init(self, *args, **kwargs):
+    print("<script>alert('feedback')</script>\x1b[2J")
+    _original_init(self, *args, **kwargs)
+
+
+EarlyStopping.__init__ = _noisy_init
+"""})}
 CLASS.update({
     "bad_metadata": {ES: submission(ES, mutate=damaged_metadata), QUIZ: submission(QUIZ)},
     "always_equal": {QUIZ: submission(QUIZ, {g: ANYTHING + f"{g[:3]} = _Anything()" for g in QUIZ_IDS}),
@@ -178,6 +195,104 @@ CLASS.update({
                                              "self.best_score - score > self.min_delta")},
 })
 SECRET = "ftcourse-secret-issue-13"
+
+# --- submissions that replace what the hidden tests look up (issue 29, point 2) ----------------------------
+# Each pairs an attack with a wrong (or always-equal) answer; it must earn no more than the same answer alone.
+FIND_GRADERS = """
+def _graders():
+    return [(name, value) for name, value in list(globals().items()) if type(value).__name__ == "Grader"]
+"""
+FAKE_CHECKER = ANYTHING + """
+class _FakeCheck:
+    seed = 0
+    rng = __import__("random").Random(0)
+
+    def call(self, function, *args, **kwargs):
+        return function(*args, **kwargs)
+
+    def plain(self, value, what=""):
+        return value if isinstance(value, bool) else _Anything()
+
+
+class _FakeGrader:
+    def begin(self, *args, **kwargs):
+        return _FakeCheck()
+
+    def probe(self, *args):
+        raise AssertionError("ftcourse probe forged")
+""" + FIND_GRADERS
+ATTACKS = {
+    # A global: every Grader in the namespace (whatever its name) and `_grader` replaced by a fake.
+    "attack_global": FAKE_CHECKER + """
+for _name, _value in _graders():
+    globals()[_name] = _FakeGrader()
+_grader = _FakeGrader()
+""",
+    # A global that forwards to the real grader (so that it logs the test), then returns its own checks.
+    "attack_forwarding": FAKE_CHECKER + """
+for _name, _value in _graders():
+    class _Forward:
+        real = _value
+
+        def begin(self, *args, **kwargs):
+            self.real.begin(*args, **kwargs)
+            return _FakeCheck()
+
+        def probe(self, *args):
+            return self.real.probe(*args)
+
+    globals()[_name] = _Forward()
+""",
+    # A class attribute: Check.plain made to lie.
+    "attack_class": ANYTHING + FIND_GRADERS + """
+for _name, _value in _graders():
+    _kind = type(_value.begin("15_exercise_early_stopping.ipynb", "not_a_test", random=False))
+    _kind.plain = lambda self, value, what="": value if isinstance(value, bool) else _Anything()
+""",
+    # Module attributes of the checker itself: its private references, and the channel to the anchor.
+    "attack_module": FIND_GRADERS + """
+for _name, _value in _graders():
+    _namespace = type(_value).begin.__globals__
+    _namespace["_is_one_of"] = lambda kind, kinds: True  # plain() would accept any object
+    _namespace["_audit"] = lambda *args: None  # and the anchor would hear nothing
+""",
+    # sys.modules: a look-alike grader module, the real grader deleted (a fallback import would find the fake).
+    "attack_sys_modules": FAKE_CHECKER + """
+import sys
+import types
+
+_module = types.ModuleType("ftcourse.grader_prelude")
+_module.Grader = _FakeGrader
+sys.modules["ftcourse.grader_prelude"] = _module
+for _name, _value in _graders():
+    del globals()[_name]
+""",
+}
+ATTACKED = {  # student -> (notebook, the honest answer, its attack)
+    "attack_global": (ES, "es_off_by_one", ATTACKS["attack_global"]),
+    "attack_forwarding": (ES, "es_off_by_one", ATTACKS["attack_forwarding"]),
+    "attack_class": (ES, "es_off_by_one", ATTACKS["attack_class"]),
+    "attack_module": (ES, "always_equal", ATTACKS["attack_module"]),
+    "attack_sys_modules": (ES, "es_off_by_one", ATTACKS["attack_sys_modules"]),
+    # sys.modules of a library the hidden tests import: numpy.allclose always True (lr_test_schedule compares with it)
+    "attack_sys_modules_numpy": (LR, "lr_linear_schedule", """
+import sys
+import types
+
+import numpy
+
+_lying = types.ModuleType("numpy")
+_lying.__dict__.update(numpy.__dict__)
+_lying.allclose = lambda *args, **kwargs: True
+sys.modules["numpy"] = _lying
+"""),
+}
+for _student, (_notebook, _honest, _attack) in ATTACKED.items():
+    _answers = {c.metadata.nbgrader.grade_id: c.source for c in CLASS[_honest][_notebook].cells
+                if c.metadata.get("nbgrader", {}).get("solution")}
+    _solution = "es_solution" if _notebook == ES else "lr_solution"
+    _answers[_solution] += "\n\n" + _attack
+    CLASS[_student] = {_notebook: submission(_notebook, _answers)}
 
 
 def hostile_class(base, submissions, port):
@@ -266,7 +381,48 @@ if {SECRET!r} in _seen:
     q01 = {CORRECT["q01"]!r}
 """
     sleep = "import time\ntime.sleep(18)"
+    # Bounded: at most 600 children, each gone after 15 s; the point only if the process limit (256) is missing.
+    fork_bomb = f"""import os, time
+_children = 0
+for _ in range(600):
+    try:
+        _pid = os.fork()
+    except OSError:
+        break
+    if _pid == 0:
+        time.sleep(15)
+        os._exit(0)
+    _children += 1
+if _children == 600:
+    q01 = {CORRECT["q01"]!r}
+"""
+    # Every folder it may write to, 1 MB at a time, 400 MB at most each: together they hold 256 + 64 + 1 MB.
+    filler = f"""import os
+_written = 0
+for _folder in ["/dev/shm", "/tmp", ".", "/ftcourse"]:
+    for _index in range(400):
+        try:
+            with open(os.path.join(_folder, "ftcourse-fill-{token}-%d" % _index), "wb") as _file:
+                _file.write(b"x" * 2**20)
+            _written += 2**20
+        except OSError:
+            break
+if _written > 400 * 2**20:
+    q01 = {CORRECT["q01"]!r}
+"""
+    # A new user namespace (from a single-threaded child: the kernel has threads) would open more of the kernel.
+    userns = f"""import ctypes, os
+_libc = ctypes.CDLL(None, use_errno=True)
+_pid = os.fork()
+if _pid == 0:
+    os._exit(0 if _libc.unshare(0x10000000) == 0 else 1)  # CLONE_NEWUSER
+if os.waitstatus_to_exitcode(os.waitpid(_pid, 0)[1]) == 0:
+    q01 = {CORRECT["q01"]!r}
+"""
     return {
+        "fork_bomb": {QUIZ: submission(QUIZ, {"q01_answer": fork_bomb})},
+        "disk_filler": {QUIZ: submission(QUIZ, {"q01_answer": filler})},
+        "new_userns": {QUIZ: submission(QUIZ, {"q01_answer": userns})},
         "spy": {QUIZ: submission(QUIZ, {"q01_answer": spy_quiz}), ES: submission(ES, {"es_solution": spy_es})},
         "vandal": {QUIZ: submission(QUIZ, {"q01_answer": vandal})},
         "network": {QUIZ: submission(QUIZ, {"q01_answer": network})},
@@ -359,9 +515,12 @@ def graded(tmp_path_factory):
     (submissions / "blank" / "notes.txt").write_text("my notes", encoding="utf-8")
     (submissions / "README.txt").write_text("downloaded from the platform", encoding="utf-8")
     try:
+        # Without bubblewrap, grading refuses to run unless told: the class (hostile code left out) is then graded
+        # unsandboxed on purpose.
+        unsandboxed = [] if SANDBOX.kind == BWRAP else ["--no-sandbox"]
         result = run_cli("grade", str(submissions), "--out", str(base / "grades.csv"), "--feedback",
                          str(base / "feedback"), "--timeout", str(TIMEOUT), "--notebook-timeout", str(NOTEBOOK_TIMEOUT),
-                         "--jobs", "2", env={"HF_TOKEN": SECRET, "AWS_SECRET_ACCESS_KEY": SECRET})
+                         "--jobs", "2", *unsandboxed, env={"HF_TOKEN": SECRET, "AWS_SECRET_ACCESS_KEY": SECRET})
     finally:
         listener.close()
     assert result.returncode == 0, result.stdout + result.stderr
@@ -379,37 +538,44 @@ def row(graded, student, notebook):
 
 
 class FeedbackPage(HTMLParser):
-    """The graded cells of an nbgrader feedback page: for each grade id, its score and what it printed."""
+    """The graded tests of a feedback page: for each grade id, its score and what it printed or raised."""
 
     def __init__(self, html: str):
         super().__init__()
         self.cells: dict[str, dict] = {}
+        self.total: tuple[float, float] | None = None
         self._current: dict | None = None
-        self._output: str | None = None  # "stdout" or "error" while inside that output's <pre>
-        self._pending: str | None = None
+        self._field: str | None = None  # "score", "stdout" or "error" while inside that element
+        self._in_total = False
+        self.scripts = 0
         self.feed(html)
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
-        if tag == "a" and attrs.get("name") and not attrs["name"].startswith("comment-"):
-            self._current = self.cells.setdefault(attrs["name"], {"score": None, "stdout": "", "error": ""})
+        self.scripts += tag == "script"
         classes = (attrs.get("class") or "").split()
-        if tag == "div" and "output_subarea" in classes:
-            self._pending = "error" if "output_error" in classes else "stdout" if "output_stdout" in classes else None
-        if tag == "pre" and self._pending:
-            self._output, self._pending = self._pending, None
+        if tag == "section":
+            self._current = self.cells.setdefault(attrs["id"], {"score": None, "stdout": "", "error": ""})
+        elif tag == "p" and attrs.get("id") == "total":
+            self._in_total = True
+        elif self._current is not None and tag in ("p", "pre"):
+            self._field = "score" if "score" in classes else "stdout" if "printed" in classes else \
+                "error" if "error" in classes else None
 
     def handle_endtag(self, tag):
-        if tag == "pre":
-            self._output = None
+        if tag in ("p", "pre"):
+            self._field, self._in_total = None, False
+        if tag == "section":
+            self._current = None
 
     def handle_data(self, data):
-        if self._current is None:
-            return
-        if self._output:
-            self._current[self._output] += data
-        elif self._current["score"] is None and (score := re.search(r"Score: ([\d.]+) / ([\d.]+)", data)):
+        score = re.search(r"Score : ([\d.]+) / ([\d.]+)", data)
+        if self._in_total and score:
+            self.total = (float(score.group(1)), float(score.group(2)))
+        elif self._field == "score" and score:
             self._current["score"] = (float(score.group(1)), float(score.group(2)))
+        elif self._field in ("stdout", "error"):
+            self._current[self._field] += data
 
 
 def quiz_letters(answers: dict[str, str]) -> dict[str, str]:
@@ -424,7 +590,7 @@ def test_csv_has_the_documented_columns(graded):
         header = next(csv.reader(handle))
     assert header == CSV_COLUMNS + step_columns()
     # One row per student and graded notebook (also the refused ones), plus one per other file in a folder.
-    students = set(extra["students"]) | {MALFORMED, "linker", "folder_link", "big"}
+    students = {printable(s) for s in extra["students"]} | {MALFORMED, "linker", "folder_link", "big"}
     assert {student for student, _ in rows} == students
     assert len(rows) == len(students) * 4 + 1
     assert rows[("blank", "notes.txt")]["status"] == "refused"
@@ -574,7 +740,7 @@ def test_feedback_shows_explanations_for_every_option(graded):
                               if c.metadata.get("nbgrader", {}).get("solution")})
     correct = quiz_letters(solution_sources(QUIZ))
     assert len(submitted) == len(correct) == 12
-    assert page.cells["top"]["score"] == (float(r["total"]), float(r["max"]))  # the page's total is the CSV's
+    assert page.total == (float(r["total"]), float(r["max"]))  # the page's total is the CSV's
     for question, letter in submitted.items():
         cell = page.cells[f"{question}_test"]
         assert cell["score"] == (float(r[f"{question}_test"]), 1.0)  # the page shows the CSV's points
@@ -755,3 +921,143 @@ def test_whole_notebook_time_is_limited(graded):
     r = row(graded, "slow", QUIZ)
     assert (r["status"], r["reason"], r["total"]) == (
         "needs review", f"notebook time limit ({NOTEBOOK_TIMEOUT} s) reached: kernel stopped", ""), r
+
+
+# --- no name a student can bind decides a grade (issue 29, point 2) -----------------------------------------
+
+
+@pytest.mark.parametrize("student", sorted(ATTACKED))
+def test_replacing_what_the_tests_look_up_earns_nothing_more(graded, student):
+    """Each attack, beside the same answer without it: no more points, and the notebook goes to the instructor."""
+    notebook, honest, _ = ATTACKED[student]
+    attacked, plain = row(graded, student, notebook), row(graded, honest, notebook)
+    assert attacked["total"] != "" and float(attacked["total"]) <= float(plain["total"]), (attacked, plain)
+    for step in step_columns():
+        if plain[step] != "":
+            assert float(attacked[step]) <= float(plain[step]), (step, attacked, plain)
+    if student == "attack_sys_modules_numpy":
+        # A library's module is simply put back before the test (as a patched function is): nothing to flag.
+        assert attacked["status"] == "graded" and attacked["lr_test_schedule"] == "0", attacked
+    else:  # the checker itself was attacked: the instructor is told
+        assert attacked["status"] == "needs review", attacked
+        assert attacked["reason"].startswith("grading environment tampered with: "), attacked["reason"]
+
+
+def test_points_earned_through_a_replaced_checker_are_withheld_and_named(graded):
+    """The fake checker passed every test in nbgrader's eyes: the grader's signed report names them all."""
+    reason = row(graded, "attack_global", ES)["reason"]
+    assert "the grader's report is forged" in reason
+    assert "points withheld: es_test_init, es_test_improve, es_test_min_delta, es_test_max" in reason
+
+
+def test_grading_copy_reaches_the_grader_by_a_run_name_without_fallback():
+    """The grading copy's hidden tests are functions called with a name drawn for the run, with no import."""
+    from ftcourse.grading import grading_test_source
+
+    source = cell_source_of(ES, "es_test_patience")
+    rewritten = grading_test_source(source, "_ftcourse_grader_0123abcd")
+    hidden = rewritten[rewritten.index("### BEGIN HIDDEN TESTS"):]
+    assert "_grader" not in hidden.replace("_ftcourse_grader_0123abcd", "")
+    assert "import" not in hidden.split("\n", 2)[1] and "ftcourse.grader_prelude" not in hidden
+    assert hidden.splitlines()[1] == "def _ftcourse_grader_0123abcd_test(_check):"
+    assert ('_ftcourse_grader_0123abcd_test(_ftcourse_grader_0123abcd.begin("15_exercise_early_stopping.ipynb", '
+            '"es_test_patience"))') in hidden
+    # The visible part is untouched: the released notebook and the student's copy stay the same.
+    assert rewritten[:rewritten.index("### BEGIN HIDDEN TESTS")] == source[:source.index("### BEGIN HIDDEN TESTS")]
+
+
+def cell_source_of(notebook, grade_id):
+    return next(c.source for c in nbformat.read(ROOT / "solutions" / notebook, as_version=4).cells
+                if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+
+
+# --- limits that hold (issue 29, point 3) ---------------------------------------------------------------------
+
+
+def test_process_count_is_limited_and_named(graded):
+    require_sandbox()
+    r = row(graded, "fork_bomb", QUIZ)
+    assert float(r["q01_test"]) == 0, r
+    assert r["status"] == "needs review" and "process limit (256) reached" in r["reason"], r
+
+
+def test_everything_a_kernel_writes_is_bounded_and_off_the_host(graded):
+    require_sandbox()
+    r = row(graded, "disk_filler", QUIZ)
+    assert float(r["q01_test"]) == 0, r
+    assert r["status"] == "needs review" and "space limit of /tmp (256 MB)" in r["reason"] \
+        and "space limit of /dev/shm (64 MB)" in r["reason"], r
+    base = graded[1]
+    leftovers = [p for folder in ("/dev/shm", "/tmp", str(base)) for p in glob.glob(f"{folder}/**/ftcourse-fill-*",
+                                                                                          recursive=True)]
+    assert leftovers == []
+
+
+def test_no_new_user_namespace_in_the_sandbox(graded):
+    require_sandbox()
+    if not SANDBOX.disable_userns:
+        pytest.skip(f"this bubblewrap ({SANDBOX.detail}) has no --disable-userns")
+    assert float(row(graded, "new_userns", QUIZ)["q01_test"]) == 0
+
+
+def test_the_machine_is_left_as_it_was(graded):
+    """No process of a kernel outlives grading, and the run's cgroups are gone."""
+    require_sandbox()
+    stray = subprocess.run(["pgrep", "-f", "ipykernel_launcher"], capture_output=True, text=True).stdout.split()
+    assert stray == [], stray
+    assert glob.glob("/sys/fs/cgroup/*/ftcourse-*") + glob.glob("/sys/fs/cgroup/*/**/ftcourse-*", recursive=True) == []
+
+
+def test_address_space_reservations_are_not_refused():
+    """A CUDA build of torch reserves gigabytes of address space it never writes: RLIMIT_DATA lets that through
+    (RLIMIT_AS did not), and still refuses memory that is asked to be written."""
+    require_sandbox()
+    from ftcourse import sandbox
+
+    plan = sandbox.SandboxPlan(SANDBOX, sandbox.Limits(memory_mb=1024), sandbox.readable_paths([]))
+    code = ("import ctypes\n"
+            "libc = ctypes.CDLL(None, use_errno=True)\n"
+            "libc.mmap.restype, libc.mmap.argtypes = ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, "
+            "ctypes.c_int, ctypes.c_int, ctypes.c_long]\n"
+            "reserved = libc.mmap(None, 16 * 2**30, 0, 0x22, -1, 0)  # PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS\n"
+            "assert reserved not in (None, ctypes.c_void_p(-1).value), ctypes.get_errno()\n"
+            "try:\n    bytearray(2 * 2**30)\nexcept MemoryError:\n    print('refused')\n")
+    result = sandbox.run_like_a_kernel(plan, code, timeout=120)
+    assert (result.returncode, result.stdout.strip()) == (0, "refused"), result.stderr
+
+
+# --- feedback that keeps the hidden tests hidden (issue 29, point 4) -------------------------------------------
+
+HIDDEN_TEST_CODE = ["reference_trace", "_RecordingSGD", "explanations = {", "_check.plain", "_check.call",
+                    "def _problem(", "BEGIN HIDDEN TESTS", "_grader.begin("]
+
+
+def test_feedback_holds_no_hidden_test_code(graded):
+    pages = list((graded[1] / "feedback").rglob("*.html"))
+    assert len(pages) > 20
+    leaks = [(page.parent.name, page.name, secret) for page in pages for secret in HIDDEN_TEST_CODE
+             if secret in page.read_text(encoding="utf-8")]
+    assert leaks == []
+    # The instructor notebooks do hold them: the check above can fail.
+    sources = "".join((ROOT / "solutions" / n).read_text(encoding="utf-8") for n in (QUIZ, LR, ES))
+    assert all(secret in sources for secret in HIDDEN_TEST_CODE)
+
+
+def test_feedback_escapes_what_the_student_printed(graded):
+    """A student's output is text in the page: no script, no markup of theirs, no terminal escapes."""
+    page_text = (graded[1] / "feedback" / "script_printer" / "15_exercise_early_stopping.html").read_text(
+        encoding="utf-8")
+    page = FeedbackPage(page_text)
+    assert page.scripts == 0 and "<script>" not in page_text and "\x1b" not in page_text
+    assert "<script>alert('feedback')</script>" in page.cells["es_test_init"]["stdout"]  # shown, as text
+    assert (row(graded, "script_printer", ES)["status"], float(row(graded, "script_printer", ES)["total"])) == (
+        "graded", 9)
+
+
+def test_control_characters_never_reach_the_csv_or_the_screen(graded):
+    rows, base, stdout, _ = graded
+    raw = (base / "grades.csv").read_text(encoding="utf-8-sig")
+    assert not re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", raw.replace("\r\n", "\n"))
+    assert "\x1b" not in stdout
+    r = rows[("red", ES)]  # the folder "\x1b[31mred\x1b[0m": its escapes taken out
+    assert (r["status"], float(r["total"])) == ("graded", 9), r

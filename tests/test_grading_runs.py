@@ -26,6 +26,7 @@ import pytest
 from ftcourse.gradebook_csv import ENCODING, partial_path
 from ftcourse.grader_prelude import seed_for
 from ftcourse.grading import answered_notebook, solution_answers
+from ftcourse.handout import STUDENT_MODULES
 from ftcourse.sandbox import BWRAP, detect_sandbox
 from tests.conftest import ROOT, run_cli
 
@@ -35,6 +36,8 @@ QUIZ, SENTIMENT, LR, ES = (
     "12_quiz.ipynb", "13_exercise_sentiment.ipynb", "14_exercise_lr_finder.ipynb", "15_exercise_early_stopping.ipynb"
 )
 SANDBOX = detect_sandbox()
+# Without bubblewrap, grading refuses to run: these runs of the trusted instructor answers then ask for no sandbox.
+SANDBOX_ARGS = [] if SANDBOX.kind == BWRAP else ["--no-sandbox"]
 
 
 def answers(name, **edits):
@@ -99,7 +102,7 @@ def regraded(tmp_path_factory):
     for run in (1, 2):
         out = base / f"grades{run}.csv"
         result = run_cli("grade", str(submissions), "--solutions", str(solutions), "--out", str(out),
-                         "--feedback", str(base / f"feedback{run}"), "--timeout", "60", "--jobs", "2")
+                         "--feedback", str(base / f"feedback{run}"), "--timeout", "60", "--jobs", "2", *SANDBOX_ARGS)
         assert result.returncode == 0, result.stdout + result.stderr
         outputs.append(out.read_bytes())
     return outputs, base
@@ -130,7 +133,8 @@ def test_broken_environment_stops_at_the_canary(tmp_path):
         "15_exercise_early_stopping": ("es_solution", "self.counter >= self.patience", "self.counter > self.patience")})
     submissions = write_class(tmp_path / "submissions", {"alice": {ES: answers(ES)}})
     out = tmp_path / "grades.csv"
-    result = run_cli("grade", str(submissions), "--solutions", str(solutions), "--out", str(out), "--jobs", "1")
+    result = run_cli("grade", str(submissions), "--solutions", str(solutions), "--out", str(out), "--jobs", "1",
+                     *SANDBOX_ARGS)
     assert result.returncode == 3, result.stdout + result.stderr
     message = result.stderr.strip().splitlines()
     message = message[next(i for i, line in enumerate(message) if line.startswith("ftcourse grade: ")):]
@@ -155,11 +159,12 @@ def unsandboxed(tmp_path_factory):
     return base, args, result
 
 
-def test_no_sandbox_warns_and_says_so_in_the_csv(unsandboxed):
+def test_no_sandbox_warns_first_and_says_so_in_the_csv(unsandboxed):
     base, _, result = unsandboxed
-    assert result.stderr.strip().splitlines()[-1] == (
-        "WARNING: no sandbox (turned off with --no-sandbox): student code ran with your permissions, your files "
-        "and the network. Grade untrusted submissions on Linux with bubblewrap.")
+    # The warning comes before anything else, progress bars included: before any student code runs.
+    assert result.stderr.strip().splitlines()[0] == (
+        "WARNING: --no-sandbox: student code will run with your permissions, your files and the network. "
+        "Grade untrusted submissions on Linux with bubblewrap.")
     assert "sandbox: none (turned off with --no-sandbox)" in result.stdout.splitlines()
     rows = read_csv(base / "grades.csv")
     assert {r["sandbox"] for r in rows} == {"none"} and len(rows) == 4
@@ -201,7 +206,7 @@ def test_crash_keeps_the_rows_already_graded(tmp_path):
     scratch = tmp_path / "scratch"  # the run's temporary folder (a kill leaves it behind)
     scratch.mkdir()
     command = [sys.executable, "-m", "ftcourse.cli", "grade", str(submissions), "--solutions", str(solutions),
-               "--out", str(out), "--jobs", "1"]
+               "--out", str(out), "--jobs", "1", *SANDBOX_ARGS]
     process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "TMPDIR": str(scratch)}, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -222,8 +227,21 @@ def test_crash_keeps_the_rows_already_graded(tmp_path):
     again = run_cli("grade", str(submissions), "--solutions", str(solutions), "--out", str(out))
     assert again.returncode == 2
     assert again.stderr.strip() == (f"ftcourse grade: {partial} holds the rows of an interrupted run: keep it "
-                                    "elsewhere, or pass --force")
+                                    "elsewhere, or pass --force (it is then kept under a name with its date and time)")
     assert partial.read_bytes() == kept
+    # --force grades again and keeps the interrupted run's rows under a dated name, byte for byte.
+    forced = run_cli("grade", str(submissions), "--solutions", str(solutions), "--out", str(out), "--force",
+                     "--delimiter", ";", *SANDBOX_ARGS)
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    dated = sorted(tmp_path.glob("grades.partial-*.csv"))
+    assert len(dated) == 1 and dated[0].read_bytes() == kept
+    assert re.fullmatch(r"grades\.partial-\d{8}-\d{6}\.csv", dated[0].name)
+    assert f"kept the interrupted run's rows as {dated[0]}" in forced.stdout.splitlines()
+    assert not partial.exists()
+    # --delimiter ';': what a spreadsheet in a French locale opens as columns.
+    with open(out, newline="", encoding=ENCODING) as handle:
+        rows = list(csv.DictReader(handle, delimiter=";"))
+    assert len(rows) == 6 and {r["total"] for r in rows} == {"9"}
 
 
 def test_release_refuses_to_clobber_an_edited_notebook(tmp_path):
@@ -277,6 +295,18 @@ def test_handout_holds_no_solution(tmp_path):
     assert all(s in sources for s in SECRETS + MARKERS)
     again = run_cli("handout", str(target))
     assert again.returncode == 2 and "exists and is not an empty folder" in again.stderr
+    # No grading internals: only what ftcourse doctor, run, install-assets and normalize need.
+    assert sorted(p.name for p in (target / "ftcourse").glob("*.py")) == sorted(STUDENT_MODULES)
+    for internal in ("grader_prelude.py", "sandbox.py", "grading.py", "autograde_hooks.py"):
+        assert (ROOT / "ftcourse" / internal).is_file() and not (target / "ftcourse" / internal).exists()
+    # -S: without site-packages, where this checkout's editable install would also find the grading modules.
+    handed = subprocess.run([sys.executable, "-S", "-c", "import sys; sys.path.insert(0, sys.argv[1]); import ftcourse; "
+                             "print(ftcourse.__file__); from ftcourse.cli import main; sys.exit(main(sys.argv[2:]))",
+                             str(target), "grade", str(tmp_path), "--out", str(tmp_path / "g.csv")],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert handed.stdout.strip() == str(target / "ftcourse" / "__init__.py")
+    assert (handed.returncode, handed.stderr.strip()) == (
+        2, "ftcourse grade: an instructor command, not part of the students' hand-out")
 
 
 def test_sandbox_is_available_where_ci_requires_it():
@@ -324,3 +354,52 @@ def test_folders_under_tmp_stay_visible_in_the_sandbox():
         # The rest of the real /tmp stays hidden: only the folder named is shown.
         listing = subprocess.run(command + ["--", "/bin/ls", "-A", "/tmp"], capture_output=True, text=True)
         assert listing.stdout.split() == [os.path.basename(folder)], listing.stdout
+
+
+def test_grading_refuses_to_run_without_a_sandbox(tmp_path):
+    """No bubblewrap (FTCOURSE_BWRAP names a missing program): exit 2 before any student code, the cause and the
+    fix named; a submission that would leave a file behind did not run, and no grades file was started."""
+    solutions = instructor_folder(tmp_path, ES)
+    canary = tmp_path / "student-code-ran"
+    answered = answers(ES)
+    answered["es_solution"] += f"\n\nopen({str(canary)!r}, 'w').write('ran')\n"
+    submissions = write_class(tmp_path / "submissions", {"alice": {ES: answered}})
+    out = tmp_path / "grades.csv"
+    result = run_cli("grade", str(submissions), "--solutions", str(solutions), "--out", str(out),
+                     env={"FTCOURSE_BWRAP": str(tmp_path / "no-bwrap-here")})
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == (f"ftcourse grade: no sandbox, so nothing was run: bubblewrap is not installed "
+                        f"(no bwrap {tmp_path / 'no-bwrap-here'}).")
+    assert lines[1].startswith("  To fix: install bubblewrap: Debian/Ubuntu `sudo apt-get install bubblewrap`")
+    assert "pass --no-sandbox" in lines[2]
+    assert not canary.exists() and not out.exists() and not partial_path(out).exists()
+    doctor = run_cli("doctor", "--grading", env={"FTCOURSE_BWRAP": str(tmp_path / "no-bwrap-here")})
+    assert doctor.returncode == 1 and "[FAIL] sandbox: bubblewrap is not installed" in doctor.stdout
+
+
+def test_doctor_grading_imports_torch_in_the_sandbox():
+    if SANDBOX.kind != BWRAP:
+        if os.environ.get("FTCOURSE_REQUIRE_SANDBOX"):
+            pytest.fail(SANDBOX.detail)
+        pytest.skip(f"no sandbox on this machine: {SANDBOX.detail}")
+    result = run_cli("doctor", "--grading")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"^  \[ok\] sandboxed import torch: torch \S+ in [\d.]+ s$", result.stdout, re.M), result.stdout
+    assert re.search(r"^  limits per kernel: 256 processes, 4096 MB of memory, ", result.stdout, re.M), result.stdout
+
+
+def test_normalize_replaces_a_notebook_in_one_rename(tmp_path):
+    """solutions/ holds the only copy of the hidden tests: normalize writes a new file and renames it into place,
+    so that an interrupted run leaves the old notebook or the new one, never half of one."""
+    notebook = tmp_path / ES
+    shutil.copy2(ROOT / "solutions" / ES, notebook)
+    data = nbformat.read(notebook, as_version=4)
+    next(cell for cell in data.cells if cell.cell_type == "code").execution_count = 3  # for normalize to clean
+    nbformat.write(data, notebook)
+    before = notebook.stat().st_ino
+    result = run_cli("normalize", str(notebook))
+    assert result.returncode == 0 and f"normalised {notebook}" in result.stdout, result.stdout + result.stderr
+    assert notebook.stat().st_ino != before  # a new file renamed over the old one
+    assert sorted(p.name for p in tmp_path.iterdir()) == [ES]  # no temporary file left
+    assert run_cli("normalize", "--check", str(notebook)).returncode == 0
