@@ -492,12 +492,14 @@ def _grade_notebook(task: StudentTask, name: str) -> GradeRow:
     for grade_id in unverified:
         row.steps[grade_id] = 0.0
     row.total = float(sum(row.steps.values()))
-    if not run.prelude_error:
+    withheld = f"not confirmed by the grader, points withheld: {', '.join(unverified)}" if unverified else ""
+    if run.prelude_error:  # the grader never started: nothing could be confirmed
+        reasons[-1] += f"; {withheld}" if withheld else ""
+    else:
         tampered = [missing] if missing else []
         if report is not None:
             tampered += report.problems + [f"kernel changed: {', '.join(report.kernel)}"] * bool(report.kernel)
-        if unverified:
-            tampered.append(f"not confirmed by the grader, points withheld: {', '.join(unverified)}")
+        tampered += [withheld] if withheld else []
         if tampered:
             reasons.append(f"grading environment tampered with: {'; '.join(tampered)}")
     if report is not None and settings.plan.sandbox.kind == sandbox_module.BWRAP:  # the sandbox's own folders
