@@ -16,7 +16,7 @@ LOWER_TESTS ?= tests/test_device.py tests/test_training.py tests/test_data.py te
 	tests/test_batching.py tests/test_instructions.py tests/test_text_metrics.py tests/test_runner.py \
 	tests/test_causal_lm.py tests/test_grading.py tests/test_hyperparameters.py tests/test_multitask.py
 
-.PHONY: setup constraints check-lower-bounds course course-fast test test-other-precision doctor lab normalize clean
+.PHONY: setup constraints check-lower-bounds course course-fast test test-other-precision lint doctor lab normalize clean
 
 # $(call install-torch,PYTHON,CONSTRAINTS): torch $(TORCH_VERSION) into PYTHON's environment unless it is there
 # already: the CUDA build where a CUDA GPU is found, else the CPU build (PyPI's Linux wheel is the CUDA one,
@@ -98,7 +98,7 @@ TRAINING_NOTEBOOKS = course/01_strategies.ipynb course/03_bert_classification.ip
 	solutions/13_exercise_sentiment.ipynb
 PYTEST = HF_HUB_OFFLINE=1 FTCOURSE_FAST=1 $(BIN)/python -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=900
 
-test: setup
+test: setup lint
 	@echo "== whole suite, FTCOURSE_PRECISION=$(MAIN_PRECISION)"
 	FTCOURSE_PRECISION=$(MAIN_PRECISION) $(PYTEST) tests course solutions $(PYTEST_ARGS)
 	@$(MAKE) --no-print-directory test-other-precision
@@ -110,6 +110,11 @@ test-other-precision: setup
 	else \
 		echo "== no native bf16 on this CPU: bf16 is tested by tests/test_device.py, not by the notebooks"; \
 	fi
+
+# Lint and format check ([tool.ruff] in pyproject.toml); `$(BIN)/ruff format .` and `$(BIN)/ruff check --fix .` mend.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 doctor: setup
 	$(BIN)/ftcourse doctor

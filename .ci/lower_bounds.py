@@ -95,8 +95,11 @@ def lower_bound_pins(reqs: list[str], tested: dict[str, str]) -> tuple[list[str]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--extras", default="dev", help="comma-separated extras to include (default: dev)")
-    parser.add_argument("--constraints", default=str(ROOT / "constraints.txt"),
-                        help="tested versions, for the packages kept at them (default: constraints.txt)")
+    parser.add_argument(
+        "--constraints",
+        default=str(ROOT / "constraints.txt"),
+        help="tested versions, for the packages kept at them (default: constraints.txt)",
+    )
     parser.add_argument("--pyproject", default=str(ROOT / "pyproject.toml"))
     args = parser.parse_args(argv)
     project = tomllib.loads(Path(args.pyproject).read_text())["project"]
@@ -106,8 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         for problem in problems:
             print(f"lower_bounds: {problem}", file=sys.stderr)
         return 1
-    print(f"# Every direct dependency of .[{','.join(extras)}] at its lower bound "
-          f"(torch at its tested version); made by .ci/lower_bounds.py")
+    print(
+        f"# Every direct dependency of .[{','.join(extras)}] at its lower bound "
+        f"(torch at its tested version); made by .ci/lower_bounds.py"
+    )
     print("\n".join(pins))
     return 0
 

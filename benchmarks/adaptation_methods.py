@@ -29,16 +29,27 @@ RESULTS = ROOT / "course" / "outputs" / "11_peft" / "results.json"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="write the results as JSON here")
-    parser.add_argument("--reuse-course-times-run", action="store_true",
-                        help="take the wall time and results of the last `course_times.py --mode full` run of the "
-                             "notebook instead of running it again")
+    parser.add_argument(
+        "--reuse-course-times-run",
+        action="store_true",
+        help="take the wall time and results of the last `course_times.py --mode full` run of the "
+        "notebook instead of running it again",
+    )
     args = parser.parse_args()
     env = setup(seed=42, fast=False)
-    run = recorded_notebook_run(env, NOTEBOOK, RESULTS) if args.reuse_course_times_run else run_notebook_default(
-        NOTEBOOK, RESULTS)
-    run["measured_on"] = {"device": env.device, "precision": env.precision.name, "threads": env.threads,
-                          "cpu": env.capabilities.cpu_name, "cpu_native_bf16": env.capabilities.cpu_bf16,
-                          "versions": env.versions}
+    run = (
+        recorded_notebook_run(env, NOTEBOOK, RESULTS)
+        if args.reuse_course_times_run
+        else run_notebook_default(NOTEBOOK, RESULTS)
+    )
+    run["measured_on"] = {
+        "device": env.device,
+        "precision": env.precision.name,
+        "threads": env.threads,
+        "cpu": env.capabilities.cpu_name,
+        "cpu_native_bf16": env.capabilities.cpu_bf16,
+        "versions": env.versions,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(run, indent=2, ensure_ascii=False))
     print(f"notebook 11, default mode, wall time {run['seconds'] / 60:.1f} min -> {args.out}")

@@ -58,26 +58,35 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.course_times import recorded_notebook_run, run_notebook_default  # noqa: E402
 from helpers import setup  # noqa: E402
-from helpers.device import resolve_precision, supported_precisions  # noqa: E402
-from helpers.evaluation.uncertainty import (  # noqa: E402
-    bootstrap_interval, paired_bootstrap, paired_seeds, seeds_interval,
-)
 from helpers.data.batching import make_loader, padding_share, tokenize_for_classification  # noqa: E402
 from helpers.data.loaders import rotten_tomatoes, subsample  # noqa: E402
-from helpers.training.freezing import optimizer_for  # noqa: E402
+from helpers.device import resolve_precision, supported_precisions  # noqa: E402
 from helpers.evaluation.metrics import classification_metrics, fit_tfidf_logreg  # noqa: E402
+from helpers.evaluation.uncertainty import (  # noqa: E402
+    bootstrap_interval,
+    paired_bootstrap,
+    paired_seeds,
+    seeds_interval,
+)
 from helpers.models import load_classifier  # noqa: E402
+from helpers.training.freezing import optimizer_for  # noqa: E402
 from helpers.training.loops import evaluate, time_training_steps, train_loop  # noqa: E402
 from helpers.training.probing import fit_head_by_linear_probe  # noqa: E402
-
 
 PARTS = ("accuracy", "loop_vs_trainer", "padding", "precision", "head_start", "recipe", "notebook")
 REQUIRED_PARTS = PARTS[:4]  # what the README table and the summary below always read
 NOTEBOOK = ROOT / "course" / "03_bert_classification.ipynb"
 NOTEBOOK_RESULTS = ROOT / "course" / "outputs" / "03_minilm" / "results.json"
 # The notebook's default recipe (course/03, cells 18a15d9d, 9e0b6c41 and 8a13ddb2): change both together.
-RECIPE = {"train_size": None, "pooling": "mean", "learning_rate": 2e-4, "batch_size": 32, "epochs": 1,
-          "max_length": 128, "probe_size": 2000}
+RECIPE = {
+    "train_size": None,
+    "pooling": "mean",
+    "learning_rate": 2e-4,
+    "batch_size": 32,
+    "epochs": 1,
+    "max_length": 128,
+    "probe_size": 2000,
+}
 # The budgets the notebook's recipe was chosen among (``recipe`` part): the one it used before, in which +5 points
 # over TF-IDF took two epochs, and one epoch at each rate. All from the linear-probe head.
 CANDIDATE_RECIPES = {
@@ -102,9 +111,13 @@ def accuracy_run(env, splits, train_size, epochs) -> dict:
     test = tokenize_for_classification(splits["test"], tokenizer)
     start = time.perf_counter()
     history = train_loop(
-        model, make_loader(train, tokenizer, 32, padding="length_grouped", seed=env.seed),
-        optimizer_for(model, lr=1e-4, weight_decay=0.01), num_epochs=epochs, device=env.device,
-        precision=env.precision, eval_loader=make_loader(test, tokenizer, 64, shuffle=False),
+        model,
+        make_loader(train, tokenizer, 32, padding="length_grouped", seed=env.seed),
+        optimizer_for(model, lr=1e-4, weight_decay=0.01),
+        num_epochs=epochs,
+        device=env.device,
+        precision=env.precision,
+        eval_loader=make_loader(test, tokenizer, 64, shuffle=False),
         compute_metrics=classification_metrics,
     )
     seconds = time.perf_counter() - start
@@ -132,23 +145,37 @@ def loop_vs_trainer(env, splits, size, batch_size=32) -> dict:
     model = copy.deepcopy(base)
     with tempfile.TemporaryDirectory() as folder:
         args = TrainingArguments(
-            output_dir=folder, per_device_train_batch_size=batch_size, learning_rate=1e-4, num_train_epochs=1,
-            warmup_steps=0.1, weight_decay=0.01, train_sampling_strategy="sequential", save_strategy="no",
-            report_to="none", disable_tqdm=True, dataloader_pin_memory=False, seed=env.seed,
+            output_dir=folder,
+            per_device_train_batch_size=batch_size,
+            learning_rate=1e-4,
+            num_train_epochs=1,
+            warmup_steps=0.1,
+            weight_decay=0.01,
+            train_sampling_strategy="sequential",
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            dataloader_pin_memory=False,
+            seed=env.seed,
             **env.precision.trainer_kwargs(),
         )
         trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=DataCollatorWithPadding(tokenizer))
         start = time.perf_counter()
         trainer.train()
         trainer_rate = size / (time.perf_counter() - start)
-    return {"examples": size, "loop_examples_per_s": loop_rate, "trainer_examples_per_s": trainer_rate,
-            "loop_over_trainer": loop_rate / trainer_rate}
+    return {
+        "examples": size,
+        "loop_examples_per_s": loop_rate,
+        "trainer_examples_per_s": trainer_rate,
+        "loop_over_trainer": loop_rate / trainer_rate,
+    }
 
 
 def padding_speed(env, splits, steps, batch_size=32) -> dict:
     base, tokenizer = load_classifier("minilm", num_labels=2, device=env.device, seed=env.seed)
-    data = tokenize_for_classification(subsample(splits["train"], batch_size * (steps + 1) * 4, seed=env.seed),
-                                       tokenizer, max_length=512)
+    data = tokenize_for_classification(
+        subsample(splits["train"], batch_size * (steps + 1) * 4, seed=env.seed), tokenizer, max_length=512
+    )
     result = {}
     for padding in PADDINGS:
         loader = make_loader(data, tokenizer, batch_size, padding=padding, max_length=512, seed=env.seed)
@@ -156,7 +183,9 @@ def padding_speed(env, splits, steps, batch_size=32) -> dict:
         seconds = time_training_steps(model, loader, optimizer_for(model, lr=1e-5), steps, env.device, env.precision)
         result[padding] = {"seconds_per_step": seconds, "padding_share": padding_share(loader)}
     for padding in ("dynamic", "length_grouped"):
-        result[padding]["speedup_over_max_length"] = result["max_length"]["seconds_per_step"] / result[padding]["seconds_per_step"]
+        result[padding]["speedup_over_max_length"] = (
+            result["max_length"]["seconds_per_step"] / result[padding]["seconds_per_step"]
+        )
     # LengthGroupedSampler sorts by length inside mega-batches of min(50, n / (4 * batch_size)) batches: the share it
     # leaves depends on the pool, so it is also measured over the whole training split (no training, just batching).
     whole = tokenize_for_classification(splits["train"], tokenizer, max_length=512)
@@ -164,13 +193,27 @@ def padding_speed(env, splits, steps, batch_size=32) -> dict:
         "timed_examples": len(data),
         "whole_train_examples": len(whole),
         "length_grouped_padding_share_whole_train": padding_share(
-            make_loader(whole, tokenizer, batch_size, padding="length_grouped", max_length=512, seed=env.seed)),
+            make_loader(whole, tokenizer, batch_size, padding="length_grouped", max_length=512, seed=env.seed)
+        ),
     }
     return result
 
 
-def trainer_run(env, splits, precision, seed, train_size, epochs, pooling="cls", probe=False, learning_rate=1e-4,
-                batch_size=32, max_length=128, validation=False, probe_size=None) -> dict:
+def trainer_run(
+    env,
+    splits,
+    precision,
+    seed,
+    train_size,
+    epochs,
+    pooling="cls",
+    probe=False,
+    learning_rate=1e-4,
+    batch_size=32,
+    max_length=128,
+    validation=False,
+    probe_size=None,
+) -> dict:
     """Lesson 03's ``Trainer`` recipe once, from ``load_classifier(seed=seed)``: 0/1 correctness of the final model on
     each test item, wall time (the linear probe included, with ``probe``, fitted on ``probe_size`` training examples,
     all with None) and, with ``validation``, the validation accuracy after each epoch (whole validation split)."""
@@ -189,25 +232,50 @@ def trainer_run(env, splits, precision, seed, train_size, epochs, pooling="cls",
     start = time.perf_counter()
     if probe:
         probe_texts = subsample(texts, probe_size, seed=env.seed)  # the notebook's probe_budget
-        fit_head_by_linear_probe(model, tokenizer, list(probe_texts["text"]), list(probe_texts["label"]), env.device,
-                                 precision, max_length=max_length, seed=seed)
+        fit_head_by_linear_probe(
+            model,
+            tokenizer,
+            list(probe_texts["text"]),
+            list(probe_texts["label"]),
+            env.device,
+            precision,
+            max_length=max_length,
+            seed=seed,
+        )
     with tempfile.TemporaryDirectory() as folder:
         args = TrainingArguments(
-            output_dir=folder, learning_rate=learning_rate, per_device_train_batch_size=batch_size,
-            per_device_eval_batch_size=64, num_train_epochs=epochs, warmup_steps=0.1, weight_decay=0.01,
-            max_grad_norm=1.0, lr_scheduler_type="linear", train_sampling_strategy="group_by_length",
-            eval_strategy="epoch" if validation else "no", save_strategy="no", report_to="none", disable_tqdm=True,
-            dataloader_pin_memory=False, seed=seed, **precision.trainer_kwargs(),
+            output_dir=folder,
+            learning_rate=learning_rate,
+            per_device_train_batch_size=batch_size,
+            per_device_eval_batch_size=64,
+            num_train_epochs=epochs,
+            warmup_steps=0.1,
+            weight_decay=0.01,
+            max_grad_norm=1.0,
+            lr_scheduler_type="linear",
+            train_sampling_strategy="group_by_length",
+            eval_strategy="epoch" if validation else "no",
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            dataloader_pin_memory=False,
+            seed=seed,
+            **precision.trainer_kwargs(),
         )
-        trainer = Trainer(model=model, args=args, train_dataset=train,
-                          data_collator=DataCollatorWithPadding(tokenizer), **evaluation)
+        trainer = Trainer(
+            model=model, args=args, train_dataset=train, data_collator=DataCollatorWithPadding(tokenizer), **evaluation
+        )
         trainer.train()
         seconds = time.perf_counter() - start
     result = evaluate(model, make_loader(test, tokenizer, 64, shuffle=False), env.device, precision)
-    return {"correct": (result["logits"].argmax(-1) == result["labels"]).astype(float), "seconds": seconds,
-            "examples": len(train),
-            "validation_accuracy_per_epoch": [row["eval_accuracy"] for row in trainer.state.log_history
-                                              if "eval_accuracy" in row]}
+    return {
+        "correct": (result["logits"].argmax(-1) == result["labels"]).astype(float),
+        "seconds": seconds,
+        "examples": len(train),
+        "validation_accuracy_per_epoch": [
+            row["eval_accuracy"] for row in trainer.state.log_history if "eval_accuracy" in row
+        ],
+    }
 
 
 def precision_comparison(env, splits, train_size=2400, epochs=3, max_length=128) -> dict:
@@ -219,15 +287,23 @@ def precision_comparison(env, splits, train_size=2400, epochs=3, max_length=128)
     for name in ("fp32", "bf16"):
         precision = resolve_precision(env.capabilities, env.device, name)
         run = trainer_run(env, splits, precision, env.seed, train_size, epochs, max_length=max_length)
-        runs[name] = {"correct": run["correct"], "seconds": run["seconds"],
-                      "examples_per_s": run["examples"] * epochs / run["seconds"],
-                      "test_accuracy": bootstrap_interval(run["correct"], seed=env.seed).as_dict()}
+        runs[name] = {
+            "correct": run["correct"],
+            "seconds": run["seconds"],
+            "examples_per_s": run["examples"] * epochs / run["seconds"],
+            "test_accuracy": bootstrap_interval(run["correct"], seed=env.seed).as_dict(),
+        }
     comparison = paired_bootstrap(runs["bf16"]["correct"], runs["fp32"]["correct"], seed=env.seed)
     for run in runs.values():
         del run["correct"]
-    return {"train_examples": train_size, "epochs": epochs, "test_examples": len(splits["test"]), **runs,
-            "bf16_minus_fp32_accuracy": comparison.as_dict(),
-            "bf16_speedup": runs["fp32"]["seconds"] / runs["bf16"]["seconds"]}
+    return {
+        "train_examples": train_size,
+        "epochs": epochs,
+        "test_examples": len(splits["test"]),
+        **runs,
+        "bf16_minus_fp32_accuracy": comparison.as_dict(),
+        "bf16_speedup": runs["fp32"]["seconds"] / runs["bf16"]["seconds"],
+    }
 
 
 def head_start(env, splits, seeds) -> dict:
@@ -235,8 +311,20 @@ def head_start(env, splits, seeds) -> dict:
     recipe = {key: value for key, value in RECIPE.items() if key not in ("train_size", "epochs")}
     starts = {}
     for start in HEAD_STARTS:
-        runs = [trainer_run(env, splits, env.precision, seed, RECIPE["train_size"], RECIPE["epochs"],
-                            probe=start == "linear probe", validation=True, **recipe) for seed in seeds]
+        runs = [
+            trainer_run(
+                env,
+                splits,
+                env.precision,
+                seed,
+                RECIPE["train_size"],
+                RECIPE["epochs"],
+                probe=start == "linear probe",
+                validation=True,
+                **recipe,
+            )
+            for seed in seeds
+        ]
         starts[start] = {
             "correct": [run["correct"] for run in runs],
             "test_accuracy_per_seed": [float(run["correct"].mean()) for run in runs],
@@ -247,9 +335,15 @@ def head_start(env, splits, seeds) -> dict:
     comparison = paired_seeds(starts["linear probe"]["correct"], starts["random"]["correct"], seed=env.seed)
     for start in starts.values():
         del start["correct"]
-    return {"recipe": RECIPE, "train_examples": len(splits["train"]), "validation_examples": len(splits["validation"]),
-            "test_examples": len(splits["test"]), "seeds": list(seeds), "starts": starts,
-            "probe_minus_random": comparison.as_dict()}
+    return {
+        "recipe": RECIPE,
+        "train_examples": len(splits["train"]),
+        "validation_examples": len(splits["validation"]),
+        "test_examples": len(splits["test"]),
+        "seeds": list(seeds),
+        "starts": starts,
+        "probe_minus_random": comparison.as_dict(),
+    }
 
 
 def recipe_choice(env, splits, seeds) -> dict:
@@ -257,10 +351,18 @@ def recipe_choice(env, splits, seeds) -> dict:
     seeds and items, training time, each paired against TF-IDF and against the notebook's own recipe."""
     tfidf_correct = tfidf_test_correct(env, splits)
     base = {key: value for key, value in RECIPE.items() if key not in ("train_size", "epochs", "learning_rate")}
-    runs = {name: [trainer_run(env, splits, env.precision, seed, RECIPE["train_size"], probe=True, **base, **settings)
-                   for seed in seeds] for name, settings in CANDIDATE_RECIPES.items()}
-    notebook = next(name for name, settings in CANDIDATE_RECIPES.items()
-                    if settings == {"epochs": RECIPE["epochs"], "learning_rate": RECIPE["learning_rate"]})
+    runs = {
+        name: [
+            trainer_run(env, splits, env.precision, seed, RECIPE["train_size"], probe=True, **base, **settings)
+            for seed in seeds
+        ]
+        for name, settings in CANDIDATE_RECIPES.items()
+    }
+    notebook = next(
+        name
+        for name, settings in CANDIDATE_RECIPES.items()
+        if settings == {"epochs": RECIPE["epochs"], "learning_rate": RECIPE["learning_rate"]}
+    )
     recipes = {}
     for name, seed_runs in runs.items():
         correct = [run["correct"] for run in seed_runs]
@@ -270,11 +372,20 @@ def recipe_choice(env, splits, seeds) -> dict:
             "test_accuracy_per_seed": [float(c.mean()) for c in correct],
             "seconds": [run["seconds"] for run in seed_runs],
             "minus_tfidf": paired_seeds(correct, [tfidf_correct] * len(seeds), seed=env.seed).as_dict(),
-            "minus_notebook_recipe": (None if name == notebook else paired_seeds(
-                correct, [run["correct"] for run in runs[notebook]], seed=env.seed).as_dict()),
+            "minus_notebook_recipe": (
+                None
+                if name == notebook
+                else paired_seeds(correct, [run["correct"] for run in runs[notebook]], seed=env.seed).as_dict()
+            ),
         }
-    return {"recipe": RECIPE, "notebook_recipe": notebook, "seeds": list(seeds), "test_examples": len(splits["test"]),
-            "tfidf_test_accuracy": float(tfidf_correct.mean()), "recipes": recipes}
+    return {
+        "recipe": RECIPE,
+        "notebook_recipe": notebook,
+        "seeds": list(seeds),
+        "test_examples": len(splits["test"]),
+        "tfidf_test_accuracy": float(tfidf_correct.mean()),
+        "recipes": recipes,
+    }
 
 
 def main() -> None:
@@ -285,20 +396,33 @@ def main() -> None:
     parser.add_argument("--padding-steps", type=int, default=3)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2], help="training seeds (head_start)")
     parser.add_argument("--recipe-seeds", type=int, nargs="+", default=[42, 1], help="training seeds (recipe)")
-    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
-                        help="measure only these; with --out, the other parts are kept from the existing file")
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=PARTS,
+        default=list(PARTS),
+        help="measure only these; with --out, the other parts are kept from the existing file",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
-    parser.add_argument("--reuse-course-times-run", action="store_true",
-                        help="notebook part: take the wall time and results of the last `course_times.py --mode full` "
-                             "run of the notebook instead of running it again")
+    parser.add_argument(
+        "--reuse-course-times-run",
+        action="store_true",
+        help="notebook part: take the wall time and results of the last `course_times.py --mode full` "
+        "run of the notebook instead of running it again",
+    )
     args = parser.parse_args()
     env = setup(seed=42, fast=False)
     splits = rotten_tomatoes(seed=env.seed)
     results = json.loads(args.out.read_text()) if args.out and args.out.is_file() else {}
     # Parts can be re-measured one at a time, on different machines: each records where it ran.
-    measured_on = {"device": env.device, "precision": env.precision.name, "threads": env.threads,
-                   "cpu": env.capabilities.cpu_name, "cpu_native_bf16": env.capabilities.cpu_bf16,
-                   "versions": env.versions}
+    measured_on = {
+        "device": env.device,
+        "precision": env.precision.name,
+        "threads": env.threads,
+        "cpu": env.capabilities.cpu_name,
+        "cpu_native_bf16": env.capabilities.cpu_bf16,
+        "versions": env.versions,
+    }
     results.pop("versions", None)
     seconds = results.setdefault("seconds", {})
     for part in args.parts:
@@ -314,15 +438,19 @@ def main() -> None:
         elif part == "recipe":
             results[part] = recipe_choice(env, splits, args.recipe_seeds)
         elif part == "notebook":
-            results[part] = (recorded_notebook_run(env, NOTEBOOK, NOTEBOOK_RESULTS) if args.reuse_course_times_run
-                             else run_notebook_default(NOTEBOOK, NOTEBOOK_RESULTS))
+            results[part] = (
+                recorded_notebook_run(env, NOTEBOOK, NOTEBOOK_RESULTS)
+                if args.reuse_course_times_run
+                else run_notebook_default(NOTEBOOK, NOTEBOOK_RESULTS)
+            )
         else:
             results[part] = padding_speed(env, splits, args.padding_steps)
         seconds[part] = time.perf_counter() - start
         results[part]["measured_on"] = measured_on
     if set(REQUIRED_PARTS) - set(results):  # head_start and notebook are printed (and tabled) only when recorded
-        sys.exit(f"missing parts {sorted(set(REQUIRED_PARTS) - set(results))}: run them or pass --out with earlier "
-                 "results")
+        sys.exit(
+            f"missing parts {sorted(set(REQUIRED_PARTS) - set(results))}: run them or pass --out with earlier results"
+        )
     if args.out:  # first, so that a later printing error loses nothing
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2))
@@ -343,46 +471,64 @@ def main() -> None:
         extra = f", x{row['speedup_over_max_length']:.1f} vs max_length" if "speedup_over_max_length" in row else ""
         print(f"{padding:>14}: {row['seconds_per_step']:.2f} s/step, {row['padding_share']:.1%} padding{extra}")
     if "pool" in pad:
-        print(f"padding share over the {pad['pool']['timed_examples']} snippets timed; length-grouped over the whole "
-              f"training split ({pad['pool']['whole_train_examples']}): "
-              f"{pad['pool']['length_grouped_padding_share_whole_train']:.1%}")
+        print(
+            f"padding share over the {pad['pool']['timed_examples']} snippets timed; length-grouped over the whole "
+            f"training split ({pad['pool']['whole_train_examples']}): "
+            f"{pad['pool']['length_grouped_padding_share_whole_train']:.1%}"
+        )
     prec = results["precision"]
     if "skipped" in prec:
         print(f"fp32 vs bf16: skipped ({prec['skipped']})")
     else:
         for name in ("fp32", "bf16"):
             acc = prec[name]["test_accuracy"]
-            print(f"Trainer {name}: test accuracy {acc['value']:.3f} [{acc['low']:.3f}, {acc['high']:.3f}], "
-                  f"{prec[name]['examples_per_s']:.1f} examples/s")
+            print(
+                f"Trainer {name}: test accuracy {acc['value']:.3f} [{acc['low']:.3f}, {acc['high']:.3f}], "
+                f"{prec[name]['examples_per_s']:.1f} examples/s"
+            )
         diff = prec["bf16_minus_fp32_accuracy"]
-        print(f"bf16 - fp32 accuracy: {diff['difference']['value']:+.3f} [{diff['difference']['low']:+.3f}, "
-              f"{diff['difference']['high']:+.3f}] -> bf16 is {diff['verdict']}; bf16 x{prec['bf16_speedup']:.2f} speed")
+        print(
+            f"bf16 - fp32 accuracy: {diff['difference']['value']:+.3f} [{diff['difference']['low']:+.3f}, "
+            f"{diff['difference']['high']:+.3f}] -> bf16 is {diff['verdict']}; bf16 x{prec['bf16_speedup']:.2f} speed"
+        )
     if "head_start" in results:  # parts measured since the results file was first written may be absent
         start_run = results["head_start"]
         for name, start in start_run["starts"].items():
             acc = start["test_accuracy"]
-            print(f"notebook recipe, {name} head, {len(start_run['seeds'])} seeds: test accuracy {acc['value']:.3f} "
-                  f"[{acc['low']:.3f}, {acc['high']:.3f}] (per seed: "
-                  + ", ".join(f"{a:.3f}" for a in start["test_accuracy_per_seed"]) + ")")
+            print(
+                f"notebook recipe, {name} head, {len(start_run['seeds'])} seeds: test accuracy {acc['value']:.3f} "
+                f"[{acc['low']:.3f}, {acc['high']:.3f}] (per seed: "
+                + ", ".join(f"{a:.3f}" for a in start["test_accuracy_per_seed"])
+                + ")"
+            )
         diff = start_run["probe_minus_random"]
-        print(f"linear probe - random head: {100 * diff['difference']['value']:+.1f} points "
-              f"[{100 * diff['difference']['low']:+.1f}, {100 * diff['difference']['high']:+.1f}] -> {diff['verdict']}")
+        print(
+            f"linear probe - random head: {100 * diff['difference']['value']:+.1f} points "
+            f"[{100 * diff['difference']['low']:+.1f}, {100 * diff['difference']['high']:+.1f}] -> {diff['verdict']}"
+        )
     if "recipe" in results:
         for name, run in results["recipe"]["recipes"].items():
             acc, gap = run["test_accuracy"], run["minus_tfidf"]["difference"]
-            print(f"recipe {name}: test accuracy {acc['value']:.3f} [{acc['low']:.3f}, {acc['high']:.3f}], minus "
-                  f"TF-IDF {100 * gap['value']:+.1f} points [{100 * gap['low']:+.1f}, {100 * gap['high']:+.1f}], "
-                  f"{sum(run['seconds']) / len(run['seconds']):.0f} s per run")
+            print(
+                f"recipe {name}: test accuracy {acc['value']:.3f} [{acc['low']:.3f}, {acc['high']:.3f}], minus "
+                f"TF-IDF {100 * gap['value']:+.1f} points [{100 * gap['low']:+.1f}, {100 * gap['high']:+.1f}], "
+                f"{sum(run['seconds']) / len(run['seconds']):.0f} s per run"
+            )
     if "notebook" in results:
         notebook = results["notebook"]["results"]
         trainer = notebook["test_accuracy"][f"{notebook['model']} (Trainer)"]
         gap = notebook["trainer_minus_tfidf"]["difference"]
-        print(f"notebook 03, default mode: {results['notebook']['seconds']:.0f} s; Trainer test accuracy "
-              f"{trainer['value']:.3f} [{trainer['low']:.3f}, {trainer['high']:.3f}]; minus TF-IDF "
-              f"{100 * gap['value']:+.1f} points [{100 * gap['low']:+.1f}, {100 * gap['high']:+.1f}] "
-              f"({notebook['trainer_minus_tfidf']['verdict']})")
-    print("seconds per part: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())
-          + f" on {env.device} ({env.precision.name}, {env.threads} threads)")
+        print(
+            f"notebook 03, default mode: {results['notebook']['seconds']:.0f} s; Trainer test accuracy "
+            f"{trainer['value']:.3f} [{trainer['low']:.3f}, {trainer['high']:.3f}]; minus TF-IDF "
+            f"{100 * gap['value']:+.1f} points [{100 * gap['low']:+.1f}, {100 * gap['high']:+.1f}] "
+            f"({notebook['trainer_minus_tfidf']['verdict']})"
+        )
+    print(
+        "seconds per part: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())
+        + f" on {env.device} ({env.precision.name}, {env.threads} threads)"
+    )
 
 
 if __name__ == "__main__":

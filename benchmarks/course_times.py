@@ -91,10 +91,16 @@ def main() -> None:
     for name in entry.get("seconds", {}):
         cpu_of.setdefault(name, entry.get("cpu", ""))
         date_of.setdefault(name, entry.get("date", ""))
-    entry.update({
-        "cpu": env.capabilities.cpu_name, "cpu_native_bf16": env.capabilities.cpu_bf16,
-        "device": env.device, "precision": env.precision.name, "threads": env.threads, "versions": env.versions,
-    })
+    entry.update(
+        {
+            "cpu": env.capabilities.cpu_name,
+            "cpu_native_bf16": env.capabilities.cpu_bf16,
+            "device": env.device,
+            "precision": env.precision.name,
+            "threads": env.threads,
+            "versions": env.versions,
+        }
+    )
     seconds = entry.setdefault("seconds", {})
     for result in results:
         if result.status == "passed":

@@ -17,10 +17,10 @@ the sandbox in force; runs of other machines are kept
 
 import argparse
 import json
+import os
 import random
 import re
 import sys
-import os
 import tempfile
 import time
 from datetime import date
@@ -31,9 +31,6 @@ import nbformat
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from helpers.device import detect_capabilities  # noqa: E402
-from helpers.environment import PRECISION_ENV  # noqa: E402
-from ftcourse.sandbox import available_cpus  # noqa: E402
 from ftcourse.grading import (  # noqa: E402
     answered_notebook,
     grade,
@@ -42,6 +39,9 @@ from ftcourse.grading import (  # noqa: E402
     solution_answers,
     summary,
 )
+from ftcourse.sandbox import available_cpus  # noqa: E402
+from helpers.device import detect_capabilities  # noqa: E402
+from helpers.environment import PRECISION_ENV  # noqa: E402
 
 
 def make_class(folder: Path, students: int, seed: int) -> None:
@@ -59,7 +59,8 @@ def make_class(folder: Path, students: int, seed: int) -> None:
             elif kind == "partial":
                 # Wrong quiz letters or a stubbed-out function: real failures for the graders to run into.
                 answers = {
-                    grade_id: re.sub(r'"[abcd]"', f'"{rng.choice("abcd")}"', code) if grade_id.startswith("q")
+                    grade_id: re.sub(r'"[abcd]"', f'"{rng.choice("abcd")}"', code)
+                    if grade_id.startswith("q")
                     else (code if rng.random() < 0.5 else "raise NotImplementedError()")
                     for grade_id, code in answers.items()
                 }
@@ -78,24 +79,38 @@ def main() -> int:
     record = json.loads(args.out.read_text()) if args.out and args.out.is_file() else {}
     with tempfile.TemporaryDirectory() as tmp:
         make_class(Path(tmp) / "class", args.students, args.seed)
-        print(f"{'jobs':>4}  {'students':>8}  {'autograded':>10}  {'wall s':>7}  {'s/student':>9}  "
-              f"{'s/autograded nb':>15}  result")
+        print(
+            f"{'jobs':>4}  {'students':>8}  {'autograded':>10}  {'wall s':>7}  {'s/student':>9}  "
+            f"{'s/autograded nb':>15}  result"
+        )
         for jobs in args.jobs:
             start = time.perf_counter()
             run = grade(Path(tmp) / "class", timeout=60, jobs=jobs, progress=False, sandbox=not args.no_sandbox)
             wall = time.perf_counter() - start
             rows = run.rows
             executed = sum(row.total is not None for row in rows)  # notebooks nbgrader actually ran
-            print(f"{jobs:>4}  {args.students:>8}  {executed:>10}  {wall:7.1f}  {wall / args.students:9.2f}  "
-                  f"{wall / max(executed, 1):15.2f}  {summary(rows)}; sandbox {run.sandbox.kind}; {caps.cpu_name}, "
-                  f"{'native bf16' if caps.cpu_bf16 else 'no native bf16'}", flush=True)
+            print(
+                f"{jobs:>4}  {args.students:>8}  {executed:>10}  {wall:7.1f}  {wall / args.students:9.2f}  "
+                f"{wall / max(executed, 1):15.2f}  {summary(rows)}; sandbox {run.sandbox.kind}; {caps.cpu_name}, "
+                f"{'native bf16' if caps.cpu_bf16 else 'no native bf16'}",
+                flush=True,
+            )
             kind = "native-bf16" if caps.cpu_bf16 else "no-native-bf16"
             record[f"{args.students} students, {jobs} jobs, sandbox {run.sandbox.kind}/{kind}"] = {
-                "students": args.students, "jobs": jobs, "autograded_notebooks": executed, "seconds": round(wall, 1),
-                "seconds_per_student": wall / args.students, "seconds_per_autograded_notebook": wall / max(executed, 1),
-                "summary": summary(rows), "cpu": caps.cpu_name, "cpu_native_bf16": caps.cpu_bf16,
-                "precision_override": os.environ.get(PRECISION_ENV, ""), "date": date.today().isoformat(),
-                "sandbox": run.sandbox.kind, "sandbox_detail": run.sandbox.detail, "cpu_count": available_cpus(),
+                "students": args.students,
+                "jobs": jobs,
+                "autograded_notebooks": executed,
+                "seconds": round(wall, 1),
+                "seconds_per_student": wall / args.students,
+                "seconds_per_autograded_notebook": wall / max(executed, 1),
+                "summary": summary(rows),
+                "cpu": caps.cpu_name,
+                "cpu_native_bf16": caps.cpu_bf16,
+                "precision_override": os.environ.get(PRECISION_ENV, ""),
+                "date": date.today().isoformat(),
+                "sandbox": run.sandbox.kind,
+                "sandbox_detail": run.sandbox.detail,
+                "cpu_count": available_cpus(),
                 "confinement": run.confinement.kind if run.confinement else None,
                 "checker": "signed report (hidden tests as functions, audit-hook anchor)",
             }

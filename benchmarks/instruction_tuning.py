@@ -36,15 +36,19 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
+from benchmarks.course_times import recorded_notebook_run, run_notebook_default  # noqa: E402
 from helpers import setup  # noqa: E402
-from helpers.training.causal_lm import instruction_collator, tokenize_instructions  # noqa: E402
-from helpers.training.freezing import freeze_embeddings, optimizer_for, unfreeze_all, unfreeze_last_layers  # noqa: E402
 from helpers.data.instructions import CLOSED_TASKS, closed_labels, instruction_dataset  # noqa: E402
 from helpers.evaluation.closed_tasks import closed_task_table, item_scores, majority_answers  # noqa: E402
 from helpers.generation import answer_instructions  # noqa: E402
-from helpers.training.causal_lm import ScoredLogitsCollator, train_causal_lm  # noqa: E402
 from helpers.models import load_causal_lm  # noqa: E402
-from benchmarks.course_times import recorded_notebook_run, run_notebook_default  # noqa: E402
+from helpers.training.causal_lm import (  # noqa: E402  # noqa: E402
+    ScoredLogitsCollator,
+    instruction_collator,
+    tokenize_instructions,
+    train_causal_lm,
+)
+from helpers.training.freezing import freeze_embeddings, optimizer_for, unfreeze_all, unfreeze_last_layers  # noqa: E402
 from helpers.training.loops import time_training_steps  # noqa: E402
 
 NOTEBOOK = ROOT / "course" / "04_gpt_instruction_tuning.ipynb"
@@ -60,15 +64,18 @@ def tokens_per_second(env, steps: int) -> dict:
     last = lambda m: (unfreeze_last_layers(m, NOTEBOOK_TRAINABLE_LAST_LAYERS), freeze_embeddings(m))  # noqa: E731
     partial = f"last {NOTEBOOK_TRAINABLE_LAST_LAYERS} blocks, embeddings frozen"
     result = {}
-    for name, freeze, logits in [("full fine-tuning", unfreeze_all, "all logits"),
-                                 (partial, last, "all logits"),
-                                 (f"{partial}, logits only where learned", last, "scored logits")]:
+    for name, freeze, logits in [
+        ("full fine-tuning", unfreeze_all, "all logits"),
+        (partial, last, "all logits"),
+        (f"{partial}, logits only where learned", last, "scored logits"),
+    ]:
         batches = list(DataLoader(data, batch_size=4, collate_fn=collators[logits]))[: steps + 1]
         torch.manual_seed(env.seed)
         model = copy.deepcopy(base)
         freeze(model)
-        seconds_per_step = time_training_steps(model, batches, optimizer_for(model, lr=1e-5), steps, env.device,
-                                               env.precision)
+        seconds_per_step = time_training_steps(
+            model, batches, optimizer_for(model, lr=1e-5), steps, env.device, env.precision
+        )
         tokens = sum(int(batch["attention_mask"].sum()) for batch in batches[1:])  # the first step is not timed
         seconds = seconds_per_step * steps
         result[name] = tokens / seconds
@@ -78,8 +85,11 @@ def tokens_per_second(env, steps: int) -> dict:
 # The notebook's default-mode sizes (cell ebff004d of course/04) and its CPU choice of trainable blocks (cell
 # ec4a90da): change both together.
 NOTEBOOK_TRAINABLE_LAST_LAYERS = 10
-NOTEBOOK_SIZES = {"train": {"sentiment": 448, "topic": 128, "describe": 12, "qa": 12}, "validation": 3,
-                  "test": {"sentiment": 150, "topic": 100, "describe": 16, "qa": 16}}
+NOTEBOOK_SIZES = {
+    "train": {"sentiment": 448, "topic": 128, "describe": 12, "qa": 12},
+    "validation": 3,
+    "test": {"sentiment": 150, "topic": 100, "describe": 16, "qa": 16},
+}
 
 
 def closed_task_runs(env, runs: dict[str, dict], test_sizes: dict) -> tuple[dict, dict, dict]:
@@ -101,8 +111,9 @@ def closed_task_runs(env, runs: dict[str, dict], test_sizes: dict) -> tuple[dict
     scores = {"majority": item_scores(test["task"], majority, test["output"], labels)}
     seconds, sizes = {}, {}
     for name, run in runs.items():
-        data = instruction_dataset({"train": run["train"], "validation": 0, "test": test_sizes}, seed=env.seed,
-                                   max_words=30)
+        data = instruction_dataset(
+            {"train": run["train"], "validation": 0, "test": test_sizes}, seed=env.seed, max_words=30
+        )
         if set(data["train"]["input"]) & set(test["input"]):
             raise RuntimeError(f"{name}: training inputs overlap the test items")
         train = tokenize_instructions(data["train"], tokenizer)
@@ -112,9 +123,21 @@ def closed_task_runs(env, runs: dict[str, dict], test_sizes: dict) -> tuple[dict
         freeze_embeddings(model)
         with tempfile.TemporaryDirectory() as folder:
             _, seconds[name] = train_causal_lm(
-                model, tokenizer, train, env.precision, folder, learning_rate=run["rate"], epochs=1, batch_size=8,
-                accumulation=1, lr_scheduler_type="linear", warmup=0.1, group_by_length=True, seed=env.seed,
-                progress=False)
+                model,
+                tokenizer,
+                train,
+                env.precision,
+                folder,
+                learning_rate=run["rate"],
+                epochs=1,
+                batch_size=8,
+                accumulation=1,
+                lr_scheduler_type="linear",
+                warmup=0.1,
+                group_by_length=True,
+                seed=env.seed,
+                progress=False,
+            )
         answers = answer_instructions(model, tokenizer, test, "chat", env.device)
         scores[name] = item_scores(test["task"], answers, test["output"], labels)
         sizes[name] = len(train)
@@ -127,12 +150,15 @@ def closed_task_runs(env, runs: dict[str, dict], test_sizes: dict) -> tuple[dict
 
 def learning_rates(env, rates: list[float]) -> dict:
     """The notebook's training at each rate; closed-task accuracy with intervals, against the majority answer."""
-    runs = {f"lr {rate:g}": {"train": NOTEBOOK_SIZES["train"], "rate": rate, "blocks": NOTEBOOK_TRAINABLE_LAST_LAYERS}
-            for rate in rates}
+    runs = {
+        f"lr {rate:g}": {"train": NOTEBOOK_SIZES["train"], "rate": rate, "blocks": NOTEBOOK_TRAINABLE_LAST_LAYERS}
+        for rate in rates
+    }
     closed, seconds, sizes = closed_task_runs(env, runs, NOTEBOOK_SIZES["test"])
     test_per_task = {t: NOTEBOOK_SIZES["test"][t] for t in CLOSED_TASKS}
     return {
-        "train_examples": next(iter(sizes.values())), "trainable_last_layers": NOTEBOOK_TRAINABLE_LAST_LAYERS,
+        "train_examples": next(iter(sizes.values())),
+        "trainable_last_layers": NOTEBOOK_TRAINABLE_LAST_LAYERS,
         "test_per_task": test_per_task,
         "train_seconds": {f"{rate:g}": seconds[f"lr {rate:g}"] for rate in rates},
         "closed_tasks": closed,
@@ -142,13 +168,19 @@ def learning_rates(env, rates: list[float]) -> dict:
 # The training budgets compared by the ``budget`` part: label -> training examples per task, rate, trainable blocks.
 _HALF_BUDGET = {"sentiment": 224, "topic": 80, "describe": 8, "qa": 8}
 BUDGETS = {
-    "600 ex, lr 2e-4, 10 blocks": {"train": NOTEBOOK_SIZES["train"], "rate": 2e-4,
-                                   "blocks": NOTEBOOK_TRAINABLE_LAST_LAYERS},
+    "600 ex, lr 2e-4, 10 blocks": {
+        "train": NOTEBOOK_SIZES["train"],
+        "rate": 2e-4,
+        "blocks": NOTEBOOK_TRAINABLE_LAST_LAYERS,
+    },
     "320 ex, lr 2e-4, 10 blocks": {"train": _HALF_BUDGET, "rate": 2e-4, "blocks": 10},
     "320 ex, lr 4e-4, 10 blocks": {"train": _HALF_BUDGET, "rate": 4e-4, "blocks": 10},
     "320 ex, lr 4e-4, 6 blocks": {"train": _HALF_BUDGET, "rate": 4e-4, "blocks": 6},
-    "240 ex, lr 4e-4, 10 blocks": {"train": {"sentiment": 160, "topic": 64, "describe": 8, "qa": 8}, "rate": 4e-4,
-                                   "blocks": 10},
+    "240 ex, lr 4e-4, 10 blocks": {
+        "train": {"sentiment": 160, "topic": 64, "describe": 8, "qa": 8},
+        "rate": 4e-4,
+        "blocks": 10,
+    },
 }
 
 
@@ -156,8 +188,13 @@ def budgets(env) -> dict:
     """Smaller training budgets against the notebook's, on the same closed-task test items: how the notebook's
     budget is chosen to fit a CPU without native bf16."""
     closed, seconds, sizes = closed_task_runs(env, BUDGETS, NOTEBOOK_SIZES["test"])
-    return {"runs": BUDGETS, "train_examples": sizes, "train_seconds": seconds,
-            "test_per_task": {t: NOTEBOOK_SIZES["test"][t] for t in CLOSED_TASKS}, "closed_tasks": closed}
+    return {
+        "runs": BUDGETS,
+        "train_examples": sizes,
+        "train_seconds": seconds,
+        "test_per_task": {t: NOTEBOOK_SIZES["test"][t] for t in CLOSED_TASKS},
+        "closed_tasks": closed,
+    }
 
 
 PARTS = ("speed", "lr", "budget", "notebook")
@@ -167,21 +204,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=6, help="timed training steps per configuration (speed)")
     parser.add_argument("--rates", type=float, nargs="+", default=[2e-4, 1e-3, 2e-3], help="learning rates (lr)")
-    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
-                        help="measure only these; with --out, the other parts are kept from the existing file")
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=PARTS,
+        default=list(PARTS),
+        help="measure only these; with --out, the other parts are kept from the existing file",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
-    parser.add_argument("--reuse-course-times-run", action="store_true",
-                        help="notebook part: take the wall time and results of the last `course_times.py --mode full` "
-                             "run of the notebook instead of running it again")
+    parser.add_argument(
+        "--reuse-course-times-run",
+        action="store_true",
+        help="notebook part: take the wall time and results of the last `course_times.py --mode full` "
+        "run of the notebook instead of running it again",
+    )
     args = parser.parse_args()
     env = setup(seed=42, fast=False)
     results = json.loads(args.out.read_text()) if args.out and args.out.is_file() else {}
     if "notebook" in results and "results" not in results["notebook"]:  # the earlier single-part layout
         results = {}
     # Parts can be re-measured one at a time, on different machines: each records where it ran.
-    measured_on = {"device": env.device, "precision": env.precision.name, "threads": env.threads,
-                   "cpu": env.capabilities.cpu_name, "cpu_native_bf16": env.capabilities.cpu_bf16,
-                   "versions": env.versions}
+    measured_on = {
+        "device": env.device,
+        "precision": env.precision.name,
+        "threads": env.threads,
+        "cpu": env.capabilities.cpu_name,
+        "cpu_native_bf16": env.capabilities.cpu_bf16,
+        "versions": env.versions,
+    }
     for part in args.parts:
         if part == "speed":
             results[part] = {"tokens_per_second": tokens_per_second(env, args.steps)}
@@ -190,7 +240,11 @@ def main() -> None:
         elif part == "budget":
             results[part] = budgets(env)
         else:
-            results[part] = recorded_notebook_run(env, NOTEBOOK, RESULTS) if args.reuse_course_times_run else run_notebook_default(NOTEBOOK, RESULTS)
+            results[part] = (
+                recorded_notebook_run(env, NOTEBOOK, RESULTS)
+                if args.reuse_course_times_run
+                else run_notebook_default(NOTEBOOK, RESULTS)
+            )
         results[part]["measured_on"] = measured_on
         if args.out:  # after every part, so that a later failure loses nothing
             args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -42,13 +42,27 @@ def machine(on: dict) -> str:
 def course_times() -> str:
     record = _load("course_times")
     # fp32 forced on a native-bf16 CPU (``/fp32``) stands beside the CPUs without native bf16, which train in fp32
-    columns = [key for key in ("full/no-native-bf16", "full/native-bf16/fp32", "full/native-bf16",
-                               "fast/no-native-bf16", "fast/native-bf16/fp32", "fast/native-bf16",
-                               "full/cuda", "fast/cuda") if key in record]
+    columns = [
+        key
+        for key in (
+            "full/no-native-bf16",
+            "full/native-bf16/fp32",
+            "full/native-bf16",
+            "fast/no-native-bf16",
+            "fast/native-bf16/fp32",
+            "fast/native-bf16",
+            "full/cuda",
+            "fast/cuda",
+        )
+        if key in record
+    ]
     notebooks = sorted({name for key in columns for name in record[key]["seconds"]})
-    lines = ["| notebook | " + " | ".join(f"{key.split('/')[0]} mode, {machine(record[key])}; {record[key]['date']}"
-                                     for key in columns) + " |",
-             "|---" * (len(columns) + 1) + "|"]
+    lines = [
+        "| notebook | "
+        + " | ".join(f"{key.split('/')[0]} mode, {machine(record[key])}; {record[key]['date']}" for key in columns)
+        + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
     others = {}  # a notebook timed on another CPU of the same kind than its column's header names
 
     def cell(key: str, name: str) -> str:
@@ -66,8 +80,10 @@ def course_times() -> str:
     for key in columns:  # a column that lacks notebooks says so: its total is not the whole course
         seconds = record[key]["seconds"]
         missing = len(notebooks) - len(seconds)
-        totals.append(f"**{duration(sum(seconds.values()))}**" + (f" ({len(seconds)} of {len(notebooks)} notebooks)"
-                                                                    if missing else ""))
+        totals.append(
+            f"**{duration(sum(seconds.values()))}**"
+            + (f" ({len(seconds)} of {len(notebooks)} notebooks)" if missing else "")
+        )
     lines.append("| **all lessons** | " + " | ".join(totals) + " |")
     for cpu, mark in others.items():
         lines.append(f"\n{mark} measured on {cpu}, a CPU of the same kind (native bf16 or not) as its column's.")
@@ -87,9 +103,11 @@ def padding_shares(pad: dict) -> str:
     pool = pad.get("pool")
     if pool is None:  # recorded before the pool was
         return f"(padding share over the snippets timed: {shares})"
-    return (f"(padding share over the {pool['timed_examples']:,} snippets timed: {shares}; length-grouped over the "
-            f"whole training split of {pool['whole_train_examples']:,}: "
-            f"{pool['length_grouped_padding_share_whole_train']:.1%})")
+    return (
+        f"(padding share over the {pool['timed_examples']:,} snippets timed: {shares}; length-grouped over the "
+        f"whole training split of {pool['whole_train_examples']:,}: "
+        f"{pool['length_grouped_padding_share_whole_train']:.1%})"
+    )
 
 
 def bert_benchmark() -> str:
@@ -98,32 +116,52 @@ def bert_benchmark() -> str:
     best = max(acc["minilm_test_accuracy_per_epoch"])
     per_epoch = " / ".join(f"{a:.1%}" for a in acc["minilm_test_accuracy_per_epoch"])
     rows = [
-        ("TF-IDF (1–2 grams) + logistic regression, all training snippets",
-         f"{acc['tfidf_test_accuracy']:.1%} test accuracy", acc["measured_on"]),
-        (f"MiniLM fine-tuned on {acc['train_examples']:,} snippets (explicit loop, length-grouped batches of 32, "
-         f"lr 1e-4), accuracy after each epoch",
-         f"{per_epoch} ({100 * (best - acc['tfidf_test_accuracy']):+.1f} points over TF-IDF); "
-         f"{duration(acc['minilm_train_seconds_with_test_evals'])} of training", acc["measured_on"]),
-        (f"explicit loop vs `Trainer`, same {speed['examples']} examples in the same order",
-         f"{speed['loop_examples_per_s']:.1f} vs {speed['trainer_examples_per_s']:.1f} examples/s "
-         f"(ratio {speed['loop_over_trainer']:.2f})", speed["measured_on"]),
-        ("one training step, batch of 32: `max_length=512` / dynamic / length-grouped padding",
-         " / ".join(f"{pad[k]['seconds_per_step']:.2f}" for k in PADDINGS) + " s " + padding_shares(pad),
-         pad["measured_on"]),
+        (
+            "TF-IDF (1–2 grams) + logistic regression, all training snippets",
+            f"{acc['tfidf_test_accuracy']:.1%} test accuracy",
+            acc["measured_on"],
+        ),
+        (
+            f"MiniLM fine-tuned on {acc['train_examples']:,} snippets (explicit loop, length-grouped batches of 32, "
+            f"lr 1e-4), accuracy after each epoch",
+            f"{per_epoch} ({100 * (best - acc['tfidf_test_accuracy']):+.1f} points over TF-IDF); "
+            f"{duration(acc['minilm_train_seconds_with_test_evals'])} of training",
+            acc["measured_on"],
+        ),
+        (
+            f"explicit loop vs `Trainer`, same {speed['examples']} examples in the same order",
+            f"{speed['loop_examples_per_s']:.1f} vs {speed['trainer_examples_per_s']:.1f} examples/s "
+            f"(ratio {speed['loop_over_trainer']:.2f})",
+            speed["measured_on"],
+        ),
+        (
+            "one training step, batch of 32: `max_length=512` / dynamic / length-grouped padding",
+            " / ".join(f"{pad[k]['seconds_per_step']:.2f}" for k in PADDINGS) + " s " + padding_shares(pad),
+            pad["measured_on"],
+        ),
     ]
     if "skipped" not in prec:
         diff = prec["bf16_minus_fp32_accuracy"]
         d = diff["difference"]
         for name in ("fp32", "bf16"):
             a = prec[name]["test_accuracy"]
-            rows.append((f"MiniLM with `Trainer` ([CLS] head, random start, {prec['train_examples']:,} snippets × "
-                         f"{prec['epochs']} epochs) in **{name}**",
-                         f"{a['value']:.1%} test accuracy [95% CI {a['low']:.1%}, {a['high']:.1%}], "
-                         f"{prec[name]['examples_per_s']:.1f} examples/s", {**prec["measured_on"], "precision": name}))
-        rows.append(("bf16 minus fp32, paired bootstrap on the same test items",
-                     f"{100 * d['value']:+.1f} points [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]: "
-                     f"bf16 is **{diff['verdict']}** in accuracy, ×{prec['bf16_speedup']:.2f} the speed",
-                     {**prec["measured_on"], "precision": "fp32 and bf16"}))
+            rows.append(
+                (
+                    f"MiniLM with `Trainer` ([CLS] head, random start, {prec['train_examples']:,} snippets × "
+                    f"{prec['epochs']} epochs) in **{name}**",
+                    f"{a['value']:.1%} test accuracy [95% CI {a['low']:.1%}, {a['high']:.1%}], "
+                    f"{prec[name]['examples_per_s']:.1f} examples/s",
+                    {**prec["measured_on"], "precision": name},
+                )
+            )
+        rows.append(
+            (
+                "bf16 minus fp32, paired bootstrap on the same test items",
+                f"{100 * d['value']:+.1f} points [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]: "
+                f"bf16 is **{diff['verdict']}** in accuracy, ×{prec['bf16_speedup']:.2f} the speed",
+                {**prec["measured_on"], "precision": "fp32 and bf16"},
+            )
+        )
     rows += bert_recipe_rows(r)
     lines = ["| measure | value | measured on |", "|---|---|---|"]
     lines += [f"| {what} | {value} | {machine(on)} |" for what, value, on in rows]
@@ -141,8 +179,9 @@ def _interval(a: dict) -> str:
 
 def _points(comparison: dict) -> str:
     d = comparison["difference"]
-    return (f"{100 * d['value']:+.1f} points [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]: "
-            f"**{comparison['verdict']}**")
+    return (
+        f"{100 * d['value']:+.1f} points [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]: **{comparison['verdict']}**"
+    )
 
 
 def bert_recipe_rows(r: dict) -> list:
@@ -152,35 +191,63 @@ def bert_recipe_rows(r: dict) -> list:
         h = r["head_start"]
         recipe = h["recipe"]
         for start, run in h["starts"].items():
-            rows.append((f"lesson 03's recipe (all {h['train_examples']:,} snippets, {recipe['pooling']}-pooling "
-                         f"head, batches of {recipe['batch_size']}, lr {recipe['learning_rate']:g}, "
-                         f"{epochs(recipe['epochs'])}) from a **{start}** head, {len(h['seeds'])} seeds",
-                         f"{_interval(run['test_accuracy'])} over seeds and test items; per seed "
-                         + " / ".join(f"{a:.1%}" for a in run["test_accuracy_per_seed"]), h["measured_on"]))
-        rows.append(("linear-probe head minus random head, same seeds, same test items",
-                     _points(h["probe_minus_random"]), h["measured_on"]))
+            rows.append(
+                (
+                    f"lesson 03's recipe (all {h['train_examples']:,} snippets, {recipe['pooling']}-pooling "
+                    f"head, batches of {recipe['batch_size']}, lr {recipe['learning_rate']:g}, "
+                    f"{epochs(recipe['epochs'])}) from a **{start}** head, {len(h['seeds'])} seeds",
+                    f"{_interval(run['test_accuracy'])} over seeds and test items; per seed "
+                    + " / ".join(f"{a:.1%}" for a in run["test_accuracy_per_seed"]),
+                    h["measured_on"],
+                )
+            )
+        rows.append(
+            (
+                "linear-probe head minus random head, same seeds, same test items",
+                _points(h["probe_minus_random"]),
+                h["measured_on"],
+            )
+        )
     if "recipe" in r:
         c = r["recipe"]
         for name, run in c["recipes"].items():
-            versus = (" (the notebook's recipe)" if run["minus_notebook_recipe"] is None
-                      else f"; minus the notebook's recipe {_points(run['minus_notebook_recipe'])}")
-            rows.append((f"budget: {name}, linear-probe head, all {c['recipe']['train_size'] or 'training'} snippets, "
-                         f"{len(c['seeds'])} seeds",
-                         f"{_interval(run['test_accuracy'])}; minus TF-IDF {_points(run['minus_tfidf'])}{versus}; "
-                         f"{duration(sum(run['seconds']) / len(run['seconds']))} per run", c["measured_on"]))
+            versus = (
+                " (the notebook's recipe)"
+                if run["minus_notebook_recipe"] is None
+                else f"; minus the notebook's recipe {_points(run['minus_notebook_recipe'])}"
+            )
+            rows.append(
+                (
+                    f"budget: {name}, linear-probe head, all {c['recipe']['train_size'] or 'training'} snippets, "
+                    f"{len(c['seeds'])} seeds",
+                    f"{_interval(run['test_accuracy'])}; minus TF-IDF {_points(run['minus_tfidf'])}{versus}; "
+                    f"{duration(sum(run['seconds']) / len(run['seconds']))} per run",
+                    c["measured_on"],
+                )
+            )
     if "notebook" in r:
         nb, on = r["notebook"]["results"], r["notebook"]["measured_on"]
         accuracy = nb["test_accuracy"]
-        rows.append((f"`course/03_bert_classification.ipynb` in default mode, {duration(r['notebook']['seconds'])} "
-                     f"in all: MiniLM (`Trainer`, {nb['train_examples']:,} snippets, {epochs(nb['epochs_run'])}, "
-                     f"lr {nb['learning_rate']:g}) "
-                     f"vs TF-IDF, {nb['test_examples']:,} test items",
-                     f"{_interval(accuracy[nb['model'] + ' (Trainer)'])} vs "
-                     f"{_interval(accuracy['TF-IDF + régression logistique'])}; paired difference "
-                     + _points(nb["trainer_minus_tfidf"]), on))
-        rows.append((f"same notebook: explicit loop stopped after {nb['loop_updates']} updates of `Trainer`'s schedule "
-                     f"minus `Trainer`'s checkpoint at that step, same start, same validation items",
-                     _points(nb["loop_minus_trainer_checkpoint"]), on))
+        rows.append(
+            (
+                f"`course/03_bert_classification.ipynb` in default mode, {duration(r['notebook']['seconds'])} "
+                f"in all: MiniLM (`Trainer`, {nb['train_examples']:,} snippets, {epochs(nb['epochs_run'])}, "
+                f"lr {nb['learning_rate']:g}) "
+                f"vs TF-IDF, {nb['test_examples']:,} test items",
+                f"{_interval(accuracy[nb['model'] + ' (Trainer)'])} vs "
+                f"{_interval(accuracy['TF-IDF + régression logistique'])}; paired difference "
+                + _points(nb["trainer_minus_tfidf"]),
+                on,
+            )
+        )
+        rows.append(
+            (
+                f"same notebook: explicit loop stopped after {nb['loop_updates']} updates of `Trainer`'s schedule "
+                f"minus `Trainer`'s checkpoint at that step, same start, same validation items",
+                _points(nb["loop_minus_trainer_checkpoint"]),
+                on,
+            )
+        )
     return rows
 
 
@@ -205,67 +272,114 @@ def instruction_benchmark() -> str:
         return f"{d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] ({verdict}, n = {paired['n']})"
 
     speed = r["speed"]
-    lines = [f"Measured on {machine(on)}: notebook in default mode {duration(part['seconds'])}; "
-             f"training {nb['train_examples']} examples in {nb['updates']} updates at learning rate "
-             f"{nb['learning_rate']:g}, {duration(nb['train_seconds'])}. Training tokens/s (on "
-             f"{machine(speed['measured_on'])}): "
-             + ", ".join(f"{k} {v:.0f}" for k, v in speed["tokens_per_second"].items()) + ".", "",
-             "Closed tasks, accuracy with 95% bootstrap intervals on the same test items "
-             "(\"clear gain\": the tuned model beats every baseline by at least 15 points with disjoint intervals):", "",
-             "| task | n | tuned | majority answer | untuned (strict) | untuned (lenient) | clear gain |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Measured on {machine(on)}: notebook in default mode {duration(part['seconds'])}; "
+        f"training {nb['train_examples']} examples in {nb['updates']} updates at learning rate "
+        f"{nb['learning_rate']:g}, {duration(nb['train_seconds'])}. Training tokens/s (on "
+        f"{machine(speed['measured_on'])}): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in speed["tokens_per_second"].items())
+        + ".",
+        "",
+        "Closed tasks, accuracy with 95% bootstrap intervals on the same test items "
+        '("clear gain": the tuned model beats every baseline by at least 15 points with disjoint intervals):',
+        "",
+        "| task | n | tuned | majority answer | untuned (strict) | untuned (lenient) | clear gain |",
+        "|---|---|---|---|---|---|---|",
+    ]
     closed = nb["closed_tasks"]
     for task, clear in nb["closed_tasks_clear_gain"].items():
-        row = {name: closed[f"{task} | {name}"] for name in
-               ("ajusté", "classe majoritaire", "non ajusté", "non ajusté (indulgent)")}
-        lines.append(f"| {task} | {row['ajusté']['n']:.0f} | {interval(row['ajusté'])} | "
-                     f"{interval(row['classe majoritaire'])} | {interval(row['non ajusté'])} | "
-                     f"{interval(row['non ajusté (indulgent)'])} | {'yes' if clear else 'no'} |")
-    lines += ["", "| task | n | exact match | label named (lenient) | ROUGE-L | response perplexity |",
-              "|---|---|---|---|---|---|"]
+        row = {
+            name: closed[f"{task} | {name}"]
+            for name in ("ajusté", "classe majoritaire", "non ajusté", "non ajusté (indulgent)")
+        }
+        lines.append(
+            f"| {task} | {row['ajusté']['n']:.0f} | {interval(row['ajusté'])} | "
+            f"{interval(row['classe majoritaire'])} | {interval(row['non ajusté'])} | "
+            f"{interval(row['non ajusté (indulgent)'])} | {'yes' if clear else 'no'} |"
+        )
+    lines += [
+        "",
+        "| task | n | exact match | label named (lenient) | ROUGE-L | response perplexity |",
+        "|---|---|---|---|---|---|",
+    ]
     for task in before["n"]:
-        lines.append(f"| {task} | {before['n'][task]:.0f} | {pair('exact_match', task)} | "
-                     f"{pair('label_in_answer', task)} | {pair('rouge_l', task, 3)} | "
-                     f"{pair('perplexité', task, 1)} |")
-    lines += ["", "Response-only labels minus `labels = input_ids`, exact match on the same closed-task items: "
-              + difference(nb["recipes_paired"]) + ".",
-              "Forgetting, loss per token of general Wikipedia paragraphs after minus before tuning: "
-              + difference(nb["forgetting_paired"]["après"], {"better": "the loss is higher after tuning",
-                                                               "worse": "the loss is lower after tuning"}) + "."]
+        lines.append(
+            f"| {task} | {before['n'][task]:.0f} | {pair('exact_match', task)} | "
+            f"{pair('label_in_answer', task)} | {pair('rouge_l', task, 3)} | "
+            f"{pair('perplexité', task, 1)} |"
+        )
+    lines += [
+        "",
+        "Response-only labels minus `labels = input_ids`, exact match on the same closed-task items: "
+        + difference(nb["recipes_paired"])
+        + ".",
+        "Forgetting, loss per token of general Wikipedia paragraphs after minus before tuning: "
+        + difference(
+            nb["forgetting_paired"]["après"],
+            {"better": "the loss is higher after tuning", "worse": "the loss is lower after tuning"},
+        )
+        + ".",
+    ]
+
     def closed_runs(part: dict, title: str, first_column: str, rows: list[tuple[str, str, float]]) -> list[str]:
         """One row of closed-task accuracies per training run (label, its key in the results, its seconds)."""
         tasks = list(part["test_per_task"])
-        table = ["", f"{title}; measured on {machine(part['measured_on'])}):", "",
-                 f"| {first_column} | " + " | ".join(f"{t} (n = {part['test_per_task'][t]})" for t in tasks)
-                 + " | training |", "|---|" + "---|" * (len(tasks) + 1)]
-        table.append("| majority answer | " + " | ".join(interval(part["closed_tasks"][f"{t} | majority"])
-                                                         for t in tasks) + " | — |")
+        table = [
+            "",
+            f"{title}; measured on {machine(part['measured_on'])}):",
+            "",
+            f"| {first_column} | "
+            + " | ".join(f"{t} (n = {part['test_per_task'][t]})" for t in tasks)
+            + " | training |",
+            "|---|" + "---|" * (len(tasks) + 1),
+        ]
+        table.append(
+            "| majority answer | "
+            + " | ".join(interval(part["closed_tasks"][f"{t} | majority"]) for t in tasks)
+            + " | — |"
+        )
         for label, key, seconds in rows:
-            table.append(f"| {label} | " + " | ".join(interval(part["closed_tasks"][f"{t} | {key}"]) for t in tasks)
-                         + f" | {duration(seconds)} |")
+            table.append(
+                f"| {label} | "
+                + " | ".join(interval(part["closed_tasks"][f"{t} | {key}"]) for t in tasks)
+                + f" | {duration(seconds)} |"
+            )
         return table
 
     if "lr" in r:
         lr = r["lr"]
         blocks = f", last {lr['trainable_last_layers']} blocks trained" if "trainable_last_layers" in lr else ""
-        lines += closed_runs(lr, f"Learning rate (the notebook's data and recipe, {lr['train_examples']} training "
-                                 f"examples{blocks}", "learning rate",
-                             [(rate, f"lr {rate}", seconds) for rate, seconds in lr["train_seconds"].items()])
+        lines += closed_runs(
+            lr,
+            f"Learning rate (the notebook's data and recipe, {lr['train_examples']} training examples{blocks}",
+            "learning rate",
+            [(rate, f"lr {rate}", seconds) for rate, seconds in lr["train_seconds"].items()],
+        )
     if "budget" in r:
         budget = r["budget"]
-        lines += closed_runs(budget, "Training budget (the notebook's recipe otherwise; accuracy paired against the "
-                                     "majority answer on the same items", "budget",
-                             [(name, name, seconds) for name, seconds in budget["train_seconds"].items()])
+        lines += closed_runs(
+            budget,
+            "Training budget (the notebook's recipe otherwise; accuracy paired against the "
+            "majority answer on the same items",
+            "budget",
+            [(name, name, seconds) for name, seconds in budget["train_seconds"].items()],
+        )
     return "\n".join(lines)
 
 
 def _english(name: str) -> str:
     """The notebook's French row names, in English for the README."""
     name = re.sub(r"partiel \((\d+) derniers blocs\)", r"partial (last \1 blocks)", name)
-    for french, english in [("départ (sonde linéaire)", "start (linear probe)"), ("départ", "start"),
-                            ("complet", "full"), ("adaptateur désactivé", "adapter disabled"),
-                            ("rechargé", "reloaded"), ("fusionné", "merged"), ("adapté", "adapted"),
-                            (" / ", " vs ")]:
+    for french, english in [
+        ("départ (sonde linéaire)", "start (linear probe)"),
+        ("départ", "start"),
+        ("complet", "full"),
+        ("adaptateur désactivé", "adapter disabled"),
+        ("rechargé", "reloaded"),
+        ("fusionné", "merged"),
+        ("adapté", "adapted"),
+        (" / ", " vs "),
+    ]:
         name = name.replace(french, english)
     return name
 
@@ -273,8 +387,12 @@ def _english(name: str) -> str:
 def peft_benchmark() -> str:
     part = _load("adaptation_methods")
     nb, on = part["results"], part["measured_on"]
-    verdicts = {"better": "better", "worse": "worse", "indistinguishable": "indistinguishable",
-                "reference": "reference"}
+    verdicts = {
+        "better": "better",
+        "worse": "worse",
+        "indistinguishable": "indistinguishable",
+        "reference": "reference",
+    }
 
     def interval(row: dict, column: str, digits: int = 3) -> str:
         return f"{row[column]:.{digits}f} [{row[column + '_low']:.{digits}f}, {row[column + '_high']:.{digits}f}]"
@@ -282,27 +400,43 @@ def peft_benchmark() -> str:
     def change(row: dict, column: str) -> str:
         if row[column + "_verdict"] == "reference":
             return "reference"
-        return (f"{row[column + '_change']:+.3f} [{row[column + '_change_low']:+.3f}, "
-                f"{row[column + '_change_high']:+.3f}] {verdicts[row[column + '_verdict']]}")
+        return (
+            f"{row[column + '_change']:+.3f} [{row[column + '_change_low']:+.3f}, "
+            f"{row[column + '_change_high']:+.3f}] {verdicts[row[column + '_verdict']]}"
+        )
 
     def number(value, fmt: str) -> str:
         return "—" if value is None else format(value, fmt)
 
-    lines = [f"Measured on {machine(on)}: notebook in default mode {duration(part['seconds'])}. Every model of a "
-             "table is trained on the same examples in the same order for the same number of updates; quality is "
-             "paired against full fine-tuning, retention against the model before fine-tuning (95% bootstrap "
-             "intervals over the test items)."]
+    lines = [
+        f"Measured on {machine(on)}: notebook in default mode {duration(part['seconds'])}. Every model of a "
+        "table is trained on the same examples in the same order for the same number of updates; quality is "
+        "paired against full fine-tuning, retention against the model before fine-tuning (95% bootstrap "
+        "intervals over the test items)."
+    ]
     for key, title, quality, retention in [
-        ("minilm", f"MiniLM on Rotten Tomatoes ({nb['minilm_sizes']['train']} training reviews, "
-                   f"{nb['minilm_sizes']['test']} test reviews; all runs start from the same linear-probe head)",
-         "accuracy", "topic-probe accuracy on its sentence vectors"),
-        ("smollm", "SmolLM2-135M on lesson 04's closed instruction tasks (sentiment and topic)",
-         "exact match", "loss per token on general paragraphs (lower is better)"),
+        (
+            "minilm",
+            f"MiniLM on Rotten Tomatoes ({nb['minilm_sizes']['train']} training reviews, "
+            f"{nb['minilm_sizes']['test']} test reviews; all runs start from the same linear-probe head)",
+            "accuracy",
+            "topic-probe accuracy on its sentence vectors",
+        ),
+        (
+            "smollm",
+            "SmolLM2-135M on lesson 04's closed instruction tasks (sentiment and topic)",
+            "exact match",
+            "loss per token on general paragraphs (lower is better)",
+        ),
     ]:
-        lines += ["", f"{title}:", "",
-                  f"| model | trainable | training state | peak RSS | examples/s | stored per task | {quality} | "
-                  f"vs full | {retention} | vs start |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"{title}:",
+            "",
+            f"| model | trainable | training state | peak RSS | examples/s | stored per task | {quality} | "
+            f"vs full | {retention} | vs start |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for name, row in nb[key].items():
             trained = row["trainable"] is not None
             lines.append(
@@ -313,36 +447,51 @@ def peft_benchmark() -> str:
                 f" | {number(row['examples_per_second'], '.1f')}"
                 f" | {number(row['stored_MB'], '.2f')}{' MB' if trained else ''}"
                 f" | {interval(row, 'quality')} | {change(row, 'quality')}"
-                f" | {interval(row, 'retention')} | {change(row, 'retention')} |")
+                f" | {interval(row, 'retention')} | {change(row, 'retention')} |"
+            )
     trl, checks = nb["trl"], nb["adapter_checks"]
-    lines += ["", "Adapter checks, largest logit difference: " + "; ".join(f"{_english(k)} {v:.1e}" for k, v in checks.items())
-              + f". TRL `SFTTrainer` against the course recipe, same LoRA r=8 start and batches, first {trl['steps']} "
-              f"steps: largest loss difference {trl['max_step_loss_gap']:.4f}, {trl['seconds_per_step']:.2f} s per step "
-              f"(start-up included) vs {trl['course_seconds_per_step']:.2f} s. SmolLM2's weights: "
-              f"{nb['qlora_weight_bytes']['fp32'] / 1e6:.0f} MB in fp32, {nb['qlora_weight_bytes']['nf4'] / 1e6:.0f} MB "
-              "as QLoRA stores them (NF4, computed)."]
+    lines += [
+        "",
+        "Adapter checks, largest logit difference: "
+        + "; ".join(f"{_english(k)} {v:.1e}" for k, v in checks.items())
+        + f". TRL `SFTTrainer` against the course recipe, same LoRA r=8 start and batches, first {trl['steps']} "
+        f"steps: largest loss difference {trl['max_step_loss_gap']:.4f}, {trl['seconds_per_step']:.2f} s per step "
+        f"(start-up included) vs {trl['course_seconds_per_step']:.2f} s. SmolLM2's weights: "
+        f"{nb['qlora_weight_bytes']['fp32'] / 1e6:.0f} MB in fp32, {nb['qlora_weight_bytes']['nf4'] / 1e6:.0f} MB "
+        "as QLoRA stores them (NF4, computed).",
+    ]
     return "\n".join(lines)
 
 
 def grading() -> str:
     record = _load("grading")
-    lines = ["| class | autograded notebooks | wall time | per student | per autograded notebook | measured on |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| class | autograded notebooks | wall time | per student | per autograded notebook | measured on |",
+        "|---|---|---|---|---|---|",
+    ]
     for key in sorted(record):
         r = record[key]
-        where = machine({**r, "device": "cpu", "precision": r.get("precision_override") or "auto precision",
-                         "threads": 2})
+        where = machine(
+            {**r, "device": "cpu", "precision": r.get("precision_override") or "auto precision", "threads": 2}
+        )
         sandbox = r.get("sandbox", "none (graded before the sandbox existed)")
         if r.get("confinement"):
             sandbox += f" ({r['confinement']} limits, signed grader report)"
-        lines.append(f"| {r['students']} students, `--jobs {r['jobs']}`, sandbox {sandbox} | {r['autograded_notebooks']} | "
-                     f"{duration(r['seconds'])} | {r['seconds_per_student']:.1f} s | "
-                     f"{r['seconds_per_autograded_notebook']:.2f} s | {where}; {r['date']} |")
+        lines.append(
+            f"| {r['students']} students, `--jobs {r['jobs']}`, sandbox {sandbox} | {r['autograded_notebooks']} | "
+            f"{duration(r['seconds'])} | {r['seconds_per_student']:.1f} s | "
+            f"{r['seconds_per_autograded_notebook']:.2f} s | {where}; {r['date']} |"
+        )
     return "\n".join(lines)
 
 
-TABLES = {"course-times": course_times, "grading": grading, "bert-benchmark": bert_benchmark, "instruction-benchmark": instruction_benchmark,
-          "peft-benchmark": peft_benchmark}
+TABLES = {
+    "course-times": course_times,
+    "grading": grading,
+    "bert-benchmark": bert_benchmark,
+    "instruction-benchmark": instruction_benchmark,
+    "peft-benchmark": peft_benchmark,
+}
 
 
 def render(readme: str) -> str:

@@ -80,8 +80,11 @@ def tested_packages(source: Path) -> tuple[str, ...]:
         except SyntaxError:
             continue
         for node in ast.walk(tree):
-            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+            modules = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+            )
             for module in modules:
                 top = module.split(".")[0]
                 if top not in names and top != "ftcourse":
@@ -121,8 +124,14 @@ class Report:
         """The test cell run as ``execution_count`` began ``grade_id`` through the real grader, at the top level
         of that cell, with nothing changed, and the cell raised no error."""
         cell = self.cells.get(execution_count) if execution_count is not None else None
-        return bool(cell and cell.get("test") == grade_id and cell.get("begun") and cell.get("passed")
-                    and not cell.get("problems") and not self.problems)
+        return bool(
+            cell
+            and cell.get("test") == grade_id
+            and cell.get("begun")
+            and cell.get("passed")
+            and not cell.get("problems")
+            and not self.problems
+        )
 
 
 def read_report(outputs: list, secret: bytes) -> tuple[Report | None, str | None]:
@@ -134,8 +143,8 @@ def read_report(outputs: list, secret: bytes) -> tuple[Report | None, str | None
         if output.get("ename") != "AssertionError" or not value.startswith(REPORT_PREFIX):
             continue
         if value.startswith(REFUSAL_PREFIX):
-            return None, f"the grader refused to report ({value[len(REFUSAL_PREFIX):][:200]})"
-        payload, _, mac = value[len(REPORT_PREFIX):].partition(" ")
+            return None, f"the grader refused to report ({value[len(REFUSAL_PREFIX) :][:200]})"
+        payload, _, mac = value[len(REPORT_PREFIX) :].partition(" ")
         try:
             if not hmac.compare_digest(mac, report_mac(secret, payload)):
                 return None, "the grader's report is forged"

@@ -40,15 +40,22 @@ def doctor(convert: bool = True) -> int:
     versions = library_versions()
     print("  versions: " + ", ".join(f"{name} {version}" for name, version in versions.items()))
     missing = [name for name, version in versions.items() if version == "not installed"]
-    ok &= _check("libraries", not missing, "all installed" if not missing else f"missing {', '.join(missing)}: pip install -e .")
+    ok &= _check(
+        "libraries", not missing, "all installed" if not missing else f"missing {', '.join(missing)}: pip install -e ."
+    )
     caps = detect_capabilities()
     device = choose_device(caps)
     print(f"  device: {device} ({caps.hardware(device)})")
-    print("  precisions this device trains in: "
-          + "; ".join(f"{name} ({note})" for name, note in supported_precisions(caps, device).items()))
+    print(
+        "  precisions this device trains in: "
+        + "; ".join(f"{name} ({note})" for name, note in supported_precisions(caps, device).items())
+    )
     override = os.environ.get(PRECISION_ENV, "").strip()
-    print(f"  precision override: {PRECISION_ENV}={override}" if override
-          else f"  precision override: none ({PRECISION_ENV}=fp32|bf16|fp16|auto or setup(precision=...) sets one)")
+    print(
+        f"  precision override: {PRECISION_ENV}={override}"
+        if override
+        else f"  precision override: none ({PRECISION_ENV}=fp32|bf16|fp16|auto or setup(precision=...) sets one)"
+    )
     try:
         precision = resolve_precision(caps, device)
         ok &= _check("precision", True, f"{precision.name} ({precision.reason})")
@@ -84,7 +91,11 @@ def doctor(convert: bool = True) -> int:
             else:
                 problem = check_converted_model(folder)
             ok &= _check(f"converted {name}", problem is None, f"{folder}" if problem is None else problem)
-    print("All checks passed." if ok else "Some checks failed: do what the FAIL lines say, then run `ftcourse doctor` again.")
+    print(
+        "All checks passed."
+        if ok
+        else "Some checks failed: do what the FAIL lines say, then run `ftcourse doctor` again."
+    )
     return 0 if ok else 1
 
 
@@ -102,15 +113,20 @@ def doctor_grading(memory_mb: int = 4096) -> int:
         print(f"  To fix: {box.fix}.")
         print("ftcourse grade refuses to run student code here (unless --no-sandbox: only for code you trust).")
         return 1
-    _check("sandbox", True, f"{box.detail}" + (", no user namespaces inside (--disable-userns)"
-                                               if box.disable_userns else ""))
+    _check(
+        "sandbox",
+        True,
+        f"{box.detail}" + (", no user namespaces inside (--disable-userns)" if box.disable_userns else ""),
+    )
     limits = sandbox.Limits.for_run(60, 2, memory_mb=memory_mb)
     confinement = sandbox.make_confinement()
     try:
         print(f"  processes and memory: {confinement.kind} ({confinement.detail})")
-        print(f"  limits per kernel: {limits.processes} processes, {limits.memory_mb} MB of memory, files up to "
-              f"{limits.file_mb} MB, {limits.writable_mb} MB writable in all, {limits.notebook_seconds} s per "
-              f"notebook, {limits.threads} thread(s) ({sandbox.available_cpus()} CPUs available)")
+        print(
+            f"  limits per kernel: {limits.processes} processes, {limits.memory_mb} MB of memory, files up to "
+            f"{limits.file_mb} MB, {limits.writable_mb} MB writable in all, {limits.notebook_seconds} s per "
+            f"notebook, {limits.threads} thread(s) ({sandbox.available_cpus()} CPUs available)"
+        )
         plan = sandbox.SandboxPlan(box, limits, sandbox.readable_paths([]), confinement=confinement)
         start = time.perf_counter()
         result = sandbox.run_like_a_kernel(plan, "import torch, numpy; print(torch.__version__)")
@@ -118,11 +134,18 @@ def doctor_grading(memory_mb: int = 4096) -> int:
     finally:
         sandbox.remove_confinement(confinement)
     ok = result.returncode == 0
-    detail = (f"torch {result.stdout.strip()} in {seconds:.1f} s" if ok else
-              f"failed (exit {result.returncode}): {(result.stderr.strip().splitlines() or ['no output'])[-1]}")
+    detail = (
+        f"torch {result.stdout.strip()} in {seconds:.1f} s"
+        if ok
+        else f"failed (exit {result.returncode}): {(result.stderr.strip().splitlines() or ['no output'])[-1]}"
+    )
     _check("sandboxed import torch", ok, detail)
-    print("The grading sandbox works." if ok else "Student kernels would fail here: see the FAIL line; a larger "
-          "--memory-mb may be needed for this torch build.")
+    print(
+        "The grading sandbox works."
+        if ok
+        else "Student kernels would fail here: see the FAIL line; a larger "
+        "--memory-mb may be needed for this torch build."
+    )
     return 0 if ok else 1
 
 
@@ -197,12 +220,17 @@ def _release(args: argparse.Namespace) -> int:
             return 1 if stale else 0
         result = release(solutions, course, force=args.force)
     except ReleaseConflict as conflict:
-        print("ftcourse release: these released notebooks differ from what solutions/ would give; nothing was "
-              "written:", file=sys.stderr)
+        print(
+            "ftcourse release: these released notebooks differ from what solutions/ would give; nothing was written:",
+            file=sys.stderr,
+        )
         for path in conflict.paths:
             print(f"  {path}", file=sys.stderr)
-        print("If you changed solutions/, run `ftcourse release --force`. If you edited the copies in course/, "
-              "move those edits into solutions/ first: --force replaces the copies.", file=sys.stderr)
+        print(
+            "If you changed solutions/, run `ftcourse release --force`. If you edited the copies in course/, "
+            "move those edits into solutions/ first: --force replaces the copies.",
+            file=sys.stderr,
+        )
         return 1
     except GradingUsageError as error:
         print(f"ftcourse release: {error}", file=sys.stderr)
@@ -266,8 +294,10 @@ def _grade(args: argparse.Namespace) -> int:
     if out.exists() and not args.force:
         return usage(f"{out} exists: pass --force to replace it, or choose another --out")
     if partial.exists() and not args.force:
-        return usage(f"{partial} holds the rows of an interrupted run: keep it elsewhere, or pass --force "
-                     "(it is then kept under a name with its date and time)")
+        return usage(
+            f"{partial} holds the rows of an interrupted run: keep it elsewhere, or pass --force "
+            "(it is then kept under a name with its date and time)"
+        )
     if marks_path.resolve() == out.resolve():
         return usage("--marks and --out name the same file")
     if len(args.delimiter) != 1 or args.delimiter in "\"'\r\n":
@@ -283,8 +313,12 @@ def _grade(args: argparse.Namespace) -> int:
         return usage(str(error))
     if args.no_sandbox:
         # Said before any student code runs, not after.
-        print("WARNING: --no-sandbox: student code will run with your permissions, your files and the network. "
-              "Grade untrusted submissions on Linux with bubblewrap.", file=sys.stderr, flush=True)
+        print(
+            "WARNING: --no-sandbox: student code will run with your permissions, your files and the network. "
+            "Grade untrusted submissions on Linux with bubblewrap.",
+            file=sys.stderr,
+            flush=True,
+        )
     header = CSV_COLUMNS + steps
     partial_file: PartialFile | None = None
     limits = Limits.for_run(args.timeout, args.jobs, memory_mb=args.memory_mb, notebook_seconds=args.notebook_timeout)
@@ -293,19 +327,29 @@ def _grade(args: argparse.Namespace) -> int:
         if partial.exists():
             print(f"kept the interrupted run's rows as {keep_partial(partial)}")
         partial_file = PartialFile(partial, header, args.delimiter)
-        run = grade(Path(args.submissions), solutions, timeout=args.timeout, jobs=args.jobs,
-                    feedback_dir=Path(args.feedback) if args.feedback else None, sandbox=not args.no_sandbox,
-                    limits=limits, feedback_with_tests=args.feedback_with_tests,
-                    on_student=lambda rows: partial_file.add(csv_rows(rows, steps)))
+        run = grade(
+            Path(args.submissions),
+            solutions,
+            timeout=args.timeout,
+            jobs=args.jobs,
+            feedback_dir=Path(args.feedback) if args.feedback else None,
+            sandbox=not args.no_sandbox,
+            limits=limits,
+            feedback_with_tests=args.feedback_with_tests,
+            on_student=lambda rows: partial_file.add(csv_rows(rows, steps)),
+        )
         finished = True
     except GradingUsageError as error:
         return usage(str(error))
     except SandboxUnavailable as error:
         box = error.sandbox
-        print(f"ftcourse grade: no sandbox, so nothing was run: {box.detail}.\n"
-              f"  To fix: {box.fix}.\n"
-              "  Then check with `ftcourse doctor --grading`. To grade submissions you trust without a sandbox, "
-              "pass --no-sandbox.", file=sys.stderr)
+        print(
+            f"ftcourse grade: no sandbox, so nothing was run: {box.detail}.\n"
+            f"  To fix: {box.fix}.\n"
+            "  Then check with `ftcourse doctor --grading`. To grade submissions you trust without a sandbox, "
+            "pass --no-sandbox.",
+            file=sys.stderr,
+        )
         return 2
     except GradingEnvironmentError as error:
         print(f"ftcourse grade: {error}", file=sys.stderr)
@@ -317,8 +361,10 @@ def _grade(args: argparse.Namespace) -> int:
     unknown = apply_marks(run.rows, marks)
     write_csv(run.rows, out, steps, args.delimiter)
     partial.unlink(missing_ok=True)
-    added = add_mark_lines(marks_path, [(r.student, r.notebook, r.max_score) for r in run.rows
-                                        if r.status != GRADED and r.reason == RUBRIC])
+    added = add_mark_lines(
+        marks_path,
+        [(r.student, r.notebook, r.max_score) for r in run.rows if r.status != GRADED and r.reason == RUBRIC],
+    )
     seconds = time.perf_counter() - start
     students = len({row.student for row in run.rows})
 
@@ -328,15 +374,19 @@ def _grade(args: argparse.Namespace) -> int:
     print(f"{summary(run.rows)} in {seconds:.1f} s ({seconds / max(students, 1):.1f} s per student); wrote {args.out}")
     print(f"sandbox: {run.sandbox.kind} ({run.sandbox.detail})")
     if run.confinement is not None:
-        print(f"processes and memory: {run.confinement.kind} ({run.confinement.detail}); "
-              f"{limits.processes} processes, {limits.memory_mb} MB, {limits.writable_mb} MB writable per kernel")
+        print(
+            f"processes and memory: {run.confinement.kind} ({run.confinement.detail}); "
+            f"{limits.processes} processes, {limits.memory_mb} MB, {limits.writable_mb} MB writable per kernel"
+        )
     if added:
         print(f"{marks_path}: {added} lines added for the rubric exercise; type the marks there and run grade again")
     for name in run.loose_files:
         print(f"  not a student folder, ignored: {shown(name)}")
     for mark in unknown:
-        print(f"  {marks_path} line {mark.line}: no such student and notebook ({shown(mark.student)} / "
-              f"{shown(mark.notebook)})")
+        print(
+            f"  {marks_path} line {mark.line}: no such student and notebook ({shown(mark.student)} / "
+            f"{shown(mark.notebook)})"
+        )
     for row in run.rows:
         if row.status != "graded":
             print(f"  {row.status}: {shown(row.student)} / {shown(row.notebook)}: {shown(row.reason)}")
@@ -345,14 +395,22 @@ def _grade(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ftcourse", description="LLM fine-tuning course: check, run, grade.")
-    parser.add_argument("--root", help="the course checkout (folder with course/ and solutions/); default: "
-                        "$FTCOURSE_ROOT, else the working directory or a parent holding both, else the "
-                        "checkout this package was installed from")
+    parser.add_argument(
+        "--root",
+        help="the course checkout (folder with course/ and solutions/); default: "
+        "$FTCOURSE_ROOT, else the working directory or a parent holding both, else the "
+        "checkout this package was installed from",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p_doctor = sub.add_parser("doctor", help="check the installation (include its output in bug reports)")
-    p_doctor.add_argument("--no-convert", action="store_true", help="do not convert the GGUF model if its cache is missing")
-    p_doctor.add_argument("--grading", action="store_true",
-                          help="check the grading sandbox instead: one sandboxed `import torch` under the limits")
+    p_doctor.add_argument(
+        "--no-convert", action="store_true", help="do not convert the GGUF model if its cache is missing"
+    )
+    p_doctor.add_argument(
+        "--grading",
+        action="store_true",
+        help="check the grading sandbox instead: one sandboxed `import torch` under the limits",
+    )
     p_doctor.add_argument("--memory-mb", type=int, default=4096, help="with --grading: the memory limit to try (MB)")
     p_run = sub.add_parser("run", help="execute the course notebooks headless and print a summary")
     p_run.add_argument("notebooks", nargs="*", help="notebooks to run (default: every notebook in course/)")
@@ -369,32 +427,53 @@ def build_parser() -> argparse.ArgumentParser:
     p_release.add_argument("--solutions", help="instructor sources (default: solutions/ of the course root)")
     p_release.add_argument("--course", help="where the student versions go (default: course/ of the course root)")
     p_release.add_argument("--check", action="store_true", help="only check that course/ is up to date (exit 1 if not)")
-    p_release.add_argument("--force", action="store_true",
-                           help="overwrite released notebooks that differ from what solutions/ gives (local edits)")
+    p_release.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite released notebooks that differ from what solutions/ gives (local edits)",
+    )
     p_handout = sub.add_parser("handout", help="write what students get (no solutions/, no hidden tests) into a folder")
     p_handout.add_argument("folder", help="a new or empty folder")
     p_grade = sub.add_parser("grade", help="autograde a folder of submissions (one folder per student) into a CSV")
     p_grade.add_argument("submissions", help="folder with one sub-folder per student (folder name = student id)")
-    p_grade.add_argument("--out", required=True, help="CSV file to write (one row per student and notebook); "
-                         "an existing one is replaced only with --force")
+    p_grade.add_argument(
+        "--out",
+        required=True,
+        help="CSV file to write (one row per student and notebook); an existing one is replaced only with --force",
+    )
     p_grade.add_argument("--force", action="store_true", help="replace --out (and an interrupted run's partial file)")
-    p_grade.add_argument("--marks", help="CSV of marks typed by hand, merged into the grades (default: marks.csv "
-                         "beside --out); grade only ever adds empty lines to it")
+    p_grade.add_argument(
+        "--marks",
+        help="CSV of marks typed by hand, merged into the grades (default: marks.csv "
+        "beside --out); grade only ever adds empty lines to it",
+    )
     p_grade.add_argument("--feedback", help="folder for one HTML feedback file per student and notebook")
     p_grade.add_argument("--timeout", type=int, default=60, help="per-cell time limit in seconds (default: 60)")
     p_grade.add_argument("--jobs", type=int, default=2, help="students graded in parallel (default: 2)")
     p_grade.add_argument("--solutions", help="instructor sources (default: solutions/ of the course root)")
-    p_grade.add_argument("--no-sandbox", action="store_true",
-                         help="run student code without bubblewrap, with your permissions (only for submissions you "
-                         "trust; without this flag, grading refuses to run where there is no sandbox)")
-    p_grade.add_argument("--delimiter", default=",",
-                         help="separator of grades.csv (default ','; ';' for spreadsheets in a French locale)")
-    p_grade.add_argument("--feedback-with-tests", action="store_true",
-                         help="feedback pages that show the hidden tests' code (nbgrader's page): for your own use, "
-                         "never to hand back")
+    p_grade.add_argument(
+        "--no-sandbox",
+        action="store_true",
+        help="run student code without bubblewrap, with your permissions (only for submissions you "
+        "trust; without this flag, grading refuses to run where there is no sandbox)",
+    )
+    p_grade.add_argument(
+        "--delimiter",
+        default=",",
+        help="separator of grades.csv (default ','; ';' for spreadsheets in a French locale)",
+    )
+    p_grade.add_argument(
+        "--feedback-with-tests",
+        action="store_true",
+        help="feedback pages that show the hidden tests' code (nbgrader's page): for your own use, never to hand back",
+    )
     p_grade.add_argument("--memory-mb", type=int, default=4096, help="memory limit of each student kernel (MB)")
-    p_grade.add_argument("--notebook-timeout", type=int, default=0,
-                         help="wall-clock limit of a whole notebook in seconds (default: 5 x --timeout, at least 300)")
+    p_grade.add_argument(
+        "--notebook-timeout",
+        type=int,
+        default=0,
+        help="wall-clock limit of a whole notebook in seconds (default: 5 x --timeout, at least 300)",
+    )
     return parser
 
 
@@ -421,8 +500,9 @@ def _main(args: argparse.Namespace) -> int:
         except ModuleNotFoundError as error:
             if not (error.name or "").startswith("ftcourse"):
                 raise
-            print(f"ftcourse {args.command}: an instructor command, not part of the students' hand-out",
-                  file=sys.stderr)
+            print(
+                f"ftcourse {args.command}: an instructor command, not part of the students' hand-out", file=sys.stderr
+            )
             return 2
     if args.command == "doctor":
         if args.grading:

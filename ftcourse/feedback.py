@@ -50,40 +50,54 @@ def _test_results(notebook: nbformat.NotebookNode) -> list[dict]:
                 printed.append(str(output.get("text", "")))
             elif kind == "error":
                 error = f"{output.get('ename', 'Error')}: {output.get('evalue', '')}"
-        results.append({"grade_id": meta.get("grade_id", ""), "points": float(meta.get("points", 0)),
-                        "printed": "".join(printed), "error": error})
+        results.append(
+            {
+                "grade_id": meta.get("grade_id", ""),
+                "points": float(meta.get("points", 0)),
+                "printed": "".join(printed),
+                "error": error,
+            }
+        )
     return results
 
 
-_STYLE = ("body{font-family:sans-serif;max-width:60em;margin:2em auto}pre{white-space:pre-wrap;background:#f6f6f6;"
-          "padding:.5em}.passed{color:#176317}.failed{color:#a31515}")
+_STYLE = (
+    "body{font-family:sans-serif;max-width:60em;margin:2em auto}pre{white-space:pre-wrap;background:#f6f6f6;"
+    "padding:.5em}.passed{color:#176317}.failed{color:#a31515}"
+)
 
 
-def feedback_html(notebook: nbformat.NotebookNode, steps: dict[str, float], total: float | None,
-                  max_score: float | None, title: str) -> str:
+def feedback_html(
+    notebook: nbformat.NotebookNode, steps: dict[str, float], total: float | None, max_score: float | None, title: str
+) -> str:
     """The page: the total, then one section per test (points as graded, printed text, error line)."""
-    parts = [f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>",
-             "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">",
-             f"<style>{_STYLE}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>",
-             f"<p id=\"total\">Score : {number(total) or '-'} / {number(max_score) or '-'}</p>"]
+    parts = [
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>',
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">",
+        f"<style>{_STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p id="total">Score : {number(total) or "-"} / {number(max_score) or "-"}</p>',
+    ]
     for result in _test_results(notebook):
         grade_id = result["grade_id"]
         score = steps.get(grade_id, 0.0)
         passed = score >= result["points"] > 0
-        parts.append(f"<section id=\"{html.escape(grade_id, quote=True)}\"><h2>{html.escape(grade_id)}</h2>")
-        parts.append(f"<p class=\"score {'passed' if passed else 'failed'}\">Score : {number(score)} / "
-                     f"{number(result['points'])} ({'réussi' if passed else 'échoué'})</p>")
+        parts.append(f'<section id="{html.escape(grade_id, quote=True)}"><h2>{html.escape(grade_id)}</h2>')
+        parts.append(
+            f'<p class="score {"passed" if passed else "failed"}">Score : {number(score)} / '
+            f"{number(result['points'])} ({'réussi' if passed else 'échoué'})</p>"
+        )
         if result["printed"]:
-            parts.append(f"<pre class=\"printed\">{html.escape(printable(result['printed']))}</pre>")
+            parts.append(f'<pre class="printed">{html.escape(printable(result["printed"]))}</pre>')
         if result["error"]:
-            parts.append(f"<pre class=\"error\">{html.escape(printable(result['error']))}</pre>")
+            parts.append(f'<pre class="error">{html.escape(printable(result["error"]))}</pre>')
         parts.append("</section>")
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
 
-def write_feedback(path: Path, notebook: nbformat.NotebookNode, steps: dict[str, float], total: float | None,
-                   max_score: float | None) -> None:
+def write_feedback(
+    path: Path, notebook: nbformat.NotebookNode, steps: dict[str, float], total: float | None, max_score: float | None
+) -> None:
     """Write the feedback page of one graded notebook (atomically)."""
     write_atomically(path, feedback_html(notebook, steps, total, max_score, path.stem), encoding="utf-8")

@@ -136,9 +136,16 @@ def read_marks(path: Path) -> list[Mark]:
             missing = [c for c in ("student", "notebook", "mark") if c not in (reader.fieldnames or [])]
             if missing:
                 raise MarksFileError(f"{path}: no column {', '.join(missing)} (expected {', '.join(MARKS_COLUMNS)})")
-            return [Mark(unescape(row.get("student") or ""), unescape(row.get("notebook") or ""),
-                         (row.get("mark") or "").strip(), unescape(row.get("comment") or ""), reader.line_num)
-                    for row in reader]
+            return [
+                Mark(
+                    unescape(row.get("student") or ""),
+                    unescape(row.get("notebook") or ""),
+                    (row.get("mark") or "").strip(),
+                    unescape(row.get("comment") or ""),
+                    reader.line_num,
+                )
+                for row in reader
+            ]
     except (UnicodeDecodeError, csv.Error) as error:
         raise MarksFileError(f"{path}: cannot be read ({error})") from None
 
@@ -157,7 +164,6 @@ def add_mark_lines(path: Path, wanted: list[tuple[str, str, float | None]]) -> i
     if old and not old.endswith(("\n", "\r")):
         old += "\r\n"
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\r\n").writerows(
-        [[escape(s), escape(n), "", number(m), ""] for s, n, m in new])
+    csv.writer(buffer, lineterminator="\r\n").writerows([[escape(s), escape(n), "", number(m), ""] for s, n, m in new])
     write_atomically(path, old + buffer.getvalue(), encoding=ENCODING)
     return len(new)

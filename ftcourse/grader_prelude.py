@@ -109,10 +109,21 @@ PROTECTED = {
     "random": (["random"], ["random.Random"]),
     "copy": (["copy"], []),
     "numpy": (["numpy", "numpy.random", "numpy.linalg"], []),
-    "torch": (["torch", "torch.nn", "torch.nn.functional", "torch.nn.init", "torch.optim", "torch.utils.data"],
-              ["torch.Tensor", "torch.nn.Module", "torch.nn.Linear", "torch.nn.Parameter", "torch.optim.Optimizer",
-               "torch.optim.SGD", "torch.optim.Adam", "torch.optim.AdamW", "torch.utils.data.DataLoader",
-               "torch.utils.data.Dataset"]),
+    "torch": (
+        ["torch", "torch.nn", "torch.nn.functional", "torch.nn.init", "torch.optim", "torch.utils.data"],
+        [
+            "torch.Tensor",
+            "torch.nn.Module",
+            "torch.nn.Linear",
+            "torch.nn.Parameter",
+            "torch.optim.Optimizer",
+            "torch.optim.SGD",
+            "torch.optim.Adam",
+            "torch.optim.AdamW",
+            "torch.utils.data.DataLoader",
+            "torch.utils.data.Dataset",
+        ],
+    ),
     "matplotlib": (["matplotlib", "matplotlib.pyplot"], []),
 }
 ALWAYS = ("builtins", "math", "random", "copy")
@@ -167,8 +178,12 @@ class Grader:
                 callables = {name: value for name, value in _dict_items(_dict(_vars(owner))) if _callable(value)}
                 self._saved.append((owner, _isinstance(owner, type), callables))
         # The module objects themselves: a test's `import numpy` must not find a look-alike put in sys.modules.
-        self._modules = {name: _sys_modules[name] for package in packages
-                         for name in PROTECTED.get(package, ([package], []))[0] if name in _sys_modules}
+        self._modules = {
+            name: _sys_modules[name]
+            for package in packages
+            for name in PROTECTED.get(package, ([package], []))[0]
+            if name in _sys_modules
+        }
         self._capture_converters()
         self._kernel_state = self._snapshot_kernel()
 
@@ -238,7 +253,8 @@ class Grader:
             for cls in _type(owner).__mro__:
                 if cls is not object:
                     state[f"class {cls.__qualname__}"] = {
-                        k: v for k, v in _dict_items(_dict(_vars(cls))) if _callable(v)}
+                        k: v for k, v in _dict_items(_dict(_vars(cls))) if _callable(v)
+                    }
         for name in ("shell_handlers", "control_handlers"):
             handlers = _getattr(kernel, name, None)
             if _type(handlers) is _dict:
@@ -287,8 +303,11 @@ class Grader:
     def tampered(self) -> list:
         """What of the kernel changed since the prelude (names), empty when nothing did."""
         now = self._snapshot_kernel()
-        changed = [name for name, value in _dict_items(self._kernel_state)
-                   if name not in now or not _same_state(now[name], value)]
+        changed = [
+            name
+            for name, value in _dict_items(self._kernel_state)
+            if name not in now or not _same_state(now[name], value)
+        ]
         changed += [name for name in now if name not in self._kernel_state]
         if _gettrace() is not None or _getprofile() is not None:
             changed.append("trace or profile hook")
@@ -302,8 +321,20 @@ class Grader:
 
 
 # Methods of IPython's shell that a student could shadow on the instance to rewrite or hide a cell's run.
-_SHELL_METHODS = ("run_cell", "run_cell_async", "run_ast_nodes", "run_code", "showtraceback", "_showtraceback",
-                  "showsyntaxerror", "transform_cell", "transform_ast", "should_run_async", "ex", "ev")
+_SHELL_METHODS = (
+    "run_cell",
+    "run_cell_async",
+    "run_ast_nodes",
+    "run_code",
+    "showtraceback",
+    "_showtraceback",
+    "showsyntaxerror",
+    "transform_cell",
+    "transform_ast",
+    "should_run_async",
+    "ex",
+    "ev",
+)
 # Packages that legitimately add event callbacks while a notebook runs (matplotlib's inline backend).
 _KNOWN_CALLBACK_MODULES = ("matplotlib", "matplotlib_inline", "ipykernel", "IPython", "ipywidgets")
 
@@ -318,8 +349,9 @@ class _Callbacks:
         if not _all(_any(item is old for item in self.items) for old in before.items):
             return False
         added = [item for item in self.items if not _any(item is old for old in before.items)]
-        return _all(_str(_getattr(item, "__module__", "") or "").split(".")[0] in _KNOWN_CALLBACK_MODULES
-                    for item in added)
+        return _all(
+            _str(_getattr(item, "__module__", "") or "").split(".")[0] in _KNOWN_CALLBACK_MODULES for item in added
+        )
 
 
 class _Equal:
@@ -387,8 +419,10 @@ class Check:
                 return self._plain(np["tolist"](value), what)
         if torch is not None and (kind is torch["Tensor"] or kind is torch["Parameter"]):
             return self._plain(torch["tolist"](torch["detach"](value)), what)
-        raise AssertionError(f"{what}: an object of type {kind.__name__!s} where plain values are expected "
-                             "(bool, int, float, str, None, list, tuple, dict, numpy or torch numbers)")
+        raise AssertionError(
+            f"{what}: an object of type {kind.__name__!s} where plain values are expected "
+            "(bool, int, float, str, None, list, tuple, dict, numpy or torch numbers)"
+        )
 
     def call(self, function, *args, **kwargs):
         """``function(*args, **kwargs)``, then undo whatever it replaced (builtins, library functions)."""
@@ -460,8 +494,11 @@ def install_anchor(grader: Grader, secret_file: str) -> None:
 
     def codes(owner, name: str) -> tuple:
         """The code of every definition of method ``name`` along ``owner``'s classes (overrides call their base)."""
-        return tuple_(vars_(cls)[name].__code__ for cls in type_(owner).__mro__
-                      if name in vars_(cls) and hasattr_(vars_(cls)[name], "__code__"))
+        return tuple_(
+            vars_(cls)[name].__code__
+            for cls in type_(owner).__mro__
+            if name in vars_(cls) and hasattr_(vars_(cls)[name], "__code__")
+        )
 
     trigger = codes(shell.events, "trigger")
 
@@ -484,7 +521,8 @@ def install_anchor(grader: Grader, secret_file: str) -> None:
     def run_by_ipython(frame) -> bool:
         """``frame`` is one of IPython's own frames on the real path of a cell (the path's top part)."""
         found = stack(frame)
-        return len_(found) <= len_(cell_path) and same_codes(found, cell_path[len_(cell_path) - len_(found):])
+        return len_(found) <= len_(cell_path) and same_codes(found, cell_path[len_(cell_path) - len_(found) :])
+
     begin_code, probe_code = Grader.begin.__code__, Grader.probe.__code__
     namespace = Grader.begin.__globals__  # this module's namespace: the private references live there
     watched = [namespace, _vars(Grader), _vars(Check), _vars(_Callbacks), _vars(_Equal)]
@@ -512,8 +550,12 @@ def install_anchor(grader: Grader, secret_file: str) -> None:
 
     def caller_is_cell(frame) -> bool:
         """``frame`` is the top level of a cell the kernel is running (not a function, not exec'd text)."""
-        return (frame is not None and frame.f_code.co_name == "<module>" and frame.f_globals is user_ns
-                and same_codes(stack(frame.f_back), cell_path))
+        return (
+            frame is not None
+            and frame.f_code.co_name == "<module>"
+            and frame.f_globals is user_ns
+            and same_codes(stack(frame.f_back), cell_path)
+        )
 
     def intact() -> bool:
         return state_ids() == baseline[0]
@@ -521,22 +563,26 @@ def install_anchor(grader: Grader, secret_file: str) -> None:
     def on_cell(phase: str, result) -> None:
         frame = getframe(3)  # 0 this, 1 on_event, 2 the hook, 3 the callback that called sys.audit
         chain = frame.f_back
-        if frame.f_code is not callback_codes[phase] or chain is None or not any_(chain.f_code is c for c in trigger) \
-                or not run_by_ipython(chain.f_back):
+        if (
+            frame.f_code is not callback_codes[phase]
+            or chain is None
+            or not any_(chain.f_code is c for c in trigger)
+            or not run_by_ipython(chain.f_back)
+        ):
             status["problems"].append("the grader's cell callbacks were called from elsewhere")
             return
         if phase == "pre":
             status["depth"] += 1
             if status["depth"] == 1:
-                status["cell"] = {"n": None, "test": None, "begun": False, "passed": False,
-                                  "problems": []}
+                status["cell"] = {"n": None, "test": None, "begun": False, "passed": False, "problems": []}
             return
         status["depth"] -= 1
         cell = status["cell"]
         if status["depth"] != 0 or cell is None:
             return
-        cell["passed"] = getattr_(result, "error_before_exec", None) is None and \
-            getattr_(result, "error_in_exec", None) is None
+        cell["passed"] = (
+            getattr_(result, "error_before_exec", None) is None and getattr_(result, "error_in_exec", None) is None
+        )
         # The number the kernel reports for this cell (nbgrader records it in the executed notebook).
         count = getattr_(result, "execution_count", None)
         cell["n"] = count if type_(count) is int_ else None
@@ -571,9 +617,15 @@ def install_anchor(grader: Grader, secret_file: str) -> None:
 
     def on_probe(who, changed) -> None:
         frame = getframe(3)  # the grader's probe
-        wrong = [what for what, bad in (("not the grader", who is not grader or frame.f_code is not probe_code),
-                                        ("inside another cell", status["depth"] != 1),
-                                        ("not at the top level of a cell", not caller_is_cell(frame.f_back))) if bad]
+        wrong = [
+            what
+            for what, bad in (
+                ("not the grader", who is not grader or frame.f_code is not probe_code),
+                ("inside another cell", status["depth"] != 1),
+                ("not at the top level of a cell", not caller_is_cell(frame.f_back)),
+            )
+            if bad
+        ]
         if wrong:
             raise AssertionError(f"{refusal}{', '.join(wrong)}")
         problems = status["problems"] + ([] if intact() else ["the grader's state changed"])

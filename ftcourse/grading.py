@@ -30,19 +30,19 @@ from __future__ import annotations
 
 import ast
 import json
-import secrets
 import multiprocessing
 import os
 import re
+import secrets
 import shutil
 import sys
 import tempfile
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import nbformat
 
@@ -100,7 +100,13 @@ def assignment_id(notebook: Path | str) -> str:
 
 def _config(root: Path, timeout: int):
     from nbconvert.preprocessors import ClearMetadataPreprocessor
-    from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput, SaveAutoGrades
+    from nbgrader.preprocessors import (
+        AssignLatePenalties,
+        CheckCellMetadata,
+        IgnorePattern,
+        LimitOutput,
+        SaveAutoGrades,
+    )
     from traitlets.config import Config
 
     from ftcourse.autograde_hooks import GuardedExecute
@@ -115,8 +121,15 @@ def _config(root: Path, timeout: int):
     config.OverwriteCells.add_missing_cells = True  # a deleted test cell is put back and graded
     config.Application.log_level = "ERROR"
     # nbgrader's own list, with its Execute replaced by the sandboxed one that runs the grader's cells.
-    config.Autograde.autograde_preprocessors = [GuardedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
-                                                SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+    config.Autograde.autograde_preprocessors = [
+        GuardedExecute,
+        IgnorePattern,
+        ClearMetadataPreprocessor,
+        LimitOutput,
+        SaveAutoGrades,
+        AssignLatePenalties,
+        CheckCellMetadata,
+    ]
     return config
 
 
@@ -135,7 +148,8 @@ def _api(root: Path, timeout: int):
 _HIDDEN = re.compile(r"(### BEGIN HIDDEN TESTS\n)(.*?)(### END HIDDEN TESTS)", re.S)
 _HEADER = re.compile(
     r"\Atry:\n    _grader\nexcept NameError:[^\n]*\n    from ftcourse\.grader_prelude import Grader as _Grader\n"
-    r"    _grader = _Grader\(\)\n_check = _grader\.begin\((?P<args>[^\n]*)\)\n")
+    r"    _grader = _Grader\(\)\n_check = _grader\.begin\((?P<args>[^\n]*)\)\n"
+)
 
 
 class HiddenTestFormatError(ValueError):
@@ -150,18 +164,27 @@ def grading_test_source(source: str, grader_name: str) -> str:
     function, which student code cannot rebind; the grader is reached by a name drawn for the run, and there
     is no fallback import to redirect through ``sys.modules``.
     """
+
     def rewrite(match: re.Match) -> str:
         body = match.group(2)
         header = _HEADER.match(body)
         if header is None:
-            raise HiddenTestFormatError("a hidden test block does not start with the grader's header "
-                                        "(try: _grader ... _check = _grader.begin(...))")
-        tree = ast.parse(body[header.end():])
+            raise HiddenTestFormatError(
+                "a hidden test block does not start with the grader's header "
+                "(try: _grader ... _check = _grader.begin(...))"
+            )
+        tree = ast.parse(body[header.end() :])
         function = f"{grader_name}_test"
-        definition = ast.FunctionDef(name=function, args=ast.arguments(
-            posonlyargs=[], args=[ast.arg(arg="_check")], kwonlyargs=[], kw_defaults=[], defaults=[]),
-            body=tree.body or [ast.Pass()], decorator_list=[], returns=None,
-            **({"type_params": []} if "type_params" in ast.FunctionDef._fields else {}))
+        definition = ast.FunctionDef(
+            name=function,
+            args=ast.arguments(
+                posonlyargs=[], args=[ast.arg(arg="_check")], kwonlyargs=[], kw_defaults=[], defaults=[]
+            ),
+            body=tree.body or [ast.Pass()],
+            decorator_list=[],
+            returns=None,
+            **({"type_params": []} if "type_params" in ast.FunctionDef._fields else {}),
+        )
         code = ast.unparse(ast.fix_missing_locations(ast.Module(body=[definition], type_ignores=[])))
         call = f"{function}({grader_name}.begin({header.group('args')}))\n"
         return f"{match.group(1)}{code}\n{call}{match.group(3)}"
@@ -178,8 +201,9 @@ def grading_copy(source: Path, target: Path, grader_name: str) -> None:
     nbformat.write(notebook, target)
 
 
-def build_course(root: Path, sources: list[Path], timeout: int = 120,
-                 grader_name: str | None = None) -> dict[str, Path]:
+def build_course(
+    root: Path, sources: list[Path], timeout: int = 120, grader_name: str | None = None
+) -> dict[str, Path]:
     """Generate every assignment into the nbgrader course folder ``root`` (with ``grader_name``, from the
     grading copy of each source: :func:`grading_copy`).
 
@@ -198,7 +222,9 @@ def build_course(root: Path, sources: list[Path], timeout: int = 120,
             warnings.simplefilter("ignore")
             result = api.generate_assignment(aid)
         if not result["success"]:
-            raise RuntimeError(f"nbgrader could not generate {source.name}:\n{result.get('error') or result.get('log')}")
+            raise RuntimeError(
+                f"nbgrader could not generate {source.name}:\n{result.get('error') or result.get('log')}"
+            )
         released[source.name] = root / "release" / aid / source.name
     return released
 
@@ -234,8 +260,10 @@ def release(solutions_dir: Path, course_dir: Path, force: bool = False) -> Relea
     result = ReleaseResult()
     with tempfile.TemporaryDirectory(prefix="ftcourse-release-") as tmp:
         fresh = {name: released_notebook(path) for name, path in build_course(Path(tmp), sources).items()}
-    same = {name: (course_dir / name).exists() and _same_notebook(course_dir / name, notebook)
-            for name, notebook in fresh.items()}
+    same = {
+        name: (course_dir / name).exists() and _same_notebook(course_dir / name, notebook)
+        for name, notebook in fresh.items()
+    }
     conflicts = [course_dir / name for name in fresh if (course_dir / name).exists() and not same[name]]
     if conflicts and not force:
         raise ReleaseConflict(conflicts)
@@ -397,8 +425,10 @@ def _init_worker(master: str, work: str, settings: WorkerSettings) -> None:
         root=root,
         api=_api(root, settings.timeout),
         settings=settings,
-        released={name: nbformat.read(root / "release" / assignment_id(name) / name, as_version=4)
-                  for name in settings.notebooks},
+        released={
+            name: nbformat.read(root / "release" / assignment_id(name) / name, as_version=4)
+            for name in settings.notebooks
+        },
     )
 
 
@@ -454,8 +484,9 @@ def _grade_notebook(task: StudentTask, name: str) -> GradeRow:
     target = root / "submitted" / task.internal / aid
     target.mkdir(parents=True)
     nbformat.write(submitted, target / name)
-    cells = GraderCells(prelude_source(task.student, settings.packages.get(name, ()), settings.grader_name),
-                        settings.grader_name)
+    cells = GraderCells(
+        prelude_source(task.student, settings.packages.get(name, ()), settings.grader_name), settings.grader_name
+    )
     autograde_hooks.CURRENT = cells
     workdir = str(root / "autograded" / task.internal / aid)
     sandbox_module.KILLED_AT_DEADLINE.discard(workdir)
@@ -487,8 +518,11 @@ def _grade_notebook(task: StudentTask, name: str) -> GradeRow:
         reasons.append(f"grader error: its first cell failed ({run.prelude_error})")
     # A test earns its points only when nbgrader passed it and the grader's signed report confirms it.
     report, missing = read_report(run.probe_outputs, cells.secret)
-    unverified = [grade_id for grade_id, count in _test_cells(autograded) if row.steps.get(grade_id)
-                  and (report is None or not report.verified(count, grade_id))]
+    unverified = [
+        grade_id
+        for grade_id, count in _test_cells(autograded)
+        if row.steps.get(grade_id) and (report is None or not report.verified(count, grade_id))
+    ]
     for grade_id in unverified:
         row.steps[grade_id] = 0.0
     row.total = float(sum(row.steps.values()))
@@ -503,8 +537,11 @@ def _grade_notebook(task: StudentTask, name: str) -> GradeRow:
         if tampered:
             reasons.append(f"grading environment tampered with: {'; '.join(tampered)}")
     if report is not None and settings.plan.sandbox.kind == sandbox_module.BWRAP:  # the sandbox's own folders
-        limits += [f"space limit of {folder} ({sizes[folder]} MB)" for folder, free in report.free.items()
-                   if folder in sizes and free < 2**20]
+        limits += [
+            f"space limit of {folder} ({sizes[folder]} MB)"
+            for folder, free in report.free.items()
+            if folder in sizes and free < 2**20
+        ]
     if limits:
         reasons.append(f"{' and '.join(limits)} reached")
     timeouts = _timeouts(autograded)
@@ -534,8 +571,11 @@ def _grade_notebook(task: StudentTask, name: str) -> GradeRow:
 
 def _test_cells(notebook: nbformat.NotebookNode) -> list[tuple[str, int | None]]:
     """(grade id, execution count) of each autograded test cell of an executed notebook, in order."""
-    return [(_meta(cell)["grade_id"], cell.get("execution_count")) for cell in notebook.cells
-            if _is_test(_meta(cell)) and _meta(cell).get("grade_id")]
+    return [
+        (_meta(cell)["grade_id"], cell.get("execution_count"))
+        for cell in notebook.cells
+        if _is_test(_meta(cell)) and _meta(cell).get("grade_id")
+    ]
 
 
 def _timeouts(notebook: nbformat.NotebookNode) -> list[str]:
@@ -559,18 +599,29 @@ class GradingRun:
 
 
 def _pool(jobs: int, master: Path, work: Path, settings: WorkerSettings) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker, initargs=(str(master), str(work), settings))
+    return ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(str(master), str(work), settings),
+    )
 
 
 def _flagged(task: StudentTask, settings: WorkerSettings, reason: str) -> list[GradeRow]:
     """``needs review`` rows, with ``reason``, for every notebook of a task the grader could not grade."""
-    return [GradeRow(task.student, name, NEEDS_REVIEW, reason, sandbox=settings.plan.sandbox.kind)
-            for name in (task.only or settings.notebooks)]
+    return [
+        GradeRow(task.student, name, NEEDS_REVIEW, reason, sandbox=settings.plan.sandbox.kind)
+        for name in (task.only or settings.notebooks)
+    ]
 
 
-def _run_tasks(pool: ProcessPoolExecutor, tasks: list[StudentTask], new_pool: Callable[[int], ProcessPoolExecutor],
-               done: Callable[[StudentTask, list[GradeRow]], None], settings: WorkerSettings) -> bool:
+def _run_tasks(
+    pool: ProcessPoolExecutor,
+    tasks: list[StudentTask],
+    new_pool: Callable[[int], ProcessPoolExecutor],
+    done: Callable[[StudentTask, list[GradeRow]], None],
+    settings: WorkerSettings,
+) -> bool:
     """Hand the tasks out to ``pool`` one at a time (as workers free up); a worker crash costs only its student.
 
     When the pool breaks, the tasks it had not finished are graded again, each in a fresh pool of its own, so
@@ -644,8 +695,15 @@ def grade(
                 plan.fontlist = sandbox_module.build_fontlist(plan, tmp_path / "fonts")
             master = tmp_path / "master"
             build_course(master, sources, timeout, grader_name=grader_name)
-            settings = WorkerSettings(notebooks, packages, timeout, str(feedback_dir) if feedback_dir else None, plan,
-                                      grader_name, feedback_with_tests)
+            settings = WorkerSettings(
+                notebooks,
+                packages,
+                timeout,
+                str(feedback_dir) if feedback_dir else None,
+                plan,
+                grader_name,
+                feedback_with_tests,
+            )
             rows = _grade_all(students, sources, master, tmp_path, settings, jobs, progress, on_student, tqdm)
     finally:
         sandbox_module.remove_confinement(confinement)
@@ -655,14 +713,25 @@ def grade(
     return GradingRun(rows, box, loose_files(submissions), confinement)
 
 
-def _grade_all(students, sources: list[Path], master: Path, tmp_path: Path, settings: WorkerSettings, jobs: int,
-               progress: bool, on_student, tqdm) -> list[GradeRow]:
+def _grade_all(
+    students,
+    sources: list[Path],
+    master: Path,
+    tmp_path: Path,
+    settings: WorkerSettings,
+    jobs: int,
+    progress: bool,
+    on_student,
+    tqdm,
+) -> list[GradeRow]:
     """The canary, then every student, in a pool of worker processes."""
     work = tmp_path / "work"
     work.mkdir()
     canary = _canary_tasks(master, sources, tmp_path / "canary")
-    tasks = [StudentTask(s.student, s.internal, {n: str(p) for n, p in s.notebooks.items()}, dict(s.refused),
-                         dict(s.others)) for s in students]
+    tasks = [
+        StudentTask(s.student, s.internal, {n: str(p) for n, p in s.notebooks.items()}, dict(s.refused), dict(s.others))
+        for s in students
+    ]
     workers = max(1, min(jobs, len(tasks)))
 
     def new_pool(size: int) -> ProcessPoolExecutor:
@@ -672,8 +741,9 @@ def _grade_all(students, sources: list[Path], master: Path, tmp_path: Path, sett
     try:
         canary_rows: list[GradeRow] = []
         bar = tqdm(total=len(canary), desc="checking the solutions", unit="notebook", disable=not progress)
-        if not _run_tasks(pool, canary, new_pool, lambda task, rows: (canary_rows.extend(rows), bar.update(1)),
-                          settings):
+        if not _run_tasks(
+            pool, canary, new_pool, lambda task, rows: (canary_rows.extend(rows), bar.update(1)), settings
+        ):
             pool.shutdown()
             pool = new_pool(workers)
         bar.close()
@@ -681,9 +751,13 @@ def _grade_all(students, sources: list[Path], master: Path, tmp_path: Path, sett
         if short:
             raise GradingEnvironmentError(
                 "the instructor's solutions do not earn full marks, so the grading environment is broken "
-                "(nothing was graded):\n" + "\n".join(
+                "(nothing was graded):\n"
+                + "\n".join(
                     f"  {r.notebook}: {r.status}, {number(r.total) or '-'} / {number(r.max_score) or '-'}"
-                    + (f" ({r.reason})" if r.reason else "") for r in short))
+                    + (f" ({r.reason})" if r.reason else "")
+                    for r in short
+                )
+            )
         rows: list[GradeRow] = []
         bar = tqdm(total=len(tasks), desc="grading", unit="student", disable=not progress)
 
@@ -716,8 +790,15 @@ def _canary_tasks(master: Path, sources: list[Path], folder: Path) -> list[Stude
             continue
         path = folder / source.name
         nbformat.write(answered_notebook(released, solution_answers(source)), path)
-        tasks.append(StudentTask(SOLUTIONS_ID, f"solutions-{len(tasks) + 1}", {source.name: str(path)},
-                                 only=[source.name], feedback=False))
+        tasks.append(
+            StudentTask(
+                SOLUTIONS_ID,
+                f"solutions-{len(tasks) + 1}",
+                {source.name: str(path)},
+                only=[source.name],
+                feedback=False,
+            )
+        )
     return tasks
 
 
@@ -738,8 +819,19 @@ def _cell(text: str) -> str:
 
 def csv_rows(rows: list[GradeRow], steps: list[str]) -> list[list[str]]:
     """The CSV lines of ``rows``: identity, status, reason, total, max, sandbox, then points per step."""
-    return [[_cell(row.student), _cell(row.notebook), row.status, _cell(row.reason), number(row.total),
-             number(row.max_score), row.sandbox] + [number(row.steps.get(step)) for step in steps] for row in rows]
+    return [
+        [
+            _cell(row.student),
+            _cell(row.notebook),
+            row.status,
+            _cell(row.reason),
+            number(row.total),
+            number(row.max_score),
+            row.sandbox,
+        ]
+        + [number(row.steps.get(step)) for step in steps]
+        for row in rows
+    ]
 
 
 def write_csv(rows: list[GradeRow], path: Path, steps: list[str], delimiter: str = ",") -> None:
@@ -782,8 +874,11 @@ def apply_marks(rows: list[GradeRow], marks: list) -> list:
             continue
         autograded = row.total if row.reason != RUBRIC else None
         row.status, row.total = GRADED, value
-        row.reason = "marked by hand" + (f": {mark.comment}" if mark.comment else "") + (
-            f" (autograder: {number(autograded)})" if autograded is not None else "")
+        row.reason = (
+            "marked by hand"
+            + (f": {mark.comment}" if mark.comment else "")
+            + (f" (autograder: {number(autograded)})" if autograded is not None else "")
+        )
     return unknown
 
 

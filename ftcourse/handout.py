@@ -54,8 +54,9 @@ def write_handout(root: Path, target: Path) -> list[Path]:
         raise HandoutError(f"{target} exists and is not an empty folder")
     stale = released_matches_source(root / "course", root / "solutions")
     if stale:
-        raise HandoutError(f"released notebooks out of date with solutions/: {', '.join(stale)}; "
-                           "run `ftcourse release` first")
+        raise HandoutError(
+            f"released notebooks out of date with solutions/: {', '.join(stale)}; run `ftcourse release` first"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:

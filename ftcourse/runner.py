@@ -7,7 +7,6 @@ Released nbgrader assignments are skipped: their solution cells raise
 from __future__ import annotations
 
 import json
-
 import os
 import time
 import warnings
@@ -19,6 +18,7 @@ from nbformat.warnings import DuplicateCellId, MissingIDFieldWarning
 
 from ftcourse.paths import course_dir
 from helpers.environment import FAST_ENV
+
 
 def is_nbgrader_assignment(notebook: nbformat.NotebookNode) -> bool:
     """True if any cell carries nbgrader metadata (a graded assignment)."""
@@ -93,9 +93,7 @@ def run_notebook(path: Path, output_dir: Path, timeout: int = 1800, kernel_name:
     return RunResult(path, status, seconds, detail, output)
 
 
-def run_course(
-    notebooks: list[Path], output_dir: Path, fast: bool = False, timeout: int = 1800
-) -> list[RunResult]:
+def run_course(notebooks: list[Path], output_dir: Path, fast: bool = False, timeout: int = 1800) -> list[RunResult]:
     """Execute ``notebooks`` in order; the kernel inherits ``FTCOURSE_FAST`` from here."""
     from tqdm.auto import tqdm
 
@@ -111,12 +109,20 @@ def summary_table(results: list[RunResult]) -> str:
     """A plain-text table: notebook, status, wall time, detail."""
     rows = [("notebook", "status", "wall time", "detail")]
     rows += [(r.notebook.name, r.status, f"{r.seconds:7.1f} s", r.detail) for r in results]
-    rows.append(("total", f"{sum(r.status == 'passed' for r in results)}/{len(results)} passed",
-                 f"{sum(r.seconds for r in results):7.1f} s", ""))
+    rows.append(
+        (
+            "total",
+            f"{sum(r.status == 'passed' for r in results)}/{len(results)} passed",
+            f"{sum(r.seconds for r in results):7.1f} s",
+            "",
+        )
+    )
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = []
     for n, row in enumerate(rows):
-        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + ("  " + row[3] if row[3] else ""))
+        lines.append(
+            "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + ("  " + row[3] if row[3] else "")
+        )
         if n == 0 or n == len(rows) - 2:
             lines.append("-" * (sum(widths) + 4 + 8))
     return "\n".join(lines)

@@ -82,11 +82,14 @@ class Limits:
     threads: int = 1  # OMP/MKL threads (students are graded in parallel)
 
     @classmethod
-    def for_run(cls, cell_timeout: int, workers: int, memory_mb: int = 4096, notebook_seconds: int = 0) -> "Limits":
+    def for_run(cls, cell_timeout: int, workers: int, memory_mb: int = 4096, notebook_seconds: int = 0) -> Limits:
         """The limits of a grading run: a whole notebook gets 5 cell timeouts (at least 300 s) unless
         ``notebook_seconds`` is given, and the CPUs this process may use are shared between the ``workers``."""
-        return cls(memory_mb=memory_mb, notebook_seconds=notebook_seconds or max(300, 5 * cell_timeout),
-                   threads=max(1, available_cpus() // max(1, workers)))
+        return cls(
+            memory_mb=memory_mb,
+            notebook_seconds=notebook_seconds or max(300, 5 * cell_timeout),
+            threads=max(1, available_cpus() // max(1, workers)),
+        )
 
     @property
     def writable_mb(self) -> int:
@@ -118,19 +121,31 @@ class SandboxUnavailable(RuntimeError):
 SOCKET_DIR = "/ftcourse"
 SECRET_PATH = f"{SOCKET_DIR}/secret"
 
-_INSTALL_BWRAP = ("install bubblewrap: Debian/Ubuntu `sudo apt-get install bubblewrap`, Fedora `sudo dnf install "
-                  "bubblewrap`, Arch `sudo pacman -S bubblewrap`")
-_FIX_USERNS = ("bubblewrap needs unprivileged user namespaces. Ubuntu 24.04 and later restrict them with AppArmor: "
-               "`sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0` (or an AppArmor profile for "
-               "/usr/bin/bwrap that allows `userns`); other kernels: `sudo sysctl kernel.unprivileged_userns_clone=1` "
-               "and a non-zero `user.max_user_namespaces`. In Docker, start the container with "
-               "`--security-opt seccomp=unconfined --security-opt apparmor=unconfined`")
-_FIX_NOT_LINUX = ("grade on Linux: a Linux virtual machine, or a container started with `--security-opt "
-                  "seccomp=unconfined --security-opt apparmor=unconfined`, with bubblewrap installed")
+_INSTALL_BWRAP = (
+    "install bubblewrap: Debian/Ubuntu `sudo apt-get install bubblewrap`, Fedora `sudo dnf install "
+    "bubblewrap`, Arch `sudo pacman -S bubblewrap`"
+)
+_FIX_USERNS = (
+    "bubblewrap needs unprivileged user namespaces. Ubuntu 24.04 and later restrict them with AppArmor: "
+    "`sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0` (or an AppArmor profile for "
+    "/usr/bin/bwrap that allows `userns`); other kernels: `sudo sysctl kernel.unprivileged_userns_clone=1` "
+    "and a non-zero `user.max_user_namespaces`. In Docker, start the container with "
+    "`--security-opt seccomp=unconfined --security-opt apparmor=unconfined`"
+)
+_FIX_NOT_LINUX = (
+    "grade on Linux: a Linux virtual machine, or a container started with `--security-opt "
+    "seccomp=unconfined --security-opt apparmor=unconfined`, with bubblewrap installed"
+)
 
 
-def _bwrap_prefix(bwrap: str, readable: list[str] = (), private_tmp: bool = False,
-                  tmp_size: int | None = None, shm_size: int | None = None, disable_userns: bool = False) -> list[str]:
+def _bwrap_prefix(
+    bwrap: str,
+    readable: list[str] = (),
+    private_tmp: bool = False,
+    tmp_size: int | None = None,
+    shm_size: int | None = None,
+    disable_userns: bool = False,
+) -> list[str]:
     """The start of every bwrap command: namespaces, no capabilities, an empty environment, the system folders,
     an empty in-memory /tmp when ``private_tmp`` (of ``tmp_size`` bytes if given), ``readable`` read-only,
     /proc, /dev with a /dev/shm of ``shm_size`` bytes.
@@ -138,8 +153,19 @@ def _bwrap_prefix(bwrap: str, readable: list[str] = (), private_tmp: bool = Fals
     bwrap mounts in order: /tmp comes before the read-only folders, so that a Python environment or a course
     checkout that lives under /tmp stays visible instead of being covered by the empty /tmp.
     """
-    args = [bwrap, "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL",
-            "--die-with-parent", "--clearenv"]
+    args = [
+        bwrap,
+        "--unshare-all",
+        "--unshare-user",
+        "--uid",
+        "65534",
+        "--gid",
+        "65534",
+        "--cap-drop",
+        "ALL",
+        "--die-with-parent",
+        "--clearenv",
+    ]
     if disable_userns:
         args.append("--disable-userns")
     args += _system_binds()
@@ -184,8 +210,9 @@ def detect_sandbox(wanted: bool = True) -> Sandbox:
     except (OSError, subprocess.TimeoutExpired) as error:
         return Sandbox(NONE, f"bwrap could not start: {error}", fix=_INSTALL_BWRAP)
     if result.returncode != 0:
-        return Sandbox(NONE, f"bwrap cannot create a sandbox on this machine: {result.stderr.strip()[:200]}",
-                       fix=_FIX_USERNS)
+        return Sandbox(
+            NONE, f"bwrap cannot create a sandbox on this machine: {result.stderr.strip()[:200]}", fix=_FIX_USERNS
+        )
     version = subprocess.run([bwrap, "--version"], capture_output=True, text=True).stdout.strip()
     return Sandbox(BWRAP, version or "bubblewrap", bwrap, disable_userns=disable_userns)
 
@@ -325,8 +352,15 @@ def _limits_reached(folders: list[Path], limits: Limits) -> list[str]:
 
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # Files of /etc that programs read to start (dynamic linker, fonts, time zone); nothing else of /etc.
-_ETC = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/fonts", "/etc/localtime",
-        "/etc/alternatives", "/etc/mime.types")
+_ETC = (
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/fonts",
+    "/etc/localtime",
+    "/etc/alternatives",
+    "/etc/mime.types",
+)
 
 
 def _system_binds() -> list[str]:
@@ -348,7 +382,9 @@ def _package_dirs(name: str) -> list[Path]:
     spec = importlib.util.find_spec(name)
     if spec is None:
         return []
-    return [Path(p) for p in (spec.submodule_search_locations or [])] or ([Path(spec.origin).parent] if spec.origin else [])
+    return [Path(p) for p in (spec.submodule_search_locations or [])] or (
+        [Path(spec.origin).parent] if spec.origin else []
+    )
 
 
 def model_cache() -> Path:
@@ -379,8 +415,13 @@ def readable_paths(hidden: list[Path]) -> list[str]:
     shown whole; only its ``helpers`` package is.
     """
     hidden = [p.resolve() for p in hidden]
-    wanted: list[Path] = [Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix), Path(sys.base_exec_prefix),
-                          Path(os.path.realpath(sys.executable)).parent.parent]
+    wanted: list[Path] = [
+        Path(sys.prefix),
+        Path(sys.base_prefix),
+        Path(sys.exec_prefix),
+        Path(sys.base_exec_prefix),
+        Path(os.path.realpath(sys.executable)).parent.parent,
+    ]
     wanted += _package_dirs("helpers")
     wanted += [Path(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     cache = model_cache()
@@ -397,8 +438,16 @@ def readable_paths(hidden: list[Path]) -> list[str]:
 
 
 # Variables the kernel may see; every other variable of the instructor's environment is dropped.
-PASSED_VARIABLES = ("FTCOURSE_PRECISION", "FTCOURSE_FAST", "HF_HUB_OFFLINE", "NBGRADER_EXECUTION", "LANG", "LC_ALL",
-                    "TZ", "PYTHONHASHSEED")
+PASSED_VARIABLES = (
+    "FTCOURSE_PRECISION",
+    "FTCOURSE_FAST",
+    "HF_HUB_OFFLINE",
+    "NBGRADER_EXECUTION",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "PYTHONHASHSEED",
+)
 
 
 # Where the kernel finds the grader's secret key (a path, not the key): read and deleted by the grader's first cell.
@@ -473,8 +522,12 @@ def _kernel_box(preferred: str | None) -> str:
     """A new private folder for one kernel: under ``preferred`` when its sockets' paths fit there, else under
     the system's ``/tmp`` (a deep TMPDIR would give paths too long for a Unix socket)."""
     for folder in (preferred, tempfile.gettempdir(), "/tmp"):
-        if folder and len(os.fsencode(os.path.abspath(folder))) + _SOCKET_SUFFIX <= _SOCKET_PATH_MAX \
-                and os.path.isdir(folder) and os.access(folder, os.W_OK):
+        if (
+            folder
+            and len(os.fsencode(os.path.abspath(folder))) + _SOCKET_SUFFIX <= _SOCKET_PATH_MAX
+            and os.path.isdir(folder)
+            and os.access(folder, os.W_OK)
+        ):
             return tempfile.mkdtemp(prefix="kernel-", dir=folder)
     raise RuntimeError(f"no folder with a path short enough for the kernel's sockets (tried {preferred!r}, /tmp)")
 
@@ -525,18 +578,36 @@ class SandboxKernelManager(AsyncKernelManager):
         # cmd is [python, -m, ipykernel_launcher, -f, FILE, ...]: run it through the launcher that sets the limits.
         python, args = cmd[0], cmd[3:] if cmd[1:3] == ["-m", "ipykernel_launcher"] else cmd[1:]
         limits = plan.limits
-        inner = [python, "-c", _LAUNCHER, str(limits.memory_mb * 2**20), str(limits.file_mb * 2**20),
-                 str(limits.processes), *args, "--no-stdout", "--no-stderr", "--HistoryManager.enabled=False"]
+        inner = [
+            python,
+            "-c",
+            _LAUNCHER,
+            str(limits.memory_mb * 2**20),
+            str(limits.file_mb * 2**20),
+            str(limits.processes),
+            *args,
+            "--no-stdout",
+            "--no-stderr",
+            "--HistoryManager.enabled=False",
+        ]
         # Into the kernel's cgroups first (every process it starts stays there), then bwrap; a failure stops here.
-        self._cgroups = _kernel_cgroups(plan.confinement, limits, os.path.basename(self._box)) \
-            if plan.confinement.kind == CGROUP else []
+        self._cgroups = (
+            _kernel_cgroups(plan.confinement, limits, os.path.basename(self._box))
+            if plan.confinement.kind == CGROUP
+            else []
+        )
         enter = "".join(f'echo $$ > "{folder}/cgroup.procs" || exit 97; ' for folder in self._cgroups)
         if plan.sandbox.kind != BWRAP:
             return ["/bin/sh", "-c", enter + 'exec "$@"', "sh", *inner] if enter else inner
         self._cwd = str(self._launch_args.get("cwd") or os.getcwd())
-        bwrap = _bwrap_prefix(plan.sandbox.bwrap or "bwrap", plan.readable, private_tmp=True,
-                              tmp_size=limits.scratch_mb * 2**20, shm_size=limits.shm_mb * 2**20,
-                              disable_userns=plan.sandbox.disable_userns)
+        bwrap = _bwrap_prefix(
+            plan.sandbox.bwrap or "bwrap",
+            plan.readable,
+            private_tmp=True,
+            tmp_size=limits.scratch_mb * 2**20,
+            shm_size=limits.shm_mb * 2**20,
+            disable_userns=plan.sandbox.disable_userns,
+        )
         bwrap += ["--dir", "/tmp/matplotlib"]
         if plan.fontlist:
             bwrap += ["--ro-bind", plan.fontlist, f"/tmp/matplotlib/{Path(plan.fontlist).name}"]
@@ -581,7 +652,9 @@ class SandboxKernelManager(AsyncKernelManager):
                 children = []
             for child in children:
                 try:
-                    if os.readlink(f"/proc/{child}/ns/mnt") != ours and os.path.isdir(f"/proc/{child}/root{SOCKET_DIR}"):
+                    if os.readlink(f"/proc/{child}/ns/mnt") != ours and os.path.isdir(
+                        f"/proc/{child}/root{SOCKET_DIR}"
+                    ):
                         return int(child)
                 except OSError:  # gone, or not ours to look at yet
                     continue
@@ -622,25 +695,44 @@ def run_like_a_kernel(plan: SandboxPlan, code: str, timeout: float = 300) -> sub
     """Run ``python -c code`` as ``ftcourse grade`` runs a student kernel: the same sandbox, cgroups, limits
     and environment (for ``ftcourse doctor --grading``)."""
     limits = plan.limits
-    inner = [sys.executable, "-c", _LAUNCHER, str(limits.memory_mb * 2**20), str(limits.file_mb * 2**20),
-             str(limits.processes), "--code", code]
+    inner = [
+        sys.executable,
+        "-c",
+        _LAUNCHER,
+        str(limits.memory_mb * 2**20),
+        str(limits.file_mb * 2**20),
+        str(limits.processes),
+        "--code",
+        code,
+    ]
     with tempfile.TemporaryDirectory(prefix="ftcourse-doctor-") as folder:
         cgroups = _kernel_cgroups(plan.confinement, limits, "doctor") if plan.confinement.kind == CGROUP else []
         enter = "".join(f'echo $$ > "{group}/cgroup.procs" || exit 97; ' for group in cgroups)
         try:
             if plan.sandbox.kind == BWRAP:
                 env = kernel_environment(plan, "/tmp")
-                command = _bwrap_prefix(plan.sandbox.bwrap or "bwrap", plan.readable, private_tmp=True,
-                                        tmp_size=limits.scratch_mb * 2**20, shm_size=limits.shm_mb * 2**20,
-                                        disable_userns=plan.sandbox.disable_userns)
+                command = _bwrap_prefix(
+                    plan.sandbox.bwrap or "bwrap",
+                    plan.readable,
+                    private_tmp=True,
+                    tmp_size=limits.scratch_mb * 2**20,
+                    shm_size=limits.shm_mb * 2**20,
+                    disable_userns=plan.sandbox.disable_userns,
+                )
                 for variable, value in env.items():
                     command += ["--setenv", variable, value]
                 command += ["--chdir", "/tmp", "--", *inner]
                 env = None
             else:
                 command, env = inner, kernel_environment(plan, folder)
-            return subprocess.run(["/bin/sh", "-c", enter + 'exec "$@"', "sh", *command], env=env,
-                                  capture_output=True, text=True, timeout=timeout, cwd=folder)
+            return subprocess.run(
+                ["/bin/sh", "-c", enter + 'exec "$@"', "sh", *command],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                cwd=folder,
+            )
         finally:
             for group in cgroups:
                 _remove_cgroup(group)

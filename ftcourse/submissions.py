@@ -89,8 +89,9 @@ def find_students(submissions: Path, notebooks: list[str], max_mb: float = MAX_N
         students.append(folder)
     if not students:
         raise SubmissionsError(f"{submissions}: no student folders (expected one folder per student)")
-    if not any(s.notebooks or set(s.refused) - {n for n, why in s.refused.items() if "student folder" in why}
-               for s in students):
+    if not any(
+        s.notebooks or set(s.refused) - {n for n, why in s.refused.items() if "student folder" in why} for s in students
+    ):
         raise SubmissionsError(
             f"{submissions}: no student folder contains a graded notebook (expected file names: {', '.join(notebooks)})"
         )

@@ -213,7 +213,9 @@ def verify_asset(name: str) -> Path:
     for relative, expected in asset.checksums.items():
         path = base / relative
         if not path.exists():
-            raise AssetError(f"Embedded {asset.kind} {name!r} is incomplete: {path} is missing. " + install_hint([asset]))
+            raise AssetError(
+                f"Embedded {asset.kind} {name!r} is incomplete: {path} is missing. " + install_hint([asset])
+            )
         actual = sha256_path(path)
         if actual != expected:
             raise AssetError(

@@ -17,7 +17,7 @@ import platform
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import torch
 
@@ -182,8 +182,13 @@ def resolve_precision(caps: Capabilities, device: str | None = None, requested: 
     if name == auto.name:
         return replace(auto, reason=f"{auto.reason}; also asked for by {source}")
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
-    return Precision(name, f"asked for by {source} ({supported[name]}); auto would choose {auto.name}", dtype,
-                     use_grad_scaler=name == "fp16", device=device)
+    return Precision(
+        name,
+        f"asked for by {source} ({supported[name]}); auto would choose {auto.name}",
+        dtype,
+        use_grad_scaler=name == "fp16",
+        device=device,
+    )
 
 
 @dataclass

@@ -50,20 +50,24 @@ def generate(
         return []
     model.eval()
     torch.manual_seed(seed)
-    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample else {
-        "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    sampling = (
+        {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+        if do_sample
+        else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    )
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths pad little
     replies: list[str] = [""] * len(prompts)
     starts = range(0, len(prompts), batch_size)
     for start in tqdm(starts, desc="generate", disable=not progress, leave=False):
         idx = order[start : start + batch_size]
         batch = tokenizer(
-            [prompts[i] for i in idx], padding=True, padding_side=padding_side, add_special_tokens=False,
+            [prompts[i] for i in idx],
+            padding=True,
+            padding_side=padding_side,
+            add_special_tokens=False,
             return_tensors="pt",
         ).to(device)
-        output = model.generate(
-            **batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling
-        )
+        output = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling)
         new_tokens = output[:, batch["input_ids"].shape[1] :]
         for i, tokens in zip(idx, new_tokens):
             replies[i] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
@@ -94,8 +98,16 @@ def answer_instructions(
         idx = [i for i, row in enumerate(rows) if row["task"] == task]
         prompts = [format_prompt(rows[i]["instruction"], rows[i]["input"], style, tokenizer) for i in idx]
         budget = min(MAX_NEW_TOKENS.get(task, 32), max_new_tokens or 10**6)
-        replies = generate(model, tokenizer, prompts, device, max_new_tokens=budget,
-                           batch_size=batch_size, progress=progress, **sampling)
+        replies = generate(
+            model,
+            tokenizer,
+            prompts,
+            device,
+            max_new_tokens=budget,
+            batch_size=batch_size,
+            progress=progress,
+            **sampling,
+        )
         for i, reply in zip(idx, replies):
             answers[i] = reply
     return answers

@@ -83,10 +83,20 @@ class BertMeanPoolingForSequenceClassification(BertPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,  # accepted for compatibility; the output is always a SequenceClassifierOutput
     ) -> SequenceClassifierOutput:
-        extra = {key: value for key, value in (("output_attentions", output_attentions),
-                                              ("output_hidden_states", output_hidden_states)) if value is not None}
-        outputs = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                            position_ids=position_ids, inputs_embeds=inputs_embeds, return_dict=True, **extra)
+        extra = {
+            key: value
+            for key, value in (("output_attentions", output_attentions), ("output_hidden_states", output_hidden_states))
+            if value is not None
+        }
+        outputs = self.bert(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            return_dict=True,
+            **extra,
+        )
         pooled = mean_pool(outputs.last_hidden_state, attention_mask)
         logits = self.classifier(self.dropout(pooled))
         loss = self.loss_function(labels, logits, self.config) if labels is not None else None

@@ -38,9 +38,7 @@ def predict_logits(
     return logits
 
 
-def text_classification_pipeline(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, device: str = "cpu"
-):
+def text_classification_pipeline(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, device: str = "cpu"):
     """``pipeline("text-classification")`` around a model object, whatever its class.
 
     ``pipeline("text-classification", model=folder)`` rebuilds the model with
@@ -76,7 +74,10 @@ def _batches_by_length(tokenizer, texts, device, batch_size, max_length, progres
     for start in tqdm(range(0, len(texts), batch_size), desc=desc, disable=not progress, leave=False):
         idx = order[start : start + batch_size]
         batch = tokenizer(
-            [texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
+            [texts[i] for i in idx],
+            padding=True,
+            truncation=True,
+            max_length=max_length,
             return_tensors=return_tensors,
         )
         yield idx, batch.to(device) if return_tensors == "pt" else batch

@@ -272,8 +272,7 @@ def convert_gguf_model(name: str, force: bool = False, verbose: bool = True) -> 
             ) from None
         except OSError as error:
             raise AssetError(
-                f"Cannot write the model cache in {target.parent} ({error}). "
-                "Set FTCOURSE_CACHE to a writable folder."
+                f"Cannot write the model cache in {target.parent} ({error}). Set FTCOURSE_CACHE to a writable folder."
             ) from None
         for leftover in _staging_dirs(target):  # we hold the lock: these are left by killed conversions
             shutil.rmtree(leftover, ignore_errors=True)
@@ -297,8 +296,7 @@ def _convert_into(asset, target: Path, verbose: bool) -> None:
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     except OSError as error:
         raise AssetError(
-            f"Cannot write the model cache in {target.parent} ({error}). "
-            "Set FTCOURSE_CACHE to a writable folder."
+            f"Cannot write the model cache in {target.parent} ({error}). Set FTCOURSE_CACHE to a writable folder."
         ) from None
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
@@ -406,8 +404,10 @@ def load_classifier(
     source = model_source(name)  # verified once, used for both
     saved = _saved_pooling(source)
     if saved is not None and saved != pooling:
-        raise ValueError(f"{name!r} holds a classifier trained with pooling={saved!r}: "
-                         f"load it with pooling={saved!r} (its head would read the wrong vector)")
+        raise ValueError(
+            f"{name!r} holds a classifier trained with pooling={saved!r}: "
+            f"load it with pooling={saved!r} (its head would read the wrong vector)"
+        )
     tokenizer = _load(AutoTokenizer, name, source)
     loader = AutoModelForSequenceClassification
     if pooling == "mean":
@@ -415,8 +415,9 @@ def load_classifier(
 
         config = _load(AutoConfig, name, source, **kwargs)
         if config.model_type != "bert":
-            raise ValueError(f"pooling='mean' is implemented for BERT-style encoders; {name!r} is a "
-                             f"{config.model_type!r} model")
+            raise ValueError(
+                f"pooling='mean' is implemented for BERT-style encoders; {name!r} is a {config.model_type!r} model"
+            )
         loader, kwargs = BertMeanPoolingForSequenceClassification, {"config": config}
     if seed is not None:
         torch.manual_seed(seed)
@@ -427,7 +428,9 @@ def load_classifier(
     return model.to(device), tokenizer
 
 
-def load_encoder(name: str, device: str = "cpu", seed: int | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_encoder(
+    name: str, device: str = "cpu", seed: int | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The pretrained encoder of ``name`` alone (no head, no pooler), fp32, and its tokenizer.
 
     The body that several task heads share in ``course/08_multitask.ipynb``

@@ -150,12 +150,20 @@ def plot_trainer_log(log_history: Sequence[dict], metric: str | None = "eval_acc
         axes[1].set_xlabel("pas d'optimisation")
         axes[1].set_ylabel(metric)
         for step, value, row in zip(steps, values, evals):  # epoch numbers above the evaluation points
-            axes[1].annotate(f"ép. {row.get('epoch', 0):.1f}", (step, value), textcoords="offset points",
-                             xytext=(0, 6), ha="center", fontsize=8)
+            axes[1].annotate(
+                f"ép. {row.get('epoch', 0):.1f}",
+                (step, value),
+                textcoords="offset points",
+                xytext=(0, 6),
+                ha="center",
+                fontsize=8,
+            )
     return np.asarray(axes)
 
 
-def plot_train_validation(log_history: Sequence[dict], sets: Sequence[str] = ("train", "validation"), axes=None) -> np.ndarray:
+def plot_train_validation(
+    log_history: Sequence[dict], sets: Sequence[str] = ("train", "validation"), axes=None
+) -> np.ndarray:
     """Loss and accuracy per epoch on several evaluated sets (``Trainer`` with ``eval_dataset={name: ...}``).
 
     Reads ``eval_<set>_loss`` and ``eval_<set>_accuracy`` from
@@ -193,8 +201,12 @@ def plot_intervals(table, metrics: Sequence[str], ax: plt.Axes | None = None) ->
     x = np.arange(len(table))
     for i, metric in enumerate(metrics):
         values = table[metric].to_numpy(dtype=float)
-        errors = np.vstack([values - table[f"{metric} low"].to_numpy(dtype=float),
-                            table[f"{metric} high"].to_numpy(dtype=float) - values])
+        errors = np.vstack(
+            [
+                values - table[f"{metric} low"].to_numpy(dtype=float),
+                table[f"{metric} high"].to_numpy(dtype=float) - values,
+            ]
+        )
         ax.bar(x + (i - (len(metrics) - 1) / 2) * width, values, width, yerr=errors, capsize=3, label=metric)
     ax.set_xticks(x, list(table.index), rotation=20, ha="right")
     ax.set_ylim(0, 1.05)
@@ -241,8 +253,15 @@ def plot_adaptation_tradeoff(table, title: str = "", ax: plt.Axes | None = None)
     for name, row in table.iterrows():
         if pd.isna(row.get("training_state_MB", np.nan)):
             ax.axhline(float(row["quality"]), color="grey", linestyle="--", linewidth=0.8)
-            ax.annotate(str(name), (0.01, float(row["quality"])), xycoords=("axes fraction", "data"),
-                        textcoords="offset points", xytext=(0, 3), fontsize=8, color="grey")
+            ax.annotate(
+                str(name),
+                (0.01, float(row["quality"])),
+                xycoords=("axes fraction", "data"),
+                textcoords="offset points",
+                xytext=(0, 3),
+                fontsize=8,
+                color="grey",
+            )
             continue
         x, y = float(row["training_state_MB"]), float(row["quality"])
         yerr = [[y - float(row["quality_low"])], [float(row["quality_high"]) - y]]
@@ -280,8 +299,14 @@ def plot_lr_sweep(
         raise ValueError("learning rates must be positive for a log-scale plot")
     if ax is None:
         _, ax = plt.subplots(figsize=(6.5, 3.5))
-    ax.errorbar(lrs, values, yerr=np.vstack([values - lows, highs - values]), fmt="o-", capsize=3,
-                label="accuracy de validation (IC 95 %)")
+    ax.errorbar(
+        lrs,
+        values,
+        yerr=np.vstack([values - lows, highs - values]),
+        fmt="o-",
+        capsize=3,
+        label="accuracy de validation (IC 95 %)",
+    )
     if reference is not None:
         ax.axhline(reference, color="grey", linestyle=":", label=f"classe majoritaire : {reference:.3f}")
     if suggested_lr is not None:
@@ -306,7 +331,7 @@ def plot_epoch_curves(curves: dict[str, dict], ax: plt.Axes | None = None) -> pl
         if values.size == 0:
             raise ValueError(f"run {name!r} has no epoch")
         epochs = np.arange(1, values.size + 1)
-        line, = ax.plot(epochs, values, marker="o", label=name)
+        (line,) = ax.plot(epochs, values, marker="o", label=name)
         ax.fill_between(epochs, curve["low"], curve["high"], color=line.get_color(), alpha=0.15)
         best = int(np.argmax(values))
         ax.plot(epochs[best], values[best], marker="*", markersize=14, color=line.get_color())

@@ -37,8 +37,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # A test that requests one of these fixtures is slow: they hand out a full model, or (``graded``,
 # tests/test_grading.py) run real nbgrader on a class of submissions.
-SLOW_FIXTURES = {"_minilm_loaded", "minilm_shared", "minilm", "smollm", "smollm_copy", "graded",
-                 "sentiment_tiny", "sentiment_served"}
+SLOW_FIXTURES = {
+    "_minilm_loaded",
+    "minilm_shared",
+    "minilm",
+    "smollm",
+    "smollm_copy",
+    "graded",
+    "sentiment_tiny",
+    "sentiment_served",
+}
 
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, python: list[str] | None = None):
@@ -170,9 +178,13 @@ def sentiment_served(sentiment_tiny, tmp_path_factory):
     from helpers.deployment.predictors import ONNX_FILE, ONNX_INT8_FILE, save_for_serving
 
     model, tokenizer = sentiment_tiny
-    folder = save_for_serving(model, tokenizer, tmp_path_factory.mktemp("served"),
-                              {"model_name": "minilm-sentiment-tiny", "metrics": {"test_accuracy": 0.8}},
-                              max_length=SERVING_MAX_LENGTH)
+    folder = save_for_serving(
+        model,
+        tokenizer,
+        tmp_path_factory.mktemp("served"),
+        {"model_name": "minilm-sentiment-tiny", "metrics": {"test_accuracy": 0.8}},
+        max_length=SERVING_MAX_LENGTH,
+    )
     export_classifier_onnx(model, tokenizer, folder / ONNX_FILE)
     quantize_onnx_int8(folder / ONNX_FILE, folder / ONNX_INT8_FILE)
     return folder
@@ -194,7 +206,9 @@ ANYTHING = """class _Anything:
 
 """
 # An early stopper whose every state claims to equal the expected one.
-ALWAYS_EQUAL_EARLY_STOPPING = ANYTHING + """class EarlyStopping:
+ALWAYS_EQUAL_EARLY_STOPPING = (
+    ANYTHING
+    + """class EarlyStopping:
     def __init__(self, patience=3, min_delta=0.0, mode="min"):
         if mode not in ("min", "max") or patience < 0 or min_delta < 0:
             raise ValueError("bad arguments")
@@ -203,3 +217,4 @@ ALWAYS_EQUAL_EARLY_STOPPING = ANYTHING + """class EarlyStopping:
     def __call__(self, score):
         return _Anything()
 """
+)

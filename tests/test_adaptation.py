@@ -50,8 +50,9 @@ def test_prepare_model_leaves_the_base_alone(minilm_shared):
     assert all(p.requires_grad for p in full.parameters())
     partial = prepare_model(base, AdaptationMethod("partial", "partial", 1e-4, last_layers=2), "seq_cls")
     names = _trainable_names(partial)
-    assert names and all(n.startswith(("bert.encoder.layer.4.", "bert.encoder.layer.5.", "classifier.", "bert.pooler"))
-                         for n in names)
+    assert names and all(
+        n.startswith(("bert.encoder.layer.4.", "bert.encoder.layer.5.", "classifier.", "bert.pooler")) for n in names
+    )
     lora = prepare_model(base, AdaptationMethod("lora", "lora", 1e-3, r=4), "seq_cls")
     assert isinstance(lora, PeftModel)
     assert all("lora_" in n or "modules_to_save" in n for n in _trainable_names(lora))
@@ -87,8 +88,9 @@ def _tiny_reviews(tokenizer, n: int = 16):
     return tokenize_for_classification(rows, tokenizer, max_length=32)
 
 
-@pytest.mark.parametrize("method", [AdaptationMethod("full", "full", 1e-4),
-                                    AdaptationMethod("lora", "lora", 1e-3, r=4)])
+@pytest.mark.parametrize(
+    "method", [AdaptationMethod("full", "full", 1e-4), AdaptationMethod("lora", "lora", 1e-3, r=4)]
+)
 def test_adapt_classifier_measures_the_real_training_state(minilm_shared, tmp_path, method):
     base, tokenizer = minilm_shared
     data = _tiny_reviews(tokenizer)
@@ -120,13 +122,32 @@ def test_adapt_causal_lm_partial_and_lora_see_the_same_batches(smollm, tmp_path)
     from helpers.training.causal_lm import tokenize_instructions
 
     model, tokenizer = smollm
-    rows = instruction_dataset({"train": {"sentiment": 4, "topic": 0, "describe": 0, "qa": 0}, "validation": 0,
-                                "test": 0}, seed=0, max_words=12)["train"]
+    rows = instruction_dataset(
+        {"train": {"sentiment": 4, "topic": 0, "describe": 0, "qa": 0}, "validation": 0, "test": 0},
+        seed=0,
+        max_words=12,
+    )["train"]
     data = tokenize_instructions(rows, tokenizer)
-    partial = adapt_causal_lm(model, tokenizer, AdaptationMethod("p", "partial", 1e-4, last_layers=1), data, FP32,
-                              tmp_path / "p", batch_size=2, progress=False)
-    lora = adapt_causal_lm(model, tokenizer, AdaptationMethod("l", "lora", 1e-3, r=2), data, FP32, tmp_path / "l",
-                           batch_size=2, progress=False)
+    partial = adapt_causal_lm(
+        model,
+        tokenizer,
+        AdaptationMethod("p", "partial", 1e-4, last_layers=1),
+        data,
+        FP32,
+        tmp_path / "p",
+        batch_size=2,
+        progress=False,
+    )
+    lora = adapt_causal_lm(
+        model,
+        tokenizer,
+        AdaptationMethod("l", "lora", 1e-3, r=2),
+        data,
+        FP32,
+        tmp_path / "l",
+        batch_size=2,
+        progress=False,
+    )
     tokens = sum(len(ids) for ids in data["input_ids"])
     for run in (partial, lora):
         assert run.trainer.state.global_step == 2
@@ -154,8 +175,15 @@ def test_adaptation_table_verdicts_and_starting_row():
     quality = {"départ": base, "complet": better, "lora": better.copy()}
     losses = rng.normal(3.0, 0.3, 50)
     retention = {"départ": losses, "complet": losses + 0.5, "lora": losses - 0.0}
-    table = adaptation_table({}, quality, retention, quality_reference="complet", retention_reference="départ",
-                             retention_higher_is_better=False, seed=0)
+    table = adaptation_table(
+        {},
+        quality,
+        retention,
+        quality_reference="complet",
+        retention_reference="départ",
+        retention_higher_is_better=False,
+        seed=0,
+    )
     assert list(table.index) == ["départ", "complet", "lora"]
     assert table.loc["complet", "quality_verdict"] == "reference"
     assert table.loc["départ", "quality_verdict"] == "worse"
@@ -201,8 +229,10 @@ def test_peft_causal_lm_gets_the_scored_logits_collator(smollm_copy):
     model, tokenizer = smollm_copy
     peft_model = apply_lora(model, lora_config_for("causal_lm", r=2))
     assert accepts_scored_logits(peft_model)
-    features = [tokenize_instruction("Say yes.\n", "yes", tokenizer), tokenize_instruction("A longer prompt here.\n",
-                                                                                            "no", tokenizer)]
+    features = [
+        tokenize_instruction("Say yes.\n", "yes", tokenizer),
+        tokenize_instruction("A longer prompt here.\n", "no", tokenizer),
+    ]
     batch = ScoredLogitsCollator(tokenizer)(features)
     assert "logits_to_keep" in batch
     full = {k: v for k, v in batch.items() if k not in ("logits_to_keep", "shift_labels")}
@@ -240,8 +270,18 @@ def test_stop_after_steps_keeps_the_planned_schedule(minilm_shared, tmp_path):
 
     base, tokenizer = minilm_shared
     model = prepare_model(base, AdaptationMethod("lora", "lora", 1e-3, r=2), "seq_cls")
-    run = train_classifier(model, tokenizer, _tiny_reviews(tokenizer, 24), tmp_path, num_epochs=1, batch_size=8,
-                           learning_rate=1e-3, warmup=0.0, progress=False, callbacks=[StopAfterSteps(1)])
+    run = train_classifier(
+        model,
+        tokenizer,
+        _tiny_reviews(tokenizer, 24),
+        tmp_path,
+        num_epochs=1,
+        batch_size=8,
+        learning_rate=1e-3,
+        warmup=0.0,
+        progress=False,
+        callbacks=[StopAfterSteps(1)],
+    )
     assert run.trainer.state.global_step == 1
     assert run.trainer.state.max_steps == 3  # planned for the whole run
     # linear decay planned over 3 steps: after one step the rate is 2/3 of the peak, not 0 as a 1-step plan gives
@@ -255,8 +295,17 @@ def test_a_model_trained_in_bf16_is_given_back_without_the_autocast_wrapper(mini
     base, tokenizer = minilm_shared
     bf16 = Precision(name="bf16", reason="test", autocast_dtype=torch.bfloat16, device="cpu")
     data = _tiny_reviews(tokenizer, 8)
-    run = adapt_classifier(base, tokenizer, AdaptationMethod("full", "full", 1e-4), data, bf16, tmp_path, epochs=1,
-                           batch_size=8, progress=False)
+    run = adapt_classifier(
+        base,
+        tokenizer,
+        AdaptationMethod("full", "full", 1e-4),
+        data,
+        bf16,
+        tmp_path,
+        epochs=1,
+        batch_size=8,
+        progress=False,
+    )
     model = run.model.eval()
     assert "_original_forward" not in model.__dict__
     batch = dict(tokenizer(["a fine film", "dull"], padding=True, return_tensors="pt"))

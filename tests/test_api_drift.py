@@ -52,16 +52,48 @@ IMPORTS = [
 KEYWORDS = {
     "transformers:TrainingArguments": [
         # helpers.device.Precision.trainer_kwargs and helpers.training.trainers.course_training_arguments' shared dict
-        "bf16", "fp16", "use_cpu", "output_dir", "per_device_eval_batch_size", "max_grad_norm",
-        "lr_scheduler_type", "seed", "report_to", "disable_tqdm", "dataloader_pin_memory",
+        "bf16",
+        "fp16",
+        "use_cpu",
+        "output_dir",
+        "per_device_eval_batch_size",
+        "max_grad_norm",
+        "lr_scheduler_type",
+        "seed",
+        "report_to",
+        "disable_tqdm",
+        "dataloader_pin_memory",
         # helpers.training.causal_lm.train_causal_lm, helpers.training.search, classifier_runs
-        "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "num_train_epochs",
-        "warmup_steps", "weight_decay", "logging_steps", "logging_strategy", "eval_strategy", "eval_steps",
-        "train_sampling_strategy", "save_strategy", "save_total_limit", "save_only_model",
-        "load_best_model_at_end", "metric_for_best_model", "max_steps",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "learning_rate",
+        "num_train_epochs",
+        "warmup_steps",
+        "weight_decay",
+        "logging_steps",
+        "logging_strategy",
+        "eval_strategy",
+        "eval_steps",
+        "train_sampling_strategy",
+        "save_strategy",
+        "save_total_limit",
+        "save_only_model",
+        "load_best_model_at_end",
+        "metric_for_best_model",
+        "max_steps",
     ],
-    "transformers:Trainer": ["model", "args", "data_collator", "train_dataset", "eval_dataset", "processing_class",
-                             "compute_metrics", "callbacks", "model_init", "compute_loss_func"],
+    "transformers:Trainer": [
+        "model",
+        "args",
+        "data_collator",
+        "train_dataset",
+        "eval_dataset",
+        "processing_class",
+        "compute_metrics",
+        "callbacks",
+        "model_init",
+        "compute_loss_func",
+    ],
     "transformers:Trainer.compute_loss": ["model", "inputs", "return_outputs", "num_items_in_batch"],
     "transformers:Trainer.hyperparameter_search": ["hp_space", "backend", "n_trials", "direction"],
     "transformers:EarlyStoppingCallback": ["early_stopping_patience", "early_stopping_threshold"],
@@ -74,16 +106,45 @@ KEYWORDS = {
     "peft:PeftModel.save_pretrained": ["save_directory"],
     "trl:SFTConfig": [
         # helpers.training.lora.sft_config_for
-        "output_dir", "max_steps", "learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size",
-        "weight_decay", "lr_scheduler_type", "max_grad_norm", "seed", "max_length", "packing", "padding_free",
-        "pad_to_multiple_of", "completion_only_loss", "assistant_only_loss",
-        "logging_steps", "save_strategy", "report_to", "disable_tqdm", "dataloader_pin_memory",
-        "bf16", "fp16", "use_cpu",
+        "output_dir",
+        "max_steps",
+        "learning_rate",
+        "per_device_train_batch_size",
+        "per_device_eval_batch_size",
+        "weight_decay",
+        "lr_scheduler_type",
+        "max_grad_norm",
+        "seed",
+        "max_length",
+        "packing",
+        "padding_free",
+        "pad_to_multiple_of",
+        "completion_only_loss",
+        "assistant_only_loss",
+        "logging_steps",
+        "save_strategy",
+        "report_to",
+        "disable_tqdm",
+        "dataloader_pin_memory",
+        "bf16",
+        "fp16",
+        "use_cpu",
     ],
-    "trl:SFTTrainer": ["model", "args", "train_dataset", "eval_dataset", "processing_class", "data_collator",
-                       "callbacks"],
-    "transformers:BitsAndBytesConfig": ["load_in_4bit", "bnb_4bit_quant_type", "bnb_4bit_use_double_quant",
-                                        "bnb_4bit_compute_dtype"],
+    "trl:SFTTrainer": [
+        "model",
+        "args",
+        "train_dataset",
+        "eval_dataset",
+        "processing_class",
+        "data_collator",
+        "callbacks",
+    ],
+    "transformers:BitsAndBytesConfig": [
+        "load_in_4bit",
+        "bnb_4bit_quant_type",
+        "bnb_4bit_use_double_quant",
+        "bnb_4bit_compute_dtype",
+    ],
     "peft:prepare_model_for_kbit_training": ["model", "use_gradient_checkpointing"],
     # helpers.training.adaptation.TrainingStateProbe reads these from the callback's keyword arguments
     "transformers:TrainerCallback.on_optimizer_step": ["args", "state", "control"],
@@ -92,8 +153,13 @@ KEYWORDS = {
 
 # Methods the course calls on objects (existence only).
 METHODS = {
-    "peft:PeftModel": ["save_pretrained", "from_pretrained", "print_trainable_parameters", "disable_adapter",
-                       "get_base_model"],
+    "peft:PeftModel": [
+        "save_pretrained",
+        "from_pretrained",
+        "print_trainable_parameters",
+        "disable_adapter",
+        "get_base_model",
+    ],
     "peft:LoraModel": ["merge_and_unload"],  # PeftModel forwards it to its LoRA base_model
     "transformers:Trainer": ["train", "evaluate", "predict", "hyperparameter_search", "remove_callback"],
     "transformers:PreTrainedModel": ["get_memory_footprint", "get_output_embeddings", "save_pretrained"],
@@ -190,8 +256,10 @@ def test_imports(module, name):
 @pytest.mark.parametrize("target", sorted(KEYWORDS))
 def test_keyword_arguments(target):
     missing = _missing(target, KEYWORDS[target])
-    assert not missing, (f"{target.replace(':', '.')} no longer accepts {missing} in "
-                         f"{_version(target.partition(':')[0])}: the course passes them")
+    assert not missing, (
+        f"{target.replace(':', '.')} no longer accepts {missing} in "
+        f"{_version(target.partition(':')[0])}: the course passes them"
+    )
 
 
 @pytest.mark.parametrize("target", sorted(METHODS))
@@ -204,8 +272,11 @@ def test_methods(target):
 def test_keywords_used_in_helpers_and_notebooks():
     found = _scanned_keywords()
     assert found.get("transformers:TrainingArguments"), "the scan found no TrainingArguments(...) call: is it broken?"
-    problems = [f"{target.replace(':', '.')} lacks {missing} ({_version(target.partition(':')[0])})"
-                for target, keywords in sorted(found.items()) if (missing := _missing(target, keywords))]
+    problems = [
+        f"{target.replace(':', '.')} lacks {missing} ({_version(target.partition(':')[0])})"
+        for target, keywords in sorted(found.items())
+        if (missing := _missing(target, keywords))
+    ]
     assert not problems, "keyword arguments used in helpers/ or course/ are gone: " + "; ".join(problems)
 
 

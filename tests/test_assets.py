@@ -56,7 +56,9 @@ def test_missing_asset_is_reported_with_the_install_command(site_without):
     code = "from helpers.assets import verify_asset\nverify_asset('wiki-summaries')"
     import subprocess
 
-    result = subprocess.run(python + ["-c", code], capture_output=True, text=True, env={**__import__("os").environ, **env})
+    result = subprocess.run(
+        python + ["-c", code], capture_output=True, text=True, env={**__import__("os").environ, **env}
+    )
     assert result.returncode != 0
     assert "AssetError" in result.stderr
     assert "is not installed" in result.stderr

@@ -36,8 +36,10 @@ def test_every_example_appears_once(tokenized, padding):
 
 def test_padding_waste_shrinks_from_max_length_to_grouped(tokenized):
     data, tokenizer = tokenized
-    shares = {p: padding_share(make_loader(data, tokenizer, 32, padding=p, max_length=512, seed=0))
-              for p in ("max_length", "dynamic", "length_grouped")}
+    shares = {
+        p: padding_share(make_loader(data, tokenizer, 32, padding=p, max_length=512, seed=0))
+        for p in ("max_length", "dynamic", "length_grouped")
+    }
     assert shares["max_length"] > 0.9  # review snippets are ~25 tokens long
     assert shares["length_grouped"] < shares["dynamic"] < shares["max_length"]
 

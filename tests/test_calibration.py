@@ -18,14 +18,16 @@ from helpers.evaluation.calibration import (
 from helpers.evaluation.uncertainty import interval_from_replicates, resample_indices
 
 # Six items, three classes.          confidence  prediction  label  right
-HAND_PROBABILITIES = np.array([
-    [0.40, 0.30, 0.30],  # item 1:   0.40        0           0      yes
-    [0.30, 0.45, 0.25],  # item 2:   0.45        1           2      no
-    [0.90, 0.05, 0.05],  # item 3:   0.90        0           0      yes
-    [0.10, 0.80, 0.10],  # item 4:   0.80        1           1      yes
-    [0.20, 0.10, 0.70],  # item 5:   0.70        2           0      no
-    [0.05, 0.35, 0.60],  # item 6:   0.60        2           0      no
-])
+HAND_PROBABILITIES = np.array(
+    [
+        [0.40, 0.30, 0.30],  # item 1:   0.40        0           0      yes
+        [0.30, 0.45, 0.25],  # item 2:   0.45        1           2      no
+        [0.90, 0.05, 0.05],  # item 3:   0.90        0           0      yes
+        [0.10, 0.80, 0.10],  # item 4:   0.80        1           1      yes
+        [0.20, 0.10, 0.70],  # item 5:   0.70        2           0      no
+        [0.05, 0.35, 0.60],  # item 6:   0.60        2           0      no
+    ]
+)
 HAND_LABELS = np.array([0, 2, 0, 1, 0, 0])
 
 
@@ -79,8 +81,9 @@ def test_ece_interval_resamples_the_items_like_bootstrap_metric():
     logits, labels = _calibrated_sample(300, seed=1)
     probabilities = softmax(3 * logits)
     interval = ece_interval(probabilities, labels, n_bins=5, n_resamples=50, seed=4)
-    by_hand = [expected_calibration_error(probabilities[idx], labels[idx], n_bins=5)
-               for idx in resample_indices(300, 50, 4)]
+    by_hand = [
+        expected_calibration_error(probabilities[idx], labels[idx], n_bins=5) for idx in resample_indices(300, 50, 4)
+    ]
     expected = interval_from_replicates(expected_calibration_error(probabilities, labels, n_bins=5), by_hand)
     assert (interval.value, interval.low, interval.high) == pytest.approx((expected.value, expected.low, expected.high))
     assert interval.low < interval.value < interval.high
@@ -141,8 +144,10 @@ def test_reliability_diagram_draws_the_diagonal_and_one_line_per_table():
     from helpers.plots import plot_reliability
 
     logits, labels = _calibrated_sample(2000, seed=3)
-    tables = {"brut": reliability_table(softmax(3 * logits), labels),
-              "T ajustée": reliability_table(softmax(logits), labels)}
+    tables = {
+        "brut": reliability_table(softmax(3 * logits), labels),
+        "T ajustée": reliability_table(softmax(logits), labels),
+    }
     ax = plot_reliability(tables)
     lines = ax.get_lines()
     assert len(lines) == 3

@@ -6,6 +6,8 @@ import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader
 
+from helpers.data.instructions import format_prompt
+from helpers.generation import generate
 from helpers.training.causal_lm import (
     IGNORE_INDEX,
     instruction_collator,
@@ -16,15 +18,19 @@ from helpers.training.causal_lm import (
     tokenize_instruction,
     tokenize_instructions,
 )
-from helpers.generation import generate
-from helpers.data.instructions import format_prompt
 
 ROWS = [
-    {"instruction": "Is this movie review positive or negative? Answer with one word.", "input": "A joy from start to end.",
-     "output": "positive"},
+    {
+        "instruction": "Is this movie review positive or negative? Answer with one word.",
+        "input": "A joy from start to end.",
+        "output": "positive",
+    },
     {"instruction": "What is the capital of France?", "input": "", "output": "The capital of France is Paris."},
-    {"instruction": "Describe the subject of this paragraph in a few words.",
-     "input": "The violin is a wooden string instrument, the smallest of the violin family.", "output": "Bowed string instrument"},
+    {
+        "instruction": "Describe the subject of this paragraph in a few words.",
+        "input": "The violin is a wooden string instrument, the smallest of the violin family.",
+        "output": "Bowed string instrument",
+    },
 ]
 
 
@@ -98,23 +104,29 @@ def float64_loss(model, tokenizer, text: str) -> float:
 def test_perplexity_is_the_exponentiated_mean_loss(smollm64):
     model, tokenizer = smollm64  # float64: see the fixture
     text = "The Eiffel Tower is a wrought-iron lattice tower in Paris, France."
-    assert perplexity(model, tokenizer, [text]) == pytest.approx(math.exp(float64_loss(model, tokenizer, text)), rel=1e-9)
+    assert perplexity(model, tokenizer, [text]) == pytest.approx(
+        math.exp(float64_loss(model, tokenizer, text)), rel=1e-9
+    )
     # Batched with padding: the same as scoring token by token across texts, pads never scored.
     texts = [text, "Hello.", "Water boils at one hundred degrees Celsius at sea level."]
     losses, counts = [], []
     for one in texts:
         losses.append(float64_loss(model, tokenizer, one))
         counts.append(len(tokenizer(one)["input_ids"]) - 1)
-    expected = math.exp(sum(l * c for l, c in zip(losses, counts)) / sum(counts))
+    expected = math.exp(sum(loss * count for loss, count in zip(losses, counts)) / sum(counts))
     assert perplexity(model, tokenizer, texts, batch_size=3) == pytest.approx(expected, rel=1e-9)
-    assert perplexity(model, tokenizer, [text]) < perplexity(model, tokenizer, ["tower the lattice Paris is wrought France in"])
+    assert perplexity(model, tokenizer, [text]) < perplexity(
+        model, tokenizer, ["tower the lattice Paris is wrought France in"]
+    )
 
 
 def test_response_perplexity_scores_only_the_response(smollm64):
     model, tokenizer = smollm64  # float64: see the fixture
     data = Dataset.from_list(ROWS)
     tokenized = tokenize_instructions(data, tokenizer)
-    loss, count = mean_token_loss(model, DataLoader(tokenized, batch_size=2, collate_fn=instruction_collator(tokenizer)))
+    loss, count = mean_token_loss(
+        model, DataLoader(tokenized, batch_size=2, collate_fn=instruction_collator(tokenizer))
+    )
     assert count == sum(len(tokenizer(r["output"])["input_ids"]) + 1 for r in ROWS)
     assert response_perplexity(model, tokenizer, data) == pytest.approx(math.exp(loss), rel=1e-9)
     tagged = Dataset.from_list([{**r, "task": t} for r, t in zip(ROWS, ["a", "b", "a"])])
@@ -158,8 +170,8 @@ def test_sampling_is_seeded_and_checks_its_settings(smollm):
 
 
 def test_answer_instructions_keeps_the_order_and_the_task_budgets(smollm):
-    from helpers.generation import answer_instructions
     from helpers.data.instructions import MAX_NEW_TOKENS
+    from helpers.generation import answer_instructions
 
     model, tokenizer = smollm
     rows = Dataset.from_list([{**ROWS[1], "task": "qa"}, {**ROWS[0], "task": "sentiment"}])
@@ -172,8 +184,11 @@ def test_text_losses_is_each_texts_own_mean_loss(smollm64):
     from helpers.training.causal_lm import text_losses
 
     model, tokenizer = smollm64
-    texts = ["The Eiffel Tower is a wrought-iron lattice tower in Paris, France.", "Hello there.",
-             "Water boils at one hundred degrees Celsius at sea level."]
+    texts = [
+        "The Eiffel Tower is a wrought-iron lattice tower in Paris, France.",
+        "Hello there.",
+        "Water boils at one hundred degrees Celsius at sea level.",
+    ]
     losses = text_losses(model, tokenizer, texts, batch_size=3)
     assert losses.shape == (3,)
     for text, loss in zip(texts, losses):  # batched with padding = each text alone
@@ -205,7 +220,9 @@ def test_mix_general_text_keeps_the_budget(smollm):
     assert len(mixed) == len(task)
     fully_learned = [row for row in mixed if IGNORE_INDEX not in row["labels"]]
     assert len(fully_learned) == 3  # round(0.25 * 12) general paragraphs replace as many task examples
-    assert all(row["input_ids"] in general_ids for row in fully_learned for general_ids in [[g["input_ids"] for g in general]])
+    assert all(
+        row["input_ids"] in general_ids for row in fully_learned for general_ids in [[g["input_ids"] for g in general]]
+    )
     assert mix_general_text(task, general, 0.25, seed=1)["input_ids"] == mixed["input_ids"]  # seeded
     assert len(mix_general_text(task, general, 0.0)) == len(task)
     with pytest.raises(ValueError, match="general_share"):
@@ -215,9 +232,9 @@ def test_mix_general_text_keeps_the_budget(smollm):
 
 
 def test_train_causal_lm_trains_only_the_unfrozen_weights_and_adds_ewc(smollm_copy, tmp_path):
-    from helpers.training.loops import FP32
     from helpers.training.causal_lm import train_causal_lm
     from helpers.training.freezing import freeze_embeddings, unfreeze_last_layers
+    from helpers.training.loops import FP32
     from helpers.training.regularization import EWC, EWCTrainer
 
     model, tokenizer = smollm_copy
@@ -225,34 +242,70 @@ def test_train_causal_lm_trains_only_the_unfrozen_weights_and_adds_ewc(smollm_co
     freeze_embeddings(model)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     data = tokenize_instructions(Dataset.from_list(ROWS), tokenizer)
-    trainer, seconds = train_causal_lm(model, tokenizer, data, FP32, str(tmp_path), learning_rate=1e-3, epochs=1,
-                                       batch_size=3, warmup=0.0, progress=False)
+    trainer, seconds = train_causal_lm(
+        model,
+        tokenizer,
+        data,
+        FP32,
+        str(tmp_path),
+        learning_rate=1e-3,
+        epochs=1,
+        batch_size=3,
+        warmup=0.0,
+        progress=False,
+    )
     assert trainer.state.global_step == 1 and seconds > 0
     changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert changed and changed <= trainable
-    assert "model.layers.29.self_attn.q_proj.weight" in changed and "model.layers.0.self_attn.q_proj.weight" not in changed
+    assert (
+        "model.layers.29.self_attn.q_proj.weight" in changed and "model.layers.0.self_attn.q_proj.weight" not in changed
+    )
 
     ewc = EWC({n: before[n] for n in trainable}, {n: torch.ones_like(before[n]) for n in trainable}, lam=1.0)
-    trainer, _ = train_causal_lm(model, tokenizer, data, FP32, str(tmp_path), learning_rate=1e-3, epochs=2,
-                                 batch_size=3, warmup=0.0, ewc=ewc, progress=False)
+    trainer, _ = train_causal_lm(
+        model,
+        tokenizer,
+        data,
+        FP32,
+        str(tmp_path),
+        learning_rate=1e-3,
+        epochs=2,
+        batch_size=3,
+        warmup=0.0,
+        ewc=ewc,
+        progress=False,
+    )
     assert isinstance(trainer, EWCTrainer)
     penalties = [row["ewc_penalty"] for row in trainer.state.log_history if "ewc_penalty" in row]
     assert penalties and penalties[-1] > 0  # the weights left the anchor after the first run
 
 
 def test_train_causal_lm_accumulates_groups_by_length_and_evaluates(smollm_copy, tmp_path):
-    from helpers.training.loops import FP32
     from helpers.training.causal_lm import train_causal_lm
     from helpers.training.freezing import freeze_embeddings, unfreeze_last_layers
+    from helpers.training.loops import FP32
 
     model, tokenizer = smollm_copy
     unfreeze_last_layers(model, 1)
     freeze_embeddings(model)
     data = tokenize_instructions(Dataset.from_list(ROWS), tokenizer)
-    trainer, _ = train_causal_lm(model, tokenizer, data, FP32, str(tmp_path), learning_rate=1e-4, epochs=1,
-                                 batch_size=1, accumulation=len(ROWS), warmup=0.0, eval_dataset=data, evaluations=1,
-                                 group_by_length=True, progress=False)
+    trainer, _ = train_causal_lm(
+        model,
+        tokenizer,
+        data,
+        FP32,
+        str(tmp_path),
+        learning_rate=1e-4,
+        epochs=1,
+        batch_size=1,
+        accumulation=len(ROWS),
+        warmup=0.0,
+        eval_dataset=data,
+        evaluations=1,
+        group_by_length=True,
+        progress=False,
+    )
     assert trainer.state.global_step == 1  # one update for all the examples
     assert trainer.args.train_sampling_strategy == "group_by_length"
     assert any("eval_loss" in row for row in trainer.state.log_history)
@@ -313,14 +366,32 @@ def test_train_causal_lm_in_bf16_gives_the_model_back_computing_in_fp32(smollm, 
 
     base, tokenizer = smollm
     config = copy.deepcopy(base.config)
-    config.update(dict(num_hidden_layers=2, hidden_size=32, intermediate_size=64, num_attention_heads=2,
-                       num_key_value_heads=2, head_dim=16))
+    config.update(
+        dict(
+            num_hidden_layers=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            head_dim=16,
+        )
+    )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config)
     bf16 = Precision(name="bf16", reason="test", autocast_dtype=torch.bfloat16, device="cpu")
     data = tokenize_instructions(Dataset.from_list(ROWS), tokenizer)
-    trainer, _ = train_causal_lm(model, tokenizer, data, bf16, str(tmp_path), learning_rate=1e-3, epochs=1,
-                                 batch_size=3, warmup=0.0, progress=False)
+    trainer, _ = train_causal_lm(
+        model,
+        tokenizer,
+        data,
+        bf16,
+        str(tmp_path),
+        learning_rate=1e-3,
+        epochs=1,
+        batch_size=3,
+        warmup=0.0,
+        progress=False,
+    )
     assert trainer.state.global_step == 1 and trainer.model is model
     assert "_original_forward" not in model.__dict__
     batch = dict(tokenizer(["A joy from start to end."], return_tensors="pt"))

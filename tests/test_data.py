@@ -121,21 +121,30 @@ def write(tmp_path, name, text):
 
 
 def test_json_with_string_labels_is_mapped(tmp_path):
-    records = [{"text": "great", "label": "positive"}, {"text": "bad", "label": "negative"}, {"text": "ok", "label": "neutral"}]
+    records = [
+        {"text": "great", "label": "positive"},
+        {"text": "bad", "label": "negative"},
+        {"text": "ok", "label": "neutral"},
+    ]
     data, label2id = load_user_data(write(tmp_path, "d.json", json.dumps(records)))
     assert label2id == {"negative": 0, "neutral": 1, "positive": 2}
     assert data["label"] == [2, 0, 1] and data["text"] == ["great", "bad", "ok"]
 
 
 def test_csv_and_jsonl_with_integer_labels(tmp_path):
-    data, label2id = load_user_data(write(tmp_path, "d.csv", "text,label\nfine,1\n\"bad, really\",0\n"))
+    data, label2id = load_user_data(write(tmp_path, "d.csv", 'text,label\nfine,1\n"bad, really",0\n'))
     assert label2id is None and data["label"] == [1, 0] and data["text"][1] == "bad, really"
-    data, label2id = load_user_data(write(tmp_path, "d.jsonl", '{"text": "a", "label": 0}\n\n{"text": "b", "label": 1}\n'))
+    data, label2id = load_user_data(
+        write(tmp_path, "d.jsonl", '{"text": "a", "label": 0}\n\n{"text": "b", "label": 1}\n')
+    )
     assert label2id is None and len(data) == 2
 
 
 def test_instruction_records(tmp_path):
-    records = [{"instruction": "Translate", "input": "Bonjour", "output": "Hello"}, {"instruction": "Say hi", "output": "Hi"}]
+    records = [
+        {"instruction": "Translate", "input": "Bonjour", "output": "Hello"},
+        {"instruction": "Say hi", "output": "Hi"},
+    ]
     data, mapping = load_user_data(write(tmp_path, "i.json", json.dumps(records)), task="instruction")
     assert mapping is None and data["input"] == ["Bonjour", ""]
 
@@ -143,7 +152,11 @@ def test_instruction_records(tmp_path):
 @pytest.mark.parametrize(
     "name, content, message",
     [
-        ("bad.json", '[\n  {"text": "a", "label": 1},\n  {"text": "b" "label": 0}\n]', r"bad\.json: invalid JSON at line 3"),
+        (
+            "bad.json",
+            '[\n  {"text": "a", "label": 1},\n  {"text": "b" "label": 0}\n]',
+            r"bad\.json: invalid JSON at line 3",
+        ),
         ("bad.jsonl", '{"text": "a", "label": 1}\n{"text": "b", label: 0}\n', r"bad\.jsonl: invalid JSON on line 2"),
         ("bad.csv", "text,label\ngood,1\ntoo,many,fields\n", r"bad\.csv: line 3 does not have the 2 fields"),
     ],
@@ -224,7 +237,7 @@ def test_jsonl_string_with_line_separator_is_one_record(tmp_path):
     text = "before\u2028after \u2029 and \x85"
     line = json.dumps({"text": text, "label": 1}, ensure_ascii=False)
     assert "\u2028" in line
-    path = write(tmp_path, "sep.jsonl", line + "\n" + json.dumps({"text": "b", "label": 0}) + "\n{\"text\": \"c\"}\n")
+    path = write(tmp_path, "sep.jsonl", line + "\n" + json.dumps({"text": "b", "label": 0}) + '\n{"text": "c"}\n')
     with pytest.raises(DataFormatError, match=r"row 3 \(line 3\) has no 'label' field"):
         load_user_data(path)
     path.write_text(line + "\n" + json.dumps({"text": "b", "label": 0}) + "\n", encoding="utf-8")

@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import SERVING_MAX_LENGTH
 from helpers.deployment.benchmark import batch_latency, generation_speed, label_agreement
 from helpers.deployment.quantization import model_size_bytes, quantize_dynamic_int8, quantized_linear_count
+from tests.conftest import SERVING_MAX_LENGTH
 
 pytest.importorskip("onnxruntime", reason="the deploy extra is not installed")
 pytest.importorskip("fastapi", reason="the deploy extra is not installed")
@@ -47,10 +47,16 @@ def test_onnx_export_has_dynamic_axes_and_matches_pytorch(sentiment_tiny, sentim
 
     model, tokenizer = sentiment_tiny
     graph = onnx.load(str(sentiment_served / ONNX_FILE)).graph
-    shapes = {value.name: [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
-              for value in [*graph.input, *graph.output]}
-    assert shapes == {"input_ids": ["batch", "sequence"], "token_type_ids": ["batch", "sequence"],
-                      "attention_mask": ["batch", "sequence"], "logits": ["batch", 2]}
+    shapes = {
+        value.name: [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+        for value in [*graph.input, *graph.output]
+    }
+    assert shapes == {
+        "input_ids": ["batch", "sequence"],
+        "token_type_ids": ["batch", "sequence"],
+        "attention_mask": ["batch", "sequence"],
+        "logits": ["batch", 2],
+    }
     classifier = OnnxClassifier(sentiment_served / ONNX_FILE, tokenizer, max_length=SERVING_MAX_LENGTH)
     texts = reviews[:29] + reviews[-3:]  # 32 texts, 1 to ~100 tokens (truncated to 64)
     for batch_size in (1, 5, 32):  # batch and sequence lengths the export never saw
@@ -106,8 +112,9 @@ def test_quantized_causal_lm_still_generates(smollm):
     quantized = quantize_dynamic_int8(model)
     assert quantized_linear_count(quantized)[1] == 0
     assert model_size_bytes(quantized) < 0.6 * model_size_bytes(model)  # 538 MB -> 252 MB
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                           add_generation_prompt=True, tokenize=False)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}], add_generation_prompt=True, tokenize=False
+    )
     reply = generate(quantized, tokenizer, [prompt], max_new_tokens=5)[0]
     assert reply.strip()
     speed = generation_speed(quantized, tokenizer, prompt, max_new_tokens=5)
@@ -140,8 +147,9 @@ def test_predictors_and_saved_folder(sentiment_tiny, sentiment_served, reviews):
     model, tokenizer = sentiment_tiny
     texts = reviews[:12]
     reference = ClassifierPredictor(model, tokenizer, max_length=SERVING_MAX_LENGTH).predict(texts)
-    assert [p["label"] for p in reference] == [["negative", "positive"][int(p["probabilities"]["positive"] > 0.5)]
-                                               for p in reference]
+    assert [p["label"] for p in reference] == [
+        ["negative", "positive"][int(p["probabilities"]["positive"] > 0.5)] for p in reference
+    ]
     for p in reference:
         assert sum(p["probabilities"].values()) == pytest.approx(1.0)
         assert p["score"] == max(p["probabilities"].values())

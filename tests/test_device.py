@@ -61,18 +61,21 @@ CPUINFO = Path(__file__).parent / "data" / "cpuinfo"
 PLATFORM_NAME = platform.processor() or platform.machine()  # what a cpuinfo without "model name" leaves
 
 
-@pytest.mark.parametrize("sample, cpu_name, cpu_bf16, cpu_precision", [
-    # A Zen 4 (EPYC Genoa) VM, named as its hypervisor names it: AVX512-BF16, no AMX.
-    ("amd-epyc-genoa.txt", "AMD EPYC", True, "bf16"),
-    # A Sapphire Rapids guest whose flags list AMX (amx_bf16) but not avx512_bf16: AMX alone counts.
-    ("intel-xeon-sapphire-rapids-amx.txt", "Intel(R) Xeon(R) Platinum 8488C", True, "bf16"),
-    # AVX-512 without its BF16 extension: bf16 is emulated, fp32 is chosen.
-    ("intel-xeon-ice-lake.txt", "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz", False, "fp32"),
-    # ARM lists "Features", no "flags" and no "model name".
-    ("aws-graviton2-arm64.txt", PLATFORM_NAME, False, "fp32"),
-    # No /proc/cpuinfo at all (macOS, Windows).
-    ("no-such-file.txt", PLATFORM_NAME, False, "fp32"),
-])
+@pytest.mark.parametrize(
+    "sample, cpu_name, cpu_bf16, cpu_precision",
+    [
+        # A Zen 4 (EPYC Genoa) VM, named as its hypervisor names it: AVX512-BF16, no AMX.
+        ("amd-epyc-genoa.txt", "AMD EPYC", True, "bf16"),
+        # A Sapphire Rapids guest whose flags list AMX (amx_bf16) but not avx512_bf16: AMX alone counts.
+        ("intel-xeon-sapphire-rapids-amx.txt", "Intel(R) Xeon(R) Platinum 8488C", True, "bf16"),
+        # AVX-512 without its BF16 extension: bf16 is emulated, fp32 is chosen.
+        ("intel-xeon-ice-lake.txt", "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz", False, "fp32"),
+        # ARM lists "Features", no "flags" and no "model name".
+        ("aws-graviton2-arm64.txt", PLATFORM_NAME, False, "fp32"),
+        # No /proc/cpuinfo at all (macOS, Windows).
+        ("no-such-file.txt", PLATFORM_NAME, False, "fp32"),
+    ],
+)
 def test_cpu_capabilities_are_read_from_cpuinfo(sample, cpu_name, cpu_bf16, cpu_precision):
     caps = detect_capabilities(CPUINFO / sample)
     assert (caps.cpu_name, caps.cpu_bf16) == (cpu_name, cpu_bf16)
@@ -117,22 +120,26 @@ def test_setup_seeds_reports_and_picks(monkeypatch, capsys):
 
 
 def _device_available(device: str) -> bool:
-    return {"cpu": True, "cuda": torch.cuda.is_available(),
-            "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())}[device]
+    return {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
+    }[device]
 
 
 # Every precision the chooser or an override can produce, on every kind of machine (capabilities faked
 # where this one lacks them). On a CPU both fp32 and bf16 really train here, native bf16 or not.
 EVERY_CHOICE = [
-    (caps, name)
-    for caps in (A100, T4, APPLE, SAPPHIRE_RAPIDS, LAPTOP)
-    for name in supported_precisions(caps)
+    (caps, name) for caps in (A100, T4, APPLE, SAPPHIRE_RAPIDS, LAPTOP) for name in supported_precisions(caps)
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("caps, name", EVERY_CHOICE, ids=lambda v: v if isinstance(v, str) else v.cpu_name + (
-    f"-{v.cuda_name}" if v.cuda else "-mps" if v.mps else ""))
+@pytest.mark.parametrize(
+    "caps, name",
+    EVERY_CHOICE,
+    ids=lambda v: v if isinstance(v, str) else v.cpu_name + (f"-{v.cuda_name}" if v.cuda else "-mps" if v.mps else ""),
+)
 def test_trainer_accepts_and_trains_with_every_precision_choice(caps, name, tmp_path, request):
     """Real TrainingArguments and a 2-step Trainer.train() on MiniLM for each (machine, precision) pair.
 
@@ -145,8 +152,14 @@ def test_trainer_accepts_and_trains_with_every_precision_choice(caps, name, tmp_
     if not _device_available(precision.device):
         pytest.skip(f"needs a {precision.device} device to build TrainingArguments for it")
     args = TrainingArguments(
-        output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=2, learning_rate=1e-4,
-        save_strategy="no", report_to="none", disable_tqdm=True, dataloader_pin_memory=False,
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=2,
+        max_steps=2,
+        learning_rate=1e-4,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_pin_memory=False,
         **precision.trainer_kwargs(),
     )
     assert args.bf16 == (name == "bf16") and args.fp16 == (name == "fp16")
@@ -154,7 +167,8 @@ def test_trainer_accepts_and_trains_with_every_precision_choice(caps, name, tmp_
     model, tokenizer = request.getfixturevalue("minilm")  # a fresh copy, only once the test is not skipped
     texts = ["a fine film", "dull and long", "a delight", "a mess"]
     data = Dataset.from_dict({"text": texts, "label": [1, 0, 1, 0]}).map(
-        lambda b: tokenizer(b["text"], truncation=True, max_length=16), batched=True, remove_columns=["text"])
+        lambda b: tokenizer(b["text"], truncation=True, max_length=16), batched=True, remove_columns=["text"]
+    )
     before = model.classifier.weight.detach().clone()
     trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=DataCollatorWithPadding(tokenizer))
     result = trainer.train()
@@ -184,12 +198,15 @@ def test_precision_override_from_setup_and_environment(monkeypatch, capsys):
     assert setup(seed=0, precision="auto", verbose=False).precision == choose_precision(detect_capabilities())
 
 
-@pytest.mark.parametrize("caps, name, supported", [
-    (LAPTOP, "fp16", "fp32"),
-    (SAPPHIRE_RAPIDS, "fp16", "bf16"),
-    (T4, "bf16", "fp16"),
-    (APPLE, "bf16", "fp32"),
-])
+@pytest.mark.parametrize(
+    "caps, name, supported",
+    [
+        (LAPTOP, "fp16", "fp32"),
+        (SAPPHIRE_RAPIDS, "fp16", "bf16"),
+        (T4, "bf16", "fp16"),
+        (APPLE, "bf16", "fp32"),
+    ],
+)
 def test_an_impossible_precision_is_a_clear_error(caps, name, supported, monkeypatch):
     monkeypatch.delenv(PRECISION_ENV, raising=False)
     with pytest.raises(PrecisionNotSupportedError) as error:

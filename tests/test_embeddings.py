@@ -1,15 +1,18 @@
 """Frozen sentence embeddings (helpers.inference.sentence_embeddings) on the real MiniLM."""
 
 import numpy as np
-import pytest
 
 from helpers.inference import sentence_embeddings
 
 
 def test_sentence_embeddings_are_mean_pooled_normalised_and_padding_free(minilm_shared):
     model, tokenizer = minilm_shared
-    texts = ["A wonderful, moving film.", "The stock market fell sharply today after the announcement.",
-             "A wonderful and moving movie.", "Short."]
+    texts = [
+        "A wonderful, moving film.",
+        "The stock market fell sharply today after the announcement.",
+        "A wonderful and moving movie.",
+        "Short.",
+    ]
     batched = sentence_embeddings(model, tokenizer, texts, batch_size=4)
     assert batched.shape == (4, model.config.hidden_size)
     assert np.allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)

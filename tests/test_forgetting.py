@@ -12,8 +12,9 @@ from helpers.evaluation.forgetting import AbilityScores, forgetting_table, measu
 
 
 def scores(target, loss, f1, seconds=None):
-    return AbilityScores(np.asarray(target, float), np.asarray(loss, float), np.asarray(f1, float),
-                         np.asarray(f1, float) == 1.0, seconds)
+    return AbilityScores(
+        np.asarray(target, float), np.asarray(loss, float), np.asarray(f1, float), np.asarray(f1, float) == 1.0, seconds
+    )
 
 
 def test_forgetting_table_verdicts_follow_the_paired_differences():
@@ -27,7 +28,9 @@ def test_forgetting_table_verdicts_follow_the_paired_differences():
     }
     table = forgetting_table(runs, reference="start")
     assert list(table.index) == list(runs)
-    assert (table.loc["start", ["target_verdict", "general_text_verdict", "general_questions_verdict"]] == "reference").all()
+    assert (
+        table.loc["start", ["target_verdict", "general_text_verdict", "general_questions_verdict"]] == "reference"
+    ).all()
     assert table.loc["tuned", "target_verdict"] == "better"
     assert table.loc["tuned", "general_text_verdict"] == "worse"  # a higher loss is worse
     assert table.loc["tuned", "general_questions_verdict"] == "worse"
@@ -72,7 +75,10 @@ def test_measure_abilities_scores_every_item(smollm):
     result = measure_abilities(model, tokenizer, target, texts, questions, max_new_tokens=4, train_seconds=1.5)
     assert result.target_exact_match.shape == (3,) and set(result.target_exact_match) <= {0.0, 1.0}
     assert result.general_text_loss.shape == (3,) and (result.general_text_loss > 0).all()
-    assert result.general_question_f1.shape == (3,) and ((0 <= result.general_question_f1) & (result.general_question_f1 <= 1)).all()
+    assert (
+        result.general_question_f1.shape == (3,)
+        and ((0 <= result.general_question_f1) & (result.general_question_f1 <= 1)).all()
+    )
     assert len(result.answers["target"]) == 3 and len(result.answers["general_questions"]) == 3
     assert result.train_seconds == 1.5
     with pytest.raises(ValueError, match="at least 2 items"):

@@ -14,7 +14,6 @@ from helpers.training.freezing import (
     unfreeze_last_layers,
 )
 
-
 # ``minilm`` (tests/conftest.py) is a private copy for each test: freezing changes it.
 
 
@@ -64,10 +63,15 @@ def test_progressive_unfreezing(minilm, batch):
     model, _ = minilm
     unfreeze_last_layers(model, 2)
     names = trainable_names(model)
-    assert any(n.startswith("bert.encoder.layer.5.") for n in names) and any(n.startswith("bert.encoder.layer.4.") for n in names)
+    assert any(n.startswith("bert.encoder.layer.5.") for n in names) and any(
+        n.startswith("bert.encoder.layer.4.") for n in names
+    )
     assert not any(n.startswith(("bert.encoder.layer.3.", "bert.embeddings.")) for n in names)
     assert {n for n in names if n.startswith(("bert.pooler", "classifier"))} == {
-        "bert.pooler.dense.weight", "bert.pooler.dense.bias", "classifier.weight", "classifier.bias"
+        "bert.pooler.dense.weight",
+        "bert.pooler.dense.bias",
+        "classifier.weight",
+        "classifier.bias",
     }
     changed = one_step(model, batch)
     assert changed and changed <= names
@@ -106,7 +110,9 @@ def test_parameter_groups_rates_and_decay(minilm):
     for group in groups:
         assert all(p is named[n] for p, n in zip(group["params"], group["names"]))
     optimizer = optimizer_for(model, lr=1e-3, layer_lr_decay=0.5)
-    assert sorted(g["lr"] for g in optimizer.param_groups) == sorted(g["lr"] for g in parameter_groups(model, 1e-3, 0.01, 0.5))
+    assert sorted(g["lr"] for g in optimizer.param_groups) == sorted(
+        g["lr"] for g in parameter_groups(model, 1e-3, 0.01, 0.5)
+    )
 
 
 def test_parameter_groups_skip_frozen_and_check_inputs(minilm):

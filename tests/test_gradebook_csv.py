@@ -68,8 +68,9 @@ def test_mark_lines_are_added_never_changed(tmp_path):
     lines = marks.read_text(encoding=ENCODING).splitlines()
     assert lines[0] == ",".join(MARKS_COLUMNS)
     # The instructor types a mark and a comment (and keeps the file as a spreadsheet saved it: no final newline).
-    typed = marks.read_text(encoding=ENCODING).replace("bob[1],13_exercise_sentiment.ipynb,,10,",
-                                                       'bob[1],13_exercise_sentiment.ipynb,"7,5",10,"clair, bien mesuré"')
+    typed = marks.read_text(encoding=ENCODING).replace(
+        "bob[1],13_exercise_sentiment.ipynb,,10,", 'bob[1],13_exercise_sentiment.ipynb,"7,5",10,"clair, bien mesuré"'
+    )
     marks.write_text(typed.rstrip("\r\n"), encoding=ENCODING)
     before = marks.read_bytes()
     assert add_mark_lines(marks, [("bob[1]", "13_exercise_sentiment.ipynb", 10.0), ("eve ", "11.ipynb", 10.0)]) == 1
@@ -77,23 +78,39 @@ def test_mark_lines_are_added_never_changed(tmp_path):
     assert after.startswith(before) and after.count(b"bob[1]") == 1
     assert add_mark_lines(marks, [("eve ", "11.ipynb", 10.0)]) == 0 and marks.read_bytes() == after
     read = {(m.student, m.notebook): (m.mark, m.comment) for m in read_marks(marks)}
-    assert read == {("bob[1]", "13_exercise_sentiment.ipynb"): ("7,5", "clair, bien mesuré"),
-                    ("=x", "11.ipynb"): ("", ""), ("eve ", "11.ipynb"): ("", "")}
+    assert read == {
+        ("bob[1]", "13_exercise_sentiment.ipynb"): ("7,5", "clair, bien mesuré"),
+        ("=x", "11.ipynb"): ("", ""),
+        ("eve ", "11.ipynb"): ("", ""),
+    }
 
 
 def _rows():
-    return [GradeRow("bob", "11.ipynb", NEEDS_REVIEW, RUBRIC, None, 10.0),
-            GradeRow("eve", "11.ipynb", NEEDS_REVIEW, RUBRIC, None, 10.0),
-            GradeRow("ann", "13.ipynb", GRADED, "", 7.0, 9.0),
-            GradeRow("zoe", "11.ipynb", NEEDS_REVIEW, RUBRIC, None, 10.0)]
+    return [
+        GradeRow("bob", "11.ipynb", NEEDS_REVIEW, RUBRIC, None, 10.0),
+        GradeRow("eve", "11.ipynb", NEEDS_REVIEW, RUBRIC, None, 10.0),
+        GradeRow("ann", "13.ipynb", GRADED, "", 7.0, 9.0),
+        GradeRow("zoe", "11.ipynb", NEEDS_REVIEW, RUBRIC, None, 10.0),
+    ]
 
 
 def test_marks_are_merged_and_bad_ones_flagged(tmp_path):
     marks = tmp_path / "marks.csv"
-    marks.write_text(csv_text(MARKS_COLUMNS, [
-        ["bob", "11.ipynb", "7,5", "10", "bien"], ["eve", "11.ipynb", "12", "10", ""],
-        ["ann", "13.ipynb", "8", "9", "re-marked"], ["zoe", "11.ipynb", "3", "", ""], ["zoe", "11.ipynb", "4", "", ""],
-        ["nobody", "11.ipynb", "5", "", ""], ["bob", "13.ipynb", "", "", "no mark typed"]]), encoding=ENCODING)
+    marks.write_text(
+        csv_text(
+            MARKS_COLUMNS,
+            [
+                ["bob", "11.ipynb", "7,5", "10", "bien"],
+                ["eve", "11.ipynb", "12", "10", ""],
+                ["ann", "13.ipynb", "8", "9", "re-marked"],
+                ["zoe", "11.ipynb", "3", "", ""],
+                ["zoe", "11.ipynb", "4", "", ""],
+                ["nobody", "11.ipynb", "5", "", ""],
+                ["bob", "13.ipynb", "", "", "no mark typed"],
+            ],
+        ),
+        encoding=ENCODING,
+    )
     rows = _rows()
     unknown = apply_marks(rows, read_marks(marks))
     got = {r.student: (r.status, r.total, r.reason) for r in rows}

@@ -25,10 +25,14 @@ QUIZ, LR, ES = "12_quiz.ipynb", "14_exercise_lr_finder.ipynb", "15_exercise_earl
 ES_TESTS = ["es_test_init", "es_test_improve", "es_test_patience", "es_test_min_delta", "es_test_max"]
 
 
-
 # Read once, before any test patches builtins in this process (nbformat would run on the patched ones).
-_SOURCES = {name: {cell.metadata.get("nbgrader", {}).get("grade_id"): cell.source
-                   for cell in nbformat.read(ROOT / "solutions" / name, as_version=4).cells} for name in (QUIZ, LR, ES)}
+_SOURCES = {
+    name: {
+        cell.metadata.get("nbgrader", {}).get("grade_id"): cell.source
+        for cell in nbformat.read(ROOT / "solutions" / name, as_version=4).cells
+    }
+    for name in (QUIZ, LR, ES)
+}
 
 
 def cell_source(notebook: str, grade_id: str) -> str:
@@ -44,8 +48,13 @@ def notebook_cells(notebook: str, kind: str) -> list[str]:
             continue
         if kind == "tests" and meta.get("grade"):
             sources.append(meta["grade_id"])
-        elif kind == "fixtures" and meta.get("locked") and not meta.get("grade") and "setup(" not in cell.source \
-                and "env.grading" not in cell.source:
+        elif (
+            kind == "fixtures"
+            and meta.get("locked")
+            and not meta.get("grade")
+            and "setup(" not in cell.source
+            and "env.grading" not in cell.source
+        ):
             sources.append(cell.source)
     return sources
 
@@ -101,10 +110,18 @@ SOLUTION_MAX = "score > self.best_score + self.min_delta"
 EQUIVALENT_ES = {
     "solution": es_variant(),
     # The issue's case: mathematically the same contract, written as a difference.
-    "difference": es_variant(**{SOLUTION_MIN: "self.best_score - score > self.min_delta",
-                                SOLUTION_MAX: "score - self.best_score > self.min_delta"}),
-    "moved_term": es_variant(**{SOLUTION_MIN: "score + self.min_delta < self.best_score",
-                                SOLUTION_MAX: "score - self.min_delta > self.best_score"}),
+    "difference": es_variant(
+        **{
+            SOLUTION_MIN: "self.best_score - score > self.min_delta",
+            SOLUTION_MAX: "score - self.best_score > self.min_delta",
+        }
+    ),
+    "moved_term": es_variant(
+        **{
+            SOLUTION_MIN: "score + self.min_delta < self.best_score",
+            SOLUTION_MAX: "score - self.min_delta > self.best_score",
+        }
+    ),
 }
 
 
@@ -126,8 +143,12 @@ def test_equivalent_early_stopping_implementations_pass_for_every_student(kernel
 
 def test_non_strict_comparison_is_caught_by_the_ties(kernel):
     """The control: `<=` breaks the contract only on ties, and the hidden test draws ties (it can fail)."""
-    source = es_variant(**{SOLUTION_MIN: "score <= self.best_score - self.min_delta",
-                           SOLUTION_MAX: "score >= self.best_score + self.min_delta"})
+    source = es_variant(
+        **{
+            SOLUTION_MIN: "score <= self.best_score - self.min_delta",
+            SOLUTION_MAX: "score >= self.best_score + self.min_delta",
+        }
+    )
     failed = 0
     for number in range(10):
         namespace = kernel(student=f"student-{number}", protect=())
@@ -152,8 +173,9 @@ def test_seed_depends_on_student_notebook_and_test_and_is_printed(kernel):
     for _ in range(2):
         grader = Grader(student="eve ", protect=())
         check = grader.begin(ES, "es_test_min_delta", random=False)
-        draws.append(([check.rng.random() for _ in range(5)], random.random(), float(numpy.random.rand()),
-                      float(torch.rand(1))))
+        draws.append(
+            ([check.rng.random() for _ in range(5)], random.random(), float(numpy.random.rand()), float(torch.rand(1)))
+        )
     assert draws[0] == draws[1]
     other = Grader(student="eve", protect=()).begin(ES, "es_test_min_delta", random=False)
     assert [other.rng.random() for _ in range(5)] != draws[0][0]  # "eve" is not "eve "
@@ -161,7 +183,10 @@ def test_seed_depends_on_student_notebook_and_test_and_is_printed(kernel):
 
 def test_plain_refuses_objects_that_claim_equality(kernel):
     namespace = kernel(protect=())
-    run_cell(namespace, ANYTHING + """
+    run_cell(
+        namespace,
+        ANYTHING
+        + """
 class _Str(str):
     def __eq__(self, other):
         return True
@@ -176,12 +201,18 @@ class _EveryType(type):
 
 class _Disguised(_Anything, metaclass=_EveryType):
     pass
-""")
+""",
+    )
     check = namespace["_grader"].begin(QUIZ, "q01_test", random=False)
     disguised = namespace["_Disguised"]()
     assert type(disguised) in (bool, int, str)  # what a check written with `in` would have let through
-    for fake in (namespace["_Anything"](), namespace["_Str"]("a"), [1, namespace["_Anything"]()],
-                 {"best": namespace["_Anything"]()}, disguised):
+    for fake in (
+        namespace["_Anything"](),
+        namespace["_Str"]("a"),
+        [1, namespace["_Anything"]()],
+        {"best": namespace["_Anything"]()},
+        disguised,
+    ):
         with pytest.raises(AssertionError, match="where plain values are expected"):
             check.plain(fake)
     assert check.plain((numpy.float64(0.5), numpy.int64(3), numpy.bool_(True))) == (0.5, 3, True)
@@ -197,8 +228,12 @@ def test_always_equal_quiz_answer_earns_nothing(kernel):
     passed, output = run_cell(namespace, cell_source(QUIZ, "q01_test"))
     assert not passed and "where plain values are expected" in output, output
     namespace = kernel(protect=())
-    run_cell(namespace, 'q01 = "' + re.search(r'q01 = "(\w)"', solution_answers(ROOT / "solutions" / QUIZ)["q01_answer"])
-             .group(1) + '"')
+    run_cell(
+        namespace,
+        'q01 = "'
+        + re.search(r'q01 = "(\w)"', solution_answers(ROOT / "solutions" / QUIZ)["q01_answer"]).group(1)
+        + '"',
+    )
     assert run_cell(namespace, cell_source(QUIZ, "q01_test"))[0]
 
 
@@ -228,7 +263,7 @@ def lr_namespace(kernel, find_lr_source: str) -> dict:
 
 
 LINEAR = ("min_lr * (max_lr / min_lr) ** (i / (num_steps - 1))", "min_lr + (max_lr - min_lr) * i / (num_steps - 1)")
-PATCHES = '''
+PATCHES = """
 import builtins, math
 import numpy
 import torch
@@ -246,7 +281,7 @@ def _patch():
     builtins.all = lambda *args: True
 
 _patch()
-'''
+"""
 
 
 def test_monkeypatched_comparisons_earn_nothing(kernel):
@@ -254,7 +289,7 @@ def test_monkeypatched_comparisons_earn_nothing(kernel):
     compared with numpy.allclose (patched again inside find_lr); the grader puts them back: nothing is earned."""
     solution = solution_answers(ROOT / "solutions" / LR)["lr_solution"]
     cheat = PATCHES + solution.replace(*LINEAR).replace('    """LR range test', '    _patch()\n    """LR range test', 1)
-    assert "_patch()\n    \"\"\"LR range test" in cheat
+    assert '_patch()\n    """LR range test' in cheat
     namespace = lr_namespace(kernel, cheat)
     passed, output = run_cell(namespace, cell_source(LR, "lr_test_schedule"))
     assert not passed and "recorded rates" in output, output
@@ -275,8 +310,11 @@ def test_restore_puts_back_builtins_and_library_functions(kernel):
 
     namespace = kernel(protect=("numpy",))
     original = builtins.len, math.isclose, numpy.allclose
-    run_cell(namespace, "import builtins, math, numpy\nbuiltins.len = lambda x: 0\nmath.isclose = lambda *a, **k: True\n"
-                        "numpy.allclose = lambda *a, **k: True\ndel builtins.sorted")
+    run_cell(
+        namespace,
+        "import builtins, math, numpy\nbuiltins.len = lambda x: 0\nmath.isclose = lambda *a, **k: True\n"
+        "numpy.allclose = lambda *a, **k: True\ndel builtins.sorted",
+    )
     assert builtins.len is not original[0] and not hasattr(builtins, "sorted")
     namespace["_grader"].begin(ES, "es_test_max", random=False)
     assert (builtins.len, math.isclose, numpy.allclose) == original and builtins.sorted([2, 1]) == [1, 2]

@@ -40,7 +40,10 @@ from ftcourse.sandbox import BWRAP, detect_sandbox
 from tests.conftest import ALWAYS_EQUAL_EARLY_STOPPING, ANYTHING, ROOT, run_cli
 
 QUIZ, SENTIMENT, LR, ES = (
-    "12_quiz.ipynb", "13_exercise_sentiment.ipynb", "14_exercise_lr_finder.ipynb", "15_exercise_early_stopping.ipynb"
+    "12_quiz.ipynb",
+    "13_exercise_sentiment.ipynb",
+    "14_exercise_lr_finder.ipynb",
+    "15_exercise_early_stopping.ipynb",
 )
 
 
@@ -96,27 +99,51 @@ CLASS = {
     "blank": {QUIZ: submission(QUIZ, answers={}), LR: submission(LR, answers={}), ES: submission(ES, answers={})},
     "lr_set_after_step": {LR: lr_after_step()},
     "lr_no_restore": {LR: with_solution_edit(LR, "lr_solution", "    model.load_state_dict(model_state)\n", "")},
-    "lr_no_divergence_stop": {LR: with_solution_edit(LR, "lr_solution", "        if losses[-1] > 4 * lowest:\n            break\n", "")},
-    "lr_linear_schedule": {
-        LR: with_solution_edit(LR, "lr_solution", "min_lr * (max_lr / min_lr) ** (i / (num_steps - 1))",
-                               "min_lr + (max_lr - min_lr) * i / (num_steps - 1)")
+    "lr_no_divergence_stop": {
+        LR: with_solution_edit(LR, "lr_solution", "        if losses[-1] > 4 * lowest:\n            break\n", "")
     },
-    "es_off_by_one": {ES: with_solution_edit(ES, "es_solution", "self.counter >= self.patience", "self.counter > self.patience")},
+    "lr_linear_schedule": {
+        LR: with_solution_edit(
+            LR,
+            "lr_solution",
+            "min_lr * (max_lr / min_lr) ** (i / (num_steps - 1))",
+            "min_lr + (max_lr - min_lr) * i / (num_steps - 1)",
+        )
+    },
+    "es_off_by_one": {
+        ES: with_solution_edit(ES, "es_solution", "self.counter >= self.patience", "self.counter > self.patience")
+    },
     "es_ignores_min_delta": {
-        ES: submission(ES, {"es_solution": solution_sources(ES)["es_solution"]
-                            .replace("score < self.best_score - self.min_delta", "score < self.best_score")
-                            .replace("score > self.best_score + self.min_delta", "score > self.best_score")})
+        ES: submission(
+            ES,
+            {
+                "es_solution": solution_sources(ES)["es_solution"]
+                .replace("score < self.best_score - self.min_delta", "score < self.best_score")
+                .replace("score > self.best_score + self.min_delta", "score > self.best_score")
+            },
+        )
     },
     "es_no_max_mode": {ES: with_solution_edit(ES, "es_solution", 'if self.mode == "min":', "if True:")},
     "quiz_half_wrong": {
-        QUIZ: submission(QUIZ, {k: (v if int(k[1:3]) % 2 else re.sub(r'"([abcd])"', lambda m: '"a"' if m.group(1) != "a" else '"b"', v))
-                                for k, v in solution_sources(QUIZ).items()})
+        QUIZ: submission(
+            QUIZ,
+            {
+                k: (v if int(k[1:3]) % 2 else re.sub(r'"([abcd])"', lambda m: '"a"' if m.group(1) != "a" else '"b"', v))
+                for k, v in solution_sources(QUIZ).items()
+            },
+        )
     },
     "tampered_test": {ES: submission(ES, mutate=tamper_test_cell)},
     "edited_question": {QUIZ: submission(QUIZ, mutate=edit_question_text)},
     "deleted_test": {ES: submission(ES, mutate=delete_test_cell)},
-    "infinite_loop": {ES: with_solution_edit(ES, "es_solution", "        return self.early_stop\n",
-                                             "        return self.early_stop\n\n\nwhile True:\n    pass\n")},
+    "infinite_loop": {
+        ES: with_solution_edit(
+            ES,
+            "es_solution",
+            "        return self.early_stop\n",
+            "        return self.early_stop\n\n\nwhile True:\n    pass\n",
+        )
+    },
     "killed_kernel": {QUIZ: submission(QUIZ, {"q01_answer": "import os\nos._exit(1)"})},
 }
 MALFORMED = "malformed_file"
@@ -124,8 +151,10 @@ TIMEOUT = 20  # per cell (--timeout)
 NOTEBOOK_TIMEOUT = 50  # whole notebook (--notebook-timeout)
 
 QUIZ_IDS = [f"q{i:02d}_answer" for i in range(1, 13)]
-CORRECT = {grade_id[:3]: re.search(r'^q\d\d = "([abcd])"', source, re.M).group(1)
-           for grade_id, source in solution_sources(QUIZ).items()}
+CORRECT = {
+    grade_id[:3]: re.search(r'^q\d\d = "([abcd])"', source, re.M).group(1)
+    for grade_id, source in solution_sources(QUIZ).items()
+}
 PATCHES = """import builtins
 import math
 
@@ -155,11 +184,17 @@ def always_equal_es():
 
 def patched_linear_schedule():
     """The linear schedule (wrong), with every comparison the tests could use patched, again inside find_lr."""
-    code = edit(solution_sources(LR)["lr_solution"], "min_lr * (max_lr / min_lr) ** (i / (num_steps - 1))",
-                "min_lr + (max_lr - min_lr) * i / (num_steps - 1)")
-    code = edit(code, '    """LR range test: returns (lrs, losses, suggested_lr) and leaves model and optimizer unchanged."""\n',
-                '    """LR range test: returns (lrs, losses, suggested_lr) and leaves model and optimizer unchanged."""\n'
-                "    _patch()\n")
+    code = edit(
+        solution_sources(LR)["lr_solution"],
+        "min_lr * (max_lr / min_lr) ** (i / (num_steps - 1))",
+        "min_lr + (max_lr - min_lr) * i / (num_steps - 1)",
+    )
+    code = edit(
+        code,
+        '    """LR range test: returns (lrs, losses, suggested_lr) and leaves model and optimizer unchanged."""\n',
+        '    """LR range test: returns (lrs, losses, suggested_lr) and leaves model and optimizer unchanged."""\n'
+        "    _patch()\n",
+    )
     return submission(LR, {"lr_solution": PATCHES + code})
 
 
@@ -174,7 +209,12 @@ for _student in ODD_IDS:
     CLASS[_student] = {ES: submission(ES)}
 CLASS["\x1b[31mred\x1b[0m"] = {ES: submission(ES)}  # terminal escapes in a folder name
 # A student's output that is markup and terminal escapes: printed while the hidden tests run its code.
-CLASS["script_printer"] = {ES: submission(ES, {"es_solution": solution_sources(ES)["es_solution"] + """
+CLASS["script_printer"] = {
+    ES: submission(
+        ES,
+        {
+            "es_solution": solution_sources(ES)["es_solution"]
+            + """
 
 _original_init = EarlyStopping.__init__
 
@@ -185,15 +225,28 @@ def _noisy_init(self, *args, **kwargs):
 
 
 EarlyStopping.__init__ = _noisy_init
-"""})}
-CLASS.update({
-    "bad_metadata": {ES: submission(ES, mutate=damaged_metadata), QUIZ: submission(QUIZ)},
-    "always_equal": {QUIZ: submission(QUIZ, {g: ANYTHING + f"{g[:3]} = _Anything()" for g in QUIZ_IDS}),
-                     ES: always_equal_es()},
-    "patched_comparisons": {LR: patched_linear_schedule()},
-    "es_difference": {ES: with_solution_edit(ES, "es_solution", "score < self.best_score - self.min_delta",
-                                             "self.best_score - score > self.min_delta")},
-})
+"""
+        },
+    )
+}
+CLASS.update(
+    {
+        "bad_metadata": {ES: submission(ES, mutate=damaged_metadata), QUIZ: submission(QUIZ)},
+        "always_equal": {
+            QUIZ: submission(QUIZ, {g: ANYTHING + f"{g[:3]} = _Anything()" for g in QUIZ_IDS}),
+            ES: always_equal_es(),
+        },
+        "patched_comparisons": {LR: patched_linear_schedule()},
+        "es_difference": {
+            ES: with_solution_edit(
+                ES,
+                "es_solution",
+                "score < self.best_score - self.min_delta",
+                "self.best_score - score > self.min_delta",
+            )
+        },
+    }
+)
 SECRET = "ftcourse-secret-issue-13"
 
 # --- submissions that replace what the hidden tests look up (issue 29, point 2) ----------------------------
@@ -202,7 +255,9 @@ FIND_GRADERS = """
 def _graders():
     return [(name, value) for name, value in list(globals().items()) if type(value).__name__ == "Grader"]
 """
-FAKE_CHECKER = ANYTHING + """
+FAKE_CHECKER = (
+    ANYTHING
+    + """
 class _FakeCheck:
     seed = 0
     rng = __import__("random").Random(0)
@@ -220,16 +275,20 @@ class _FakeGrader:
 
     def probe(self, *args):
         raise AssertionError("ftcourse probe forged")
-""" + FIND_GRADERS
+"""
+    + FIND_GRADERS
+)
 ATTACKS = {
     # A global: every Grader in the namespace (whatever its name) and `_grader` replaced by a fake.
-    "attack_global": FAKE_CHECKER + """
+    "attack_global": FAKE_CHECKER
+    + """
 for _name, _value in _graders():
     globals()[_name] = _FakeGrader()
 _grader = _FakeGrader()
 """,
     # A global that forwards to the real grader (so that it logs the test), then returns its own checks.
-    "attack_forwarding": FAKE_CHECKER + """
+    "attack_forwarding": FAKE_CHECKER
+    + """
 for _name, _value in _graders():
     class _Forward:
         real = _value
@@ -244,20 +303,24 @@ for _name, _value in _graders():
     globals()[_name] = _Forward()
 """,
     # A class attribute: Check.plain made to lie.
-    "attack_class": ANYTHING + FIND_GRADERS + """
+    "attack_class": ANYTHING
+    + FIND_GRADERS
+    + """
 for _name, _value in _graders():
     _kind = type(_value.begin("15_exercise_early_stopping.ipynb", "not_a_test", random=False))
     _kind.plain = lambda self, value, what="": value if isinstance(value, bool) else _Anything()
 """,
     # Module attributes of the checker itself: its private references, and the channel to the anchor.
-    "attack_module": FIND_GRADERS + """
+    "attack_module": FIND_GRADERS
+    + """
 for _name, _value in _graders():
     _namespace = type(_value).begin.__globals__
     _namespace["_is_one_of"] = lambda kind, kinds: True  # plain() would accept any object
     _namespace["_audit"] = lambda *args: None  # and the anchor would hear nothing
 """,
     # sys.modules: a look-alike grader module, the real grader deleted (a fallback import would find the fake).
-    "attack_sys_modules": FAKE_CHECKER + """
+    "attack_sys_modules": FAKE_CHECKER
+    + """
 import sys
 import types
 
@@ -275,7 +338,10 @@ ATTACKED = {  # student -> (notebook, the honest answer, its attack)
     "attack_module": (ES, "always_equal", ATTACKS["attack_module"]),
     "attack_sys_modules": (ES, "es_off_by_one", ATTACKS["attack_sys_modules"]),
     # sys.modules of a library the hidden tests import: numpy.allclose always True (lr_test_schedule compares with it)
-    "attack_sys_modules_numpy": (LR, "lr_linear_schedule", """
+    "attack_sys_modules_numpy": (
+        LR,
+        "lr_linear_schedule",
+        """
 import sys
 import types
 
@@ -285,11 +351,15 @@ _lying = types.ModuleType("numpy")
 _lying.__dict__.update(numpy.__dict__)
 _lying.allclose = lambda *args, **kwargs: True
 sys.modules["numpy"] = _lying
-"""),
+""",
+    ),
 }
 for _student, (_notebook, _honest, _attack) in ATTACKED.items():
-    _answers = {c.metadata.nbgrader.grade_id: c.source for c in CLASS[_honest][_notebook].cells
-                if c.metadata.get("nbgrader", {}).get("solution")}
+    _answers = {
+        c.metadata.nbgrader.grade_id: c.source
+        for c in CLASS[_honest][_notebook].cells
+        if c.metadata.get("nbgrader", {}).get("solution")
+    }
     _solution = "es_solution" if _notebook == ES else "lr_solution"
     _answers[_solution] += "\n\n" + _attack
     CLASS[_student] = {_notebook: submission(_notebook, _answers)}
@@ -312,7 +382,9 @@ def _notebooks(names, seconds=15):
             break
     return found
 """
-    spy_quiz = walk + f"""
+    spy_quiz = (
+        walk
+        + f"""
 for _path in _notebooks([{QUIZ!r}, "gradebook.db"]):
     try:
         _cells = json.load(open(_path))["cells"]
@@ -322,7 +394,10 @@ for _path in _notebooks([{QUIZ!r}, "gradebook.db"]):
         for _q, _letter in re.findall(r'^(q\\d\\d) = "([abcd])"', "".join(_cell["source"]), re.M):
             globals()[_q] = _letter
 """
-    spy_es = walk + f"""
+    )
+    spy_es = (
+        walk
+        + f"""
 for _path in _notebooks([{ES!r}]):
     try:
         _cells = json.load(open(_path))["cells"]
@@ -333,9 +408,15 @@ for _path in _notebooks([{ES!r}]):
         if _source.startswith("class EarlyStopping") and "NotImplementedError" not in _source:
             exec(_source.replace("### BEGIN SOLUTION", "").replace("### END SOLUTION", ""), globals())
 """
+    )
     token = base.name
-    escapes = [str(base / "escaped.txt"), str(submissions / "full" / "escaped.txt"), f"/tmp/ftcourse-escape-{token}",
-               f"/dev/shm/ftcourse-escape-{token}", os.path.expanduser(f"~/ftcourse-escape-{token}")]
+    escapes = [
+        str(base / "escaped.txt"),
+        str(submissions / "full" / "escaped.txt"),
+        f"/tmp/ftcourse-escape-{token}",
+        f"/dev/shm/ftcourse-escape-{token}",
+        os.path.expanduser(f"~/ftcourse-escape-{token}"),
+    ]
     vandal = f"""import glob, os
 for _path in [{str(base / "victim.txt")!r}]:
     try:
@@ -518,16 +599,33 @@ def graded(tmp_path_factory):
         # Without bubblewrap, grading refuses to run unless told: the class (hostile code left out) is then graded
         # unsandboxed on purpose.
         unsandboxed = [] if SANDBOX.kind == BWRAP else ["--no-sandbox"]
-        result = run_cli("grade", str(submissions), "--out", str(base / "grades.csv"), "--feedback",
-                         str(base / "feedback"), "--timeout", str(TIMEOUT), "--notebook-timeout", str(NOTEBOOK_TIMEOUT),
-                         "--jobs", "2", *unsandboxed, env={"HF_TOKEN": SECRET, "AWS_SECRET_ACCESS_KEY": SECRET})
+        result = run_cli(
+            "grade",
+            str(submissions),
+            "--out",
+            str(base / "grades.csv"),
+            "--feedback",
+            str(base / "feedback"),
+            "--timeout",
+            str(TIMEOUT),
+            "--notebook-timeout",
+            str(NOTEBOOK_TIMEOUT),
+            "--jobs",
+            "2",
+            *unsandboxed,
+            env={"HF_TOKEN": SECRET, "AWS_SECRET_ACCESS_KEY": SECRET},
+        )
     finally:
         listener.close()
     assert result.returncode == 0, result.stdout + result.stderr
     with open(base / "grades.csv", newline="", encoding="utf-8-sig") as handle:
         rows = list(csv.DictReader(handle))
-    yield ({(unescape(row["student"]), row["notebook"]): row for row in rows}, base, result.stdout,
-           {"listener": listener, "escapes": escapes, "students": students, "stderr": result.stderr})
+    yield (
+        {(unescape(row["student"]), row["notebook"]): row for row in rows},
+        base,
+        result.stdout,
+        {"listener": listener, "escapes": escapes, "students": students, "stderr": result.stderr},
+    )
     for path in escapes:  # only there if the sandbox failed (the tests say so)
         if os.path.isfile(path):
             os.remove(path)
@@ -559,8 +657,15 @@ class FeedbackPage(HTMLParser):
         elif tag == "p" and attrs.get("id") == "total":
             self._in_total = True
         elif self._current is not None and tag in ("p", "pre"):
-            self._field = "score" if "score" in classes else "stdout" if "printed" in classes else \
-                "error" if "error" in classes else None
+            self._field = (
+                "score"
+                if "score" in classes
+                else "stdout"
+                if "printed" in classes
+                else "error"
+                if "error" in classes
+                else None
+            )
 
     def handle_endtag(self, tag):
         if tag in ("p", "pre"):
@@ -580,7 +685,9 @@ class FeedbackPage(HTMLParser):
 
 def quiz_letters(answers: dict[str, str]) -> dict[str, str]:
     """The letter each quiz answer cell assigns (``q01 = "c"``), by question: {"q01": "c", ...}."""
-    return {grade_id[:3]: re.search(r'^q\d\d = "([abcd])"', source, re.M).group(1) for grade_id, source in answers.items()}
+    return {
+        grade_id[:3]: re.search(r'^q\d\d = "([abcd])"', source, re.M).group(1) for grade_id, source in answers.items()
+    }
 
 
 def test_csv_has_the_documented_columns(graded):
@@ -606,7 +713,12 @@ def test_solutions_earn_full_marks(graded):
 
 def test_rubric_exercise_is_left_to_the_instructor(graded):
     r = row(graded, "full", SENTIMENT)
-    assert (r["status"], r["reason"], r["total"], float(r["max"])) == ("needs review", "graded by hand with the rubric", "", 10)
+    assert (r["status"], r["reason"], r["total"], float(r["max"])) == (
+        "needs review",
+        "graded by hand with the rubric",
+        "",
+        10,
+    )
 
 
 @pytest.mark.parametrize("source", graded_sources(), ids=lambda p: p.name)
@@ -632,7 +744,9 @@ def test_sentiment_config_cell_is_editable_and_uses_the_names_of_lesson_03():
     released = nbformat.read(ROOT / "course" / SENTIMENT, as_version=4)
     config = next(c for c in released.cells if c.cell_type == "code" and "\nDATASET_NAME = " in c.source)
     # The students are told to edit it: neither nbgrader nor Jupyter may lock it.
-    assert not config.metadata.get("nbgrader", {}).get("locked") and config.metadata.get("editable", True), config.metadata
+    assert not config.metadata.get("nbgrader", {}).get("locked") and config.metadata.get("editable", True), (
+        config.metadata
+    )
     lesson = nbformat.read(ROOT / "course" / "03_bert_classification.ipynb", as_version=4)
     for name, online in [("MODEL_NAME", '"bert-base-uncased"'), ("DATASET_NAME", '"imdb"')]:
         value, comment = _assigned(released, name)
@@ -719,16 +833,26 @@ def test_bad_submissions_do_not_stop_the_others(graded):
     graded_rows = [r for r in rows.values() if r["status"] == "graded"]
     assert {unescape(r["student"]) for r in graded_rows} >= {"full", "blank", "lr_no_restore", "es_off_by_one"}
     # The printed summary counts what the CSV holds, and lists every row to review with its reason.
-    summary = re.search(r"^(\d+) students, (\d+) notebooks: (\d+) graded, (\d+) need review, (\d+) other files "
-                        r"not graded in ", stdout, re.M)
+    summary = re.search(
+        r"^(\d+) students, (\d+) notebooks: (\d+) graded, (\d+) need review, (\d+) other files "
+        r"not graded in ",
+        stdout,
+        re.M,
+    )
     assert summary, stdout
     refused = [r for r in rows.values() if r["status"] == "refused"]
     review = [r for r in rows.values() if r["status"] == "needs review"]
-    assert [int(n) for n in summary.groups()] == [len({s for s, _ in rows}), len(rows) - len(refused),
-                                                  len(graded_rows), len(review), len(refused)]
+    assert [int(n) for n in summary.groups()] == [
+        len({s for s, _ in rows}),
+        len(rows) - len(refused),
+        len(graded_rows),
+        len(review),
+        len(refused),
+    ]
     listed = re.findall(r"^  (needs review|refused): (.+?) / (\S+): (.*)$", stdout, re.M)
-    assert sorted(listed) == sorted((r["status"], unescape(r["student"]), r["notebook"], r["reason"])
-                                    for r in review + refused)
+    assert sorted(listed) == sorted(
+        (r["status"], unescape(r["student"]), r["notebook"], r["reason"]) for r in review + refused
+    )
     assert "  not a student folder, ignored: README.txt" in stdout.splitlines()
     assert re.search(r"^sandbox: (\w+) ", stdout, re.M).group(1) == SANDBOX.kind
 
@@ -736,8 +860,13 @@ def test_bad_submissions_do_not_stop_the_others(graded):
 def test_feedback_shows_explanations_for_every_option(graded):
     page = FeedbackPage((graded[1] / "feedback" / "quiz_half_wrong" / "12_quiz.html").read_text(encoding="utf-8"))
     r = row(graded, "quiz_half_wrong", QUIZ)
-    submitted = quiz_letters({c.metadata.nbgrader.grade_id: c.source for c in CLASS["quiz_half_wrong"][QUIZ].cells
-                              if c.metadata.get("nbgrader", {}).get("solution")})
+    submitted = quiz_letters(
+        {
+            c.metadata.nbgrader.grade_id: c.source
+            for c in CLASS["quiz_half_wrong"][QUIZ].cells
+            if c.metadata.get("nbgrader", {}).get("solution")
+        }
+    )
     correct = quiz_letters(solution_sources(QUIZ))
     assert len(submitted) == len(correct) == 12
     assert page.total == (float(r["total"]), float(r["max"]))  # the page's total is the CSV's
@@ -753,7 +882,8 @@ def test_feedback_shows_explanations_for_every_option(graded):
             assert cell["error"] == ""
         else:
             assert cell["error"].strip().splitlines()[-1] == (
-                "AssertionError: Ce n'est pas la bonne réponse : relisez les explications ci-dessus.")
+                "AssertionError: Ce n'est pas la bonne réponse : relisez les explications ci-dessus."
+            )
     assert (graded[1] / "feedback" / "full" / "14_exercise_lr_finder.html").exists()
 
 
@@ -765,8 +895,11 @@ def test_released_notebooks_are_up_to_date_and_hide_solutions():
         for secret in ("BEGIN SOLUTION", "BEGIN HIDDEN TESTS", "_RecordingSGD", "explanations = {", "reference_trace"):
             assert secret not in released, f"{source.name} leaks {secret!r}"
         # Every answer cell of the source is released under its id, as a stub to fill in.
-        answers = {cell.metadata.nbgrader.grade_id: cell for cell in nbformat.reads(released, as_version=4).cells
-                   if cell.metadata.get("nbgrader", {}).get("solution")}
+        answers = {
+            cell.metadata.nbgrader.grade_id: cell
+            for cell in nbformat.reads(released, as_version=4).cells
+            if cell.metadata.get("nbgrader", {}).get("solution")
+        }
         assert set(answers) == set(solution_sources(source.name)), source.name
         for grade_id, cell in answers.items():
             if cell.cell_type == "code":
@@ -796,8 +929,11 @@ def test_grade_usage_errors(tmp_path):
     (tmp_path / "empty" / "alice" / "notes.txt").write_text("hello")
     nothing = run_cli("grade", str(tmp_path / "empty"), "--out", str(tmp_path / "g.csv"))
     assert nothing.returncode == 2
-    expected = re.fullmatch(rf"ftcourse grade: {re.escape(str(tmp_path / 'empty'))}: no student folder contains a graded "
-                            r"notebook \(expected file names: (.+)\)", nothing.stderr.strip().splitlines()[-1])
+    expected = re.fullmatch(
+        rf"ftcourse grade: {re.escape(str(tmp_path / 'empty'))}: no student folder contains a graded "
+        r"notebook \(expected file names: (.+)\)",
+        nothing.stderr.strip().splitlines()[-1],
+    )
     assert expected, nothing.stderr
     assert expected.group(1).split(", ") == [QUIZ, SENTIMENT, LR, ES]
     assert not (tmp_path / "g.csv").exists()
@@ -834,11 +970,14 @@ def test_star_is_not_a_pattern(graded):
     assert row(graded, "*", QUIZ)["reason"] == "notebook missing"
 
 
-@pytest.mark.parametrize("student, notebook, reason", [
-    ("linker", ES, "symbolic link refused (hand in the notebook itself)"),
-    ("folder_link", QUIZ, "student folder is a symbolic link (refused)"),
-    ("big", QUIZ, "file too large (21.0 MB; the limit is 20 MB)"),
-])
+@pytest.mark.parametrize(
+    "student, notebook, reason",
+    [
+        ("linker", ES, "symbolic link refused (hand in the notebook itself)"),
+        ("folder_link", QUIZ, "student folder is a symbolic link (refused)"),
+        ("big", QUIZ, "file too large (21.0 MB; the limit is 20 MB)"),
+    ],
+)
 def test_links_and_oversized_files_are_refused(graded, student, notebook, reason):
     r = row(graded, student, notebook)
     assert (r["status"], r["reason"], r["total"]) == ("needs review", reason, "")
@@ -857,7 +996,8 @@ def test_hidden_tests_print_their_seed_in_the_feedback(graded):
     page = FeedbackPage((graded[1] / "feedback" / "full" / "14_exercise_lr_finder.html").read_text(encoding="utf-8"))
     for grade_id in ("lr_test_schedule", "lr_test_restore"):
         assert page.cells[grade_id]["stdout"].splitlines()[0] == (
-            f"[tests cachés] graine {seed_for('full', LR, grade_id)} = sha256(élève, notebook, test) ; test {grade_id}")
+            f"[tests cachés] graine {seed_for('full', LR, grade_id)} = sha256(élève, notebook, test) ; test {grade_id}"
+        )
 
 
 def test_equivalent_comparison_earns_full_marks(graded):
@@ -876,7 +1016,9 @@ def test_patched_comparisons_earn_nothing(graded):
     """Patching numpy.allclose, math.isclose, torch.equal and abs() wins nothing: the wrong schedule loses its step."""
     r, honest = row(graded, "patched_comparisons", LR), row(graded, "lr_linear_schedule", LR)
     assert r["status"] == "graded" and float(r["lr_test_schedule"]) == 0
-    assert [r[s] for s in step_columns() if s.startswith("lr_")] == [honest[s] for s in step_columns() if s.startswith("lr_")]
+    assert [r[s] for s in step_columns() if s.startswith("lr_")] == [
+        honest[s] for s in step_columns() if s.startswith("lr_")
+    ]
 
 
 # --- the sandbox (point 5) -----------------------------------------------------------------------------
@@ -920,7 +1062,10 @@ def test_whole_notebook_time_is_limited(graded):
     require_sandbox()
     r = row(graded, "slow", QUIZ)
     assert (r["status"], r["reason"], r["total"]) == (
-        "needs review", f"notebook time limit ({NOTEBOOK_TIMEOUT} s) reached: kernel stopped", ""), r
+        "needs review",
+        f"notebook time limit ({NOTEBOOK_TIMEOUT} s) reached: kernel stopped",
+        "",
+    ), r
 
 
 # --- no name a student can bind decides a grade (issue 29, point 2) -----------------------------------------
@@ -956,19 +1101,24 @@ def test_grading_copy_reaches_the_grader_by_a_run_name_without_fallback():
 
     source = cell_source_of(ES, "es_test_patience")
     rewritten = grading_test_source(source, "_ftcourse_grader_0123abcd")
-    hidden = rewritten[rewritten.index("### BEGIN HIDDEN TESTS"):]
+    hidden = rewritten[rewritten.index("### BEGIN HIDDEN TESTS") :]
     assert "_grader" not in hidden.replace("_ftcourse_grader_0123abcd", "")
     assert "import" not in hidden.split("\n", 2)[1] and "ftcourse.grader_prelude" not in hidden
     assert hidden.splitlines()[1] == "def _ftcourse_grader_0123abcd_test(_check):"
-    assert ('_ftcourse_grader_0123abcd_test(_ftcourse_grader_0123abcd.begin("15_exercise_early_stopping.ipynb", '
-            '"es_test_patience"))') in hidden
+    assert (
+        '_ftcourse_grader_0123abcd_test(_ftcourse_grader_0123abcd.begin("15_exercise_early_stopping.ipynb", '
+        '"es_test_patience"))'
+    ) in hidden
     # The visible part is untouched: the released notebook and the student's copy stay the same.
-    assert rewritten[:rewritten.index("### BEGIN HIDDEN TESTS")] == source[:source.index("### BEGIN HIDDEN TESTS")]
+    assert rewritten[: rewritten.index("### BEGIN HIDDEN TESTS")] == source[: source.index("### BEGIN HIDDEN TESTS")]
 
 
 def cell_source_of(notebook, grade_id):
-    return next(c.source for c in nbformat.read(ROOT / "solutions" / notebook, as_version=4).cells
-                if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+    return next(
+        c.source
+        for c in nbformat.read(ROOT / "solutions" / notebook, as_version=4).cells
+        if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id
+    )
 
 
 # --- limits that hold (issue 29, point 3) ---------------------------------------------------------------------
@@ -985,11 +1135,17 @@ def test_everything_a_kernel_writes_is_bounded_and_off_the_host(graded):
     require_sandbox()
     r = row(graded, "disk_filler", QUIZ)
     assert float(r["q01_test"]) == 0, r
-    assert r["status"] == "needs review" and "space limit of /tmp (256 MB)" in r["reason"] \
-        and "space limit of /dev/shm (64 MB)" in r["reason"], r
+    assert (
+        r["status"] == "needs review"
+        and "space limit of /tmp (256 MB)" in r["reason"]
+        and "space limit of /dev/shm (64 MB)" in r["reason"]
+    ), r
     base = graded[1]
-    leftovers = [p for folder in ("/dev/shm", "/tmp", str(base)) for p in glob.glob(f"{folder}/**/ftcourse-fill-*",
-                                                                                          recursive=True)]
+    leftovers = [
+        p
+        for folder in ("/dev/shm", "/tmp", str(base))
+        for p in glob.glob(f"{folder}/**/ftcourse-fill-*", recursive=True)
+    ]
     assert leftovers == []
 
 
@@ -1015,28 +1171,42 @@ def test_address_space_reservations_are_not_refused():
     from ftcourse import sandbox
 
     plan = sandbox.SandboxPlan(SANDBOX, sandbox.Limits(memory_mb=1024), sandbox.readable_paths([]))
-    code = ("import ctypes\n"
-            "libc = ctypes.CDLL(None, use_errno=True)\n"
-            "libc.mmap.restype, libc.mmap.argtypes = ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, "
-            "ctypes.c_int, ctypes.c_int, ctypes.c_long]\n"
-            "reserved = libc.mmap(None, 16 * 2**30, 0, 0x22, -1, 0)  # PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS\n"
-            "assert reserved not in (None, ctypes.c_void_p(-1).value), ctypes.get_errno()\n"
-            "try:\n    bytearray(2 * 2**30)\nexcept MemoryError:\n    print('refused')\n")
+    code = (
+        "import ctypes\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "libc.mmap.restype, libc.mmap.argtypes = ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, "
+        "ctypes.c_int, ctypes.c_int, ctypes.c_long]\n"
+        "reserved = libc.mmap(None, 16 * 2**30, 0, 0x22, -1, 0)  # PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS\n"
+        "assert reserved not in (None, ctypes.c_void_p(-1).value), ctypes.get_errno()\n"
+        "try:\n    bytearray(2 * 2**30)\nexcept MemoryError:\n    print('refused')\n"
+    )
     result = sandbox.run_like_a_kernel(plan, code, timeout=120)
     assert (result.returncode, result.stdout.strip()) == (0, "refused"), result.stderr
 
 
 # --- feedback that keeps the hidden tests hidden (issue 29, point 4) -------------------------------------------
 
-HIDDEN_TEST_CODE = ["reference_trace", "_RecordingSGD", "explanations = {", "_check.plain", "_check.call",
-                    "def _problem(", "BEGIN HIDDEN TESTS", "_grader.begin("]
+HIDDEN_TEST_CODE = [
+    "reference_trace",
+    "_RecordingSGD",
+    "explanations = {",
+    "_check.plain",
+    "_check.call",
+    "def _problem(",
+    "BEGIN HIDDEN TESTS",
+    "_grader.begin(",
+]
 
 
 def test_feedback_holds_no_hidden_test_code(graded):
     pages = list((graded[1] / "feedback").rglob("*.html"))
     assert len(pages) > 20
-    leaks = [(page.parent.name, page.name, secret) for page in pages for secret in HIDDEN_TEST_CODE
-             if secret in page.read_text(encoding="utf-8")]
+    leaks = [
+        (page.parent.name, page.name, secret)
+        for page in pages
+        for secret in HIDDEN_TEST_CODE
+        if secret in page.read_text(encoding="utf-8")
+    ]
     assert leaks == []
     # The instructor notebooks do hold them: the check above can fail.
     sources = "".join((ROOT / "solutions" / n).read_text(encoding="utf-8") for n in (QUIZ, LR, ES))
@@ -1046,12 +1216,15 @@ def test_feedback_holds_no_hidden_test_code(graded):
 def test_feedback_escapes_what_the_student_printed(graded):
     """A student's output is text in the page: no script, no markup of theirs, no terminal escapes."""
     page_text = (graded[1] / "feedback" / "script_printer" / "15_exercise_early_stopping.html").read_text(
-        encoding="utf-8")
+        encoding="utf-8"
+    )
     page = FeedbackPage(page_text)
     assert page.scripts == 0 and "<script>" not in page_text and "\x1b" not in page_text
     assert "<script>alert('feedback')</script>" in page.cells["es_test_init"]["stdout"]  # shown, as text
     assert (row(graded, "script_printer", ES)["status"], float(row(graded, "script_printer", ES)["total"])) == (
-        "graded", 9)
+        "graded",
+        9,
+    )
 
 
 def test_control_characters_never_reach_the_csv_or_the_screen(graded):

@@ -33,7 +33,10 @@ from tests.conftest import ROOT, run_cli
 pytestmark = pytest.mark.slow
 
 QUIZ, SENTIMENT, LR, ES = (
-    "12_quiz.ipynb", "13_exercise_sentiment.ipynb", "14_exercise_lr_finder.ipynb", "15_exercise_early_stopping.ipynb"
+    "12_quiz.ipynb",
+    "13_exercise_sentiment.ipynb",
+    "14_exercise_lr_finder.ipynb",
+    "15_exercise_early_stopping.ipynb",
 )
 SANDBOX = detect_sandbox()
 # Without bubblewrap, grading refuses to run: these runs of the trusted instructor answers then ask for no sandbox.
@@ -80,8 +83,10 @@ def read_csv(path):
 
 # A student whose own code draws random numbers: wrong on about half of the test cells, which ones depending on
 # the draws. Its points are the same on every regrade only because the grader seeds every generator.
-FLAKY = ("            self.counter += 1\n",
-         "            self.counter += 1\n            if random.random() < 0.01:\n                self.counter += 1\n")
+FLAKY = (
+    "            self.counter += 1\n",
+    "            self.counter += 1\n            if random.random() < 0.01:\n                self.counter += 1\n",
+)
 
 
 @pytest.fixture(scope="module")
@@ -91,18 +96,41 @@ def regraded(tmp_path_factory):
     solutions = instructor_folder(base, LR, ES)
     flaky = answers(ES, es_solution=FLAKY)
     flaky["es_solution"] = "import random\n\n" + flaky["es_solution"]
-    submissions = write_class(base / "submissions", {
-        "alice": {LR: answers(LR), ES: answers(ES)},
-        "bob[1]": {ES: flaky},
-        "eve ": {ES: flaky},
-        "lr_linear": {LR: answers(LR, lr_solution=("min_lr * (max_lr / min_lr) ** (i / (num_steps - 1))",
-                                                   "min_lr + (max_lr - min_lr) * i / (num_steps - 1)"))},
-    })
+    submissions = write_class(
+        base / "submissions",
+        {
+            "alice": {LR: answers(LR), ES: answers(ES)},
+            "bob[1]": {ES: flaky},
+            "eve ": {ES: flaky},
+            "lr_linear": {
+                LR: answers(
+                    LR,
+                    lr_solution=(
+                        "min_lr * (max_lr / min_lr) ** (i / (num_steps - 1))",
+                        "min_lr + (max_lr - min_lr) * i / (num_steps - 1)",
+                    ),
+                )
+            },
+        },
+    )
     outputs = []
     for run in (1, 2):
         out = base / f"grades{run}.csv"
-        result = run_cli("grade", str(submissions), "--solutions", str(solutions), "--out", str(out),
-                         "--feedback", str(base / f"feedback{run}"), "--timeout", "60", "--jobs", "2", *SANDBOX_ARGS)
+        result = run_cli(
+            "grade",
+            str(submissions),
+            "--solutions",
+            str(solutions),
+            "--out",
+            str(out),
+            "--feedback",
+            str(base / f"feedback{run}"),
+            "--timeout",
+            "60",
+            "--jobs",
+            "2",
+            *SANDBOX_ARGS,
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         outputs.append(out.read_bytes())
     return outputs, base
@@ -129,17 +157,29 @@ def test_regrade_feedback_shows_the_same_seeds(regraded):
 
 def test_broken_environment_stops_at_the_canary(tmp_path):
     """Solutions that fall short of full marks: nothing is graded, the command says why and exits 3."""
-    solutions = instructor_folder(tmp_path, ES, **{
-        "15_exercise_early_stopping": ("es_solution", "self.counter >= self.patience", "self.counter > self.patience")})
+    solutions = instructor_folder(
+        tmp_path,
+        ES,
+        **{
+            "15_exercise_early_stopping": (
+                "es_solution",
+                "self.counter >= self.patience",
+                "self.counter > self.patience",
+            )
+        },
+    )
     submissions = write_class(tmp_path / "submissions", {"alice": {ES: answers(ES)}})
     out = tmp_path / "grades.csv"
-    result = run_cli("grade", str(submissions), "--solutions", str(solutions), "--out", str(out), "--jobs", "1",
-                     *SANDBOX_ARGS)
+    result = run_cli(
+        "grade", str(submissions), "--solutions", str(solutions), "--out", str(out), "--jobs", "1", *SANDBOX_ARGS
+    )
     assert result.returncode == 3, result.stdout + result.stderr
     message = result.stderr.strip().splitlines()
-    message = message[next(i for i, line in enumerate(message) if line.startswith("ftcourse grade: ")):]
-    assert message[0] == ("ftcourse grade: the instructor's solutions do not earn full marks, so the grading "
-                          "environment is broken (nothing was graded):")
+    message = message[next(i for i, line in enumerate(message) if line.startswith("ftcourse grade: ")) :]
+    assert message[0] == (
+        "ftcourse grade: the instructor's solutions do not earn full marks, so the grading "
+        "environment is broken (nothing was graded):"
+    )
     assert message[1] == "  15_exercise_early_stopping.ipynb: graded, 7 / 9"
     assert not out.exists() and not partial_path(out).exists()
 
@@ -149,10 +189,13 @@ def unsandboxed(tmp_path_factory):
     """A class graded with --no-sandbox (ES and the rubric exercise): the folder and the command's result."""
     base = tmp_path_factory.mktemp("nosandbox")
     solutions = instructor_folder(base, SENTIMENT, ES)
-    submissions = write_class(base / "submissions", {
-        "alice": {ES: answers(ES), SENTIMENT: answers(SENTIMENT)},
-        "bob": {SENTIMENT: answers(SENTIMENT)},
-    })
+    submissions = write_class(
+        base / "submissions",
+        {
+            "alice": {ES: answers(ES), SENTIMENT: answers(SENTIMENT)},
+            "bob": {SENTIMENT: answers(SENTIMENT)},
+        },
+    )
     args = ["grade", str(submissions), "--solutions", str(solutions), "--out", str(base / "grades.csv"), "--jobs", "2"]
     result = run_cli(*args, "--no-sandbox")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -164,12 +207,15 @@ def test_no_sandbox_warns_first_and_says_so_in_the_csv(unsandboxed):
     # The warning comes before anything else, progress bars included: before any student code runs.
     assert result.stderr.strip().splitlines()[0] == (
         "WARNING: --no-sandbox: student code will run with your permissions, your files and the network. "
-        "Grade untrusted submissions on Linux with bubblewrap.")
+        "Grade untrusted submissions on Linux with bubblewrap."
+    )
     assert "sandbox: none (turned off with --no-sandbox)" in result.stdout.splitlines()
     rows = read_csv(base / "grades.csv")
     assert {r["sandbox"] for r in rows} == {"none"} and len(rows) == 4
     assert [(r["student"], r["status"], r["total"]) for r in rows if r["notebook"] == ES] == [
-        ("alice", "graded", "9"), ("bob", "needs review", "")]  # bob handed in no ES notebook: a row says so
+        ("alice", "graded", "9"),
+        ("bob", "needs review", ""),
+    ]  # bob handed in no ES notebook: a row says so
 
 
 def test_grades_are_never_replaced_without_force_and_marks_are_merged(unsandboxed):
@@ -181,7 +227,9 @@ def test_grades_are_never_replaced_without_force_and_marks_are_merged(unsandboxe
     before = grades.read_bytes()
     again = run_cli(*args, "--no-sandbox")
     assert again.returncode == 2
-    assert again.stderr.strip() == f"ftcourse grade: {grades} exists: pass --force to replace it, or choose another --out"
+    assert (
+        again.stderr.strip() == f"ftcourse grade: {grades} exists: pass --force to replace it, or choose another --out"
+    )
     assert grades.read_bytes() == before
     # The instructor types bob's mark; alice's stays empty. Grading again with --force merges it.
     typed = marks.read_text(encoding=ENCODING).replace(f"bob,{SENTIMENT},,10,", f'bob,{SENTIMENT},"8,5",10,"=clair"')
@@ -205,10 +253,28 @@ def test_crash_keeps_the_rows_already_graded(tmp_path):
     partial = partial_path(out)
     scratch = tmp_path / "scratch"  # the run's temporary folder (a kill leaves it behind)
     scratch.mkdir()
-    command = [sys.executable, "-m", "ftcourse.cli", "grade", str(submissions), "--solutions", str(solutions),
-               "--out", str(out), "--jobs", "1", *SANDBOX_ARGS]
-    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "TMPDIR": str(scratch)}, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = [
+        sys.executable,
+        "-m",
+        "ftcourse.cli",
+        "grade",
+        str(submissions),
+        "--solutions",
+        str(solutions),
+        "--out",
+        str(out),
+        "--jobs",
+        "1",
+        *SANDBOX_ARGS,
+    ]
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env={**os.environ, "TMPDIR": str(scratch)},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 400
         while time.time() < deadline and process.poll() is None:
@@ -226,12 +292,24 @@ def test_crash_keeps_the_rows_already_graded(tmp_path):
     kept = partial.read_bytes()
     again = run_cli("grade", str(submissions), "--solutions", str(solutions), "--out", str(out))
     assert again.returncode == 2
-    assert again.stderr.strip() == (f"ftcourse grade: {partial} holds the rows of an interrupted run: keep it "
-                                    "elsewhere, or pass --force (it is then kept under a name with its date and time)")
+    assert again.stderr.strip() == (
+        f"ftcourse grade: {partial} holds the rows of an interrupted run: keep it "
+        "elsewhere, or pass --force (it is then kept under a name with its date and time)"
+    )
     assert partial.read_bytes() == kept
     # --force grades again and keeps the interrupted run's rows under a dated name, byte for byte.
-    forced = run_cli("grade", str(submissions), "--solutions", str(solutions), "--out", str(out), "--force",
-                     "--delimiter", ";", *SANDBOX_ARGS)
+    forced = run_cli(
+        "grade",
+        str(submissions),
+        "--solutions",
+        str(solutions),
+        "--out",
+        str(out),
+        "--force",
+        "--delimiter",
+        ";",
+        *SANDBOX_ARGS,
+    )
     assert forced.returncode == 0, forced.stdout + forced.stderr
     dated = sorted(tmp_path.glob("grades.partial-*.csv"))
     assert len(dated) == 1 and dated[0].read_bytes() == kept
@@ -266,9 +344,15 @@ def test_release_refuses_to_clobber_an_edited_notebook(tmp_path):
 # What a student must never see: nbgrader's markers in a notebook; solution bodies, hidden-test code and quiz
 # explanations in any file (the ftcourse package handed out for `ftcourse doctor` and `run` names the markers).
 MARKERS = ["BEGIN SOLUTION", "BEGIN HIDDEN TESTS"]
-SECRETS = ["improved = score < self.best_score - self.min_delta", "model_state = copy.deepcopy(model.state_dict())",
-           "_RecordingSGD", "reference_trace", "explanations = {", "Juste : ",
-           "_check.plain((stopper.best_score, stopper.counter)"]  # no quotes: the .ipynb file escapes them
+SECRETS = [
+    "improved = score < self.best_score - self.min_delta",
+    "model_state = copy.deepcopy(model.state_dict())",
+    "_RecordingSGD",
+    "reference_trace",
+    "explanations = {",
+    "Juste : ",
+    "_check.plain((stopper.best_score, stopper.counter)",
+]  # no quotes: the .ipynb file escapes them
 # The library version of exercise 14's contract is in the handout by design (lesson 05 teaches it, issue 14): it
 # saves the state with the exercise's idiom. This is the only fingerprint a handed-out file may hold.
 LIBRARY_VERSIONS = {"helpers/training/lr_finder.py": {"model_state = copy.deepcopy(model.state_dict())"}}
@@ -280,7 +364,8 @@ def test_handout_holds_no_solution(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert not (target / "solutions").exists() and not (target / "tests").exists()
     assert sorted(p.name for p in (target / "course").glob("*.ipynb")) == sorted(
-        p.name for p in (ROOT / "course").glob("*.ipynb"))
+        p.name for p in (ROOT / "course").glob("*.ipynb")
+    )
     assert (target / "helpers" / "__init__.py").is_file() and (target / "pyproject.toml").is_file()
     leaks = []
     for path in target.rglob("*"):
@@ -300,13 +385,28 @@ def test_handout_holds_no_solution(tmp_path):
     for internal in ("grader_prelude.py", "sandbox.py", "grading.py", "autograde_hooks.py"):
         assert (ROOT / "ftcourse" / internal).is_file() and not (target / "ftcourse" / internal).exists()
     # -S: without site-packages, where this checkout's editable install would also find the grading modules.
-    handed = subprocess.run([sys.executable, "-S", "-c", "import sys; sys.path.insert(0, sys.argv[1]); import ftcourse; "
-                             "print(ftcourse.__file__); from ftcourse.cli import main; sys.exit(main(sys.argv[2:]))",
-                             str(target), "grade", str(tmp_path), "--out", str(tmp_path / "g.csv")],
-                            capture_output=True, text=True, cwd=tmp_path)
+    handed = subprocess.run(
+        [
+            sys.executable,
+            "-S",
+            "-c",
+            "import sys; sys.path.insert(0, sys.argv[1]); import ftcourse; "
+            "print(ftcourse.__file__); from ftcourse.cli import main; sys.exit(main(sys.argv[2:]))",
+            str(target),
+            "grade",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "g.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert handed.stdout.strip() == str(target / "ftcourse" / "__init__.py")
     assert (handed.returncode, handed.stderr.strip()) == (
-        2, "ftcourse grade: an instructor command, not part of the students' hand-out")
+        2,
+        "ftcourse grade: an instructor command, not part of the students' hand-out",
+    )
 
 
 def test_sandbox_is_available_where_ci_requires_it():
@@ -365,12 +465,21 @@ def test_grading_refuses_to_run_without_a_sandbox(tmp_path):
     answered["es_solution"] += f"\n\nopen({str(canary)!r}, 'w').write('ran')\n"
     submissions = write_class(tmp_path / "submissions", {"alice": {ES: answered}})
     out = tmp_path / "grades.csv"
-    result = run_cli("grade", str(submissions), "--solutions", str(solutions), "--out", str(out),
-                     env={"FTCOURSE_BWRAP": str(tmp_path / "no-bwrap-here")})
+    result = run_cli(
+        "grade",
+        str(submissions),
+        "--solutions",
+        str(solutions),
+        "--out",
+        str(out),
+        env={"FTCOURSE_BWRAP": str(tmp_path / "no-bwrap-here")},
+    )
     assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
-    assert lines[0] == (f"ftcourse grade: no sandbox, so nothing was run: bubblewrap is not installed "
-                        f"(no bwrap {tmp_path / 'no-bwrap-here'}).")
+    assert lines[0] == (
+        f"ftcourse grade: no sandbox, so nothing was run: bubblewrap is not installed "
+        f"(no bwrap {tmp_path / 'no-bwrap-here'})."
+    )
     assert lines[1].startswith("  To fix: install bubblewrap: Debian/Ubuntu `sudo apt-get install bubblewrap`")
     assert "pass --no-sandbox" in lines[2]
     assert not canary.exists() and not out.exists() and not partial_path(out).exists()

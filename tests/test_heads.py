@@ -23,8 +23,12 @@ from helpers.training.loops import evaluate, train_loop
 
 pytestmark = pytest.mark.slow  # every test here uses a full model
 
-TEXTS = ["A wonderful, moving film.", "Dull and far too long; I left before the end and did not miss a thing.",
-         "Short.", "The actors do what they can with a script that has nothing to say."]
+TEXTS = [
+    "A wonderful, moving film.",
+    "Dull and far too long; I left before the end and did not miss a thing.",
+    "Short.",
+    "The actors do what they can with a script that has nothing to say.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +56,9 @@ def test_mean_head_is_built_around_the_pretrained_encoder(mean_minilm, minilm_sh
     again, _ = load_classifier("minilm", num_labels=2, seed=0, pooling="mean")
     assert torch.equal(again.classifier.weight, model.classifier.weight)  # the seed fixes the new head
     assert model.dropout.p == model.config.hidden_dropout_prob
-    dropped, _ = load_classifier("minilm", num_labels=2, seed=0, pooling="mean", config_overrides={"classifier_dropout": 0.3})
+    dropped, _ = load_classifier(
+        "minilm", num_labels=2, seed=0, pooling="mean", config_overrides={"classifier_dropout": 0.3}
+    )
     assert dropped.dropout.p == 0.3
     with pytest.raises(ValueError, match="pooling must be one of"):
         load_classifier("minilm", num_labels=2, pooling="max")
@@ -89,12 +95,30 @@ def test_padding_does_not_change_a_sentences_logits(mean_minilm):
 def test_trainer_steps_reduce_the_loss(mean_minilm, reviews, tmp_path):
     model = copy.deepcopy(mean_minilm[0])
     tokenizer = mean_minilm[1]
-    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, bf16=False, fp16=False, report_to="none",
-                             save_strategy="no", max_steps=8, per_device_train_batch_size=8,
-                             gradient_accumulation_steps=2, per_device_eval_batch_size=32, learning_rate=3e-4,
-                             logging_steps=1, disable_tqdm=True, dataloader_pin_memory=False, seed=0)
-    trainer = Trainer(model=model, args=args, train_dataset=reviews, eval_dataset=reviews,
-                      data_collator=DataCollatorWithPadding(tokenizer))
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        report_to="none",
+        save_strategy="no",
+        max_steps=8,
+        per_device_train_batch_size=8,
+        gradient_accumulation_steps=2,
+        per_device_eval_batch_size=32,
+        learning_rate=3e-4,
+        logging_steps=1,
+        disable_tqdm=True,
+        dataloader_pin_memory=False,
+        seed=0,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=reviews,
+        eval_dataset=reviews,
+        data_collator=DataCollatorWithPadding(tokenizer),
+    )
     before = trainer.evaluate()["eval_loss"]
     trainer.train()
     after = trainer.evaluate()["eval_loss"]

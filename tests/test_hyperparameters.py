@@ -21,6 +21,7 @@ def tokenized(tokenizer, part="train", n=32, seed=0):
 
 # --- schedules ---------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["constant", "linear", "cosine"])
 def test_warmup_rises_from_zero_to_the_peak_over_its_length(name):
     curve = schedule_curve(name, num_training_steps=20, warmup_ratio=0.2, lr=0.5)
@@ -63,15 +64,23 @@ def test_train_loop_follows_the_schedule_it_is_given_and_keeps_predictions(minil
     model, tokenizer = minilm
     train = make_loader(tokenized(tokenizer, n=24), tokenizer, 4, shuffle=False)
     evaluation = tokenized(tokenizer, "validation", n=8)
-    history = train_loop(model, train, optimizer_for(model, lr=1e-4), num_epochs=2, warmup_ratio=0.25,
-                         lr_scheduler_type="cosine", eval_loader=make_loader(evaluation, tokenizer, 4, shuffle=False),
-                         progress=False)
+    history = train_loop(
+        model,
+        train,
+        optimizer_for(model, lr=1e-4),
+        num_epochs=2,
+        warmup_ratio=0.25,
+        lr_scheduler_type="cosine",
+        eval_loader=make_loader(evaluation, tokenizer, 4, shuffle=False),
+        progress=False,
+    )
     assert history["lr"] == pytest.approx(list(schedule_curve("cosine", 12, 0.25, lr=1e-4)))
     assert len(history["eval_predictions"]) == 2 and history["eval_predictions"][0].shape == (8,)
     assert list(history["eval_labels"]) == list(evaluation["labels"])
 
 
 # --- batch size and gradient accumulation -------------------------------------------------------------------------
+
 
 def test_accumulated_micro_batches_give_the_big_batch_gradient_and_update(minilm):
     model, tokenizer = minilm
@@ -116,15 +125,18 @@ def test_saved_activations_grow_with_the_batch_and_time_covers_the_accumulated_u
     ratio = saved_activation_bytes(model, big) / saved_activation_bytes(model, small)
     assert 3.5 < ratio < 4.5
     loader = make_loader(data, tokenizer, 4, padding="max_length", max_length=48, shuffle=False)
-    seconds = time_training_steps(model, loader, torch.optim.SGD(model.parameters(), lr=1e-3), num_steps=1,
-                                  gradient_accumulation_steps=4)
+    seconds = time_training_steps(
+        model, loader, torch.optim.SGD(model.parameters(), lr=1e-3), num_steps=1, gradient_accumulation_steps=4
+    )
     assert seconds > 0
     with pytest.raises(StopIteration):  # 8 batches hold one untimed and one timed update of 4, not two timed
-        time_training_steps(model, loader, torch.optim.SGD(model.parameters(), lr=1e-3), num_steps=2,
-                            gradient_accumulation_steps=4)
+        time_training_steps(
+            model, loader, torch.optim.SGD(model.parameters(), lr=1e-3), num_steps=2, gradient_accumulation_steps=4
+        )
 
 
 # --- LR range test ------------------------------------------------------------------------------------------------
+
 
 def test_lr_range_test_restores_weights_and_optimizer_state_and_stops_on_divergence(minilm):
     model, tokenizer = minilm
@@ -158,6 +170,7 @@ def test_smoothing_and_suggestion_rules():
 
 # --- hyperparameter search ----------------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_search_returns_its_best_trial_and_repeats_its_proposals(tmp_path):
     from helpers.models import load_classifier, load_tokenizer
@@ -170,8 +183,9 @@ def test_search_returns_its_best_trial_and_repeats_its_proposals(tmp_path):
         return load_classifier("minilm", num_labels=2, seed=0, pooling="mean")[0]
 
     space = {"learning_rate": (1e-5, 1e-3, "log"), "weight_decay": (0.0, 0.1, "linear")}
-    first = search_hyperparameters(new_model, tokenizer, train, validation, tmp_path / "a", n_trials=3, space=space,
-                                   batch_size=8)
+    first = search_hyperparameters(
+        new_model, tokenizer, train, validation, tmp_path / "a", n_trials=3, space=space, batch_size=8
+    )
     assert len(first.trials) == 3 and set(first.trials.columns) >= {"accuracy", "learning_rate", "weight_decay"}
     assert first.best_value == first.trials["accuracy"].max()
     assert first.trials.loc[first.best_number, "accuracy"] == first.best_value
@@ -179,14 +193,16 @@ def test_search_returns_its_best_trial_and_repeats_its_proposals(tmp_path):
     for number, correct in first.correct.items():  # the recorded items give back each trial's accuracy
         assert correct.shape == (12,) and correct.mean() == pytest.approx(first.trials.loc[number, "accuracy"])
     assert all(1e-5 <= lr <= 1e-3 for lr in first.trials["learning_rate"])
-    again = search_hyperparameters(new_model, tokenizer, train, validation, tmp_path / "b", n_trials=1, space=space,
-                                   batch_size=8)
+    again = search_hyperparameters(
+        new_model, tokenizer, train, validation, tmp_path / "b", n_trials=1, space=space, batch_size=8
+    )
     assert again.trials.loc[0, "learning_rate"] == first.trials.loc[0, "learning_rate"]  # seeded sampler
     with pytest.raises(ValueError, match="n_trials"):
         search_hyperparameters(new_model, tokenizer, train, validation, tmp_path / "c", n_trials=0)
 
 
 # --- one run per setting --------------------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_train_and_evaluate_starts_from_the_given_head_and_scores_items_in_order():
@@ -198,8 +214,9 @@ def test_train_and_evaluate_starts_from_the_given_head_and_scores_items_in_order
     donor, _ = load_classifier("minilm", num_labels=2, seed=123, pooling="mean")
     head = copy.deepcopy(donor.classifier.state_dict())
     # a learning rate of ~0 leaves the model where it started: its predictions are the donor head's
-    run = train_and_evaluate(train, evaluation, tokenizer, lr=1e-12, seed=0, num_epochs=2, batch_size=8,
-                             head_state=head)
+    run = train_and_evaluate(
+        train, evaluation, tokenizer, lr=1e-12, seed=0, num_epochs=2, batch_size=8, head_state=head
+    )
     donor.eval()
     with torch.no_grad():
         batch = make_loader(evaluation, tokenizer, 12, shuffle=False)
@@ -212,6 +229,7 @@ def test_train_and_evaluate_starts_from_the_given_head_and_scores_items_in_order
 
 def test_skip_start_leaves_the_first_steps_out_of_the_suggestion():
     """A toy model whose loss is a known function of the step: the suggestion follows the documented rule."""
+
     class Scripted(torch.nn.Module):
         def __init__(self, losses):
             super().__init__()
@@ -230,8 +248,9 @@ def test_skip_start_leaves_the_first_steps_out_of_the_suggestion():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     whole = lr_range_test(model, loader, optimizer, min_lr=1e-4, max_lr=1.0, num_steps=8, progress=False)
     model.calls = 0
-    skipped = lr_range_test(model, loader, optimizer, min_lr=1e-4, max_lr=1.0, num_steps=8, skip_start=2,
-                            progress=False)
+    skipped = lr_range_test(
+        model, loader, optimizer, min_lr=1e-4, max_lr=1.0, num_steps=8, skip_start=2, progress=False
+    )
     assert whole.suggested_lr == steepest_descent_lr(whole.lrs, losses) == whole.lrs[0]
     assert skipped.suggested_lr == steepest_descent_lr(skipped.lrs[2:], losses[2:])
     assert skipped.suggested_lr in (skipped.lrs[3], skipped.lrs[4])

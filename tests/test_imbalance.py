@@ -60,34 +60,43 @@ def test_every_metric_equals_scikit_learn_on_a_resample(row):
     assert accuracy(labels, predictions, weights)[row] == pytest.approx(accuracy_score(y_r, p_r))
     for cls in (0, 1):
         assert class_recall(labels, predictions, weights, cls=cls, num_classes=2)[row] == pytest.approx(
-            recall_score(y_r, p_r, pos_label=cls))
+            recall_score(y_r, p_r, pos_label=cls)
+        )
     assert macro_f1(labels, predictions, weights, num_classes=2)[row] == pytest.approx(
-        f1_score(y_r, p_r, average="macro"))
+        f1_score(y_r, p_r, average="macro")
+    )
     assert balanced_accuracy(labels, predictions, weights, num_classes=2)[row] == pytest.approx(
-        balanced_accuracy_score(y_r, p_r))
+        balanced_accuracy_score(y_r, p_r)
+    )
     assert pr_auc(labels, scores, weights, cls=1)[row] == pytest.approx(average_precision_score(y_r, s_r))
     assert pr_auc(labels, scores, weights, cls=1)[row] == pytest.approx(
-        average_precision_score(labels, scores, sample_weight=w))
+        average_precision_score(labels, scores, sample_weight=w)
+    )
 
 
 def test_metrics_without_weights_and_with_three_classes():
     rng = np.random.default_rng(1)
     labels, predictions = rng.integers(0, 3, 300), rng.integers(0, 3, 300)
     predictions[:20] = 2
-    assert macro_f1(labels, predictions, num_classes=3)[0] == pytest.approx(f1_score(labels, predictions, average="macro"))
+    assert macro_f1(labels, predictions, num_classes=3)[0] == pytest.approx(
+        f1_score(labels, predictions, average="macro")
+    )
     assert balanced_accuracy(labels, predictions, num_classes=3)[0] == pytest.approx(
-        balanced_accuracy_score(labels, predictions))
+        balanced_accuracy_score(labels, predictions)
+    )
     # A class never predicted and never present counts 0 in the macro-F1, as scikit-learn's labels= does.
     assert macro_f1(labels, predictions, num_classes=4)[0] == pytest.approx(
-        f1_score(labels, predictions, labels=[0, 1, 2, 3], average="macro", zero_division=0))
+        f1_score(labels, predictions, labels=[0, 1, 2, 3], average="macro", zero_division=0)
+    )
     assert np.isnan(pr_auc(np.zeros(5, int), np.arange(5.0), cls=1)[0])  # no positive: undefined
 
 
 def test_weighted_bootstrap_equals_the_plain_loop_on_the_same_resamples():
     labels, scores, predictions = skewed_predictions()
     plain = bootstrap_metric(balanced_accuracy_score, labels, predictions, n_resamples=300, seed=5)
-    fast = bootstrap_metric(functools.partial(balanced_accuracy, num_classes=2), labels, predictions,
-                            n_resamples=300, seed=5, weighted=True)
+    fast = bootstrap_metric(
+        functools.partial(balanced_accuracy, num_classes=2), labels, predictions, n_resamples=300, seed=5, weighted=True
+    )
     assert fast.value == pytest.approx(plain.value)
     assert (fast.low, fast.high) == pytest.approx((plain.low, plain.high))
     assert plain.low < plain.value < plain.high
@@ -102,14 +111,23 @@ def test_paired_metric_comparison_finds_a_real_difference_and_no_false_one():
     comparison = paired_bootstrap_metric(recall_1, labels, better, predictions, seed=0, weighted=True)
     assert comparison.verdict == "better" and comparison.difference.low > 0
     assert paired_bootstrap_metric(recall_1, labels, predictions, better, seed=0, weighted=True).verdict == "worse"
-    assert paired_bootstrap_metric(recall_1, labels, predictions, predictions, weighted=True).verdict == "indistinguishable"
+    assert (
+        paired_bootstrap_metric(recall_1, labels, predictions, predictions, weighted=True).verdict
+        == "indistinguishable"
+    )
 
 
 def test_imbalance_table_shows_why_accuracy_misleads():
     labels, scores, predictions = skewed_predictions(n=500)
     constant = np.zeros_like(labels)
-    table = imbalance_table(labels, {"model": (predictions, scores), "always 0": (constant, np.full(len(labels), 0.5))},
-                            num_classes=2, minority=1, reference="model", n_resamples=500)
+    table = imbalance_table(
+        labels,
+        {"model": (predictions, scores), "always 0": (constant, np.full(len(labels), 0.5))},
+        num_classes=2,
+        minority=1,
+        reference="model",
+        n_resamples=500,
+    )
     row = table.loc["always 0"]
     assert row["accuracy"] == pytest.approx(np.mean(labels == 0))  # high accuracy...
     assert row["recall 1"] == 0 and row["balanced accuracy"] == pytest.approx(0.5)  # ...and nothing found
@@ -132,8 +150,9 @@ def test_threshold_is_chosen_on_the_given_data_and_applied():
 
 
 def toy_dataset():
-    return Dataset.from_dict({"text": [f"t{i}" for i in range(100)], "label": [0] * 80 + [1] * 20,
-                              "film": [f"f{i % 7}" for i in range(100)]})
+    return Dataset.from_dict(
+        {"text": [f"t{i}" for i in range(100)], "label": [0] * 80 + [1] * 20, "film": [f"f{i % 7}" for i in range(100)]}
+    )
 
 
 def test_make_imbalanced_keeps_the_asked_counts_and_the_columns():

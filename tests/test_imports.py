@@ -8,13 +8,16 @@ import pytest
 HEAVY = ("torch", "transformers", "datasets")
 
 
-@pytest.mark.parametrize("statement", [
-    "import helpers",
-    "import helpers.environment",
-    "import helpers.deployment",
-    "import ftcourse.cli, ftcourse.runner, ftcourse.grading, ftcourse.paths",
-    "from ftcourse.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "import helpers",
+        "import helpers.environment",
+        "import helpers.deployment",
+        "import ftcourse.cli, ftcourse.runner, ftcourse.grading, ftcourse.paths",
+        "from ftcourse.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass",
+    ],
+)
 def test_no_heavy_library_is_imported(statement):
     code = f"{statement}\nimport sys\nprint(sorted(m for m in {HEAVY!r} if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

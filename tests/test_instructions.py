@@ -1,6 +1,5 @@
 import pytest
 
-from helpers.data.loaders import qa_pairs, rotten_tomatoes
 from helpers.data.instructions import (
     CLOSED_TASKS,
     PROMPT_STYLES,
@@ -9,6 +8,7 @@ from helpers.data.instructions import (
     format_prompt,
     instruction_dataset,
 )
+from helpers.data.loaders import qa_pairs, rotten_tomatoes
 from helpers.models import load_tokenizer
 
 SIZES = {"train": 30, "validation": 5, "test": 10}
@@ -88,7 +88,9 @@ def test_chat_prompt_has_an_empty_system_block_unless_asked(tokenizer):
     template_default = format_prompt("Name a colour.", "", "chat", tokenizer, system_prompt=None)
     assert "SmolLM" in template_default and "SmolLM" not in default
     assert len(tokenizer(template_default)["input_ids"]) > len(tokenizer(default)["input_ids"])
-    assert "<|im_start|>system\nBe brief.<|im_end|>" in format_prompt("x", "", "chat", tokenizer, system_prompt="Be brief.")
+    assert "<|im_start|>system\nBe brief.<|im_end|>" in format_prompt(
+        "x", "", "chat", tokenizer, system_prompt="Be brief."
+    )
 
 
 def test_sizes_can_be_given_per_task():

@@ -36,8 +36,11 @@ class OneLayer(nn.Module):
 
 def _targeted_linears(model: nn.Module, targets: list[str]) -> list[nn.Linear]:
     """The base model's linear layers PEFT wraps for ``targets`` (same suffix rule as PEFT)."""
-    return [module for name, module in model.named_modules()
-            if isinstance(module, nn.Linear) and any(name == t or name.endswith("." + t) for t in targets)]
+    return [
+        module
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and any(name == t or name.endswith("." + t) for t in targets)
+    ]
 
 
 def _lora_count(model: nn.Module, targets: list[str], r: int) -> int:
@@ -57,8 +60,9 @@ def test_lora_by_hand_matches_peft_on_one_layer():
     with torch.no_grad():
         by_hand.B.normal_()  # a trained-looking update
 
-    peft_model = get_peft_model(copy.deepcopy(layer), LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0,
-                                                                 target_modules=["proj"]))
+    peft_model = get_peft_model(
+        copy.deepcopy(layer), LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=["proj"])
+    )
     lora_layer = peft_model.base_model.model.proj
     assert torch.count_nonzero(lora_layer.lora_B["default"].weight) == 0
     assert lora_layer.lora_A["default"].weight.abs().max() <= 1 / math.sqrt(16)
@@ -86,8 +90,11 @@ def test_lora_config_for_targets_and_errors():
     config = lora_config_for("causal_lm", r=4, alpha=4, target="attention+mlp")
     assert config.task_type == "CAUSAL_LM" and not config.modules_to_save and config.lora_alpha == 4
     assert set(config.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
-    for bad in (dict(model_kind="seq2seq", r=4), dict(model_kind="seq_cls", r=4, target="mlp"),
-                dict(model_kind="causal_lm", r=0)):
+    for bad in (
+        dict(model_kind="seq2seq", r=4),
+        dict(model_kind="seq_cls", r=4, target="mlp"),
+        dict(model_kind="causal_lm", r=0),
+    ):
         with pytest.raises(ValueError):
             lora_config_for(**bad)
 
@@ -198,8 +205,15 @@ def test_trl_sft_loss_equals_the_course_recipe(smollm_copy, tmp_path):
     data = prompt_completion_dataset(rows, tokenizer, "chat")
     assert data.column_names == ["prompt", "completion"]
     assert all(c.endswith(tokenizer.eos_token) for c in data["completion"])
-    config = sft_config_for(tmp_path, Precision(name="fp32", reason="test", device="cpu"), "cpu", max_steps=1,
-                            batch_size=4, max_length=max_length, progress=False)
+    config = sft_config_for(
+        tmp_path,
+        Precision(name="fp32", reason="test", device="cpu"),
+        "cpu",
+        max_steps=1,
+        batch_size=4,
+        max_length=max_length,
+        progress=False,
+    )
     trainer = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer)
     features = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
     theirs = trainer.data_collator(features)

@@ -40,8 +40,10 @@ def test_gamma_zero_is_the_cross_entropy_and_alpha_normalises_by_the_batch_size(
     assert torch.allclose(focal_loss(LOGITS, LABELS, gamma=0), F.cross_entropy(LOGITS, LABELS))
     weighted_sum = F.cross_entropy(LOGITS, LABELS, weight=ALPHA, reduction="sum")
     assert torch.allclose(focal_loss(LOGITS, LABELS, gamma=0, alpha=ALPHA), weighted_sum / len(LABELS))
-    assert torch.allclose(focal_loss(LOGITS, LABELS, gamma=0, alpha=ALPHA, reduction="none"),
-                          F.cross_entropy(LOGITS, LABELS, weight=ALPHA, reduction="none"))
+    assert torch.allclose(
+        focal_loss(LOGITS, LABELS, gamma=0, alpha=ALPHA, reduction="none"),
+        F.cross_entropy(LOGITS, LABELS, weight=ALPHA, reduction="none"),
+    )
     # PyTorch's weighted mean divides by the batch's sum of weights instead: the two differ by that factor.
     torch_mean = F.cross_entropy(LOGITS, LABELS, weight=ALPHA)
     factor = ALPHA[LABELS].sum() / len(LABELS)
@@ -122,7 +124,8 @@ def test_balanced_weights_on_real_data_make_both_normalisations_agree_over_the_d
     logits = torch.randn(len(labels), 2, generator=torch.Generator().manual_seed(0))
     assert weights[y].sum().item() == pytest.approx(len(labels), rel=1e-5)
     assert focal_loss(logits, y, gamma=0, alpha=weights).item() == pytest.approx(
-        F.cross_entropy(logits, y, weight=weights).item(), rel=1e-5)
+        F.cross_entropy(logits, y, weight=weights).item(), rel=1e-5
+    )
 
 
 def test_balanced_class_weights_rejects_bad_labels():

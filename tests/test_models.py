@@ -81,7 +81,9 @@ def test_smollm_shapes_template_and_answer(smollm):
     assert logits.shape == (1, batch["input_ids"].shape[1], 49152) and torch.isfinite(logits).all()
     text = "Instruction tuning teaches a format."
     assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True, tokenize=False)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hi"}], add_generation_prompt=True, tokenize=False
+    )
     assert prompt.endswith("<|im_start|>assistant\n") and "<|im_start|>user\nHi<|im_end|>" in prompt
 
 
@@ -151,8 +153,12 @@ def test_unreachable_hub_fails_fast_with_the_same_message(monkeypatch, no_proxy_
 
 @pytest.mark.parametrize(
     "variable, proxy",
-    [("HTTPS_PROXY", "http://127.0.0.1:{port}"), ("https_proxy", "http://127.0.0.1:{port}/"),
-     ("ALL_PROXY", "socks5h://127.0.0.1:{port}"), ("HTTPS_PROXY", "127.0.0.1:{port}")],
+    [
+        ("HTTPS_PROXY", "http://127.0.0.1:{port}"),
+        ("https_proxy", "http://127.0.0.1:{port}/"),
+        ("ALL_PROXY", "socks5h://127.0.0.1:{port}"),
+        ("HTTPS_PROXY", "127.0.0.1:{port}"),
+    ],
 )
 def test_hub_reachable_probes_the_proxy(monkeypatch, no_proxy_settings, listening_port, variable, proxy):
     # The Hub itself (here a closed local port) refuses direct connections, as behind a corporate proxy.
@@ -235,7 +241,9 @@ def test_exclusive_lock_excludes_waits_and_times_out(tmp_path, monkeypatch, mech
     outcome = {}
 
     def second_holder():
-        with _exclusive_lock(path, timeout=30, on_wait=lambda: outcome.setdefault("waiting", time.monotonic())) as waited:
+        with _exclusive_lock(
+            path, timeout=30, on_wait=lambda: outcome.setdefault("waiting", time.monotonic())
+        ) as waited:
             outcome["waited"] = waited
 
     with _exclusive_lock(path) as waited:
@@ -289,8 +297,12 @@ def test_concurrent_conversions_wait_for_the_lock_and_reuse_the_result(tmp_path,
     try:
         for mode in ("reuse", "force"):
             process = subprocess.Popen(
-                [sys.executable, "-c", CONVERT, mode], cwd=ROOT, env=env, text=True,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                [sys.executable, "-c", CONVERT, mode],
+                cwd=ROOT,
+                env=env,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
             )
             lines: list[str] = []
             reader = threading.Thread(target=lambda p=process, out=lines: out.extend(p.stdout), daemon=True)

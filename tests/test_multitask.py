@@ -79,7 +79,10 @@ def encoder_and_data():
     reviews = review_tasks()
     data = {"sentiment": reviews["sentiment"], "topic": wiki_topics(), "subjectivity": reviews["subjectivity"]}
     tasks = {task: splits["train"].features["label"].names for task, splits in data.items()}
-    raw = {task: stratified_subsample(data[task]["train"], n, seed=0) for task, n in {"sentiment": 12, "topic": 22, "subjectivity": 6}.items()}
+    raw = {
+        task: stratified_subsample(data[task]["train"], n, seed=0)
+        for task, n in {"sentiment": 12, "topic": 22, "subjectivity": 6}.items()
+    }
     tokenized = {task: tokenize_for_classification(d, tokenizer, max_length=32) for task, d in raw.items()}
     return encoder, tokenizer, tasks, raw, tokenized
 
@@ -111,7 +114,9 @@ def test_review_tasks_share_one_split_by_film_and_subjectivity_is_balanced():
     # The subjective texts are reviews of the same split, the objective ones plot summaries (never a sentiment text).
     sentiment_texts = set(reviews["sentiment"]["test"]["text"])
     subjectivity = reviews["subjectivity"]["test"]
-    assert all((text in sentiment_texts) == bool(label) for text, label in zip(subjectivity["text"], subjectivity["label"]))
+    assert all(
+        (text in sentiment_texts) == bool(label) for text, label in zip(subjectivity["text"], subjectivity["label"])
+    )
 
 
 def test_loader_follows_the_schedule_restarts_a_finished_task_and_carries_weights(encoder_and_data):
@@ -144,7 +149,9 @@ def test_each_batch_reaches_its_own_head_only(encoder_and_data):
     output.loss.backward()
     assert model.heads["topic"].weight.grad.abs().sum() > 0
     assert model.heads["sentiment"].weight.grad is None and model.heads["subjectivity"].weight.grad is None
-    assert model.encoder.embeddings.word_embeddings.weight.grad.abs().sum() > 0  # the shared body learns from every task
+    assert (
+        model.encoder.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+    )  # the shared body learns from every task
     with pytest.raises(KeyError, match="unknown task"):
         model(task="nope", **batch)
 
@@ -181,12 +188,15 @@ def test_linear_probe_heads_and_a_short_run_train_every_task(encoder_and_data):
     assert set(states) == set(tasks)
     # The fitted heads classify their own training texts better than chance.
     for task in tasks:
-        accuracy = (predict_task(model, tokenized[task], tokenizer, task).argmax(-1) == np.asarray(tokenized[task]["labels"])).mean()
+        accuracy = (
+            predict_task(model, tokenized[task], tokenizer, task).argmax(-1) == np.asarray(tokenized[task]["labels"])
+        ).mean()
         assert accuracy > 1 / len(tasks[task]), task
     assert TaskView(model, "topic").classifier is model.heads["topic"]
     schedule = ["sentiment", "topic", "subjectivity", "sentiment"]
-    trained, run = train_multitask(tasks, tokenized, tokenized, tokenizer, schedule, lr=1e-4, seed=0, batch_size=4,
-                                   head_states=states)
+    trained, run = train_multitask(
+        tasks, tokenized, tokenized, tokenizer, schedule, lr=1e-4, seed=0, batch_size=4, head_states=states
+    )
     assert run.steps_per_task == {"sentiment": 2, "topic": 1, "subjectivity": 1}
     assert len(run.history["loss"]) == 4 and all(np.isfinite(run.history["loss"]))
     assert {task: len(c) for task, c in run.correct.items()} == {task: len(d) for task, d in tokenized.items()}
@@ -194,6 +204,15 @@ def test_linear_probe_heads_and_a_short_run_train_every_task(encoder_and_data):
     for task in tasks:  # the run started from the probe's heads and moved them
         assert torch.equal(start.heads[task].weight, states[task]["weight"])
         assert not torch.equal(trained.heads[task].weight, states[task]["weight"])
-    single, single_run = train_multitask({"topic": tasks["topic"]}, tokenized, tokenized, tokenizer, ["topic"] * 2,
-                                         lr=1e-4, seed=0, batch_size=4, head_states=states)
+    single, single_run = train_multitask(
+        {"topic": tasks["topic"]},
+        tokenized,
+        tokenized,
+        tokenizer,
+        ["topic"] * 2,
+        lr=1e-4,
+        seed=0,
+        batch_size=4,
+        head_states=states,
+    )
     assert list(single.heads) == ["topic"] and set(single_run.correct) == {"topic"}

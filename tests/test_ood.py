@@ -47,8 +47,9 @@ def test_auroc_interval_resamples_each_group_and_is_reproducible():
     by_hand = []
     for i, o in zip(resample_indices(120, 60, 5), resample_indices(80, 60, 6)):
         by_hand.append(roc_auc_score(np.r_[np.ones(120), np.zeros(80)], np.r_[scores_in[i], scores_out[o]]))
-    expected = interval_from_replicates(roc_auc_score(np.r_[np.ones(120), np.zeros(80)], np.r_[scores_in, scores_out]),
-                                        by_hand)
+    expected = interval_from_replicates(
+        roc_auc_score(np.r_[np.ones(120), np.zeros(80)], np.r_[scores_in, scores_out]), by_hand
+    )
     assert (interval.value, interval.low, interval.high) == pytest.approx((expected.value, expected.low, expected.high))
     assert interval.low < interval.value < interval.high
     assert ood_auroc(scores_in, scores_out, n_resamples=60, seed=5) == interval

@@ -49,8 +49,14 @@ def cli_env(**extra: str) -> dict:
 
 def ftcourse(*args: str, cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """``python -m ftcourse.cli ARGS`` in ``cwd``; ``env`` is the whole environment (default: cli_env())."""
-    return subprocess.run([sys.executable, "-m", "ftcourse.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env if env is not None else cli_env(), timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "ftcourse.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env if env is not None else cli_env(),
+        timeout=timeout,
+    )
 
 
 def python(code: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
@@ -229,7 +235,9 @@ def test_normalize_check_looks_at_the_root_it_is_told(stale_root, tmp_path, mode
     result = ftcourse_in(mode, stale_root, tmp_path, "normalize", "--check")
     assert result.returncode == 1, output(result)
     dirty = (stale_root / "solutions" / ES).resolve()
-    index = next(i for i, c in enumerate(nbformat.read(dirty, as_version=4).cells) if c.get("execution_count") is not None)
+    index = next(
+        i for i, c in enumerate(nbformat.read(dirty, as_version=4).cells) if c.get("execution_count") is not None
+    )
     assert result.stdout.splitlines() == [f"{dirty}: cell {index} has stored outputs or an execution count"]
 
 
@@ -282,13 +290,25 @@ def wheel_site(tmp_path_factory):
     for package in ("helpers", "ftcourse"):
         shutil.copytree(ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     pip = [sys.executable, "-m", "pip", "--no-input"]
-    build = subprocess.run(pip + ["wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(base / "dist"), str(src)],
-                           capture_output=True, text=True, cwd=base, env=cli_env(), timeout=300)
+    build = subprocess.run(
+        pip + ["wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(base / "dist"), str(src)],
+        capture_output=True,
+        text=True,
+        cwd=base,
+        env=cli_env(),
+        timeout=300,
+    )
     assert build.returncode == 0, output(build)
     (wheel,) = (base / "dist").glob("llm_finetuning_course-*.whl")
     site = base / "site"
-    install = subprocess.run(pip + ["install", "-q", "--no-deps", "--no-index", "--target", str(site), str(wheel)],
-                             capture_output=True, text=True, cwd=base, env=cli_env(), timeout=300)
+    install = subprocess.run(
+        pip + ["install", "-q", "--no-deps", "--no-index", "--target", str(site), str(wheel)],
+        capture_output=True,
+        text=True,
+        cwd=base,
+        env=cli_env(),
+        timeout=300,
+    )
     assert install.returncode == 0, output(install)
     # Every module of the source tree is in the wheel (subpackages included).
     for package in ("helpers", "ftcourse"):
@@ -307,11 +327,14 @@ def test_wheel_install_imports_from_its_own_folder(wheel_site, tmp_path):
     result = python(
         "import json, ftcourse, ftcourse.paths, ftcourse.cli, helpers, helpers.environment\n"
         "print(json.dumps([m.__file__ for m in (ftcourse, ftcourse.paths, ftcourse.cli, helpers, helpers.environment)]))",
-        cwd=tmp_path, env=env,
+        cwd=tmp_path,
+        env=env,
     )
     assert result.returncode == 0, output(result)
     for file in json.loads(result.stdout):
-        assert Path(file).resolve().is_relative_to(site.resolve()), f"{file} is not from the wheel (the editable finder won)"
+        assert Path(file).resolve().is_relative_to(site.resolve()), (
+            f"{file} is not from the wheel (the editable finder won)"
+        )
     # The wheel's package folder is not inside a checkout: there is nothing to fall back on.
     assert not (site / "course").exists() and not (site.parent / "course").exists()
 
@@ -324,7 +347,8 @@ def test_wheel_install_without_a_root_is_a_clear_error(wheel_site, tmp_path):
     result = python(
         "from ftcourse.paths import CourseRootNotFound, course_root\n"
         "try:\n    print('found', course_root())\nexcept CourseRootNotFound as error:\n    print('raised', error)\n",
-        cwd=unrelated, env=env,
+        cwd=unrelated,
+        env=env,
     )
     assert result.returncode == 0, output(result)
     assert result.stdout.startswith(f"raised no course checkout found: neither {unrelated.resolve()} nor its parents")
@@ -348,10 +372,14 @@ def test_wheel_install_release_check_with_root(wheel_site, tiny_root, tmp_path):
 @pytest.mark.slow
 def test_wheel_install_walks_up_from_a_nested_cwd(wheel_site, tiny_root, tmp_path):
     # Rule 2 without the editable fallback: `run NAME` finds NAME in the course/ of the root above the cwd.
-    result = wheel_cli(wheel_site, "run", "--output", str(tmp_path / "executed"), ES, cwd=tiny_root / "notes" / "week 1")
+    result = wheel_cli(
+        wheel_site, "run", "--output", str(tmp_path / "executed"), ES, cwd=tiny_root / "notes" / "week 1"
+    )
     assert result.returncode == 0, output(result)
     assert ES in result.stdout and "skipped" in result.stdout
-    missing = wheel_cli(wheel_site, "run", "--output", str(tmp_path / "executed"), "12_quiz.ipynb", cwd=tiny_root / "notes")
+    missing = wheel_cli(
+        wheel_site, "run", "--output", str(tmp_path / "executed"), "12_quiz.ipynb", cwd=tiny_root / "notes"
+    )
     assert missing.returncode == 2 and "12_quiz.ipynb: no such notebook" in missing.stderr, output(missing)
 
 
@@ -361,17 +389,31 @@ def test_wheel_install_grades_a_class(wheel_site, tiny_root, tmp_path):
     submissions = tmp_path / "submissions"
     (submissions / "alice").mkdir(parents=True)
     (submissions / "bob").mkdir()
-    nbformat.write(answered_notebook(released, solution_answers(tiny_root / "solutions" / ES)), submissions / "alice" / ES)
+    nbformat.write(
+        answered_notebook(released, solution_answers(tiny_root / "solutions" / ES)), submissions / "alice" / ES
+    )
     shutil.copy2(released, submissions / "bob" / ES)  # handed in blank
     work = tmp_path / "work"
     work.mkdir()
 
-    result = wheel_cli(wheel_site, "--root", str(tiny_root), "grade", str(submissions), "--out", "grades.csv",
-                       "--timeout", "300", cwd=work)
+    result = wheel_cli(
+        wheel_site,
+        "--root",
+        str(tiny_root),
+        "grade",
+        str(submissions),
+        "--out",
+        "grades.csv",
+        "--timeout",
+        "300",
+        cwd=work,
+    )
     assert result.returncode == 0, output(result)
     assert "2 students, 2 notebooks: 2 graded, 0 need review" in result.stdout
     assert "wrote grades.csv" in result.stdout
-    with open(work / "grades.csv", newline="", encoding="utf-8-sig") as handle:  # --out is relative to the cwd; BOM for spreadsheets
+    with open(
+        work / "grades.csv", newline="", encoding="utf-8-sig"
+    ) as handle:  # --out is relative to the cwd; BOM for spreadsheets
         reader = csv.DictReader(handle)
         header, rows = reader.fieldnames, {row["student"]: row for row in reader}
     # The step columns are those of the tiny root's solutions/ (one notebook), not of this checkout's four.

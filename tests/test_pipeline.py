@@ -10,8 +10,9 @@ from helpers.models import load_classifier
 def test_the_pipeline_of_a_mean_pooling_model_gives_its_own_probabilities_quietly(tmp_path, capfd):
     from transformers.pipelines import base
 
-    model, tokenizer = load_classifier("minilm", num_labels=2, id2label={0: "negative", 1: "positive"}, seed=0,
-                                       pooling="mean")
+    model, tokenizer = load_classifier(
+        "minilm", num_labels=2, id2label={0: "negative", 1: "positive"}, seed=0, pooling="mean"
+    )
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     reloaded, reloaded_tokenizer = load_classifier(str(tmp_path), num_labels=2, pooling="mean")

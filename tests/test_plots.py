@@ -28,8 +28,9 @@ def test_lr_schedule_plot_draws_each_runs_recorded_rates():
 
     wrapped = WithLoss()
     loader = [{"x": torch.randn(8, 4), "labels": torch.randint(0, 2, (8,))} for _ in range(10)]
-    history = train_loop(wrapped, loader, torch.optim.AdamW(wrapped.parameters(), lr=1e-3), warmup_ratio=0.2,
-                         progress=False)
+    history = train_loop(
+        wrapped, loader, torch.optim.AdamW(wrapped.parameters(), lr=1e-3), warmup_ratio=0.2, progress=False
+    )
     assert len(history["lr"]) == 10 and max(history["lr"]) == pytest.approx(1e-3)
     ax = plot_lr_schedules({"run": history, "half": {"lr": [r / 2 for r in history["lr"]]}})
     assert ax.get_yscale() == "log" and [line.get_label() for line in ax.get_lines()] == ["run", "half"]
@@ -43,8 +44,9 @@ def test_lr_schedule_plot_draws_each_runs_recorded_rates():
 def test_lr_sweep_plot_draws_points_intervals_suggestion_and_reference():
     from helpers.plots import plot_lr_sweep
 
-    ax = plot_lr_sweep([1e-5, 1e-4, 1e-3], [0.55, 0.7, 0.6], [0.5, 0.65, 0.5], [0.6, 0.75, 0.7],
-                       suggested_lr=3e-4, reference=0.55)
+    ax = plot_lr_sweep(
+        [1e-5, 1e-4, 1e-3], [0.55, 0.7, 0.6], [0.5, 0.65, 0.5], [0.6, 0.75, 0.7], suggested_lr=3e-4, reference=0.55
+    )
     assert ax.get_xscale() == "log"
     line = ax.lines[0]
     assert list(line.get_ydata()) == [0.55, 0.7, 0.6]
@@ -59,8 +61,10 @@ def test_lr_sweep_plot_draws_points_intervals_suggestion_and_reference():
 def test_epoch_curves_plot_marks_each_runs_best_epoch():
     from helpers.plots import plot_epoch_curves
 
-    curves = {"100": {"value": [0.6, 0.7, 0.65], "low": [0.5, 0.6, 0.55], "high": [0.7, 0.8, 0.75]},
-              "1000": {"value": [0.7, 0.75], "low": [0.65, 0.7], "high": [0.75, 0.8]}}
+    curves = {
+        "100": {"value": [0.6, 0.7, 0.65], "low": [0.5, 0.6, 0.55], "high": [0.7, 0.8, 0.75]},
+        "1000": {"value": [0.7, 0.75], "low": [0.65, 0.7], "high": [0.75, 0.8]},
+    }
     ax = plot_epoch_curves(curves)
     stars = [line for line in ax.lines if line.get_marker() == "*"]
     assert [(float(s.get_xdata()[0]), float(s.get_ydata()[0])) for s in stars] == [(2.0, 0.7), (2.0, 0.75)]

@@ -6,8 +6,12 @@ from tests.conftest import ROOT
 
 
 def test_readme_tables_are_generated_from_the_result_files():
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "readme_tables.py"), "--check"],
-                            capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "readme_tables.py"), "--check"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -34,8 +38,12 @@ def test_no_benchmark_script_shadows_a_package_it_runs_beside():
 
     scripts = sorted(path.stem for path in (ROOT / "benchmarks").glob("*.py") if path.stem != "__init__")
     assert scripts
-    clashes = [name for name in scripts if importlib.util.find_spec(name) is not None
-               and not str(importlib.util.find_spec(name).origin).startswith(str(ROOT / "benchmarks"))]
+    clashes = [
+        name
+        for name in scripts
+        if importlib.util.find_spec(name) is not None
+        and not str(importlib.util.find_spec(name).origin).startswith(str(ROOT / "benchmarks"))
+    ]
     assert clashes == []
 
 

@@ -30,14 +30,17 @@ def test_a_recipe_is_trained_once_then_reloaded(tmp_path, monkeypatch):
     assert again_info["trained"] is False and again_info["folder"] == str(folder)
     assert again_info["training_seconds"] == info["training_seconds"]  # read back, not measured again
     assert type(again).__name__ == "BertMeanPoolingForSequenceClassification"
-    np.testing.assert_array_equal(predict_logits(model, tokenizer, TEXTS, progress=False),
-                                  predict_logits(again, again_tokenizer, TEXTS, progress=False))
+    np.testing.assert_array_equal(
+        predict_logits(model, tokenizer, TEXTS, progress=False),
+        predict_logits(again, again_tokenizer, TEXTS, progress=False),
+    )
 
     _, _, other = sentiment_classifier(16, seed=1, batch_size=8, progress=False)  # another recipe
     assert other["trained"] is True and other["folder"] != info["folder"]
     # Only the two finished folders (and their lock files): no staging folder left behind.
-    assert sorted(p.name for p in tmp_path.joinpath("sentiment-classifier").iterdir() if not p.name.endswith(".lock")) \
-        == sorted([folder.name, recipe_key(other["recipe"])])
+    assert sorted(
+        p.name for p in tmp_path.joinpath("sentiment-classifier").iterdir() if not p.name.endswith(".lock")
+    ) == sorted([folder.name, recipe_key(other["recipe"])])
     assert {p.name for p in folder.iterdir()} >= {INFO_FILE, "config.json", "model.safetensors", "tokenizer.json"}
 
 

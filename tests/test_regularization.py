@@ -130,12 +130,25 @@ def test_a_strong_ewc_keeps_the_weights_closer_to_the_anchor(minilm, tmp_path):
 
     def train(trainer_class, **kwargs):
         args = TrainingArguments(
-            output_dir=str(tmp_path), use_cpu=True, bf16=False, fp16=False, report_to="none", save_strategy="no",
-            max_steps=4, per_device_train_batch_size=2, learning_rate=1e-3, max_grad_norm=0.0, seed=0,
-            logging_steps=1, disable_tqdm=True, dataloader_pin_memory=False)
+            output_dir=str(tmp_path),
+            use_cpu=True,
+            bf16=False,
+            fp16=False,
+            report_to="none",
+            save_strategy="no",
+            max_steps=4,
+            per_device_train_batch_size=2,
+            learning_rate=1e-3,
+            max_grad_norm=0.0,
+            seed=0,
+            logging_steps=1,
+            disable_tqdm=True,
+            dataloader_pin_memory=False,
+        )
         trained = copy.deepcopy(model)
-        trainer = trainer_class(model=trained, args=args, train_dataset=data,
-                                data_collator=DataCollatorWithPadding(tokenizer), **kwargs)
+        trainer = trainer_class(
+            model=trained, args=args, train_dataset=data, data_collator=DataCollatorWithPadding(tokenizer), **kwargs
+        )
         trainer.train()
         return trained, trainer
 

@@ -128,15 +128,15 @@ def test_directional_phrases_are_appended_after_the_text():
     for seed in range(10):
         negative = add_negative_phrase("A fine film.", random.Random(seed))
         positive = add_positive_phrase("A fine film", random.Random(seed))
-        assert negative.startswith("A fine film. ") and negative[len("A fine film. "):] in NEGATIVE_PHRASES
-        assert positive.startswith("A fine film. ") and positive[len("A fine film. "):] in POSITIVE_PHRASES
+        assert negative.startswith("A fine film. ") and negative[len("A fine film. ") :] in NEGATIVE_PHRASES
+        assert positive.startswith("A fine film. ") and positive[len("A fine film. ") :] in POSITIVE_PHRASES
 
 
 def test_add_intensifier_strengthens_an_unnegated_sentiment_adjective():
     outputs = {add_intensifier("A good film with a dull ending.", random.Random(seed)) for seed in range(20)}
-    assert outputs == {
-        f"A {word} good film with a dull ending." for word in ("really", "very")
-    } | {f"A good film with a {word} dull ending." for word in ("really", "very")}
+    assert outputs == {f"A {word} good film with a dull ending." for word in ("really", "very")} | {
+        f"A good film with a {word} dull ending." for word in ("really", "very")
+    }
     for text in ("It was not good.", "It isn't bad.", "Too dull, very funny.", "A feel-good film.", "Good."):
         assert add_intensifier(text, random.Random(0)) == text
 
@@ -144,9 +144,12 @@ def test_add_intensifier_strengthens_an_unnegated_sentiment_adjective():
 def test_mft_examples_have_the_expected_labels():
     examples = mft_examples()
     expected = {
-        "positive adjective": (1, POSITIVE_ADJECTIVES, False), "negative adjective": (0, NEGATIVE_ADJECTIVES, False),
-        "negated positive": (0, POSITIVE_ADJECTIVES, True), "negated negative": (1, NEGATIVE_ADJECTIVES, True),
-        "positive verb": (1, POSITIVE_VERBS, False), "negative verb": (0, NEGATIVE_VERBS, False),
+        "positive adjective": (1, POSITIVE_ADJECTIVES, False),
+        "negative adjective": (0, NEGATIVE_ADJECTIVES, False),
+        "negated positive": (0, POSITIVE_ADJECTIVES, True),
+        "negated negative": (1, NEGATIVE_ADJECTIVES, True),
+        "positive verb": (1, POSITIVE_VERBS, False),
+        "negative verb": (0, NEGATIVE_VERBS, False),
     }
     assert {e["test"] for e in examples} == set(expected)
     for e in examples:

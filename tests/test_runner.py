@@ -13,7 +13,11 @@ def executed_notebook(minor: int = 5) -> nbformat.NotebookNode:
         cells=[
             new_markdown_cell("# Title"),
             new_code_cell("print(1)", execution_count=3, outputs=[new_output("stream", name="stdout", text="1\n")]),
-            new_code_cell("2 + 2", execution_count=4, outputs=[new_output("execute_result", {"text/plain": "4"}, execution_count=4)]),
+            new_code_cell(
+                "2 + 2",
+                execution_count=4,
+                outputs=[new_output("execute_result", {"text/plain": "4"}, execution_count=4)],
+            ),
         ]
     )
     notebook.nbformat_minor = minor

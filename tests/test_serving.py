@@ -15,11 +15,11 @@ pytest.importorskip("onnxruntime", reason="the deploy extra is not installed")
 
 import httpx  # noqa: E402 - after the skip
 
-from tests.conftest import ROOT, SERVING_MAX_LENGTH  # noqa: E402
 from helpers.deployment.client import load_test, predict_over_http  # noqa: E402
 from helpers.deployment.predictors import ClassifierPredictor, load_predictor  # noqa: E402
 from helpers.deployment.server import ServerStartError, port_is_free, start_server  # noqa: E402
 from helpers.deployment.serving import DEFAULT_MAX_CHARS, DEFAULT_MAX_TEXTS, MicroBatcher, request_model  # noqa: E402
+from tests.conftest import ROOT, SERVING_MAX_LENGTH  # noqa: E402
 
 TEXTS = [
     "A warm, funny and moving film.",
@@ -65,21 +65,28 @@ def test_predict_matches_the_in_process_model(server, in_process):
     assert [p["label"] for p in one.json()["predictions"]] == [expected[1]["label"]]
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    ({"text": ""}, "'text' is empty"),
-    ({"text": "   \n"}, "'text' is empty"),
-    ({"texts": ["fine", ""]}, "text 1 is empty"),
-    ({"texts": []}, "empty list"),
-    ({"texts": ["ok"] * (DEFAULT_MAX_TEXTS + 1)}, f"too many texts: {DEFAULT_MAX_TEXTS + 1} in one request, "
-                                                  f"the limit is max_texts={DEFAULT_MAX_TEXTS}"),
-    ({"text": "a" * (DEFAULT_MAX_CHARS + 1)}, f"'text' is too long: {DEFAULT_MAX_CHARS + 1} characters, "
-                                              f"the limit is max_chars={DEFAULT_MAX_CHARS}"),
-    ({"texts": ["ok", "b" * (DEFAULT_MAX_CHARS + 5)]}, "text 1 is too long"),
-    ({}, "either 'text' (one string) or 'texts'"),
-    ({"text": "a", "texts": ["b"]}, "not both or neither"),
-    ({"texts": "one string, not a list"}, "valid list"),
-    ({"text": "ok", "label": "positive"}, "Extra inputs are not permitted"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"text": ""}, "'text' is empty"),
+        ({"text": "   \n"}, "'text' is empty"),
+        ({"texts": ["fine", ""]}, "text 1 is empty"),
+        ({"texts": []}, "empty list"),
+        (
+            {"texts": ["ok"] * (DEFAULT_MAX_TEXTS + 1)},
+            f"too many texts: {DEFAULT_MAX_TEXTS + 1} in one request, the limit is max_texts={DEFAULT_MAX_TEXTS}",
+        ),
+        (
+            {"text": "a" * (DEFAULT_MAX_CHARS + 1)},
+            f"'text' is too long: {DEFAULT_MAX_CHARS + 1} characters, the limit is max_chars={DEFAULT_MAX_CHARS}",
+        ),
+        ({"texts": ["ok", "b" * (DEFAULT_MAX_CHARS + 5)]}, "text 1 is too long"),
+        ({}, "either 'text' (one string) or 'texts'"),
+        ({"text": "a", "texts": ["b"]}, "not both or neither"),
+        ({"texts": "one string, not a list"}, "valid list"),
+        ({"text": "ok", "label": "positive"}, "Extra inputs are not permitted"),
+    ],
+)
 def test_bad_inputs_get_422_with_a_clear_message(server, body, message):
     with client() as http:
         response = http.post(f"{server.url}/predict", json=body)
@@ -106,9 +113,11 @@ def test_concurrent_requests_are_all_answered_in_batches(server, in_process):
     async def send_all():
         semaphore = asyncio.Semaphore(8)
         async with httpx.AsyncClient(trust_env=False, timeout=60) as http:
+
             async def one(text):
                 async with semaphore:
                     return await http.post(f"{server.url}/predict", json={"text": text})
+
             return await asyncio.gather(*(one(text) for text in texts))
 
     responses = asyncio.run(send_all())
@@ -185,8 +194,14 @@ def test_server_stops_when_its_parent_dies_without_cleaning_up(sentiment_served)
         print(server.pid, server.port, server.log_path, flush=True)
         os._exit(0)  # no atexit, no stop(): as if the kernel crashed
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert done.returncode == 0, done.stderr
     pid, port, log = done.stdout.split()
     pid, port = int(pid), int(port)

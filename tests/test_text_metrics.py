@@ -51,7 +51,12 @@ def test_label_in_answer_is_lenient_but_not_vague():
     assert label_in_answer("The review is positive.", "positive", labels) == 1.0
     assert label_in_answer("positive or negative", "positive", labels) == 0.0
     assert label_in_answer("It is good", "positive", labels) == 0.0
-    assert label_in_answer("Society and social sciences", "Society and social sciences", ["Society and social sciences", "History"]) == 1.0
+    assert (
+        label_in_answer(
+            "Society and social sciences", "Society and social sciences", ["Society and social sciences", "History"]
+        )
+        == 1.0
+    )
 
 
 def test_text_metrics_are_means_and_check_lengths():

@@ -25,9 +25,22 @@ def reviews(tokenizer, n=8, label=None, split="train"):
 
 def fp32_args(tmp_path, **overrides):
     """Plain fp32 CPU arguments (whatever this CPU trains in natively), no saving, no reporting."""
-    kwargs = dict(output_dir=str(tmp_path), use_cpu=True, bf16=False, fp16=False, report_to="none",
-                  save_strategy="no", max_steps=2, per_device_train_batch_size=4, per_device_eval_batch_size=8,
-                  learning_rate=1e-4, logging_steps=1, disable_tqdm=True, dataloader_pin_memory=False, seed=0)
+    kwargs = dict(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        report_to="none",
+        save_strategy="no",
+        max_steps=2,
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=8,
+        learning_rate=1e-4,
+        logging_steps=1,
+        disable_tqdm=True,
+        dataloader_pin_memory=False,
+        seed=0,
+    )
     return TrainingArguments(**{**kwargs, **overrides})
 
 
@@ -45,8 +58,14 @@ def test_loss_trainer_trains_and_evaluates_with_its_loss(minilm, tmp_path):
         calls.append(len(labels))
         return F.cross_entropy(logits, labels, weight=weights)
 
-    trainer = LossTrainer(model=model, args=fp32_args(tmp_path), train_dataset=train, eval_dataset=valid,
-                          data_collator=DataCollatorWithPadding(tokenizer), loss_fn=weighted_ce)
+    trainer = LossTrainer(
+        model=model,
+        args=fp32_args(tmp_path),
+        train_dataset=train,
+        eval_dataset=valid,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        loss_fn=weighted_ce,
+    )
     before = model.classifier.weight.detach().clone()
     result = trainer.train()
     assert result.global_step == 2 and calls == [4, 4]
@@ -59,13 +78,19 @@ def test_loss_trainer_trains_and_evaluates_with_its_loss(minilm, tmp_path):
     model.eval()
     with torch.no_grad():
         logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
-    assert metrics["eval_loss"] == pytest.approx(F.cross_entropy(logits, batch["labels"], weight=weights).item(), rel=1e-5)
+    assert metrics["eval_loss"] == pytest.approx(
+        F.cross_entropy(logits, batch["labels"], weight=weights).item(), rel=1e-5
+    )
 
 
-@pytest.mark.parametrize("loss_fn", [
-    partial(F.cross_entropy, weight=torch.tensor([0.3, 1.7])),
-    partial(focal_loss, gamma=2.0, alpha=torch.tensor([0.3, 1.7])),
-], ids=["weighted-ce", "focal"])
+@pytest.mark.parametrize(
+    "loss_fn",
+    [
+        partial(F.cross_entropy, weight=torch.tensor([0.3, 1.7])),
+        partial(focal_loss, gamma=2.0, alpha=torch.tensor([0.3, 1.7])),
+    ],
+    ids=["weighted-ce", "focal"],
+)
 def test_compute_loss_is_loss_fn_of_the_models_logits(minilm, tmp_path, loss_fn):
     model, tokenizer = minilm
     trainer = LossTrainer(model=model, args=fp32_args(tmp_path), loss_fn=loss_fn)
@@ -88,8 +113,13 @@ def test_a_class_of_weight_zero_contributes_no_loss_and_no_update(minilm, tmp_pa
     model, tokenizer = minilm
     negatives = reviews(tokenizer, 8, label=0)
     loss_fn = partial(focal_loss, gamma=0.0, alpha=torch.tensor([0.0, 1.0]))  # class-weighted CE, plain mean
-    trainer = LossTrainer(model=model, args=fp32_args(tmp_path, max_steps=1), train_dataset=negatives,
-                          data_collator=DataCollatorWithPadding(tokenizer), loss_fn=loss_fn)
+    trainer = LossTrainer(
+        model=model,
+        args=fp32_args(tmp_path, max_steps=1),
+        train_dataset=negatives,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        loss_fn=loss_fn,
+    )
     batch = one_batch(tokenizer, negatives)
     loss, outputs = trainer.compute_loss(model, batch, return_outputs=True)
     assert loss.item() == 0.0
@@ -109,11 +139,19 @@ def _no_dropout(model):
 
 
 def _one_sgd_step(trainer_class, model, tokenizer, data, tmp_path, batch_size, accumulation, **kwargs):
-    args = fp32_args(tmp_path, max_steps=1, optim="sgd", learning_rate=0.1, max_grad_norm=0.0,
-                     per_device_train_batch_size=batch_size, gradient_accumulation_steps=accumulation)
+    args = fp32_args(
+        tmp_path,
+        max_steps=1,
+        optim="sgd",
+        learning_rate=0.1,
+        max_grad_norm=0.0,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=accumulation,
+    )
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    trainer_class(model=model, args=args, train_dataset=data, data_collator=DataCollatorWithPadding(tokenizer),
-                  **kwargs).train()
+    trainer_class(
+        model=model, args=args, train_dataset=data, data_collator=DataCollatorWithPadding(tokenizer), **kwargs
+    ).train()
     return torch.cat([(p.detach() - before[name]).flatten() for name, p in model.named_parameters()])
 
 
@@ -130,22 +168,29 @@ def test_gradient_accumulation_averages_a_per_batch_loss(minilm, tmp_path):
     data = reviews(tokenizer, 4)
     loss_fn = partial(F.cross_entropy, weight=torch.tensor([1.0, 1.0]))
     one_batch_of_4 = _one_sgd_step(LossTrainer, copy.deepcopy(model), tokenizer, data, tmp_path, 4, 1, loss_fn=loss_fn)
-    two_batches_of_2 = _one_sgd_step(LossTrainer, copy.deepcopy(model), tokenizer, data, tmp_path, 2, 2, loss_fn=loss_fn)
+    two_batches_of_2 = _one_sgd_step(
+        LossTrainer, copy.deepcopy(model), tokenizer, data, tmp_path, 2, 2, loss_fn=loss_fn
+    )
     assert one_batch_of_4.norm() > 0
     assert close(two_batches_of_2, one_batch_of_4)
     # The trap LossTrainer avoids: Trainer(compute_loss_func=...) counts the loss as already divided by the
     # accumulated batch, so a per-batch mean makes a step gradient_accumulation_steps times too large.
     per_batch_mean = lambda outputs, labels, num_items_in_batch=None: loss_fn(outputs.logits, labels)  # noqa: E731
-    doubled = _one_sgd_step(Trainer, copy.deepcopy(model), tokenizer, data, tmp_path, 2, 2,
-                            compute_loss_func=per_batch_mean)
+    doubled = _one_sgd_step(
+        Trainer, copy.deepcopy(model), tokenizer, data, tmp_path, 2, 2, compute_loss_func=per_batch_mean
+    )
     assert close(doubled, 2 * one_batch_of_4)
 
 
 def test_loss_trainer_rejects_compute_loss_func_and_batches_without_labels(minilm, tmp_path):
     model, tokenizer = minilm
     with pytest.raises(ValueError, match="compute_loss_func"):
-        LossTrainer(model=model, args=fp32_args(tmp_path), loss_fn=F.cross_entropy,
-                    compute_loss_func=lambda outputs, labels, num_items_in_batch=None: outputs.logits.sum())
+        LossTrainer(
+            model=model,
+            args=fp32_args(tmp_path),
+            loss_fn=F.cross_entropy,
+            compute_loss_func=lambda outputs, labels, num_items_in_batch=None: outputs.logits.sum(),
+        )
     with pytest.raises(TypeError, match="callable"):
         LossTrainer(model=model, args=fp32_args(tmp_path), loss_fn="cross_entropy")
     trainer = LossTrainer(model=model, args=fp32_args(tmp_path), loss_fn=F.cross_entropy)

@@ -6,29 +6,45 @@ from transformers import DataCollatorWithPadding
 
 from helpers.data.loaders import rotten_tomatoes
 from helpers.device import Precision
-from helpers.training.freezing import optimizer_for
 from helpers.evaluation.metrics import classification_metrics
+from helpers.training.freezing import optimizer_for
 from helpers.training.loops import evaluate, time_training_steps, train_loop
 
 
 def loaders(tokenizer, n_train=32, n_eval=16, batch_size=8):
     splits = rotten_tomatoes(seed=0)
+
     def prepare(part, n):
         data = part.select(range(n)).map(lambda b: tokenizer(b["text"], truncation=True, max_length=64), batched=True)
         return data.remove_columns(["text", "movie"]).rename_column("label", "labels")
+
     collate = DataCollatorWithPadding(tokenizer)
-    return (DataLoader(prepare(splits["train"], n_train), batch_size=batch_size, shuffle=False, collate_fn=collate),
-            DataLoader(prepare(splits["validation"], n_eval), batch_size=batch_size, collate_fn=collate))
+    return (
+        DataLoader(prepare(splits["train"], n_train), batch_size=batch_size, shuffle=False, collate_fn=collate),
+        DataLoader(prepare(splits["validation"], n_eval), batch_size=batch_size, collate_fn=collate),
+    )
 
 
 def test_explicit_loop_lowers_the_loss_on_real_data(minilm):
     model, tokenizer = minilm
     train, valid = loaders(tokenizer)
-    history = train_loop(model, train, optimizer_for(model, lr=1e-4), num_epochs=3, eval_loader=valid,
-                         compute_metrics=classification_metrics, progress=False)
+    history = train_loop(
+        model,
+        train,
+        optimizer_for(model, lr=1e-4),
+        num_epochs=3,
+        eval_loader=valid,
+        compute_metrics=classification_metrics,
+        progress=False,
+    )
     assert len(history["loss"]) == 3 * 4 and len(history["epoch_loss"]) == 3
     assert history["epoch_loss"][-1] < history["epoch_loss"][0]
-    assert len(history["eval_loss"]) == 3 and set(history["eval_metrics"][0]) == {"accuracy", "precision", "recall", "f1"}
+    assert len(history["eval_loss"]) == 3 and set(history["eval_metrics"][0]) == {
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+    }
     lrs = history["lr"]  # warmup (ceil(0.1 * 12) = 2 updates of 12, as Trainer counts them) then linear decay
     assert lrs[:3] == pytest.approx([0, 5e-5, 1e-4]) and all(a >= b for a, b in zip(lrs[2:], lrs[3:]))
 
@@ -50,14 +66,36 @@ def test_a_run_stopped_early_follows_the_learning_rates_of_trainer_over_its_whol
             self.lrs.append(lr_scheduler.get_last_lr()[0])  # the learning rate of the update about to be made
 
     recorder = RecordLearningRate()
-    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-4, per_device_train_batch_size=8,
-                             num_train_epochs=3, warmup_steps=0.1, lr_scheduler_type="linear",
-                             train_sampling_strategy="sequential", save_strategy="no", report_to="none",
-                             disable_tqdm=True, use_cpu=True)
-    Trainer(model=copy.deepcopy(model), args=args, train_dataset=train.dataset, data_collator=train.collate_fn,
-            callbacks=[recorder]).train()
-    history = train_loop(copy.deepcopy(model), train, optimizer_for(model, lr=1e-4), num_epochs=3,
-                         stop_after_updates=7, warmup_ratio=0.1, eval_loader=valid, progress=False)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        learning_rate=1e-4,
+        per_device_train_batch_size=8,
+        num_train_epochs=3,
+        warmup_steps=0.1,
+        lr_scheduler_type="linear",
+        train_sampling_strategy="sequential",
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=True,
+    )
+    Trainer(
+        model=copy.deepcopy(model),
+        args=args,
+        train_dataset=train.dataset,
+        data_collator=train.collate_fn,
+        callbacks=[recorder],
+    ).train()
+    history = train_loop(
+        copy.deepcopy(model),
+        train,
+        optimizer_for(model, lr=1e-4),
+        num_epochs=3,
+        stop_after_updates=7,
+        warmup_ratio=0.1,
+        eval_loader=valid,
+        progress=False,
+    )
     assert len(recorder.lrs) == 15 and recorder.lrs[2] == pytest.approx(1e-4)  # 2 warmup updates, then the peak
     assert history["lr"] == pytest.approx(recorder.lrs[:7], abs=1e-12)  # stopped in its second epoch
     assert len(history["loss"]) == 7 and len(history["eval_loss"]) == 2  # after epoch 1, then where it stopped
@@ -65,15 +103,17 @@ def test_a_run_stopped_early_follows_the_learning_rates_of_trainer_over_its_whol
     assert whole["lr"][-1] < history["lr"][4]  # a 1-epoch schedule decays faster: not the same run
     for wrong in (0, 16):
         with pytest.raises(ValueError, match="stop_after_updates"):
-            train_loop(model, train, optimizer_for(model, lr=1e-4), num_epochs=3, stop_after_updates=wrong,
-                       progress=False)
+            train_loop(
+                model, train, optimizer_for(model, lr=1e-4), num_epochs=3, stop_after_updates=wrong, progress=False
+            )
 
 
 def test_gradient_accumulation_makes_fewer_updates_of_the_same_size(minilm):
     model, tokenizer = minilm
     train, _ = loaders(tokenizer, n_train=40)  # 5 batches
-    history = train_loop(model, train, optimizer_for(model, lr=1e-5), num_epochs=1, gradient_accumulation_steps=2,
-                         progress=False)
+    history = train_loop(
+        model, train, optimizer_for(model, lr=1e-5), num_epochs=1, gradient_accumulation_steps=2, progress=False
+    )
     assert len(history["loss"]) == 3  # 2 + 2 + a last partial group of 1
 
 
@@ -101,8 +141,9 @@ def test_metrics_match_scikit_learn_definitions():
     labels, preds = [0, 1, 1, 0, 1, 1], [0, 1, 0, 0, 1, 1]
     m = classification_metrics(labels, preds)
     tp, fp, fn = 3, 0, 1
-    assert m == pytest.approx({"accuracy": 5 / 6, "precision": tp / (tp + fp), "recall": tp / (tp + fn),
-                               "f1": 2 * tp / (2 * tp + fp + fn)})
+    assert m == pytest.approx(
+        {"accuracy": 5 / 6, "precision": tp / (tp + fp), "recall": tp / (tp + fn), "f1": 2 * tp / (2 * tp + fp + fn)}
+    )
     macro = classification_metrics([0, 1, 2, 2], [0, 2, 2, 2])
     assert macro["recall"] == pytest.approx((1 + 0 + 1) / 3)
     with pytest.raises(ValueError, match="differ in shape"):
@@ -138,8 +179,11 @@ def test_plot_trainer_log_reads_losses_and_metrics():
     matplotlib.use("Agg")
     from helpers.plots import plot_trainer_log
 
-    log = [{"loss": 0.7, "step": 5, "epoch": 0.5}, {"loss": 0.5, "step": 10, "epoch": 1.0},
-           {"eval_loss": 0.6, "eval_accuracy": 0.7, "step": 10, "epoch": 1.0}]
+    log = [
+        {"loss": 0.7, "step": 5, "epoch": 0.5},
+        {"loss": 0.5, "step": 10, "epoch": 1.0},
+        {"eval_loss": 0.6, "eval_accuracy": 0.7, "step": 10, "epoch": 1.0},
+    ]
     axes = plot_trainer_log(log)
     assert len(axes) == 2 and list(axes[1].lines[0].get_ydata()) == [0.7]
     assert list(axes[0].lines[0].get_ydata()) == [0.7, 0.5]

@@ -38,8 +38,9 @@ def test_paired_comparison_verdicts_follow_the_data():
     assert paired_bootstrap(b, a, seed=1).verdict == "worse"
     assert paired_bootstrap(a, a).verdict == "indistinguishable"
     noisy = b.copy()
-    flip = np.concatenate([rng.choice(np.flatnonzero(b == 1), 10, replace=False),
-                           rng.choice(np.flatnonzero(b == 0), 10, replace=False)])
+    flip = np.concatenate(
+        [rng.choice(np.flatnonzero(b == 1), 10, replace=False), rng.choice(np.flatnonzero(b == 0), 10, replace=False)]
+    )
     noisy[flip] = 1 - noisy[flip]  # 10 fixed, 10 broken: different items, no difference in accuracy
     same = paired_bootstrap(noisy, b, seed=1)
     assert same.verdict == "indistinguishable" and same.difference.low < 0 < same.difference.high

@@ -26,7 +26,15 @@ from collections.abc import Sequence
 from datasets import Dataset, DatasetDict
 from transformers import PreTrainedTokenizerBase
 
-from helpers.data.loaders import SENTIMENT_LABELS, check_fractions, qa_pairs, rotten_tomatoes, split_dataset, subsample, wiki_records
+from helpers.data.loaders import (
+    SENTIMENT_LABELS,
+    check_fractions,
+    qa_pairs,
+    rotten_tomatoes,
+    split_dataset,
+    subsample,
+    wiki_records,
+)
 
 PROMPT_STYLES = ("alpaca", "chat", "qa")
 CLOSED_TASKS = ("sentiment", "topic")
@@ -147,13 +155,21 @@ def _wiki(
     half = len(rows) // 2 if n_topic is None else min(n_topic, len(rows))
     describe_rows_source = rows[half:] if n_describe is None else rows[half : half + n_describe]
     topic_rows = [
-        {"task": "topic", "instruction": topic_instruction(topics), "input": _first_words(r["text"], max_words),
-         "output": r["topic"]}
+        {
+            "task": "topic",
+            "instruction": topic_instruction(topics),
+            "input": _first_words(r["text"], max_words),
+            "output": r["topic"],
+        }
         for r in rows[:half]
     ]
     describe_rows = [
-        {"task": "describe", "instruction": DESCRIBE_INSTRUCTION, "input": _first_words(r["text"], max_words),
-         "output": r["description"]}
+        {
+            "task": "describe",
+            "instruction": DESCRIBE_INSTRUCTION,
+            "input": _first_words(r["text"], max_words),
+            "output": r["description"],
+        }
         for r in describe_rows_source
     ]
     return topic_rows + describe_rows
@@ -232,14 +248,19 @@ def general_questions(n: int | None = None, seed: int = 42, min_words: int = 4) 
     """
     pairs = qa_pairs()
     keep = [
-        i for i, (question, topic) in enumerate(zip(pairs["question"], pairs["topic"]))
+        i
+        for i, (question, topic) in enumerate(zip(pairs["question"], pairs["topic"]))
         if topic in GENERAL_QUESTION_TOPICS and question.strip().endswith("?") and len(question.split()) >= min_words
     ]
     rows = subsample(pairs.select(keep), n, seed)
-    return Dataset.from_dict({
-        "task": ["general_qa"] * len(rows), "instruction": rows["question"], "input": [""] * len(rows),
-        "output": rows["answer"],
-    })
+    return Dataset.from_dict(
+        {
+            "task": ["general_qa"] * len(rows),
+            "instruction": rows["question"],
+            "input": [""] * len(rows),
+            "output": rows["answer"],
+        }
+    )
 
 
 def closed_labels() -> dict[str, list[str]]:

@@ -34,7 +34,9 @@ class DataFormatError(ValueError):
 
 def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
-        raise ValueError(f"fractions must be three positive numbers summing to 1 (train, validation, test), got {fractions}")
+        raise ValueError(
+            f"fractions must be three positive numbers summing to 1 (train, validation, test), got {fractions}"
+        )
     return tuple(float(f) for f in fractions)  # type: ignore[return-value]
 
 
@@ -54,9 +56,7 @@ def split_dataset(
         raise ValueError(f"need at least 3 examples to make three splits, got {len(dataset)}")
     indices = list(range(len(dataset)))
     labels = dataset[label_column] if label_column else None
-    train_idx, rest_idx = train_test_split(
-        indices, train_size=train_f, random_state=seed, stratify=labels
-    )
+    train_idx, rest_idx = train_test_split(indices, train_size=train_f, random_state=seed, stratify=labels)
     rest_labels = [labels[i] for i in rest_idx] if labels is not None else None
     val_idx, test_idx = train_test_split(
         rest_idx, train_size=val_f / (val_f + test_f), random_state=seed, stratify=rest_labels
@@ -154,7 +154,9 @@ def rotten_tomatoes(
 def rotten_tomatoes_random_split(seed: int = 42, fractions: Sequence[float] = (0.7, 0.15, 0.15)) -> DatasetDict:
     """The naive alternative: a stratified random split that ignores films (to measure leakage)."""
     frame = rotten_tomatoes_frame()
-    features = Features({"text": Value("string"), "label": ClassLabel(names=SENTIMENT_LABELS), "movie": Value("string")})
+    features = Features(
+        {"text": Value("string"), "label": ClassLabel(names=SENTIMENT_LABELS), "movie": Value("string")}
+    )
     return split_dataset(Dataset.from_pandas(frame, features=features, preserve_index=False), "label", fractions, seed)
 
 
@@ -177,7 +179,9 @@ def review_tasks(seed: int = 42, fractions: Sequence[float] = (0.7, 0.15, 0.15))
     """
     splits = rotten_tomatoes(seed=seed, fractions=fractions, include_neutral=True)
     neutral = splits["train"].features["label"].names.index(NEUTRAL_LABEL)
-    sentiment_features = Features({"text": Value("string"), "label": ClassLabel(names=SENTIMENT_LABELS), "movie": Value("string")})
+    sentiment_features = Features(
+        {"text": Value("string"), "label": ClassLabel(names=SENTIMENT_LABELS), "movie": Value("string")}
+    )
     subjectivity_features = Features(
         {"text": Value("string"), "label": ClassLabel(names=SUBJECTIVITY_LABELS), "movie": Value("string")}
     )
@@ -231,7 +235,9 @@ class DatasetNotAvailableError(OSError):
     """A dataset name that is neither embedded nor loadable from the Hub right now."""
 
 
-def classification_data(name: str = EMBEDDED_CLASSIFICATION, seed: int = 42, validation_share: float = 0.1) -> DatasetDict:
+def classification_data(
+    name: str = EMBEDDED_CLASSIFICATION, seed: int = 42, validation_share: float = 0.1
+) -> DatasetDict:
     """``train``/``validation``/``test`` with ``text`` and ``label`` columns, from the embedded set or the Hub.
 
     ``"rotten-tomatoes"`` is the embedded set split by film (:func:`rotten_tomatoes`).
@@ -248,7 +254,11 @@ def classification_data(name: str = EMBEDDED_CLASSIFICATION, seed: int = 42, val
     from helpers.models import hub_reachable
 
     if is_offline() or not hub_reachable():
-        why = "the Hugging Face Hub is switched off here (HF_HUB_OFFLINE=1)" if is_offline() else "the Hub cannot be reached"
+        why = (
+            "the Hugging Face Hub is switched off here (HF_HUB_OFFLINE=1)"
+            if is_offline()
+            else "the Hub cannot be reached"
+        )
         raise DatasetNotAvailableError(
             f"{name!r} is not embedded and {why}. The embedded classification set is {EMBEDDED_CLASSIFICATION!r}."
         )
@@ -376,11 +386,15 @@ def _read_records(path: Path) -> list[tuple[int, dict]]:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
-            raise DataFormatError(f"{path}: invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}") from None
+            raise DataFormatError(
+                f"{path}: invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}"
+            ) from None
         if isinstance(data, dict) and isinstance(data.get("data"), list):
             data = data["data"]
         if not isinstance(data, list):
-            raise DataFormatError(f"{path}: expected a JSON list of records (or {{\"data\": [...]}}), got {type(data).__name__}")
+            raise DataFormatError(
+                f'{path}: expected a JSON list of records (or {{"data": [...]}}), got {type(data).__name__}'
+            )
         # Line numbers of list items are not kept by the json module; report row numbers.
         return [(0, record) for record in data]
     if suffix == ".jsonl":
@@ -447,16 +461,21 @@ def load_user_data(path: str | Path, task: str = "classification") -> tuple[Data
     for row_number, (line_number, record) in enumerate(records, start=1):
         where = f"row {row_number}" + (f" (line {line_number})" if line_number else "")
         if not isinstance(record, dict):
-            raise DataFormatError(f"{path}: {where} is a {type(record).__name__}, expected an object with fields {required}")
+            raise DataFormatError(
+                f"{path}: {where} is a {type(record).__name__}, expected an object with fields {required}"
+            )
         for name in required:
             if name not in record:
                 raise DataFormatError(f"{path}: {where} has no {name!r} field (required: {', '.join(required)})")
             if name != "label" and (not isinstance(record[name], str) or not record[name].strip()):
-                raise DataFormatError(f"{path}: {where} field {name!r} must be a non-empty string, got {record[name]!r}")
+                raise DataFormatError(
+                    f"{path}: {where} field {name!r} must be a non-empty string, got {record[name]!r}"
+                )
 
     if task == "instruction":
         rows = [
-            {"instruction": r["instruction"], "input": str(r.get("input") or ""), "output": r["output"]} for _, r in records
+            {"instruction": r["instruction"], "input": str(r.get("input") or ""), "output": r["output"]}
+            for _, r in records
         ]
         return Dataset.from_list(rows), None
 
@@ -469,8 +488,14 @@ def load_user_data(path: str | Path, task: str = "classification") -> tuple[Data
         labels = int_labels
     else:
         for row_number, label in enumerate(raw_labels, start=1):
-            if not isinstance(label, (str, int)) or isinstance(label, bool) or (isinstance(label, str) and not label.strip()):
-                raise DataFormatError(f"{path}: row {row_number} has label {label!r}; labels must be integers or non-empty strings")
+            if (
+                not isinstance(label, (str, int))
+                or isinstance(label, bool)
+                or (isinstance(label, str) and not label.strip())
+            ):
+                raise DataFormatError(
+                    f"{path}: row {row_number} has label {label!r}; labels must be integers or non-empty strings"
+                )
         names = sorted({str(label).strip() for label in raw_labels})
         label2id = {name: i for i, name in enumerate(names)}
         labels = [label2id[str(label).strip()] for label in raw_labels]

@@ -35,7 +35,9 @@ def class_counts(dataset: Dataset, label_column: str = "label") -> dict[int, int
     return {int(label): int(count) for label, count in zip(labels, counts)}
 
 
-def make_imbalanced(dataset: Dataset, counts: Mapping[int, int], seed: int = 42, label_column: str = "label") -> Dataset:
+def make_imbalanced(
+    dataset: Dataset, counts: Mapping[int, int], seed: int = 42, label_column: str = "label"
+) -> Dataset:
     """A seeded subset with ``counts[c]`` examples of each class ``c`` (classes not in ``counts`` are dropped).
 
     The examples of each class are drawn at random without replacement; the

@@ -20,7 +20,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 def batch_latency(
-    logits_fn: Callable[[list[str]], object], texts: Sequence[str], batch_size: int, repeats: int = 5,
+    logits_fn: Callable[[list[str]], object],
+    texts: Sequence[str],
+    batch_size: int,
+    repeats: int = 5,
     warmup: int = 1,
 ) -> dict:
     """Time ``logits_fn`` on one batch: the first ``batch_size`` of ``texts`` (repeated if there are fewer).
@@ -44,16 +47,21 @@ def batch_latency(
         logits_fn(batch)
         times.append(time.perf_counter() - start)
     median = float(np.median(times))
-    return {"batch_size": batch_size, "median_ms": 1000 * median, "min_ms": 1000 * min(times),
-            "texts_per_s": batch_size / median}
+    return {
+        "batch_size": batch_size,
+        "median_ms": 1000 * median,
+        "min_ms": 1000 * min(times),
+        "texts_per_s": batch_size / median,
+    }
 
 
 def label_agreement(logits_a: np.ndarray, logits_b: np.ndarray) -> float:
     """Share of rows whose highest logit is at the same index in both: how often two variants give the same label."""
     a, b = np.asarray(logits_a), np.asarray(logits_b)
     if a.shape != b.shape or a.ndim != 2 or len(a) == 0:
-        raise ValueError(f"expected two non-empty (n, num_labels) arrays of the same shape, got {a.shape} and "
-                         f"{b.shape}")
+        raise ValueError(
+            f"expected two non-empty (n, num_labels) arrays of the same shape, got {a.shape} and {b.shape}"
+        )
     return float((a.argmax(-1) == b.argmax(-1)).mean())
 
 
@@ -78,15 +86,24 @@ def generation_speed(
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     model.eval()
     batch = tokenizer([prompt], return_tensors="pt", add_special_tokens=False).to(device)
-    options = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None,
-               "pad_token_id": tokenizer.pad_token_id}
+    options = {
+        "do_sample": False,
+        "temperature": None,
+        "top_p": None,
+        "top_k": None,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
     model.generate(**batch, max_new_tokens=2, **options)
     times, output = [], None
     for _ in range(repeats):
         start = time.perf_counter()
         output = model.generate(**batch, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, **options)
         times.append(time.perf_counter() - start)
-    new_tokens = output[0, batch["input_ids"].shape[1]:]
+    new_tokens = output[0, batch["input_ids"].shape[1] :]
     seconds = float(np.median(times))
-    return {"tokens_per_s": len(new_tokens) / seconds, "seconds": seconds, "new_tokens": int(len(new_tokens)),
-            "text": tokenizer.decode(new_tokens, skip_special_tokens=True)}
+    return {
+        "tokens_per_s": len(new_tokens) / seconds,
+        "seconds": seconds,
+        "new_tokens": int(len(new_tokens)),
+        "text": tokenizer.decode(new_tokens, skip_special_tokens=True),
+    }

@@ -86,8 +86,10 @@ async def load_test_async(
     if n_requests < 1 or concurrency < 1 or texts_per_request < 1:
         raise ValueError("n_requests, concurrency and texts_per_request must be at least 1")
     texts = list(texts)
-    bodies = [{"texts": [texts[(i * texts_per_request + j) % len(texts)] for j in range(texts_per_request)]}
-              for i in range(n_requests)]
+    bodies = [
+        {"texts": [texts[(i * texts_per_request + j) % len(texts)] for j in range(texts_per_request)]}
+        for i in range(n_requests)
+    ]
     latencies: list[float] = []
     errors: list[str] = []
     semaphore = asyncio.Semaphore(concurrency)
@@ -115,11 +117,19 @@ async def load_test_async(
         wall = time.perf_counter() - start
     ms = np.array(latencies) * 1000 if latencies else np.array([np.nan])
     return {
-        "n_requests": n_requests, "concurrency": concurrency, "texts_per_request": texts_per_request,
-        "ok": len(latencies), "errors": len(errors), "error_examples": errors[:3],
-        "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
-        "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()), "max_ms": float(ms.max()),
-        "requests_per_s": len(latencies) / wall, "texts_per_s": len(latencies) * texts_per_request / wall,
+        "n_requests": n_requests,
+        "concurrency": concurrency,
+        "texts_per_request": texts_per_request,
+        "ok": len(latencies),
+        "errors": len(errors),
+        "error_examples": errors[:3],
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(ms.mean()),
+        "max_ms": float(ms.max()),
+        "requests_per_s": len(latencies) / wall,
+        "texts_per_s": len(latencies) * texts_per_request / wall,
         "wall_s": wall,
     }
 
@@ -146,9 +156,16 @@ def load_test(
     (successful ones over the wall time) and ``wall_s``.
     Taught in ``course/10_deployment.ipynb``.
     """
-    coroutine = load_test_async(url, texts, n_requests=n_requests, concurrency=concurrency,
-                                texts_per_request=texts_per_request, timeout=timeout, warmup=warmup,
-                                allow_remote=allow_remote)
+    coroutine = load_test_async(
+        url,
+        texts,
+        n_requests=n_requests,
+        concurrency=concurrency,
+        texts_per_request=texts_per_request,
+        timeout=timeout,
+        warmup=warmup,
+        allow_remote=allow_remote,
+    )
     try:
         asyncio.get_running_loop()
     except RuntimeError:  # no loop running here (a script, a test): run one

@@ -125,8 +125,16 @@ def export_classifier_onnx(
     try:
         with _quiet_exporter(), torch.inference_mode(False), torch.no_grad():
             torch.onnx.export(
-                wrapper, (), str(path), kwargs=inputs, dynamo=True, dynamic_shapes=dynamic_shapes,
-                input_names=names, output_names=["logits"], opset_version=opset, external_data=False,
+                wrapper,
+                (),
+                str(path),
+                kwargs=inputs,
+                dynamo=True,
+                dynamic_shapes=dynamic_shapes,
+                input_names=names,
+                output_names=["logits"],
+                opset_version=opset,
+                external_data=False,
                 verbose=False,
             )
     finally:
@@ -211,8 +219,9 @@ class OnnxClassifier:
         texts = list(inputs)
         logits = np.zeros((len(texts), self.num_labels), dtype=np.float32)
         max_length = max_length or self.max_length
-        for idx, batch in _batches_by_length(tokenizer, texts, None, batch_size, max_length, False, "onnx",
-                                             return_tensors="np"):
+        for idx, batch in _batches_by_length(
+            tokenizer, texts, None, batch_size, max_length, False, "onnx", return_tensors="np"
+        ):
             logits[idx] = self.session.run(["logits"], _as_feed(batch, self.input_names))[0]
         return logits
 
@@ -241,8 +250,9 @@ def onnx_parity(
     model.eval()
     reference = np.zeros((len(texts), onnx_classifier.num_labels), dtype=np.float32)
     exported = np.zeros_like(reference)
-    for idx, batch in _batches_by_length(tokenizer, texts, None, batch_size, max_length, False, "onnx",
-                                         return_tensors="np"):
+    for idx, batch in _batches_by_length(
+        tokenizer, texts, None, batch_size, max_length, False, "onnx", return_tensors="np"
+    ):
         tensors = {name: torch.from_numpy(batch[name]).to(device) for name in onnx_classifier.input_names}
         with torch.inference_mode():
             reference[idx] = model(**tensors).logits.float().cpu().numpy()

@@ -52,16 +52,19 @@ class Predictor:
             return []
         probabilities = softmax(self.logits(texts))
         if probabilities.shape[-1] != len(self.label_names):
-            raise ValueError(f"the model gives {probabilities.shape[-1]} logits but there are "
-                             f"{len(self.label_names)} label names")
+            raise ValueError(
+                f"the model gives {probabilities.shape[-1]} logits but there are {len(self.label_names)} label names"
+            )
         predictions = []
         for row in probabilities:
             best = int(row.argmax())
-            predictions.append({
-                "label": self.label_names[best],
-                "score": float(row[best]),
-                "probabilities": {name: float(p) for name, p in zip(self.label_names, row)},
-            })
+            predictions.append(
+                {
+                    "label": self.label_names[best],
+                    "score": float(row[best]),
+                    "probabilities": {name: float(p) for name, p in zip(self.label_names, row)},
+                }
+            )
         return predictions
 
 
@@ -89,8 +92,7 @@ class ClassifierPredictor(Predictor):
         from helpers.deployment.quantization import quantized_linear_count
 
         self.model, self.tokenizer, self.device = model.eval(), tokenizer, device
-        self.label_names = list(label_names) if label_names is not None else labels_from_config(
-            model.config.id2label)
+        self.label_names = list(label_names) if label_names is not None else labels_from_config(model.config.id2label)
         self.max_length, self.batch_size = max_length, batch_size
         if backend is None:
             backend = "torch-int8" if quantized_linear_count(model)[0] else "torch-fp32"
@@ -99,8 +101,15 @@ class ClassifierPredictor(Predictor):
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         from helpers.inference import predict_logits
 
-        return predict_logits(self.model, self.tokenizer, list(texts), device=self.device,
-                              batch_size=self.batch_size, max_length=self.max_length, progress=False)
+        return predict_logits(
+            self.model,
+            self.tokenizer,
+            list(texts),
+            device=self.device,
+            batch_size=self.batch_size,
+            max_length=self.max_length,
+            progress=False,
+        )
 
 
 class OnnxPredictor(Predictor):
@@ -122,12 +131,14 @@ class OnnxPredictor(Predictor):
         self.onnx_classifier, self.tokenizer, self.max_length = onnx_classifier, tokenizer, max_length
         self.label_names, self.batch_size, self.backend = list(label_names), batch_size, backend
         if len(self.label_names) != onnx_classifier.num_labels:
-            raise ValueError(f"{len(self.label_names)} label names for a model with {onnx_classifier.num_labels} "
-                             "outputs")
+            raise ValueError(
+                f"{len(self.label_names)} label names for a model with {onnx_classifier.num_labels} outputs"
+            )
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
-        return self.onnx_classifier.logits(list(texts), batch_size=self.batch_size, tokenizer=self.tokenizer,
-                                           max_length=self.max_length)
+        return self.onnx_classifier.logits(
+            list(texts), batch_size=self.batch_size, tokenizer=self.tokenizer, max_length=self.max_length
+        )
 
 
 def model_card(metadata: dict) -> str:
@@ -140,8 +151,10 @@ def model_card(metadata: dict) -> str:
     lines = [f"# {metadata.get('model_name', 'Text classifier')}", ""]
     if metadata.get("description"):
         lines += [str(metadata["description"]), ""]
-    lines += [f"- Labels: {', '.join(metadata.get('labels', []))}",
-              f"- Input: up to {metadata.get('max_length', DEFAULT_MAX_LENGTH)} tokens (longer texts are truncated)"]
+    lines += [
+        f"- Labels: {', '.join(metadata.get('labels', []))}",
+        f"- Input: up to {metadata.get('max_length', DEFAULT_MAX_LENGTH)} tokens (longer texts are truncated)",
+    ]
     for key in ("base_model", "training_data", "trained_by"):
         if metadata.get(key):
             lines.append(f"- {key.replace('_', ' ').capitalize()}: {metadata[key]}")
@@ -149,8 +162,10 @@ def model_card(metadata: dict) -> str:
     metrics = metadata.get("metrics") or {}
     if metrics:
         lines += ["## Measured", "", "| measure | value |", "| --- | --- |"]
-        lines += [f"| {name} | {value:.4g} |" if isinstance(value, float) else f"| {name} | {value} |"
-                  for name, value in metrics.items()]
+        lines += [
+            f"| {name} | {value:.4g} |" if isinstance(value, float) else f"| {name} | {value} |"
+            for name, value in metrics.items()
+        ]
         lines.append("")
     return "\n".join(lines)
 
@@ -189,8 +204,10 @@ def read_serving_metadata(folder: str | os.PathLike) -> dict:
     if not metadata.get("labels"):
         config = folder / "config.json"
         if not config.is_file():
-            raise FileNotFoundError(f"{folder} holds neither {SERVING_FILE} nor config.json: is it a saved model "
-                                    "folder (helpers.deployment.predictors.save_for_serving)?")
+            raise FileNotFoundError(
+                f"{folder} holds neither {SERVING_FILE} nor config.json: is it a saved model "
+                "folder (helpers.deployment.predictors.save_for_serving)?"
+            )
         metadata["labels"] = labels_from_config(json.loads(config.read_text()).get("id2label") or {})
     return metadata
 
@@ -225,8 +242,14 @@ def load_predictor(
 
         path = Path(onnx_file) if onnx_file else folder / (ONNX_FILE if backend == "onnx" else ONNX_INT8_FILE)
         classifier = OnnxClassifier(path, threads=threads)
-        predictor: Predictor = OnnxPredictor(classifier, AutoTokenizer.from_pretrained(str(folder)), metadata["labels"],
-                                             max_length=max_length, batch_size=batch_size, backend=backend)
+        predictor: Predictor = OnnxPredictor(
+            classifier,
+            AutoTokenizer.from_pretrained(str(folder)),
+            metadata["labels"],
+            max_length=max_length,
+            batch_size=batch_size,
+            backend=backend,
+        )
     else:
         import torch
 
@@ -235,12 +258,14 @@ def load_predictor(
         if threads:
             torch.set_num_threads(int(threads))
         labels = metadata["labels"]
-        model, tokenizer = load_classifier(str(folder), num_labels=len(labels),
-                                           pooling=_saved_pooling(str(folder)) or "cls")
+        model, tokenizer = load_classifier(
+            str(folder), num_labels=len(labels), pooling=_saved_pooling(str(folder)) or "cls"
+        )
         if backend == "torch-int8":
             from helpers.deployment.quantization import quantize_dynamic_int8
 
             model = quantize_dynamic_int8(model)
-        predictor = ClassifierPredictor(model, tokenizer, label_names=labels, max_length=max_length,
-                                        batch_size=batch_size, backend=backend)
+        predictor = ClassifierPredictor(
+            model, tokenizer, label_names=labels, max_length=max_length, batch_size=batch_size, backend=backend
+        )
     return predictor, {**metadata, "backend": backend}

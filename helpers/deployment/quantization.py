@@ -108,8 +108,7 @@ def quantized_linear_count(model: nn.Module) -> tuple[int, int]:
     from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 
     modules = list(model.modules())
-    return (sum(isinstance(m, DynamicQuantizedLinear) for m in modules),
-            sum(type(m) is nn.Linear for m in modules))
+    return (sum(isinstance(m, DynamicQuantizedLinear) for m in modules), sum(type(m) is nn.Linear for m in modules))
 
 
 def model_size_bytes(model_or_path: nn.Module | str | os.PathLike) -> int:

@@ -42,8 +42,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m helpers.deployment.serve", description=__doc__.split("\n")[0])
     parser.add_argument("--model-dir", required=True, help="folder written by save_for_serving")
     parser.add_argument("--backend", default="torch", choices=BACKENDS)
-    parser.add_argument("--onnx-file", default=None, help="ONNX file to serve (default: model.onnx or "
-                        "model-int8.onnx in the model folder)")
+    parser.add_argument(
+        "--onnx-file",
+        default=None,
+        help="ONNX file to serve (default: model.onnx or model-int8.onnx in the model folder)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="a loopback address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--threads", type=int, default=None, help="torch / onnxruntime threads (default: theirs)")
@@ -74,12 +77,18 @@ def watch_parent(parent_pid: int, interval: float = 0.5) -> threading.Thread:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not is_loopback(args.host):
-        print(f"error: --host {args.host} is not a loopback address; this server only listens on this machine "
-              "(127.0.0.1)", file=sys.stderr)
+        print(
+            f"error: --host {args.host} is not a loopback address; this server only listens on this machine "
+            "(127.0.0.1)",
+            file=sys.stderr,
+        )
         return 2
     if not Path(args.model_dir).is_dir():
-        print(f"error: model folder {args.model_dir} does not exist (save one with "
-              "helpers.deployment.predictors.save_for_serving)", file=sys.stderr)
+        print(
+            f"error: model folder {args.model_dir} does not exist (save one with "
+            "helpers.deployment.predictors.save_for_serving)",
+            file=sys.stderr,
+        )
         return 2
     if args.parent_pid:
         watch_parent(args.parent_pid)
@@ -94,18 +103,37 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     try:
-        predictor, metadata = load_predictor(args.model_dir, args.backend, threads=args.threads,
-                                             batch_size=args.max_batch_texts, onnx_file=args.onnx_file)
+        predictor, metadata = load_predictor(
+            args.model_dir,
+            args.backend,
+            threads=args.threads,
+            batch_size=args.max_batch_texts,
+            onnx_file=args.onnx_file,
+        )
     except Exception as error:  # noqa: BLE001 - one readable line for start_server's error message
-        print(f"error: cannot load {args.backend} model from {args.model_dir}: {type(error).__name__}: {error}",
-              file=sys.stderr)
+        print(
+            f"error: cannot load {args.backend} model from {args.model_dir}: {type(error).__name__}: {error}",
+            file=sys.stderr,
+        )
         return 1
-    app = create_app(predictor, metadata, max_texts=args.max_texts, max_chars=args.max_chars,
-                     batching=not args.no_batching, max_batch_texts=args.max_batch_texts, max_wait_ms=args.max_wait_ms)
-    print(f"loaded {args.backend} model from {args.model_dir} in {time.perf_counter() - start:.1f} s; serving on "
-          f"http://{args.host}:{args.port}", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
-                timeout_graceful_shutdown=5)
+    app = create_app(
+        predictor,
+        metadata,
+        max_texts=args.max_texts,
+        max_chars=args.max_chars,
+        batching=not args.no_batching,
+        max_batch_texts=args.max_batch_texts,
+        max_wait_ms=args.max_wait_ms,
+    )
+    print(
+        f"loaded {args.backend} model from {args.model_dir} in {time.perf_counter() - start:.1f} s; serving on "
+        f"http://{args.host}:{args.port}",
+        file=sys.stderr,
+        flush=True,
+    )
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level=args.log_level, access_log=False, timeout_graceful_shutdown=5
+    )
     return 0
 
 

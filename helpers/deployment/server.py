@@ -56,8 +56,9 @@ class ServerProcess:
     call :meth:`stop` when done; stopping twice is harmless.
     """
 
-    def __init__(self, process: subprocess.Popen, port: int, log_path: Path, host: str = HOST,
-                 remove_log: bool = False) -> None:
+    def __init__(
+        self, process: subprocess.Popen, port: int, log_path: Path, host: str = HOST, remove_log: bool = False
+    ) -> None:
         self.process, self.port, self.host, self.log_path = process, port, host, log_path
         self.remove_log = remove_log  # a temporary log file is deleted by stop()
         self.url = f"http://{host}:{port}"
@@ -88,8 +89,9 @@ class ServerProcess:
             while True:
                 code = self.process.poll()
                 if code is not None:
-                    raise ServerStartError(f"the server exited with code {code} before answering. Its log "
-                                           f"ends with:\n{self.log_tail()}")
+                    raise ServerStartError(
+                        f"the server exited with code {code} before answering. Its log ends with:\n{self.log_tail()}"
+                    )
                 try:
                     if client.get(f"{self.url}/health").status_code == 200:
                         return
@@ -98,8 +100,10 @@ class ServerProcess:
                 if time.monotonic() > deadline:
                     tail = self.log_tail()
                     self.stop()
-                    raise ServerStartError(f"the server did not answer {self.url}/health within {timeout:g} s "
-                                           f"(stopped). Its log ends with:\n{tail}")
+                    raise ServerStartError(
+                        f"the server did not answer {self.url}/health within {timeout:g} s "
+                        f"(stopped). Its log ends with:\n{tail}"
+                    )
                 time.sleep(0.2)
 
     def stop(self, timeout: float = 10.0) -> int | None:
@@ -153,13 +157,28 @@ def start_server(
 
     model_dir = Path(model_dir).expanduser().resolve()
     if not model_dir.is_dir():
-        raise FileNotFoundError(f"model folder {model_dir} does not exist (save one with "
-                                "helpers.deployment.predictors.save_for_serving)")
+        raise FileNotFoundError(
+            f"model folder {model_dir} does not exist (save one with helpers.deployment.predictors.save_for_serving)"
+        )
     if not is_loopback(host):
         raise ValueError(f"host {host!r} is not a loopback address: the course serves on 127.0.0.1 only")
     port = free_port(host) if port is None else int(port)
-    command = [sys.executable, "-m", "helpers.deployment.serve", "--model-dir", str(model_dir), "--backend", backend,
-               "--host", host, "--port", str(port), "--parent-pid", str(os.getpid()), *map(str, extra_args)]
+    command = [
+        sys.executable,
+        "-m",
+        "helpers.deployment.serve",
+        "--model-dir",
+        str(model_dir),
+        "--backend",
+        backend,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--parent-pid",
+        str(os.getpid()),
+        *map(str, extra_args),
+    ]
     if threads:
         command += ["--threads", str(threads)]
     temporary_log = log_path is None
@@ -169,8 +188,11 @@ def start_server(
         log_path = name
     log_path = Path(log_path)
     root = str(Path(__file__).resolve().parents[2])  # the folder holding ``helpers``: importable from any cwd
-    env = {**os.environ, "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+    }
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
     server = ServerProcess(process, port, log_path, host, remove_log=temporary_log)

@@ -75,9 +75,15 @@ def request_model(max_texts: int = DEFAULT_MAX_TEXTS, max_chars: int = DEFAULT_M
         raise ValueError(f"max_texts and max_chars must be at least 1, got {max_texts} and {max_chars}")
 
     class PredictRequest(BaseModel):
-        model_config = ConfigDict(extra="forbid", json_schema_extra={
-            "examples": [{"text": "A gripping, beautifully shot film."},
-                         {"texts": ["Loved it.", "Two hours I will never get back."]}]})
+        model_config = ConfigDict(
+            extra="forbid",
+            json_schema_extra={
+                "examples": [
+                    {"text": "A gripping, beautifully shot film."},
+                    {"texts": ["Loved it.", "Two hours I will never get back."]},
+                ]
+            },
+        )
 
         text: str | None = None
         texts: list[str] | None = None
@@ -90,15 +96,16 @@ def request_model(max_texts: int = DEFAULT_MAX_TEXTS, max_chars: int = DEFAULT_M
             if not texts:
                 raise ValueError("'texts' is an empty list: give at least one text")
             if len(texts) > max_texts:
-                raise ValueError(f"too many texts: {len(texts)} in one request, the limit is max_texts={max_texts}; "
-                                 "split them into several requests")
+                raise ValueError(
+                    f"too many texts: {len(texts)} in one request, the limit is max_texts={max_texts}; "
+                    "split them into several requests"
+                )
             for i, text in enumerate(texts):
                 where = "'text'" if self.text is not None else f"text {i}"
                 if not text.strip():
                     raise ValueError(f"{where} is empty (or only whitespace): there is nothing to classify")
                 if len(text) > max_chars:
-                    raise ValueError(f"{where} is too long: {len(text)} characters, the limit is "
-                                     f"max_chars={max_chars}")
+                    raise ValueError(f"{where} is too long: {len(text)} characters, the limit is max_chars={max_chars}")
             return self
 
         def all_texts(self) -> list[str]:
@@ -121,11 +128,17 @@ class MicroBatcher:
     its batch only. Taught in ``course/10_deployment.ipynb``.
     """
 
-    def __init__(self, predict: Callable[[list[str]], list], max_batch_texts: int = 32, max_wait_ms: float = 2.0,
-                 enabled: bool = True) -> None:
+    def __init__(
+        self,
+        predict: Callable[[list[str]], list],
+        max_batch_texts: int = 32,
+        max_wait_ms: float = 2.0,
+        enabled: bool = True,
+    ) -> None:
         if max_batch_texts < 1 or max_wait_ms < 0:
-            raise ValueError(f"max_batch_texts must be >= 1 and max_wait_ms >= 0, got {max_batch_texts} and "
-                             f"{max_wait_ms}")
+            raise ValueError(
+                f"max_batch_texts must be >= 1 and max_wait_ms >= 0, got {max_batch_texts} and {max_wait_ms}"
+            )
         self.predict, self.enabled = predict, enabled
         self.max_batch_texts, self.max_wait_ms = max_batch_texts, max_wait_ms
         self.stats = {"requests": 0, "forward_passes": 0, "texts": 0, "largest_batch": 0}
@@ -136,8 +149,13 @@ class MicroBatcher:
     def describe(self) -> dict:
         """The settings and statistics (``mean_batch_texts``: texts per forward pass so far)."""
         passes = self.stats["forward_passes"]
-        return {"enabled": self.enabled, "max_batch_texts": self.max_batch_texts, "max_wait_ms": self.max_wait_ms,
-                **self.stats, "mean_batch_texts": self.stats["texts"] / passes if passes else None}
+        return {
+            "enabled": self.enabled,
+            "max_batch_texts": self.max_batch_texts,
+            "max_wait_ms": self.max_wait_ms,
+            **self.stats,
+            "mean_batch_texts": self.stats["texts"] / passes if passes else None,
+        }
 
     async def submit(self, texts: Sequence[str]) -> list:
         """Queue one request's texts; return their predictions once its batch has run."""
@@ -209,8 +227,13 @@ def _validation_error(_: Request, error: RequestValidationError) -> JSONResponse
     details = []
     for item in error.errors():
         message = str(item.get("msg", ""))
-        details.append({"loc": list(item.get("loc", ())),
-                        "msg": message.removeprefix("Value error, "), "type": item.get("type", "")})
+        details.append(
+            {
+                "loc": list(item.get("loc", ())),
+                "msg": message.removeprefix("Value error, "),
+                "type": item.get("type", ""),
+            }
+        )
     return JSONResponse(status_code=422, content={"detail": details})
 
 
@@ -236,18 +259,25 @@ def create_app(
     configure the :class:`MicroBatcher`. Taught in ``course/10_deployment.ipynb``.
     """
     PredictRequest = request_model(max_texts, max_chars)
-    batcher = MicroBatcher(predictor.predict, max_batch_texts=max_batch_texts, max_wait_ms=max_wait_ms,
-                           enabled=batching)
-    info = {"backend": getattr(predictor, "backend", "unknown"), "labels": list(getattr(predictor, "label_names", [])),
-            **(metadata or {})}
+    batcher = MicroBatcher(
+        predictor.predict, max_batch_texts=max_batch_texts, max_wait_ms=max_wait_ms, enabled=batching
+    )
+    info = {
+        "backend": getattr(predictor, "backend", "unknown"),
+        "labels": list(getattr(predictor, "label_names", [])),
+        **(metadata or {}),
+    }
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         yield
         await batcher.stop()
 
-    app = FastAPI(title=str(info.get("model_name", "Text classifier")), lifespan=lifespan,
-                  exception_handlers={RequestValidationError: _validation_error})
+    app = FastAPI(
+        title=str(info.get("model_name", "Text classifier")),
+        lifespan=lifespan,
+        exception_handlers={RequestValidationError: _validation_error},
+    )
     app.state.batcher = batcher
 
     @app.post("/predict", response_model=PredictResponse)
@@ -263,7 +293,10 @@ def create_app(
     @app.get("/metadata")
     async def get_metadata() -> JSONResponse:
         """The model, its labels and backend, the measured numbers, the limits, batching statistics."""
-        return JSONResponse(jsonable_encoder({**info, "limits": {"max_texts": max_texts, "max_chars": max_chars},
-                                              "batching": batcher.describe()}))
+        return JSONResponse(
+            jsonable_encoder(
+                {**info, "limits": {"max_texts": max_texts, "max_chars": max_chars}, "batching": batcher.describe()}
+            )
+        )
 
     return app

@@ -118,10 +118,15 @@ def reliability_table(probabilities: Sequence, labels: Sequence[int], n_bins: in
     counts, confidences, corrects = (s[0] for s in _bin_sums(y, p, np.ones((1, len(y))), n_bins=n_bins))
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return pd.DataFrame({
-            "bin_low": edges[:-1], "bin_high": edges[1:], "count": counts.astype(int),
-            "mean_confidence": confidences / counts, "accuracy": corrects / counts,
-        })
+        return pd.DataFrame(
+            {
+                "bin_low": edges[:-1],
+                "bin_high": edges[1:],
+                "count": counts.astype(int),
+                "mean_confidence": confidences / counts,
+                "accuracy": corrects / counts,
+            }
+        )
 
 
 def _weighted_ece(labels: np.ndarray, probabilities: np.ndarray, weights: np.ndarray, *, n_bins: int) -> np.ndarray:
@@ -194,7 +199,9 @@ def fit_temperature(logits: Sequence, labels: Sequence[int], bounds: tuple[float
     if not low < high:
         raise ValueError(f"bounds must be (low, high) on log T with low < high, got {bounds}")
     result = minimize_scalar(
-        lambda log_t: negative_log_likelihood(z, y, float(np.exp(log_t))), bounds=(low, high), method="bounded",
+        lambda log_t: negative_log_likelihood(z, y, float(np.exp(log_t))),
+        bounds=(low, high),
+        method="bounded",
         options={"xatol": 1e-5},
     )
     return float(np.exp(result.x))

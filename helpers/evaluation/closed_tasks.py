@@ -35,16 +35,18 @@ def item_scores(
     """
     if not len(tasks) == len(predictions) == len(references):
         raise ValueError(f"got {len(tasks)} tasks, {len(predictions)} predictions, {len(references)} references")
-    return pd.DataFrame({
-        "task": list(tasks),
-        "exact_match": [exact_match(p, r) for p, r in zip(predictions, references)],
-        "label_in_answer": [
-            label_in_answer(p, r, closed_labels[t]) if t in closed_labels else np.nan
-            for t, p, r in zip(tasks, predictions, references)
-        ],
-        "token_f1": [token_f1(p, r) for p, r in zip(predictions, references)],
-        "rouge_l": [rouge_l(p, r) for p, r in zip(predictions, references)],
-    })
+    return pd.DataFrame(
+        {
+            "task": list(tasks),
+            "exact_match": [exact_match(p, r) for p, r in zip(predictions, references)],
+            "label_in_answer": [
+                label_in_answer(p, r, closed_labels[t]) if t in closed_labels else np.nan
+                for t, p, r in zip(tasks, predictions, references)
+            ],
+            "token_f1": [token_f1(p, r) for p, r in zip(predictions, references)],
+            "rouge_l": [rouge_l(p, r) for p, r in zip(predictions, references)],
+        }
+    )
 
 
 def majority_answers(train_tasks: Sequence[str], train_outputs: Sequence[str], test_tasks: Sequence[str]) -> list[str]:
@@ -90,8 +92,12 @@ def closed_task_table(
             row = {"n": int(mask.sum()), "accuracy": interval.value, "low": interval.low, "high": interval.high}
             if name != reference:
                 paired = paired_bootstrap(values, base, seed=seed)
-                row |= {"vs reference": paired.difference.value, "diff low": paired.difference.low,
-                        "diff high": paired.difference.high, "verdict": paired.verdict}
+                row |= {
+                    "vs reference": paired.difference.value,
+                    "diff low": paired.difference.low,
+                    "diff high": paired.difference.high,
+                    "verdict": paired.verdict,
+                }
             rows[(task, name)] = row
     table = pd.DataFrame(rows).T
     table.index.names = ["task", "model"]

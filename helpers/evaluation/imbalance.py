@@ -203,8 +203,10 @@ def imbalance_table(
 
     # Each model's metrics are scored once on the shared resamples; intervals and paired comparisons reuse them.
     replicates = {
-        run: {name: metric_replicates(metric, y, inputs(run)[kind], n_resamples, seed, weighted=True)
-              for name, (metric, kind) in metrics.items()}
+        run: {
+            name: metric_replicates(metric, y, inputs(run)[kind], n_resamples, seed, weighted=True)
+            for name, (metric, kind) in metrics.items()
+        }
         for run in runs
     }
     rows = {}
@@ -216,9 +218,13 @@ def imbalance_table(
         if reference is not None and run != reference:
             for name in compared:
                 comparison = paired_from_replicates(replicates[run][name], replicates[reference][name], len(y))
-                row.update({f"{name} vs {reference}": comparison.verdict,
-                            f"{name} diff low": comparison.difference.low,
-                            f"{name} diff high": comparison.difference.high})
+                row.update(
+                    {
+                        f"{name} vs {reference}": comparison.verdict,
+                        f"{name} diff low": comparison.difference.low,
+                        f"{name} diff high": comparison.difference.high,
+                    }
+                )
         rows[run] = row
     return pd.DataFrame.from_dict(rows, orient="index")
 
@@ -241,10 +247,14 @@ def choose_threshold(
     y = np.asarray(labels)
     scores = np.asarray(minority_scores, dtype=float)
     if y.shape != scores.shape or y.ndim != 1 or y.size == 0:
-        raise ValueError(f"labels and minority_scores must be 1-D and of the same length, got {y.shape} and {scores.shape}")
+        raise ValueError(
+            f"labels and minority_scores must be 1-D and of the same length, got {y.shape} and {scores.shape}"
+        )
     classes = np.unique(y)
     if classes.size != 2 or minority not in classes:
-        raise ValueError(f"threshold moving here is binary: labels must hold {minority} and one other class, got {classes}")
+        raise ValueError(
+            f"threshold moving here is binary: labels must hold {minority} and one other class, got {classes}"
+        )
     other = int(classes[classes != minority][0])
     candidates = np.unique(scores)
     values = [metric(y, np.where(scores >= t, minority, other)) for t in candidates]

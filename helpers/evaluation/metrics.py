@@ -11,8 +11,8 @@ metric scripts from the Hub at run time, which fails offline).
 
 from __future__ import annotations
 
-import unicodedata
 import functools
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 
@@ -25,7 +25,9 @@ from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 from sklearn.pipeline import Pipeline, make_pipeline
 
 
-def classification_metrics(labels: Sequence[int], predictions: Sequence[int], average: str | None = None) -> dict[str, float]:
+def classification_metrics(
+    labels: Sequence[int], predictions: Sequence[int], average: str | None = None
+) -> dict[str, float]:
     """Accuracy, precision, recall and F1.
 
     ``average`` defaults to ``"binary"`` for two classes and ``"macro"``

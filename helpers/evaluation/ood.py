@@ -60,8 +60,9 @@ def energy_score(logits: Sequence, temperature: float = 1.0) -> np.ndarray:
 def _check_scores(scores_in: Sequence[float], scores_out: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     s_in, s_out = np.asarray(scores_in, dtype=float), np.asarray(scores_out, dtype=float)
     if s_in.ndim != 1 or s_out.ndim != 1 or s_in.size == 0 or s_out.size == 0:
-        raise ValueError(f"expected one score per item, at least one in each group, got shapes {s_in.shape} and "
-                         f"{s_out.shape}")
+        raise ValueError(
+            f"expected one score per item, at least one in each group, got shapes {s_in.shape} and {s_out.shape}"
+        )
     if not (np.all(np.isfinite(s_in)) and np.all(np.isfinite(s_out))):
         raise ValueError("scores must be finite")
     return s_in, s_out

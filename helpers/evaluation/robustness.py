@@ -51,10 +51,46 @@ PredictProba = Callable[[list[str]], np.ndarray]
 
 # Common English first names that are not also common words ("Will", "Mark", "Grace" are not here).
 FIRST_NAMES = (
-    "James", "John", "Robert", "Michael", "William", "David", "Richard", "Joseph", "Thomas", "Charles",
-    "Daniel", "Matthew", "Steven", "Paul", "Peter", "George", "Kevin", "Brian", "Edward", "Jason",
-    "Mary", "Patricia", "Jennifer", "Linda", "Elizabeth", "Barbara", "Susan", "Jessica", "Sarah", "Karen",
-    "Nancy", "Lisa", "Emily", "Emma", "Anna", "Julia", "Laura", "Kate", "Helen", "Sandra",
+    "James",
+    "John",
+    "Robert",
+    "Michael",
+    "William",
+    "David",
+    "Richard",
+    "Joseph",
+    "Thomas",
+    "Charles",
+    "Daniel",
+    "Matthew",
+    "Steven",
+    "Paul",
+    "Peter",
+    "George",
+    "Kevin",
+    "Brian",
+    "Edward",
+    "Jason",
+    "Mary",
+    "Patricia",
+    "Jennifer",
+    "Linda",
+    "Elizabeth",
+    "Barbara",
+    "Susan",
+    "Jessica",
+    "Sarah",
+    "Karen",
+    "Nancy",
+    "Lisa",
+    "Emily",
+    "Emma",
+    "Anna",
+    "Julia",
+    "Laura",
+    "Kate",
+    "Helen",
+    "Sandra",
 )
 NOUNS = ("film", "movie", "acting", "plot", "script", "story")
 POSITIVE_ADJECTIVES = ("good", "great", "excellent", "wonderful", "brilliant", "enjoyable", "delightful", "superb")
@@ -62,19 +98,56 @@ NEGATIVE_ADJECTIVES = ("bad", "terrible", "awful", "boring", "dull", "horrible",
 POSITIVE_VERBS = ("loved", "enjoyed", "liked", "admired", "adored")
 NEGATIVE_VERBS = ("hated", "disliked", "despised", "loathed", "detested")
 # Adjectives that add_intensifier may strengthen: the template ones and others frequent in reviews.
-SENTIMENT_ADJECTIVES = POSITIVE_ADJECTIVES + NEGATIVE_ADJECTIVES + (
-    "funny", "smart", "beautiful", "entertaining", "clever", "charming", "fascinating",
-    "stupid", "silly", "predictable", "lame", "pointless", "bland", "clumsy", "mediocre",
+SENTIMENT_ADJECTIVES = (
+    POSITIVE_ADJECTIVES
+    + NEGATIVE_ADJECTIVES
+    + (
+        "funny",
+        "smart",
+        "beautiful",
+        "entertaining",
+        "clever",
+        "charming",
+        "fascinating",
+        "stupid",
+        "silly",
+        "predictable",
+        "lame",
+        "pointless",
+        "bland",
+        "clumsy",
+        "mediocre",
+    )
 )
 INTENSIFIERS = ("really", "very")
 NEGATIVE_PHRASES = ("I hated it.", "It was a waste of time.", "It was terrible.", "Avoid it.", "I regret watching it.")
 POSITIVE_PHRASES = (
-    "I loved it.", "It was wonderful.", "Highly recommended.", "I enjoyed every minute.", "It was a delight.",
+    "I loved it.",
+    "It was wonderful.",
+    "Highly recommended.",
+    "I enjoyed every minute.",
+    "It was a delight.",
 )
 # A word after one of these is not intensified: "not good" -> "not very good" is less negative, not more.
 _NO_INTENSIFIER_AFTER = frozenset(INTENSIFIERS) | {
-    "not", "never", "no", "hardly", "t", "so", "too", "quite", "pretty", "rather", "fairly", "somewhat",
-    "extremely", "truly", "most", "more", "less", "least",
+    "not",
+    "never",
+    "no",
+    "hardly",
+    "t",
+    "so",
+    "too",
+    "quite",
+    "pretty",
+    "rather",
+    "fairly",
+    "somewhat",
+    "extremely",
+    "truly",
+    "most",
+    "more",
+    "less",
+    "least",
 }
 
 _KEYBOARD_ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
@@ -90,7 +163,8 @@ def _qwerty_neighbours() -> dict[str, str]:
     }
     return {
         letter: "".join(
-            other for other, (r, x) in position.items()
+            other
+            for other, (r, x) in position.items()
             if other != letter and ((r == row and abs(x - column) == 1) or (abs(r - row) == 1 and abs(x - column) < 1))
         )
         for letter, (row, column) in position.items()
@@ -134,7 +208,7 @@ def add_typo(text: str, rng: random.Random) -> str:
     if not places:
         return text
     i = rng.choice(places)
-    return text[:i] + text[i + 1] + text[i] + text[i + 2:]
+    return text[:i] + text[i + 1] + text[i] + text[i + 2 :]
 
 
 def keyboard_typo(text: str, rng: random.Random) -> str:
@@ -258,10 +332,11 @@ def add_intensifier(text: str, rng: random.Random) -> str:
     """
     words = list(_WORD.finditer(text))
     places = [
-        match.start() for k, match in enumerate(words)
+        match.start()
+        for k, match in enumerate(words)
         if match.group() in SENTIMENT_ADJECTIVES
         and (k == 0 or words[k - 1].group().lower() not in _NO_INTENSIFIER_AFTER)
-        and "-" not in text[max(match.start() - 1, 0):match.start()] + text[match.end():match.end() + 1]
+        and "-" not in text[max(match.start() - 1, 0) : match.start()] + text[match.end() : match.end() + 1]
     ]
     if not places:
         return text
@@ -355,8 +430,7 @@ def _positive_proba(predict_proba: PredictProba, texts: list[str]) -> np.ndarray
         )
     if not np.all(np.isfinite(proba)) or np.any(proba < 0) or not np.allclose(proba.sum(axis=1), 1.0, atol=1e-3):
         raise ValueError(
-            "predict_proba must return probabilities (each row in [0, 1], summing to 1); "
-            "logits need a softmax first"
+            "predict_proba must return probabilities (each row in [0, 1], summing to 1); logits need a softmax first"
         )
     return proba[:, 1]
 
@@ -383,16 +457,29 @@ def _mft_cases(predict_proba: PredictProba, examples: list[dict]) -> pd.DataFram
     texts = [example["text"] for example in examples]
     labels = np.array([example["label"] for example in examples], dtype=int)
     p = _positive_proba(predict_proba, texts)
-    return pd.DataFrame({
-        "test": [example["test"] for example in examples], "type": "MFT", "original": texts, "perturbed": "",
-        "label": labels, "p_original": p, "p_perturbed": np.nan,
-        "failed": _predicted(p) != labels, "severity": np.where(labels == 1, 1.0 - p, p),
-    })
+    return pd.DataFrame(
+        {
+            "test": [example["test"] for example in examples],
+            "type": "MFT",
+            "original": texts,
+            "perturbed": "",
+            "label": labels,
+            "p_original": p,
+            "p_perturbed": np.nan,
+            "failed": _predicted(p) != labels,
+            "severity": np.where(labels == 1, 1.0 - p, p),
+        }
+    )
 
 
 def _perturbation_cases(
-    name: str, predict_proba: PredictProba, texts: list[str], labels: np.ndarray, p_original: np.ndarray,
-    seed: int, tolerance: float,
+    name: str,
+    predict_proba: PredictProba,
+    texts: list[str],
+    labels: np.ndarray,
+    p_original: np.ndarray,
+    seed: int,
+    tolerance: float,
 ) -> pd.DataFrame:
     test_type, perturb, expectation = PERTURBATIONS[name]
     rng = random.Random(f"{seed}:{name}")  # one generator per test: adding a test changes no other
@@ -402,11 +489,19 @@ def _perturbation_cases(
     p_new = _positive_proba(predict_proba, [perturbed[i] for i in kept])
     severity = _severity(expectation, p_old, p_new)
     failed = _predicted(p_new) != _predicted(p_old) if test_type == "INV" else severity > tolerance
-    return pd.DataFrame({
-        "test": name, "type": test_type, "original": [texts[i] for i in kept],
-        "perturbed": [perturbed[i] for i in kept], "label": labels[kept], "p_original": p_old,
-        "p_perturbed": p_new, "failed": np.asarray(failed, dtype=bool), "severity": severity,
-    })
+    return pd.DataFrame(
+        {
+            "test": name,
+            "type": test_type,
+            "original": [texts[i] for i in kept],
+            "perturbed": [perturbed[i] for i in kept],
+            "label": labels[kept],
+            "p_original": p_old,
+            "p_perturbed": p_new,
+            "failed": np.asarray(failed, dtype=bool),
+            "severity": severity,
+        }
+    )
 
 
 def _failure_interval(failed: np.ndarray, seed: int) -> Interval:
@@ -422,10 +517,17 @@ def _summary(cases: pd.DataFrame, names: list[tuple[str, str, str]], seed: int) 
     for name, test_type, expectation in names:
         failed = cases.loc[cases["test"] == name, "failed"].to_numpy(dtype=bool)
         interval = _failure_interval(failed, seed)
-        rows.append({
-            "test": name, "type": test_type, "expectation": expectation, "n": len(failed),
-            "failures": int(failed.sum()), "failure_rate": interval.value, "interval": interval,
-        })
+        rows.append(
+            {
+                "test": name,
+                "type": test_type,
+                "expectation": expectation,
+                "n": len(failed),
+                "failures": int(failed.sum()),
+                "failure_rate": interval.value,
+                "interval": interval,
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -29,8 +29,8 @@ against one on shifted data) by :func:`independent_difference`. Taught in
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -76,8 +76,13 @@ class McNemarTest:
     n: int
 
     def as_dict(self) -> dict:
-        return {"a_only": self.a_only, "b_only": self.b_only, "p_value": self.p_value, "verdict": self.verdict,
-                "n": self.n}
+        return {
+            "a_only": self.a_only,
+            "b_only": self.b_only,
+            "p_value": self.p_value,
+            "verdict": self.verdict,
+            "n": self.n,
+        }
 
 
 def _check_items(*arrays: np.ndarray) -> int:
@@ -110,8 +115,13 @@ def bootstrap_interval(
     if np.all(data == data[0]):  # every resample is identical: the interval is the point
         return Interval(value, value, value, confidence)
     result = bootstrap(
-        (data,), statistic, confidence_level=confidence, n_resamples=n_resamples, method="percentile",
-        vectorized=False, rng=np.random.default_rng(seed),
+        (data,),
+        statistic,
+        confidence_level=confidence,
+        n_resamples=n_resamples,
+        method="percentile",
+        vectorized=False,
+        rng=np.random.default_rng(seed),
     )
     return Interval(value, float(result.confidence_interval.low), float(result.confidence_interval.high), confidence)
 
@@ -161,9 +171,15 @@ def compare_to_reference(
         if not higher_is_better and verdict != "indistinguishable":
             verdict = "worse" if verdict == "better" else "better"
         difference = comparison.difference
-        row |= {"change": difference.value, "change_low": difference.low, "change_high": difference.high,
-                "verdict": verdict}
-    return {f"{prefix}{key}" if key != "value" else (prefix.rstrip("_") or "value"): value for key, value in row.items()}
+        row |= {
+            "change": difference.value,
+            "change_low": difference.low,
+            "change_high": difference.high,
+            "verdict": verdict,
+        }
+    return {
+        f"{prefix}{key}" if key != "value" else (prefix.rstrip("_") or "value"): value for key, value in row.items()
+    }
 
 
 def _verdict(difference: Interval) -> str:
@@ -219,7 +235,11 @@ def interval_from_replicates(value: float, replicates: np.ndarray, confidence: f
 
 
 def metric_replicates(
-    metric: Metric, labels: Sequence, predictions: Sequence, n_resamples: int = 1000, seed: int = 0,
+    metric: Metric,
+    labels: Sequence,
+    predictions: Sequence,
+    n_resamples: int = 1000,
+    seed: int = 0,
     weighted: bool = False,
 ) -> tuple[float, np.ndarray]:
     """The metric on all items, and on each resample of :func:`resample_indices` (the one place where resamples are scored).
@@ -437,7 +457,9 @@ def independent_difference(
         raise ValueError(f"expected one score per item in each group, got shapes {a.shape} and {b.shape}")
     _check_items(a)
     _check_items(b)
-    replicates = (resample_weights(a.size, n_resamples, seed) @ a / a.size
-                  - resample_weights(b.size, n_resamples, seed + 1) @ b / b.size)
+    replicates = (
+        resample_weights(a.size, n_resamples, seed) @ a / a.size
+        - resample_weights(b.size, n_resamples, seed + 1) @ b / b.size
+    )
     difference = interval_from_replicates(float(a.mean() - b.mean()), replicates, confidence)
     return IndependentComparison(difference, _verdict(difference), a.size, b.size)

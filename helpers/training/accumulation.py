@@ -101,17 +101,26 @@ def accumulation_check(
             for name, parameter in model.named_parameters():
                 parameter.grad = gradients.get(name)
             optimizer.step()
-            updates.append(torch.cat([(p.detach() - state[name]).flatten() for name, p in model.named_parameters()
-                                      if name in state]))
+            updates.append(
+                torch.cat(
+                    [(p.detach() - state[name]).flatten() for name, p in model.named_parameters() if name in state]
+                )
+            )
         update_difference = updates[0] - updates[1]
     finally:
         model.load_state_dict(state)
         model.zero_grad()
         model.train(was_training)
     size = len(next(value for value in batch.values() if hasattr(value, "shape")))
-    return AccumulationCheck(size, accumulation_steps, float(difference.abs().max()), float(difference.norm() / norm),
-                             float(update_difference.norm() / updates[0].norm()),
-                             float(update_difference.abs().max()), lr)
+    return AccumulationCheck(
+        size,
+        accumulation_steps,
+        float(difference.abs().max()),
+        float(difference.norm() / norm),
+        float(update_difference.norm() / updates[0].norm()),
+        float(update_difference.abs().max()),
+        lr,
+    )
 
 
 def saved_activation_bytes(

@@ -248,17 +248,25 @@ class AdaptationRun:
 
     def costs(self) -> dict[str, float | int | str | None]:
         """The run's costs as one table row."""
-        return {"method": self.method.kind, "learning_rate": self.method.learning_rate,
-                "trainable": self.trainable, "total": self.total, "trainable_share": self.trainable / self.total,
-                "training_state_MB": self.training_state_bytes / 1e6,
-                "optimizer_state_MB": self.state_bytes["optimizer"] / 1e6,
-                "examples_per_second": self.examples_per_second, "tokens_per_second": self.tokens_per_second,
-                "train_seconds": self.seconds,
-                "peak_rss_MB": None if self.peak_rss_bytes is None else self.peak_rss_bytes / 1e6,
-                "stored_MB": self.stored_bytes / 1e6}
+        return {
+            "method": self.method.kind,
+            "learning_rate": self.method.learning_rate,
+            "trainable": self.trainable,
+            "total": self.total,
+            "trainable_share": self.trainable / self.total,
+            "training_state_MB": self.training_state_bytes / 1e6,
+            "optimizer_state_MB": self.state_bytes["optimizer"] / 1e6,
+            "examples_per_second": self.examples_per_second,
+            "tokens_per_second": self.tokens_per_second,
+            "train_seconds": self.seconds,
+            "peak_rss_MB": None if self.peak_rss_bytes is None else self.peak_rss_bytes / 1e6,
+            "stored_MB": self.stored_bytes / 1e6,
+        }
 
 
-def _measured(model: nn.Module, method: AdaptationMethod, train, examples: float, tokens: float | None) -> AdaptationRun:
+def _measured(
+    model: nn.Module, method: AdaptationMethod, train, examples: float, tokens: float | None
+) -> AdaptationRun:
     """Train through ``train(callbacks) -> (trainer, seconds)`` and measure it."""
     counts = trainable_parameters(model)
     probe = TrainingStateProbe()
@@ -268,10 +276,16 @@ def _measured(model: nn.Module, method: AdaptationMethod, train, examples: float
         raise RuntimeError(f"{method.name}: the optimizer never stepped (no training data?)")
     trainer.optimizer = None  # the moments are measured; let them go before the next run
     return AdaptationRun(
-        method=method, trainer=trainer, seconds=seconds, examples_per_second=examples / seconds,
+        method=method,
+        trainer=trainer,
+        seconds=seconds,
+        examples_per_second=examples / seconds,
         tokens_per_second=None if tokens is None else tokens / seconds,
-        trainable=int(counts["trainable"]), total=int(counts["total"]), state_bytes=probe.state_bytes,
-        peak_rss_bytes=memory.above_start, stored_bytes=stored_bytes(trainer.model),
+        trainable=int(counts["trainable"]),
+        total=int(counts["total"]),
+        state_bytes=probe.state_bytes,
+        peak_rss_bytes=memory.above_start,
+        stored_bytes=stored_bytes(trainer.model),
     )
 
 
@@ -303,9 +317,21 @@ def adapt_causal_lm(
     tokens = sum(len(ids) for ids in train_dataset["input_ids"]) * epochs
 
     def train(callbacks):
-        return train_causal_lm(model, tokenizer, train_dataset, precision, str(output_dir),
-                               learning_rate=method.learning_rate, epochs=epochs, batch_size=batch_size, seed=seed,
-                               lr_scheduler_type="linear", warmup=warmup, progress=progress, callbacks=callbacks)
+        return train_causal_lm(
+            model,
+            tokenizer,
+            train_dataset,
+            precision,
+            str(output_dir),
+            learning_rate=method.learning_rate,
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+            lr_scheduler_type="linear",
+            warmup=warmup,
+            progress=progress,
+            callbacks=callbacks,
+        )
 
     return _measured(model, method, train, len(train_dataset) * epochs, tokens)
 
@@ -334,9 +360,20 @@ def adapt_classifier(
     model = prepare_model(base_model, method, "seq_cls")
 
     def train(callbacks):
-        run = train_classifier(model, tokenizer, train_dataset, output_dir, num_epochs=epochs,
-                               learning_rate=method.learning_rate, batch_size=batch_size, warmup=warmup,
-                               precision=precision, seed=seed, progress=progress, callbacks=callbacks)
+        run = train_classifier(
+            model,
+            tokenizer,
+            train_dataset,
+            output_dir,
+            num_epochs=epochs,
+            learning_rate=method.learning_rate,
+            batch_size=batch_size,
+            warmup=warmup,
+            precision=precision,
+            seed=seed,
+            progress=progress,
+            callbacks=callbacks,
+        )
         return run.trainer, run.seconds
 
     return _measured(model, method, train, len(train_dataset) * epochs, None)
@@ -382,8 +419,9 @@ def adaptation_table(
             row |= compare_to_reference(quality[name], reference_values, True, seed, prefix="quality_")
         if name in retention:
             reference_values = retention[name] if name == retention_reference else retention[retention_reference]
-            row |= compare_to_reference(retention[name], reference_values, retention_higher_is_better, seed,
-                                        prefix="retention_")
+            row |= compare_to_reference(
+                retention[name], reference_values, retention_higher_is_better, seed, prefix="retention_"
+            )
         rows[name] = row
     return pd.DataFrame(rows).T
 
@@ -401,16 +439,23 @@ def quantized_weight_bytes(model: nn.Module) -> dict[str, float]:
     """
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     skipped = {id(output)} if output is not None else set()
-    quantized = sum(module.weight.numel() for module in model.modules()
-                    if isinstance(module, nn.Linear) and id(module) not in skipped)
+    quantized = sum(
+        module.weight.numel()
+        for module in model.modules()
+        if isinstance(module, nn.Linear) and id(module) not in skipped
+    )
     seen, total = set(), 0
     for parameter in model.parameters():
         if id(parameter) not in seen:
             seen.add(id(parameter))
             total += parameter.numel()
     nf4_bits = 4 + 8 / 64 + 32 / (64 * 256)
-    return {"fp32": 4.0 * total, "bf16": 2.0 * total,
-            "nf4": quantized * nf4_bits / 8 + 2.0 * (total - quantized), "quantized_share": quantized / total}
+    return {
+        "fp32": 4.0 * total,
+        "bf16": 2.0 * total,
+        "nf4": quantized * nf4_bits / 8 + 2.0 * (total - quantized),
+        "quantized_share": quantized / total,
+    }
 
 
 def qlora_training_step(name: str, r: int, batch: dict[str, torch.Tensor], device: str = "cuda") -> dict[str, float]:
@@ -432,19 +477,27 @@ def qlora_training_step(name: str, r: int, batch: dict[str, torch.Tensor], devic
 
     from helpers.models import model_source
 
-    quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                      bnb_4bit_compute_dtype=torch.bfloat16)
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
     torch.cuda.reset_peak_memory_stats(device)
-    model = AutoModelForCausalLM.from_pretrained(model_source(name), quantization_config=quantization,
-                                                 device_map={"": device})
+    model = AutoModelForCausalLM.from_pretrained(
+        model_source(name), quantization_config=quantization, device_map={"": device}
+    )
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     model = apply_lora(model, lora_config_for("causal_lm", r))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     loss = model(**{key: value.to(device) for key, value in batch.items()}).loss
     loss.backward()
     optimizer.step()
-    return {"footprint_bytes": float(model.get_memory_footprint()),
-            "peak_gpu_bytes": float(torch.cuda.max_memory_allocated(device)), "loss": float(loss)}
+    return {
+        "footprint_bytes": float(model.get_memory_footprint()),
+        "peak_gpu_bytes": float(torch.cuda.max_memory_allocated(device)),
+        "loss": float(loss),
+    }
 
 
 class StopAfterSteps(TrainerCallback):

@@ -122,8 +122,10 @@ def accepts_scored_logits(model: PreTrainedModel) -> bool:
 
     if isinstance(model, PeftModel):  # PEFT passes extra keywords through to the model it wraps
         model = model.get_base_model()
-    return ("logits_to_keep" in inspect.signature(model.forward).parameters
-            and getattr(model, "loss_type", None) == "ForCausalLM")
+    return (
+        "logits_to_keep" in inspect.signature(model.forward).parameters
+        and getattr(model, "loss_type", None) == "ForCausalLM"
+    )
 
 
 def label_share(dataset: Dataset) -> float:
@@ -170,11 +172,19 @@ def token_losses(model: PreTrainedModel, loader: DataLoader, device: str = "cpu"
 
 
 def _losses_by_length(
-    model: PreTrainedModel, rows: Sequence[dict] | Dataset, collator, device: str, batch_size: int,
+    model: PreTrainedModel,
+    rows: Sequence[dict] | Dataset,
+    collator,
+    device: str,
+    batch_size: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`token_losses` of ``rows`` in batches of similar lengths (little padding), returned in ``rows``' order."""
-    order = np.argsort([len(ids) for ids in rows["input_ids"]] if isinstance(rows, Dataset)
-                       else [len(row["input_ids"]) for row in rows], kind="stable")
+    order = np.argsort(
+        [len(ids) for ids in rows["input_ids"]]
+        if isinstance(rows, Dataset)
+        else [len(row["input_ids"]) for row in rows],
+        kind="stable",
+    )
     ordered = rows.select(order) if isinstance(rows, Dataset) else [rows[i] for i in order]
     sums, counts = token_losses(model, DataLoader(ordered, batch_size=batch_size, collate_fn=collator), device)
     unsorted_sums, unsorted_counts = np.empty_like(sums), np.empty_like(counts)
@@ -198,7 +208,9 @@ def _mean_loss(sums: np.ndarray, counts: np.ndarray) -> float:
     return float(sums.sum() / counts.sum())
 
 
-def lm_examples(texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, max_length: int = 256) -> list[dict[str, list[int]]]:
+def lm_examples(
+    texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, max_length: int = 256
+) -> list[dict[str, list[int]]]:
     """Plain texts as causal-LM examples: every token is learned (``labels`` = ``input_ids``), truncated to ``max_length``.
 
     The shape of pre-training data: used to score general text (:func:`text_losses`)
@@ -210,7 +222,11 @@ def lm_examples(texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, max_le
 
 
 def _text_token_losses(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], device: str, batch_size: int,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    device: str,
+    batch_size: int,
     max_length: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     rows = lm_examples(texts, tokenizer, max_length)
@@ -366,8 +382,15 @@ def train_causal_lm(
         **precision.trainer_kwargs(),
     )
     collator = ScoredLogitsCollator(tokenizer) if accepts_scored_logits(model) else instruction_collator(tokenizer)
-    common = dict(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                  data_collator=collator, processing_class=tokenizer, callbacks=callbacks)
+    common = dict(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=collator,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
     trainer = EWCTrainer(**common, ewc=ewc) if ewc is not None else Trainer(**common)
     if not progress:
         trainer.remove_callback(PrinterCallback)  # without a progress bar, Trainer prints every log line

@@ -31,8 +31,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Dataset
-from transformers import DataCollatorWithPadding, EarlyStoppingCallback, PreTrainedModel, PreTrainedTokenizerBase
-from transformers import Trainer
+from transformers import (
+    DataCollatorWithPadding,
+    EarlyStoppingCallback,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Trainer,
+)
 
 from helpers.device import Precision
 from helpers.evaluation.metrics import trainer_classification_metrics

@@ -114,7 +114,12 @@ def parameter_groups(
             decay = not _no_decay(module, name)
             group = groups.setdefault(
                 (depth, decay),
-                {"params": [], "names": [], "lr": lr * layer_lr_decay**depth, "weight_decay": weight_decay if decay else 0.0},
+                {
+                    "params": [],
+                    "names": [],
+                    "lr": lr * layer_lr_decay**depth,
+                    "weight_decay": weight_decay if decay else 0.0,
+                },
             )
             group["params"].append(parameter)
             group["names"].append(f"{module_name}.{name}" if module_name else name)
@@ -130,7 +135,9 @@ def trainable_summary(model: nn.Module) -> dict[str, float]:
     return {"trainable": trainable, "total": total, "share": trainable / total if total else 0.0}
 
 
-def optimizer_for(model: nn.Module, lr: float, weight_decay: float = 0.01, layer_lr_decay: float = 1.0) -> torch.optim.AdamW:
+def optimizer_for(
+    model: nn.Module, lr: float, weight_decay: float = 0.01, layer_lr_decay: float = 1.0
+) -> torch.optim.AdamW:
     """AdamW over :func:`parameter_groups`, fused (one kernel for all tensors) where PyTorch supports it.
 
     Fused AdamW is also ``Trainer``'s default, so both loops run the same update.
@@ -149,6 +156,7 @@ def training_state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | No
     the batch, are not included: on a GPU, ``torch.cuda.max_memory_allocated``
     measures those too.
     """
+
     def size(tensors) -> int:
         seen, total = set(), 0
         for tensor in tensors:

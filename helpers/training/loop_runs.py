@@ -72,9 +72,18 @@ def fit_with_loop(
     torch.manual_seed(seed)  # dropout
     loader = make_loader(train_data, tokenizer, batch_size, padding="length_grouped", seed=seed)
     optimizer = optimizer_for(model, lr=lr, weight_decay=weight_decay)
-    return train_loop(model, loader, optimizer, num_epochs=num_epochs, device=device, precision=precision,
-                      warmup_ratio=warmup_ratio, lr_scheduler_type=lr_scheduler_type, eval_loader=eval_loader,
-                      progress=progress)
+    return train_loop(
+        model,
+        loader,
+        optimizer,
+        num_epochs=num_epochs,
+        device=device,
+        precision=precision,
+        warmup_ratio=warmup_ratio,
+        lr_scheduler_type=lr_scheduler_type,
+        eval_loader=eval_loader,
+        progress=progress,
+    )
 
 
 def train_and_evaluate(
@@ -110,8 +119,22 @@ def train_and_evaluate(
         model.classifier.load_state_dict(head_state)
     eval_loader = make_loader(eval_data, tokenizer, 64, shuffle=False)
     start = time.perf_counter()
-    history = fit_with_loop(model, train_data, tokenizer, lr, seed, num_epochs, batch_size, weight_decay, warmup_ratio,
-                            lr_scheduler_type, eval_loader, device, precision, progress)
+    history = fit_with_loop(
+        model,
+        train_data,
+        tokenizer,
+        lr,
+        seed,
+        num_epochs,
+        batch_size,
+        weight_decay,
+        warmup_ratio,
+        lr_scheduler_type,
+        eval_loader,
+        device,
+        precision,
+        progress,
+    )
     seconds = time.perf_counter() - start
     labels = history["eval_labels"]
     correct = [(predictions == labels).astype(float) for predictions in history["eval_predictions"]]

@@ -14,7 +14,7 @@ stop on.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -130,12 +130,23 @@ def train_loop(
     updates_per_epoch = -(-len(train_loader) // gradient_accumulation_steps)
     schedule_updates = updates_per_epoch * num_epochs
     if stop_after_updates is not None and not 1 <= stop_after_updates <= schedule_updates:
-        raise ValueError(f"stop_after_updates must be between 1 and the {schedule_updates} updates of the schedule, "
-                         f"got {stop_after_updates}")
+        raise ValueError(
+            f"stop_after_updates must be between 1 and the {schedule_updates} updates of the schedule, "
+            f"got {stop_after_updates}"
+        )
     planned_updates = schedule_updates if stop_after_updates is None else stop_after_updates
-    scheduler = make_scheduler(optimizer, lr_scheduler_type, schedule_updates, warmup_steps_for(warmup_ratio, schedule_updates))
+    scheduler = make_scheduler(
+        optimizer, lr_scheduler_type, schedule_updates, warmup_steps_for(warmup_ratio, schedule_updates)
+    )
     scaler = torch.amp.GradScaler(torch.device(device).type) if precision.use_grad_scaler else None
-    history: dict = {"loss": [], "lr": [], "epoch_loss": [], "eval_loss": [], "eval_metrics": [], "eval_predictions": []}
+    history: dict = {
+        "loss": [],
+        "lr": [],
+        "epoch_loss": [],
+        "eval_loss": [],
+        "eval_metrics": [],
+        "eval_predictions": [],
+    }
     bar = tqdm(total=planned_updates, desc="training", unit="update", disable=not progress)
     for _ in range(num_epochs):
         model.train()

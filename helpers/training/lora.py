@@ -56,8 +56,10 @@ def lora_delta(weight_shape: Sequence[int], A: torch.Tensor, B: torch.Tensor, al
     """
     out_features, in_features = weight_shape
     if A.shape != (r, in_features) or B.shape != (out_features, r):
-        raise ValueError(f"for a weight {tuple(weight_shape)} and r={r}, A must be {(r, in_features)} and B "
-                         f"{(out_features, r)}; got {tuple(A.shape)} and {tuple(B.shape)}")
+        raise ValueError(
+            f"for a weight {tuple(weight_shape)} and r={r}, A must be {(r, in_features)} and B "
+            f"{(out_features, r)}; got {tuple(A.shape)} and {tuple(B.shape)}"
+        )
     return (alpha / r) * (B @ A)
 
 
@@ -172,7 +174,9 @@ def merge_lora(peft_model: PeftModel) -> PreTrainedModel:
     return peft_model.merge_and_unload()
 
 
-def prompt_completion_dataset(instructions: Dataset, tokenizer: PreTrainedTokenizerBase, style: str = "chat") -> Dataset:
+def prompt_completion_dataset(
+    instructions: Dataset, tokenizer: PreTrainedTokenizerBase, style: str = "chat"
+) -> Dataset:
     """Instruction rows (``instruction``, ``input``, ``output``) as TRL's ``{"prompt", "completion"}`` rows.
 
     ``prompt`` is :func:`helpers.data.instructions.format_prompt`'s text and
@@ -188,14 +192,18 @@ def prompt_completion_dataset(instructions: Dataset, tokenizer: PreTrainedTokeni
     one the model reads at generation.
     """
     if style == "qa":
-        raise ValueError("style 'qa' ends its prompt with a space, which TRL's joint tokenization merges with the "
-                         "response's first word; use 'chat' or 'alpaca' (or lesson 04's own recipe)")
+        raise ValueError(
+            "style 'qa' ends its prompt with a space, which TRL's joint tokenization merges with the "
+            "response's first word; use 'chat' or 'alpaca' (or lesson 04's own recipe)"
+        )
     if tokenizer.eos_token is None:
         raise ValueError("the tokenizer has no EOS token to end the completions with")
 
     def convert(row: dict) -> dict[str, str]:
-        return {"prompt": format_prompt(row["instruction"], row["input"], style, tokenizer),
-                "completion": row["output"] + tokenizer.eos_token}
+        return {
+            "prompt": format_prompt(row["instruction"], row["input"], style, tokenizer),
+            "completion": row["output"] + tokenizer.eos_token,
+        }
 
     return instructions.map(convert, remove_columns=instructions.column_names)
 

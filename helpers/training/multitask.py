@@ -53,7 +53,9 @@ class MultiTaskModel(nn.Module):
     :func:`helpers.training.freezing.optimizer_for` see the usual parts.
     """
 
-    def __init__(self, encoder: PreTrainedModel, tasks: Mapping[str, Sequence[str]], dropout: float | None = None) -> None:
+    def __init__(
+        self, encoder: PreTrainedModel, tasks: Mapping[str, Sequence[str]], dropout: float | None = None
+    ) -> None:
         super().__init__()
         if not tasks:
             raise ValueError("a multi-task model needs at least one task")
@@ -65,7 +67,9 @@ class MultiTaskModel(nn.Module):
         config = encoder.config
         self.dropout_rate = config.hidden_dropout_prob if dropout is None else float(dropout)
         self.dropout = nn.Dropout(self.dropout_rate)
-        self.heads = nn.ModuleDict({task: nn.Linear(config.hidden_size, len(labels)) for task, labels in self.tasks.items()})
+        self.heads = nn.ModuleDict(
+            {task: nn.Linear(config.hidden_size, len(labels)) for task, labels in self.tasks.items()}
+        )
 
     @property
     def base_model(self) -> PreTrainedModel:
@@ -82,7 +86,9 @@ class MultiTaskModel(nn.Module):
     ) -> SequenceClassifierOutput:
         if task not in self.heads:
             raise KeyError(f"unknown task {task!r}; this model has heads for {sorted(self.heads)}")
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+        hidden = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).last_hidden_state
         logits = self.heads[task](self.dropout(mean_pool(hidden, attention_mask)))
         loss = None
         if labels is not None:
@@ -107,7 +113,9 @@ class MultiTaskModel(nn.Module):
 
         folder = Path(folder)
         if not (folder / TASKS_FILE).is_file() or not (folder / HEADS_FILE).is_file():
-            raise FileNotFoundError(f"{folder} holds no saved multi-task model ({TASKS_FILE} and {HEADS_FILE} expected)")
+            raise FileNotFoundError(
+                f"{folder} holds no saved multi-task model ({TASKS_FILE} and {HEADS_FILE} expected)"
+            )
         meta = json.loads((folder / TASKS_FILE).read_text())
         encoder = AutoModel.from_pretrained(folder / "encoder", dtype=torch.float32, add_pooling_layer=False)
         model = cls(encoder, meta["tasks"], dropout=meta["dropout"])
@@ -199,7 +207,9 @@ class MultiTaskLoader:
     :func:`helpers.training.loops.train_loop` trains on it unchanged.
     """
 
-    def __init__(self, loaders: Mapping[str, Iterable], schedule: Sequence[str], loss_weights: Mapping[str, float] | None = None) -> None:
+    def __init__(
+        self, loaders: Mapping[str, Iterable], schedule: Sequence[str], loss_weights: Mapping[str, float] | None = None
+    ) -> None:
         unknown = sorted(set(schedule) - set(loaders))
         if unknown:
             raise ValueError(f"the schedule names tasks without a loader: {unknown}")
@@ -280,8 +290,16 @@ def fit_heads_by_linear_probe(
 
     states = {}
     for task, data in train_sets.items():
-        fit_head_by_linear_probe(TaskView(model, task), tokenizer, data["text"], data["label"], device, precision,
-                                 max_length=max_length, seed=seed)
+        fit_head_by_linear_probe(
+            TaskView(model, task),
+            tokenizer,
+            data["text"],
+            data["label"],
+            device,
+            precision,
+            max_length=max_length,
+            seed=seed,
+        )
         states[task] = {key: value.detach().clone() for key, value in model.heads[task].state_dict().items()}
     return states
 
@@ -300,15 +318,26 @@ class MultiTaskRun:
 
 
 def task_loaders(
-    tokenized: Mapping[str, Dataset], tokenizer: PreTrainedTokenizerBase, batch_size: int, seed: int, shuffle: bool = True
+    tokenized: Mapping[str, Dataset],
+    tokenizer: PreTrainedTokenizerBase,
+    batch_size: int,
+    seed: int,
+    shuffle: bool = True,
 ) -> dict[str, Iterable]:
     """One DataLoader per task over tokenized sets (dynamic padding; shuffled and seeded, or in order for evaluation)."""
-    return {task: make_loader(data, tokenizer, batch_size, shuffle=shuffle, seed=seed) for task, data in tokenized.items()}
+    return {
+        task: make_loader(data, tokenizer, batch_size, shuffle=shuffle, seed=seed) for task, data in tokenized.items()
+    }
 
 
 def predict_task(
-    model: MultiTaskModel, tokenized: Dataset, tokenizer: PreTrainedTokenizerBase, task: str,
-    device: str = "cpu", precision: Precision = FP32, batch_size: int = 64,
+    model: MultiTaskModel,
+    tokenized: Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    task: str,
+    device: str = "cpu",
+    precision: Precision = FP32,
+    batch_size: int = 64,
 ) -> np.ndarray:
     """Logits of ``task``'s head for a tokenized set (with ``labels``), in the set's order."""
     loader = make_loader(tokenized, tokenizer, batch_size, shuffle=False)
@@ -345,11 +374,21 @@ def train_multitask(
     """
     model, _ = build_multitask_model(tasks, model_name, seed, device, head_states)
     torch.manual_seed(seed)  # dropout
-    loader = MultiTaskLoader(task_loaders({t: train_sets[t] for t in tasks}, tokenizer, batch_size, seed), schedule, loss_weights)
+    loader = MultiTaskLoader(
+        task_loaders({t: train_sets[t] for t in tasks}, tokenizer, batch_size, seed), schedule, loss_weights
+    )
     optimizer = optimizer_for(model, lr=lr, weight_decay=weight_decay)
     start = time.perf_counter()
-    history = train_loop(model, loader, optimizer, num_epochs=1, device=device, precision=precision,
-                         warmup_ratio=warmup_ratio, progress=progress)
+    history = train_loop(
+        model,
+        loader,
+        optimizer,
+        num_epochs=1,
+        device=device,
+        precision=precision,
+        warmup_ratio=warmup_ratio,
+        progress=progress,
+    )
     seconds = time.perf_counter() - start
     correct = {}
     for task in tasks:

@@ -28,8 +28,10 @@ from helpers.training.loops import FP32
 def _linear_head(model: PreTrainedModel) -> torch.nn.Linear:
     head = getattr(model, "classifier", None)
     if not isinstance(head, torch.nn.Linear):
-        raise ValueError(f"{type(model).__name__}: expected a linear classification head named 'classifier', "
-                         f"got {type(head).__name__}")
+        raise ValueError(
+            f"{type(model).__name__}: expected a linear classification head named 'classifier', "
+            f"got {type(head).__name__}"
+        )
     return head
 
 

@@ -65,14 +65,33 @@ def _train(
     seed, max_length = recipe["seed"], recipe["max_length"]
     texts = subsample(rotten_tomatoes(seed=seed)["train"], recipe["train_size"], seed=seed)
     start = time.perf_counter()
-    model, tokenizer = load_classifier(MODEL_NAME, num_labels=2, id2label=ID2LABEL, device=device, seed=seed,
-                                       pooling=POOLING)
-    fit_head_by_linear_probe(model, tokenizer, list(texts["text"]), list(texts["label"]), device=device,
-                             precision=precision, max_length=max_length, seed=seed)
-    fit_with_loop(model, tokenize_for_classification(texts, tokenizer, max_length=max_length), tokenizer,
-                  lr=recipe["lr"], seed=seed, num_epochs=recipe["num_epochs"], batch_size=recipe["batch_size"],
-                  weight_decay=recipe["weight_decay"], warmup_ratio=recipe["warmup_ratio"], device=device,
-                  precision=precision, progress=progress)
+    model, tokenizer = load_classifier(
+        MODEL_NAME, num_labels=2, id2label=ID2LABEL, device=device, seed=seed, pooling=POOLING
+    )
+    fit_head_by_linear_probe(
+        model,
+        tokenizer,
+        list(texts["text"]),
+        list(texts["label"]),
+        device=device,
+        precision=precision,
+        max_length=max_length,
+        seed=seed,
+    )
+    fit_with_loop(
+        model,
+        tokenize_for_classification(texts, tokenizer, max_length=max_length),
+        tokenizer,
+        lr=recipe["lr"],
+        seed=seed,
+        num_epochs=recipe["num_epochs"],
+        batch_size=recipe["batch_size"],
+        weight_decay=recipe["weight_decay"],
+        warmup_ratio=recipe["warmup_ratio"],
+        device=device,
+        precision=precision,
+        progress=progress,
+    )
     model.eval()
     return model, tokenizer, time.perf_counter() - start
 
@@ -122,11 +141,20 @@ def sentiment_classifier(
     if train_size < 2:
         raise ValueError(f"train_size must be at least 2, got {train_size}")
     recipe = {
-        "model": MODEL_NAME, "model_version": get_asset(MODEL_NAME).version, "pooling": POOLING,
-        "data": "rotten_tomatoes (split by film), train", "recipe_version": RECIPE_VERSION,
-        "train_size": int(train_size), "seed": int(seed), "lr": float(lr), "num_epochs": int(num_epochs),
-        "batch_size": int(batch_size), "max_length": int(max_length), "precision": precision.name,
-        "weight_decay": 0.01, "warmup_ratio": 0.1,
+        "model": MODEL_NAME,
+        "model_version": get_asset(MODEL_NAME).version,
+        "pooling": POOLING,
+        "data": "rotten_tomatoes (split by film), train",
+        "recipe_version": RECIPE_VERSION,
+        "train_size": int(train_size),
+        "seed": int(seed),
+        "lr": float(lr),
+        "num_epochs": int(num_epochs),
+        "batch_size": int(batch_size),
+        "max_length": int(max_length),
+        "precision": precision.name,
+        "weight_decay": 0.01,
+        "warmup_ratio": 0.1,
     }
     if not cache:
         model, tokenizer, seconds = _train(recipe, device, precision, progress)

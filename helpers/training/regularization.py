@@ -81,7 +81,9 @@ def fisher_diagonal(
                 batch = to_device(batch, device)
                 loss = model(**batch).loss
                 if loss is None:
-                    raise ValueError(f"the model returned no loss: the batches must hold 'labels' (got {sorted(batch)})")
+                    raise ValueError(
+                        f"the model returned no loss: the batches must hold 'labels' (got {sorted(batch)})"
+                    )
                 grads = torch.autograd.grad(loss, list(parameters.values()), allow_unused=True)
                 for name, grad in zip(parameters, grads):
                     if grad is not None:
@@ -120,7 +122,9 @@ class EWC:
             )
         for name, value in self.fisher.items():
             if value.shape != self.anchor[name].shape:
-                raise ValueError(f"{name}: fisher has shape {tuple(value.shape)}, anchor {tuple(self.anchor[name].shape)}")
+                raise ValueError(
+                    f"{name}: fisher has shape {tuple(value.shape)}, anchor {tuple(self.anchor[name].shape)}"
+                )
             if bool((value < 0).any()):
                 raise ValueError(f"{name}: a Fisher diagonal is non-negative, got negative values")
 

@@ -39,8 +39,10 @@ def make_scheduler(
     if name not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {name!r}")
     if num_training_steps < 1 or not 0 <= num_warmup_steps <= num_training_steps:
-        raise ValueError(f"need 0 <= num_warmup_steps ({num_warmup_steps}) <= num_training_steps ({num_training_steps})"
-                         " and at least one training step")
+        raise ValueError(
+            f"need 0 <= num_warmup_steps ({num_warmup_steps}) <= num_training_steps ({num_training_steps})"
+            " and at least one training step"
+        )
     if name == "constant":
         name = "constant_with_warmup" if num_warmup_steps else "constant"
     return get_scheduler(name, optimizer, num_warmup_steps=num_warmup_steps, num_training_steps=num_training_steps)

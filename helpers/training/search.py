@@ -136,8 +136,21 @@ def search_hyperparameters(
     if len(correct) != len(study.trials):
         raise RuntimeError(f"{len(correct)} evaluations for {len(study.trials)} trials: was something evaluated twice?")
     trials = pd.DataFrame(
-        [{"essai": t.number, "accuracy": t.value, **t.params,
-          "secondes": (t.datetime_complete - t.datetime_start).total_seconds()} for t in study.trials]
+        [
+            {
+                "essai": t.number,
+                "accuracy": t.value,
+                **t.params,
+                "secondes": (t.datetime_complete - t.datetime_start).total_seconds(),
+            }
+            for t in study.trials
+        ]
     ).set_index("essai")
-    return SearchResult(trials, dict(best.hyperparameters), float(best.objective), int(best.run_id),
-                        {t.number: c for t, c in zip(study.trials, correct)}, seconds)
+    return SearchResult(
+        trials,
+        dict(best.hyperparameters),
+        float(best.objective),
+        int(best.run_id),
+        {t.number: c for t, c in zip(study.trials, correct)},
+        seconds,
+    )

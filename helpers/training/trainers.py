@@ -61,14 +61,24 @@ def course_training_arguments(
     return TrainingArguments(**{**course_training_settings(output_dir, precision, seed, progress), **settings})
 
 
-def course_training_settings(output_dir: str | Path, precision: Precision, seed: int = 42, progress: bool = True) -> dict:
+def course_training_settings(
+    output_dir: str | Path, precision: Precision, seed: int = 42, progress: bool = True
+) -> dict:
     """The keyword arguments of :func:`course_training_arguments`' shared part, for any ``TrainingArguments`` subclass.
 
     ``trl.SFTConfig`` is one (:func:`helpers.training.lora.sft_config_for`).
     """
-    return dict(output_dir=str(output_dir), per_device_eval_batch_size=64, max_grad_norm=1.0,
-                lr_scheduler_type="linear", seed=seed, report_to="none", disable_tqdm=not progress,
-                dataloader_pin_memory=False, **precision.trainer_kwargs())
+    return dict(
+        output_dir=str(output_dir),
+        per_device_eval_batch_size=64,
+        max_grad_norm=1.0,
+        lr_scheduler_type="linear",
+        seed=seed,
+        report_to="none",
+        disable_tqdm=not progress,
+        dataloader_pin_memory=False,
+        **precision.trainer_kwargs(),
+    )
 
 
 def release_training_precision(trainer: Trainer) -> None:
@@ -104,7 +114,9 @@ class LossTrainer(Trainer):
 
     def __init__(self, *args: Any, loss_fn: LossFn | None = None, **kwargs: Any) -> None:
         if kwargs.get("compute_loss_func") is not None:
-            raise ValueError("LossTrainer takes loss_fn(logits, labels); compute_loss_func belongs to the plain Trainer")
+            raise ValueError(
+                "LossTrainer takes loss_fn(logits, labels); compute_loss_func belongs to the plain Trainer"
+            )
         if loss_fn is not None and not callable(loss_fn):
             raise TypeError(f"loss_fn must be callable as loss_fn(logits, labels), got {type(loss_fn).__name__}")
         self.loss_fn = loss_fn
