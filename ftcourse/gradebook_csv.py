@@ -70,7 +70,12 @@ def keep_partial(partial: Path) -> Path:
             os.link(partial, kept)  # fails if the name is taken: never replaces a kept file
         except FileExistsError:
             continue
-        partial.unlink()
+        except OSError:  # a file system without hard links (FAT, some network shares): rename to a free name
+            if kept.exists():
+                continue
+            os.rename(partial, kept)
+        else:
+            partial.unlink()
         sync_folder(partial.parent)
         return kept
     raise FileExistsError(f"no free name to keep {partial}")

@@ -131,3 +131,19 @@ def test_unreadable_marks_file_is_an_error_and_left_alone(tmp_path):
         read_marks(marks)
     assert marks.read_bytes() == before
     assert os.listdir(tmp_path) == ["marks.csv"]
+
+
+def test_an_interrupted_run_is_kept_under_a_dated_name_never_replaced(tmp_path):
+    """grades.partial.csv of an interrupted run: --force keeps it as grades.partial-<date>-<time>.csv, and a second
+    one of the same second gets its own name instead of replacing the first."""
+    from ftcourse.gradebook_csv import keep_partial
+
+    partial = tmp_path / "grades.partial.csv"
+    partial.write_bytes(b"first run")
+    first = keep_partial(partial)
+    partial.write_bytes(b"second run")
+    os.utime(partial, (first.stat().st_mtime, first.stat().st_mtime))  # the same date and time
+    second = keep_partial(partial)
+    assert first != second and not partial.exists()
+    assert (first.read_bytes(), second.read_bytes()) == (b"first run", b"second run")
+    assert second.name == first.name.replace(".csv", "-1.csv")
