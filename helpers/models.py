@@ -16,14 +16,8 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
-
-try:
-    import fcntl
-except ImportError:  # Windows: convert_gguf_model falls back to an O_EXCL lock file
-    fcntl = None
 
 import torch
 from transformers import (
@@ -36,6 +30,7 @@ from transformers import (
 )
 
 from helpers.assets import ASSETS, AssetError, cache_dir, get_asset, sha256_path, verify_asset
+from helpers.cache_lock import exclusive_lock, staging_dirs
 from helpers.device import quiet_libraries
 from helpers.environment import QUIET_ENV, is_offline
 
@@ -166,78 +161,6 @@ def check_converted_model(folder: Path) -> str | None:
     return None
 
 
-LOCK_TIMEOUT = 1800.0  # seconds to wait for another process's conversion
-STALE_LOCK_AGE = 600.0  # without fcntl: a lock file this old is left by a killed process
-
-
-@contextmanager
-def _exclusive_lock(path: Path, timeout: float = LOCK_TIMEOUT, on_wait=None) -> Iterator[bool]:
-    """Hold an exclusive inter-process lock on ``path``; yield whether another process held it first.
-
-    With ``fcntl`` (Linux, macOS) the lock is ``flock`` on a lock file that is
-    kept; the system releases it when its holder exits, even when killed.
-    Without ``fcntl`` (Windows) the lock is the file itself, created with
-    ``O_CREAT | O_EXCL`` and deleted on release; one left by a killed process
-    counts as stale after ``STALE_LOCK_AGE`` seconds and is removed (so a lock
-    held longer than that by a live process is not safe there). ``on_wait`` is
-    called once if the lock is busy; ``TimeoutError`` after ``timeout`` seconds.
-    """
-    deadline = time.monotonic() + timeout
-    waited = False
-
-    def wait() -> None:
-        nonlocal waited
-        if not waited and on_wait is not None:
-            on_wait()
-        waited = True
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"another process held the lock {path} for more than {timeout:g} s")
-        time.sleep(0.2)
-
-    if fcntl is not None:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    wait()
-            try:
-                yield waited
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
-        return
-
-    while True:
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            break
-        except FileExistsError:
-            try:
-                if time.time() - path.stat().st_mtime > STALE_LOCK_AGE:
-                    path.unlink()
-                    continue
-            except FileNotFoundError:  # released meanwhile
-                continue
-            wait()
-    try:
-        try:
-            os.write(fd, str(os.getpid()).encode())
-        finally:
-            os.close(fd)
-        yield waited
-    finally:
-        path.unlink(missing_ok=True)
-
-
-def _staging_dirs(target: Path) -> list[Path]:
-    """Staging folders of ``target`` (``.<name>-XXXXXXXX``), in use or left by a killed conversion."""
-    return [p for p in target.parent.glob(f".{target.name}-*") if p.is_dir()]
-
-
 def convert_gguf_model(name: str, force: bool = False, verbose: bool = True) -> Path:
     """De-quantise an embedded GGUF model once into a cached Hugging Face folder.
 
@@ -264,7 +187,7 @@ def convert_gguf_model(name: str, force: bool = False, verbose: bool = True) -> 
         lock_path = target.parent / f".{target.name}.lock"
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            waited = stack.enter_context(_exclusive_lock(lock_path, on_wait=say_waiting))
+            waited = stack.enter_context(exclusive_lock(lock_path, on_wait=say_waiting))
         except TimeoutError as error:
             raise AssetError(
                 f"Timed out waiting for another conversion of {name!r} ({error}). If no other "
@@ -274,7 +197,7 @@ def convert_gguf_model(name: str, force: bool = False, verbose: bool = True) -> 
             raise AssetError(
                 f"Cannot write the model cache in {target.parent} ({error}). Set FTCOURSE_CACHE to a writable folder."
             ) from None
-        for leftover in _staging_dirs(target):  # we hold the lock: these are left by killed conversions
+        for leftover in staging_dirs(target):  # we hold the lock: these are left by killed conversions
             shutil.rmtree(leftover, ignore_errors=True)
         if waited or not force:  # another process may have finished a conversion meanwhile
             problem = check_converted_model(target)

@@ -9,11 +9,9 @@ import time
 import pytest
 import torch
 
-from helpers import models
+from helpers.cache_lock import exclusive_lock
 from helpers.models import (
-    STALE_LOCK_AGE,
     ModelNotAvailableError,
-    _exclusive_lock,
     check_converted_model,
     convert_gguf_model,
     converted_model_dir,
@@ -231,26 +229,22 @@ def test_corrupt_or_partial_cache_is_detected_and_rebuilt(tmp_path, monkeypatch,
     assert hidden == [f".{target.name}.lock"]  # no staging folders, only the (kept) lock file
 
 
-@pytest.mark.parametrize("mechanism", ["flock", "lock file"])
-def test_exclusive_lock_excludes_waits_and_times_out(tmp_path, monkeypatch, mechanism):
-    if mechanism == "flock":
-        pytest.importorskip("fcntl")
-    else:
-        monkeypatch.setattr(models, "fcntl", None)  # as on Windows
+def test_exclusive_lock_excludes_waits_and_times_out(tmp_path):
+    """filelock's lock, as the caches use it: a second holder waits (told once), or gives up after its timeout."""
     path = tmp_path / ".model.lock"
     outcome = {}
 
     def second_holder():
-        with _exclusive_lock(
+        with exclusive_lock(
             path, timeout=30, on_wait=lambda: outcome.setdefault("waiting", time.monotonic())
         ) as waited:
             outcome["waited"] = waited
 
-    with _exclusive_lock(path) as waited:
+    with exclusive_lock(path) as waited:
         assert waited is False and path.exists()
         start = time.monotonic()
         with pytest.raises(TimeoutError, match=r"more than 0\.3 s"):
-            with _exclusive_lock(path, timeout=0.3):
+            with exclusive_lock(path, timeout=0.3):
                 pass
         assert time.monotonic() - start < 5
         thread = threading.Thread(target=second_holder)
@@ -260,15 +254,35 @@ def test_exclusive_lock_excludes_waits_and_times_out(tmp_path, monkeypatch, mech
         assert "waiting" in outcome and "waited" not in outcome
     thread.join(10)
     assert outcome["waited"] is True
-    if mechanism == "lock file":
-        assert not path.exists()
-        # A lock file left by a killed process is taken over once it is stale.
-        path.write_text("12345")
-        old = time.time() - STALE_LOCK_AGE - 60
-        os.utime(path, (old, old))
-        with _exclusive_lock(path, timeout=1) as waited:
-            assert path.read_text() == str(os.getpid())
-        assert not path.exists()
+
+
+def test_a_lock_held_by_a_killed_process_is_released(tmp_path):
+    """A process killed while it holds the lock (a notebook interrupted mid-conversion) does not block the next."""
+    path = tmp_path / ".model.lock"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom helpers.cache_lock import exclusive_lock\n"
+            "with exclusive_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)\n",
+            str(path),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(TimeoutError):
+            with exclusive_lock(path, timeout=0.3):
+                pass
+        holder.kill()
+        holder.wait(10)
+        with exclusive_lock(path, timeout=5) as waited:
+            assert waited is False
+    finally:
+        holder.kill()
+        holder.stdout.close()
 
 
 CONVERT = (

@@ -136,7 +136,8 @@ def sentiment_classifier(
     Trained and cached by ``course/09_evaluation.ipynb``; reused by the
     deployment lesson.
     """
-    from helpers.models import _exclusive_lock, _staging_dirs, load_classifier
+    from helpers.cache_lock import exclusive_lock, staging_dirs
+    from helpers.models import load_classifier
 
     if train_size < 2:
         raise ValueError(f"train_size must be at least 2, got {train_size}")
@@ -176,8 +177,8 @@ def sentiment_classifier(
         return found
     with ExitStack() as stack:
         root.mkdir(parents=True, exist_ok=True)
-        stack.enter_context(_exclusive_lock(root / f".{target.name}.lock"))
-        for leftover in _staging_dirs(target):  # we hold the lock: these were left by interrupted runs
+        stack.enter_context(exclusive_lock(root / f".{target.name}.lock"))
+        for leftover in staging_dirs(target):  # we hold the lock: these were left by interrupted runs
             shutil.rmtree(leftover, ignore_errors=True)
         found = reload()  # another process may have trained it while we waited
         if found is not None:
