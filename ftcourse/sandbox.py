@@ -532,6 +532,24 @@ def _kernel_box(preferred: str | None) -> str:
     raise RuntimeError(f"no folder with a path short enough for the kernel's sockets (tried {preferred!r}, /tmp)")
 
 
+def _children(pid: int) -> list[str]:
+    """The pids of ``pid``'s children: /proc's list where the kernel keeps one, else a scan of /proc."""
+    try:
+        return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        pass
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if stat[stat.rindex(")") + 2 :].split()[1] == str(pid):  # after "pid (name) state": the parent's pid
+                found.append(entry.name)
+    return found
+
+
 class SandboxKernelManager(AsyncKernelManager):
     """A kernel manager that starts the kernel under :data:`PLAN`: sandbox, environment, limits, deadline.
 
@@ -646,11 +664,7 @@ class SandboxKernelManager(AsyncKernelManager):
         ours = os.readlink("/proc/self/ns/mnt")
         deadline = time.monotonic() + seconds
         while pid is not None and time.monotonic() < deadline:
-            try:
-                children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-            except OSError:
-                children = []
-            for child in children:
+            for child in _children(pid):
                 try:
                     if os.readlink(f"/proc/{child}/ns/mnt") != ours and os.path.isdir(
                         f"/proc/{child}/root{SOCKET_DIR}"
