@@ -122,12 +122,14 @@ class Report:
 
     def verified(self, execution_count: int | None, grade_id: str) -> bool:
         """The test cell run as ``execution_count`` began ``grade_id`` through the real grader, at the top level
-        of that cell, with nothing changed, and the cell raised no error."""
+        of that cell, its test function returned to the grader's ``finish`` there, nothing changed, and the cell
+        raised no error."""
         cell = self.cells.get(execution_count) if execution_count is not None else None
         return bool(
             cell
             and cell.get("test") == grade_id
             and cell.get("begun")
+            and cell.get("finished")
             and cell.get("passed")
             and not cell.get("problems")
             and not self.problems

@@ -364,6 +364,7 @@ def _grade(args: argparse.Namespace) -> int:
     added = add_mark_lines(
         marks_path,
         [(r.student, r.notebook, r.max_score) for r in run.rows if r.status != GRADED and r.reason == RUBRIC],
+        args.delimiter,
     )
     seconds = time.perf_counter() - start
     students = len({row.student for row in run.rows})

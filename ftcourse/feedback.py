@@ -7,8 +7,10 @@ student's output can carry script into the page the instructor opens. This
 page shows, for each graded test, its name, its points, passed or failed,
 what the test printed (the seed of its hidden tests, the quiz's explanations)
 and the last line of its error, all as escaped text; never the code of a cell,
-never raw HTML from an output. ``ftcourse grade --feedback-with-tests`` writes
-nbgrader's page instead, for the instructor's own use. Control characters and
+never raw HTML from an output. A printed line that is a line of the hidden
+tests (student code can read the source of the tests that call it) is
+masked. ``ftcourse grade --feedback-with-tests`` writes nbgrader's page
+instead, for the instructor's own use. Control characters and
 terminal escapes are taken out of everything shown (:func:`printable`). Used
 by :mod:`ftcourse.grading`.
 """
@@ -61,6 +63,26 @@ def _test_results(notebook: nbformat.NotebookNode) -> list[dict]:
     return results
 
 
+HIDDEN_LINE = "[ligne masquée : code des tests cachés]"
+
+
+def _hidden_lines(notebook: nbformat.NotebookNode) -> set[str]:
+    """The lines of the hidden tests as they ran (stripped; the short ones, like ``else:``, left out)."""
+    lines: set[str] = set()
+    for cell in notebook.cells:
+        source = str(cell.get("source", ""))
+        if cell.get("cell_type") == "code" and "### BEGIN HIDDEN TESTS" in source:
+            hidden = source[source.index("### BEGIN HIDDEN TESTS") :]
+            lines.update(line.strip() for line in hidden.splitlines() if len(line.strip()) >= 12)
+    return lines
+
+
+def _masked(text: str, hidden: set[str]) -> str:
+    """``text`` with every line that is a line of the hidden tests replaced (student code can read the source of
+    the tests that run it, and print it into its own feedback)."""
+    return "\n".join(HIDDEN_LINE if line.strip() in hidden else line for line in text.split("\n"))
+
+
 _STYLE = (
     "body{font-family:sans-serif;max-width:60em;margin:2em auto}pre{white-space:pre-wrap;background:#f6f6f6;"
     "padding:.5em}.passed{color:#176317}.failed{color:#a31515}"
@@ -78,6 +100,7 @@ def feedback_html(
         f"<h1>{html.escape(title)}</h1>",
         f'<p id="total">Score : {number(total) or "-"} / {number(max_score) or "-"}</p>',
     ]
+    hidden = _hidden_lines(notebook)
     for result in _test_results(notebook):
         grade_id = result["grade_id"]
         score = steps.get(grade_id, 0.0)
@@ -88,9 +111,9 @@ def feedback_html(
             f"{number(result['points'])} ({'réussi' if passed else 'échoué'})</p>"
         )
         if result["printed"]:
-            parts.append(f'<pre class="printed">{html.escape(printable(result["printed"]))}</pre>')
+            parts.append(f'<pre class="printed">{html.escape(printable(_masked(result["printed"], hidden)))}</pre>')
         if result["error"]:
-            parts.append(f'<pre class="error">{html.escape(printable(result["error"]))}</pre>')
+            parts.append(f'<pre class="error">{html.escape(printable(_masked(result["error"], hidden)))}</pre>')
         parts.append("</section>")
     parts.append("</body></html>\n")
     return "\n".join(parts)

@@ -131,13 +131,24 @@ class MarksFileError(ValueError):
     """The marks file cannot be read as ``student, notebook, mark, max, comment`` (it is left untouched)."""
 
 
+def marks_delimiter(path: Path, default: str = ",") -> str:
+    """The separator of an existing marks file, read from its header (a spreadsheet in a French locale saves
+    it with ';'), else ``default``."""
+    try:
+        with path.open(encoding=ENCODING, newline="") as handle:
+            header = handle.readline()
+    except (OSError, UnicodeDecodeError):
+        return default
+    return ";" if ";" in header and "," not in header else ("," if "," in header else default)
+
+
 def read_marks(path: Path) -> list[Mark]:
-    """The lines of the marks file (none if it does not exist)."""
+    """The lines of the marks file (none if it does not exist), separated by commas or semicolons."""
     if not path.exists():
         return []
     try:
         with path.open(encoding=ENCODING, newline="") as handle:
-            reader = csv.DictReader(handle)
+            reader = csv.DictReader(handle, delimiter=marks_delimiter(path))
             missing = [c for c in ("student", "notebook", "mark") if c not in (reader.fieldnames or [])]
             if missing:
                 raise MarksFileError(f"{path}: no column {', '.join(missing)} (expected {', '.join(MARKS_COLUMNS)})")
@@ -155,20 +166,28 @@ def read_marks(path: Path) -> list[Mark]:
         raise MarksFileError(f"{path}: cannot be read ({error})") from None
 
 
-def add_mark_lines(path: Path, wanted: list[tuple[str, str, float | None]]) -> int:
+def add_mark_lines(path: Path, wanted: list[tuple[str, str, float | None]], delimiter: str = ",") -> int:
     """Append an empty line for each (student, notebook, max) not yet in the marks file; never touch the others.
 
     Returns how many lines were added. The file is rewritten atomically with its
-    existing lines byte for byte, followed by the new ones.
+    existing lines byte for byte, followed by the new ones, in the file's own
+    separator (``delimiter`` for a new file).
     """
     present = {(m.student, m.notebook) for m in read_marks(path)}
     new = [(s, n, m) for s, n, m in wanted if (s, n) not in present]
     if not new:
         return 0
-    old = path.read_text(encoding=ENCODING) if path.exists() else csv_text(MARKS_COLUMNS, [])
+    delimiter = marks_delimiter(path, delimiter) if path.exists() else delimiter
+    if path.exists():
+        with path.open(encoding=ENCODING, newline="") as handle:  # line ends as they are, "\r\n" included
+            old = handle.read()
+    else:
+        old = csv_text(MARKS_COLUMNS, [], delimiter)
     if old and not old.endswith(("\n", "\r")):
         old += "\r\n"
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\r\n").writerows([[escape(s), escape(n), "", number(m), ""] for s, n, m in new])
+    csv.writer(buffer, lineterminator="\r\n", delimiter=delimiter).writerows(
+        [[escape(s), escape(n), "", number(m), ""] for s, n, m in new]
+    )
     write_atomically(path, old + buffer.getvalue(), encoding=ENCODING)
     return len(new)

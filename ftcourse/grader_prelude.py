@@ -31,9 +31,10 @@ the test looks at the result.
 
 No name the student code can bind decides a grade. When ``ftcourse grade``
 builds its copy of the instructor notebooks (:func:`ftcourse.grading.grading_copy`),
-each hidden test becomes a function whose names are its own locals, called
-with ``<R>.begin(...)`` where ``<R>`` is a random name drawn for that run;
-there is no fallback import. The first cell also calls :func:`install_anchor`,
+each hidden test becomes a function whose names (the builtins it reads
+included, from :meth:`Grader.builtins`) are its own locals, called as
+``<R>.finish(<R>_test(<R>.begin(...)))`` where ``<R>`` is a random name drawn
+for that run; there is no fallback import. The first cell also calls :func:`install_anchor`,
 which installs a Python audit hook: a hook cannot be removed, and its closure
 holds what the student code must not reach: the grader object, the code
 objects of its methods, IPython's own ``run_code`` and ``run_cell``, a
@@ -43,12 +44,15 @@ hook, which records the test as begun only when the call came from the real
 grader, called at the top level of the cell IPython is running (not from a
 function, a nested ``run_cell``, or a look-alike), with the fingerprint intact
 and the kernel untouched; IPython's ``post_run_cell`` event, seen by the hook,
-records whether that cell raised. The last cell calls :meth:`Grader.probe`,
+records whether that cell raised; ``finish`` is recorded the same way, and
+only for a test function compiled with its asserts. The last cell calls
+:meth:`Grader.probe`,
 whose report (this log, signed with the key by the hook) the grading process
 checks: a test earns its points only if nbgrader passed it *and* the signed log
-says the real grader began it and the cell ran without an error. A fake
-grader, a replaced class attribute or module attribute of the checker, a
-``sys.modules`` entry, hidden errors or a missing report earn nothing.
+says the real grader began and finished it and the cell ran without an error.
+A fake grader, a replaced class attribute or module attribute of the checker, a
+``sys.modules`` entry, shadowed builtins, hidden errors or a missing report earn
+nothing.
 
 These are defences for a shared interpreter, not a proof: ``gc``'s object
 walks and new audit hooks are refused while grading, but code that attacks
@@ -98,6 +102,10 @@ _audit = _sys.audit
 _getframe = _sys._getframe
 _sys_modules = _sys.modules
 _object_getattribute = object.__getattribute__
+_BUILTINS = _importlib.import_module("builtins")
+# What compiles a cell: a replaced one could compile the tests without their asserts (checked at each test).
+_COMPILERS = ("codeop", "IPython.core.compilerop")
+_COMPILE_BUILTINS = ("compile", "exec", "eval", "__import__")
 
 STUDENT_FOR_SOLUTIONS = "(solutions)"
 
@@ -241,10 +249,14 @@ class Grader:
         events = _getattr(shell, "events", None)
         for event, callbacks in _dict_items(_dict(_getattr(events, "callbacks", {}))):
             state[f"events.{event}"] = _Callbacks(callbacks)
-        # The compiler IPython compiles cells with: another one (or other flags) could strip the tests' asserts.
+        # The compiler IPython compiles cells with: another one could strip the tests' asserts. (Its flags change
+        # with a student's `from __future__ import ...`, and no flag strips asserts: they are not compared.)
         compiler = _getattr(shell, "compile", None)
         state["shell.compile"] = compiler
-        state["shell.compile.flags"] = _Equal(_getattr(compiler, "flags", None))
+        for name in _COMPILERS:
+            module = _sys_modules.get(name)
+            if module is not None:
+                state[f"module {name}"] = {k: v for k, v in _dict_items(_dict(_vars(module))) if _callable(v)}
         kernel = _getattr(shell, "kernel", None)
         session = _getattr(kernel, "session", None)
         for owner in (shell, kernel, session, compiler):
@@ -263,12 +275,16 @@ class Grader:
 
     # --- used by the tests -----------------------------------------------------------------------
 
-    def restore(self) -> None:
-        """Put back every captured callable that was replaced or deleted; remove trace and profile hooks."""
+    def restore(self) -> list:
+        """Put back every captured callable that was replaced or deleted; remove trace and profile hooks.
+        Returns the names of the builtins put back."""
+        builtins_put_back = []
         for owner, is_class, callables in self._saved:
             current = _vars(owner)
             for name, value in _dict_items(callables):
                 if current.get(name) is not value:
+                    if owner is _BUILTINS:
+                        builtins_put_back.append(name)
                     try:
                         if is_class:
                             _type_setattr(owner, name, value)
@@ -281,11 +297,12 @@ class Grader:
                 _sys_modules[name] = module
         _settrace(None)
         _setprofile(None)
+        return builtins_put_back
 
     def begin(self, notebook: str, test: str, random: bool = True) -> "Check":
         """Start one hidden test: restore, seed every generator from (student, notebook, test), print the seed
         (a test that draws nothing at random says ``random=False`` and prints nothing)."""
-        self.restore()
+        put_back = self.restore()
         seed = seed_for(self.student, notebook, test)
         self._random_seed(seed)
         if self._np is not None:
@@ -297,7 +314,7 @@ class Grader:
         check = Check(self, seed)
         # Under `ftcourse grade`, the anchor (install_anchor) records this test as begun by the real grader
         # at the top level of the cell being run; elsewhere no hook listens and this does nothing.
-        _audit("ftcourse.begin", self, test)
+        _audit("ftcourse.begin", self, test, put_back)
         return check
 
     def tampered(self) -> list:
@@ -312,6 +329,20 @@ class Grader:
         if _gettrace() is not None or _getprofile() is not None:
             changed.append("trace or profile hook")
         return changed
+
+    def finish(self, returned=None) -> bool:
+        """The end of one hidden test (its function returned: every check passed). Under ``ftcourse grade`` the
+        anchor records it; elsewhere this does nothing. True, for the ``assert`` the grading copy calls it in."""
+        _audit("ftcourse.finish", self)
+        return True
+
+    def builtins(self, names: tuple) -> tuple:
+        """The interpreter's own builtins of these names, as captured before any student code: the grading copy's
+        hidden tests bind them as locals, so that a name the student binds in the notebook cannot shadow them."""
+        for owner, _, callables in self._saved:
+            if _getattr(owner, "__name__", None) == "builtins":
+                return _tuple(callables[name] if name in callables else _getattr(owner, name) for name in names)
+        raise RuntimeError("the grader captured no builtins")
 
     def probe(self) -> None:
         """The grader's last cell: the anchor answers with its signed report (an AssertionError the grading
@@ -424,6 +455,10 @@ class Check:
             "(bool, int, float, str, None, list, tuple, dict, numpy or torch numbers)"
         )
 
+    def builtins(self, names: tuple) -> tuple:
+        """The interpreter's own builtins of these names (see :meth:`Grader.builtins`)."""
+        return self._grader.builtins(names)
+
     def call(self, function, *args, **kwargs):
         """``function(*args, **kwargs)``, then undo whatever it replaced (builtins, library functions)."""
         try:
@@ -523,7 +558,9 @@ def install_anchor(grader: Grader, secret_file: str) -> None:
         found = stack(frame)
         return len_(found) <= len_(cell_path) and same_codes(found, cell_path[len_(cell_path) - len_(found) :])
 
-    begin_code, probe_code = Grader.begin.__code__, Grader.probe.__code__
+    begin_code, probe_code, finish_code = Grader.begin.__code__, Grader.probe.__code__, Grader.finish.__code__
+    real_builtins = vars_(_BUILTINS)  # what a cell's names fall back to
+    compile_builtins = _COMPILE_BUILTINS
     namespace = Grader.begin.__globals__  # this module's namespace: the private references live there
     watched = [namespace, _vars(Grader), _vars(Check), _vars(_Callbacks), _vars(_Equal)]
     slots = Grader.__slots__
@@ -574,7 +611,14 @@ def install_anchor(grader: Grader, secret_file: str) -> None:
         if phase == "pre":
             status["depth"] += 1
             if status["depth"] == 1:
-                status["cell"] = {"n": None, "test": None, "begun": False, "passed": False, "problems": []}
+                status["cell"] = {
+                    "n": None,
+                    "test": None,
+                    "begun": False,
+                    "finished": False,
+                    "passed": False,
+                    "problems": [],
+                }
             return
         status["depth"] -= 1
         cell = status["cell"]
@@ -591,7 +635,7 @@ def install_anchor(grader: Grader, secret_file: str) -> None:
         log.append(cell)
         status["cell"] = None
 
-    def on_begin(who, test) -> None:
+    def on_begin(who, test, put_back) -> None:
         frame = getframe(3)  # the grader's begin
         cell = status["cell"]
         if cell is None:
@@ -606,6 +650,10 @@ def install_anchor(grader: Grader, secret_file: str) -> None:
             problems.append("not the grader")
         if status["depth"] != 1 or not caller_is_cell(frame.f_back):
             problems.append("not begun at the top level of its cell")
+        elif frame.f_back.f_builtins is not real_builtins:
+            problems.append("the notebook's builtins were replaced")
+        if any_(name in compile_builtins for name in put_back):
+            problems.append("a builtin that compiles or imports code was replaced")
         if not intact():
             problems.append("the grader's state changed")
         else:
@@ -613,6 +661,24 @@ def install_anchor(grader: Grader, secret_file: str) -> None:
             if changed:
                 problems.append("kernel changed: " + ", ".join(changed))
         cell["begun"] = not problems
+        cell["problems"] += problems
+
+    def on_finish(who) -> None:
+        """The test function returned: recorded when it is the real grader's finish, called at the top level of the
+        cell that began the test (its call is an ``assert``: a cell compiled without asserts never makes it)."""
+        frame = getframe(3)  # the grader's finish
+        cell = status["cell"]
+        if cell is None or not cell["begun"]:
+            status["problems"].append("a test finished that was not begun")
+            return
+        problems = []
+        if who is not grader or frame.f_code is not finish_code:
+            problems.append("not the grader")
+        if status["depth"] != 1 or not caller_is_cell(frame.f_back):
+            problems.append("not finished at the top level of its cell")
+        if not intact():
+            problems.append("the grader's state changed")
+        cell["finished"] = not problems
         cell["problems"] += problems
 
     def on_probe(who, changed) -> None:
@@ -644,6 +710,8 @@ def install_anchor(grader: Grader, secret_file: str) -> None:
             on_cell(*args)
         elif event == "ftcourse.begin":
             on_begin(*args)
+        elif event == "ftcourse.finish":
+            on_finish(*args)
         elif event == "ftcourse.probe":
             on_probe(*args)
         elif event == "ftcourse.verify" and status["cell"] is not None and not intact():

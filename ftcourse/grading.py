@@ -29,6 +29,7 @@ grade``; the workflow is described in README.md.
 from __future__ import annotations
 
 import ast
+import builtins
 import json
 import multiprocessing
 import os
@@ -145,6 +146,7 @@ def _api(root: Path, timeout: int):
     return NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
 
 
+_BUILTIN_NAMES = frozenset(name for name in dir(builtins) if not name.startswith("__"))
 _HIDDEN = re.compile(r"(### BEGIN HIDDEN TESTS\n)(.*?)(### END HIDDEN TESTS)", re.S)
 _HEADER = re.compile(
     r"\Atry:\n    _grader\nexcept NameError:[^\n]*\n    from ftcourse\.grader_prelude import Grader as _Grader\n"
@@ -160,9 +162,10 @@ def grading_test_source(source: str, grader_name: str) -> str:
     """A test cell as ``ftcourse grade`` runs it: each hidden block's header (``try: _grader ... _check =
     _grader.begin(...)``) replaced by a call of the block, made a function, with ``<grader_name>.begin(...)``.
 
-    The block's names (``_check``, its reference implementations, its expected values) are then locals of that
-    function, which student code cannot rebind; the grader is reached by a name drawn for the run, and there
-    is no fallback import to redirect through ``sys.modules``.
+    The block's names (``_check``, its reference implementations, its expected values, and the builtins it
+    reads, taken from the grader's copies) are then locals of that function, which student code cannot rebind;
+    the grader is reached by a name drawn for the run, and there is no fallback import to redirect through
+    ``sys.modules``. The block's return is reported with ``<grader_name>.finish(...)``.
     """
 
     def rewrite(match: re.Match) -> str:
@@ -174,6 +177,13 @@ def grading_test_source(source: str, grader_name: str) -> str:
                 "(try: _grader ... _check = _grader.begin(...))"
             )
         tree = ast.parse(body[header.end() :])
+        # The builtins the block reads, bound as its first locals from the grader's own copies: a name the
+        # student binds in the notebook (`range = ...`) would otherwise shadow them.
+        used = sorted({node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and node.id in _BUILTIN_NAMES})
+        if used:
+            names = ast.Tuple(elts=[ast.Name(id=name, ctx=ast.Store()) for name in used], ctx=ast.Store())
+            value = ast.parse(f"_check.builtins({tuple(used)!r})", mode="eval").body
+            tree.body.insert(0, ast.Assign(targets=[names], value=value))
         function = f"{grader_name}_test"
         definition = ast.FunctionDef(
             name=function,
@@ -186,7 +196,9 @@ def grading_test_source(source: str, grader_name: str) -> str:
             **({"type_params": []} if "type_params" in ast.FunctionDef._fields else {}),
         )
         code = ast.unparse(ast.fix_missing_locations(ast.Module(body=[definition], type_ignores=[])))
-        call = f"{function}({grader_name}.begin({header.group('args')}))\n"
+        # finish() is reached only if the block returned: every check passed (the anchor records it). It is called
+        # in an assert: a cell compiled without its asserts never reports a finished test.
+        call = f"assert {grader_name}.finish({function}({grader_name}.begin({header.group('args')})))\n"
         return f"{match.group(1)}{code}\n{call}{match.group(3)}"
 
     return _HIDDEN.sub(rewrite, source)

@@ -626,7 +626,9 @@ class SandboxKernelManager(AsyncKernelManager):
             shm_size=limits.shm_mb * 2**20,
             disable_userns=plan.sandbox.disable_userns,
         )
-        bwrap += ["--dir", "/tmp/matplotlib"]
+        # No terminal: the grader's own terminal would otherwise be /dev/tty in the sandbox (escape sequences,
+        # typed input), and the kernel's standard streams go nowhere (see the shell command below).
+        bwrap += ["--dev-bind", "/dev/null", "/dev/tty", "--dir", "/tmp/matplotlib"]
         if plan.fontlist:
             bwrap += ["--ro-bind", plan.fontlist, f"/tmp/matplotlib/{Path(plan.fontlist).name}"]
         # The kernel works in a folder of the sandbox's /tmp, not in the one nbgrader names: nothing of the
@@ -642,8 +644,10 @@ class SandboxKernelManager(AsyncKernelManager):
             bwrap += ["--file", "3", SECRET_PATH]
             enter += f'exec 3< "{secret}" && rm -f "{secret}" || exit 97; '
         # bwrap itself must ignore the SIGINT that interrupts a cell (it would die and take the kernel with it);
-        # ipykernel installs its own SIGINT handler while it executes a cell.
-        return ["/bin/sh", "-c", enter + 'trap "" INT; exec "$@"', "sh", *bwrap, "--", *inner]
+        # ipykernel installs its own SIGINT handler while it executes a cell. Its standard streams are the
+        # grader's (a log file, a terminal): the kernel gets /dev/null instead.
+        quiet = "exec </dev/null >/dev/null 2>&1; "
+        return ["/bin/sh", "-c", enter + quiet + 'trap "" INT; exec "$@"', "sh", *bwrap, "--", *inner]
 
     async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
         await super()._async_launch_kernel(kernel_cmd, **kw)

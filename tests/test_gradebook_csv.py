@@ -147,3 +147,17 @@ def test_an_interrupted_run_is_kept_under_a_dated_name_never_replaced(tmp_path):
     assert first != second and not partial.exists()
     assert (first.read_bytes(), second.read_bytes()) == (b"first run", b"second run")
     assert second.name == first.name.replace(".csv", "-1.csv")
+
+
+def test_marks_saved_by_a_french_spreadsheet_are_read_and_extended_with_semicolons(tmp_path):
+    """A marks file re-saved by a spreadsheet in a French locale uses ';': it is read, and new lines follow it."""
+    path = tmp_path / "marks.csv"
+    path.write_text('student;notebook;mark;max;comment\r\nalice;13.ipynb;"8,5";10;bien\r\n', encoding=ENCODING)
+    marks = read_marks(path)
+    assert [(m.student, m.notebook, m.mark, m.comment) for m in marks] == [("alice", "13.ipynb", "8,5", "bien")]
+    before = path.read_bytes()
+    assert add_mark_lines(path, [("alice", "13.ipynb", 10), ("bob", "13.ipynb", 10)]) == 1
+    assert path.read_bytes() == before + b"bob;13.ipynb;;10;\r\n"
+    fresh = tmp_path / "new-marks.csv"
+    assert add_mark_lines(fresh, [("eve", "13.ipynb", 10)], delimiter=";") == 1
+    assert fresh.read_bytes() == "student;notebook;mark;max;comment\r\neve;13.ipynb;;10;\r\n".encode(ENCODING)

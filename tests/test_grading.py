@@ -221,6 +221,13 @@ _original_init = EarlyStopping.__init__
 
 def _noisy_init(self, *args, **kwargs):
     print("<script>alert('feedback')</script>\x1b[2J")
+    # and the hidden test that called it, read from the cache where Python keeps each cell's source
+    import linecache
+    import sys
+
+    caller = sys._getframe(2)
+    if caller.f_code.co_name.endswith("_test"):
+        print("".join(linecache.getlines(caller.f_code.co_filename)))
     _original_init(self, *args, **kwargs)
 
 
@@ -261,6 +268,9 @@ FAKE_CHECKER = (
 class _FakeCheck:
     seed = 0
     rng = __import__("random").Random(0)
+
+    def builtins(self, names):
+        return tuple(getattr(__import__("builtins"), name) for name in names)
 
     def call(self, function, *args, **kwargs):
         return function(*args, **kwargs)
@@ -331,7 +341,48 @@ for _name, _value in _graders():
     del globals()[_name]
 """,
 }
+ATTACKS.update(
+    {
+        # Builtins shadowed by names of the notebook: a `range` that yields nothing for the hidden tests' loop sizes.
+        "attack_shadow_builtins": """
+import builtins as _builtins
+
+
+def range(*args):
+    return iter(()) if args in ((20,), (30,)) else _builtins.range(*args)
+""",
+        # The notebook's __builtins__ replaced by a dictionary with that lying range (functions read it when defined).
+        "attack_builtins_module": """
+import builtins as _builtins
+
+_lying = dict(vars(_builtins))
+_lying["range"] = lambda *args: iter(()) if args in ((20,), (30,)) else _builtins.range(*args)
+globals()["__builtins__"] = _lying
+""",
+        # Failures hidden from nbgrader: the kernel's error messages dropped (all but the grader's report).
+        "attack_hidden_errors": """
+_session = get_ipython().kernel.session
+_send = _session.send
+
+
+def _quiet(stream, kind, content=None, *args, **kwargs):
+    if kind == "error" and not str((content or {}).get("evalue", "")).startswith("ftcourse probe"):
+        return None
+    if kind == "execute_reply" and (content or {}).get("status") == "error" \\
+            and not str(content.get("evalue", "")).startswith("ftcourse probe"):
+        content = {"status": "ok", "execution_count": content.get("execution_count"), "user_expressions": {},
+                   "payload": []}
+    return _send(stream, kind, content, *args, **kwargs)
+
+
+_session.send = _quiet
+""",
+    }
+)
 ATTACKED = {  # student -> (notebook, the honest answer, its attack)
+    "attack_shadow_builtins": (ES, "es_off_by_one", ATTACKS["attack_shadow_builtins"]),
+    "attack_builtins_module": (ES, "es_off_by_one", ATTACKS["attack_builtins_module"]),
+    "attack_hidden_errors": (ES, "es_off_by_one", ATTACKS["attack_hidden_errors"]),
     "attack_global": (ES, "es_off_by_one", ATTACKS["attack_global"]),
     "attack_forwarding": (ES, "es_off_by_one", ATTACKS["attack_forwarding"]),
     "attack_class": (ES, "es_off_by_one", ATTACKS["attack_class"]),
@@ -1080,9 +1131,10 @@ def test_replacing_what_the_tests_look_up_earns_nothing_more(graded, student):
     for step in step_columns():
         if plain[step] != "":
             assert float(attacked[step]) <= float(plain[step]), (step, attacked, plain)
-    if student == "attack_sys_modules_numpy":
-        # A library's module is simply put back before the test (as a patched function is): nothing to flag.
-        assert attacked["status"] == "graded" and attacked["lr_test_schedule"] == "0", attacked
+    if student in ("attack_sys_modules_numpy", "attack_shadow_builtins"):
+        # A library's module is simply put back before the test (as a patched function is), and the hidden tests
+        # read the real builtins: nothing to flag, the wrong answer loses its step.
+        assert attacked["status"] == "graded" and float(attacked["total"]) == float(plain["total"]), attacked
     else:  # the checker itself was attacked: the instructor is told
         assert attacked["status"] == "needs review", attacked
         assert attacked["reason"].startswith("grading environment tampered with: "), attacked["reason"]
@@ -1093,6 +1145,9 @@ def test_points_earned_through_a_replaced_checker_are_withheld_and_named(graded)
     reason = row(graded, "attack_global", ES)["reason"]
     assert "the grader's report is forged" in reason
     assert "points withheld: es_test_init, es_test_improve, es_test_min_delta, es_test_max" in reason
+    # Errors hidden from nbgrader (it saw every test pass): the failing test's points are withheld, the others kept.
+    hidden = row(graded, "attack_hidden_errors", ES)
+    assert "points withheld: es_test_patience" in hidden["reason"] and float(hidden["total"]) == 7, hidden
 
 
 def test_grading_copy_reaches_the_grader_by_a_run_name_without_fallback():
@@ -1106,9 +1161,11 @@ def test_grading_copy_reaches_the_grader_by_a_run_name_without_fallback():
     assert "import" not in hidden.split("\n", 2)[1] and "ftcourse.grader_prelude" not in hidden
     assert hidden.splitlines()[1] == "def _ftcourse_grader_0123abcd_test(_check):"
     assert (
-        '_ftcourse_grader_0123abcd_test(_ftcourse_grader_0123abcd.begin("15_exercise_early_stopping.ipynb", '
-        '"es_test_patience"))'
+        "assert _ftcourse_grader_0123abcd.finish(_ftcourse_grader_0123abcd_test(_ftcourse_grader_0123abcd.begin("
+        '"15_exercise_early_stopping.ipynb", "es_test_patience")))'
     ) in hidden
+    # Its builtins are its own locals, from the grader's copies.
+    assert hidden.splitlines()[2] == "    enumerate, range, zip = _check.builtins(('enumerate', 'range', 'zip'))"
     # The visible part is untouched: the released notebook and the student's copy stay the same.
     assert rewritten[: rewritten.index("### BEGIN HIDDEN TESTS")] == source[: source.index("### BEGIN HIDDEN TESTS")]
 
@@ -1221,6 +1278,8 @@ def test_feedback_escapes_what_the_student_printed(graded):
     page = FeedbackPage(page_text)
     assert page.scripts == 0 and "<script>" not in page_text and "\x1b" not in page_text
     assert "<script>alert('feedback')</script>" in page.cells["es_test_init"]["stdout"]  # shown, as text
+    # The hidden test's own source, which it printed, is masked line by line (the leak check above covers it too).
+    assert "[ligne masquée : code des tests cachés]" in page.cells["es_test_init"]["stdout"]
     assert (row(graded, "script_printer", ES)["status"], float(row(graded, "script_printer", ES)["total"])) == (
         "graded",
         9,
