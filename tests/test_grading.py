@@ -283,6 +283,9 @@ class _FakeGrader:
     def begin(self, *args, **kwargs):
         return _FakeCheck()
 
+    def finish(self, *args):
+        return True
+
     def probe(self, *args):
         raise AssertionError("ftcourse probe forged")
 """
@@ -306,6 +309,9 @@ for _name, _value in _graders():
         def begin(self, *args, **kwargs):
             self.real.begin(*args, **kwargs)
             return _FakeCheck()
+
+        def finish(self, *args):
+            return self.real.finish(*args)
 
         def probe(self, *args):
             return self.real.probe(*args)
@@ -1216,7 +1222,10 @@ def test_no_new_user_namespace_in_the_sandbox(graded):
 def test_the_machine_is_left_as_it_was(graded):
     """No process of a kernel outlives grading, and the run's cgroups are gone."""
     require_sandbox()
-    stray = subprocess.run(["pgrep", "-f", "ipykernel_launcher"], capture_output=True, text=True).stdout.split()
+    # Grading kernels (started through the launcher that sets RLIMIT_DATA) and their sandboxes; other kernels of
+    # this machine (a notebook being tested beside) are not the grader's.
+    stray = subprocess.run(["pgrep", "-f", "RLIMIT_DATA"], capture_output=True, text=True).stdout.split()
+    stray += subprocess.run(["pgrep", "-x", "bwrap"], capture_output=True, text=True).stdout.split()
     assert stray == [], stray
     assert glob.glob("/sys/fs/cgroup/*/ftcourse-*") + glob.glob("/sys/fs/cgroup/*/**/ftcourse-*", recursive=True) == []
 
