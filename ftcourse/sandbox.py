@@ -312,7 +312,9 @@ def _remove_cgroup(folder: Path) -> None:
 
 
 def _kernel_cgroups(confinement: Confinement, limits: Limits, name: str) -> list[Path]:
-    """One cgroup folder per controller for one kernel, with its limits written."""
+    """One cgroup folder per controller for one kernel, with its limits written (none without cgroups)."""
+    if confinement.kind != CGROUP:
+        return []
     made = []
     for parent in confinement.folders:
         folder = Path(parent) / name
@@ -328,6 +330,36 @@ def _kernel_cgroups(confinement: Confinement, limits: Limits, name: str) -> list
                 except OSError:
                     pass
     return made
+
+
+def _entering(cgroups: list[Path]) -> str:
+    """Shell commands that move the shell (and so all it starts) into ``cgroups``; a failure stops it."""
+    return "".join(f'echo $$ > "{folder}/cgroup.procs" || exit 97; ' for folder in cgroups)
+
+
+def _launcher(python: str, limits: Limits, arguments: list[str]) -> list[str]:
+    """The command that sets a kernel's rlimits, then runs ipykernel (or, with ``--code``, a piece of code)."""
+    return [
+        python,
+        "-c",
+        _LAUNCHER,
+        str(limits.memory_mb * 2**20),
+        str(limits.file_mb * 2**20),
+        str(limits.processes),
+        *arguments,
+    ]
+
+
+def _kernel_bwrap(plan: SandboxPlan) -> list[str]:
+    """The start of a kernel's bwrap command: its read-only folders and its sized private /tmp and /dev/shm."""
+    return _bwrap_prefix(
+        plan.sandbox.bwrap or "bwrap",
+        plan.readable,
+        private_tmp=True,
+        tmp_size=plan.limits.scratch_mb * 2**20,
+        shm_size=plan.limits.shm_mb * 2**20,
+        disable_userns=plan.sandbox.disable_userns,
+    )
 
 
 def _limits_reached(folders: list[Path], limits: Limits) -> list[str]:
@@ -596,36 +628,14 @@ class SandboxKernelManager(AsyncKernelManager):
         # cmd is [python, -m, ipykernel_launcher, -f, FILE, ...]: run it through the launcher that sets the limits.
         python, args = cmd[0], cmd[3:] if cmd[1:3] == ["-m", "ipykernel_launcher"] else cmd[1:]
         limits = plan.limits
-        inner = [
-            python,
-            "-c",
-            _LAUNCHER,
-            str(limits.memory_mb * 2**20),
-            str(limits.file_mb * 2**20),
-            str(limits.processes),
-            *args,
-            "--no-stdout",
-            "--no-stderr",
-            "--HistoryManager.enabled=False",
-        ]
+        inner = _launcher(python, limits, [*args, "--no-stdout", "--no-stderr", "--HistoryManager.enabled=False"])
         # Into the kernel's cgroups first (every process it starts stays there), then bwrap; a failure stops here.
-        self._cgroups = (
-            _kernel_cgroups(plan.confinement, limits, os.path.basename(self._box))
-            if plan.confinement.kind == CGROUP
-            else []
-        )
-        enter = "".join(f'echo $$ > "{folder}/cgroup.procs" || exit 97; ' for folder in self._cgroups)
+        self._cgroups = _kernel_cgroups(plan.confinement, limits, os.path.basename(self._box))
+        enter = _entering(self._cgroups)
         if plan.sandbox.kind != BWRAP:
             return ["/bin/sh", "-c", enter + 'exec "$@"', "sh", *inner] if enter else inner
         self._cwd = str(self._launch_args.get("cwd") or os.getcwd())
-        bwrap = _bwrap_prefix(
-            plan.sandbox.bwrap or "bwrap",
-            plan.readable,
-            private_tmp=True,
-            tmp_size=limits.scratch_mb * 2**20,
-            shm_size=limits.shm_mb * 2**20,
-            disable_userns=plan.sandbox.disable_userns,
-        )
+        bwrap = _kernel_bwrap(plan)
         # No terminal: the grader's own terminal would otherwise be /dev/tty in the sandbox (escape sequences,
         # typed input), and the kernel's standard streams go nowhere (see the shell command below).
         bwrap += ["--dev-bind", "/dev/null", "/dev/tty", "--dir", "/tmp/matplotlib"]
@@ -713,30 +723,14 @@ def run_like_a_kernel(plan: SandboxPlan, code: str, timeout: float = 300) -> sub
     """Run ``python -c code`` as ``ftcourse grade`` runs a student kernel: the same sandbox, cgroups, limits
     and environment (for ``ftcourse doctor --grading``)."""
     limits = plan.limits
-    inner = [
-        sys.executable,
-        "-c",
-        _LAUNCHER,
-        str(limits.memory_mb * 2**20),
-        str(limits.file_mb * 2**20),
-        str(limits.processes),
-        "--code",
-        code,
-    ]
+    inner = _launcher(sys.executable, limits, ["--code", code])
     with tempfile.TemporaryDirectory(prefix="ftcourse-doctor-") as folder:
-        cgroups = _kernel_cgroups(plan.confinement, limits, "doctor") if plan.confinement.kind == CGROUP else []
-        enter = "".join(f'echo $$ > "{group}/cgroup.procs" || exit 97; ' for group in cgroups)
+        cgroups = _kernel_cgroups(plan.confinement, limits, "doctor")
+        enter = _entering(cgroups)
         try:
             if plan.sandbox.kind == BWRAP:
                 env = kernel_environment(plan, "/tmp")
-                command = _bwrap_prefix(
-                    plan.sandbox.bwrap or "bwrap",
-                    plan.readable,
-                    private_tmp=True,
-                    tmp_size=limits.scratch_mb * 2**20,
-                    shm_size=limits.shm_mb * 2**20,
-                    disable_userns=plan.sandbox.disable_userns,
-                )
+                command = _kernel_bwrap(plan)
                 for variable, value in env.items():
                     command += ["--setenv", variable, value]
                 command += ["--chdir", "/tmp", "--", *inner]
