@@ -385,18 +385,7 @@ class _Callbacks:
         )
 
 
-class _Equal:
-    """A value of the kernel's state compared by equality (a number), not identity."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value) -> None:
-        self.value = value
-
-
 def _same_state(now, before) -> bool:
-    if _type(now) is _Equal and _type(before) is _Equal:
-        return _type(now.value) is _type(before.value) and now.value == before.value
     if _type(now) is _Callbacks and _type(before) is _Callbacks:
         return now.unchanged_since(before)
     if _type(now) is _dict and _type(before) is _dict:
@@ -562,7 +551,7 @@ def install_anchor(grader: Grader, secret_file: str) -> None:
     real_builtins = vars_(_BUILTINS)  # what a cell's names fall back to
     compile_builtins = _COMPILE_BUILTINS
     namespace = Grader.begin.__globals__  # this module's namespace: the private references live there
-    watched = [namespace, _vars(Grader), _vars(Check), _vars(_Callbacks), _vars(_Equal)]
+    watched = [namespace, _vars(Grader), _vars(Check), _vars(_Callbacks)]
     slots = Grader.__slots__
 
     def state_ids() -> tuple:
