@@ -68,7 +68,7 @@ from helpers.evaluation.uncertainty import (  # noqa: E402
     paired_seeds,
     seeds_interval,
 )
-from helpers.models import load_classifier  # noqa: E402
+from helpers.models.loading import load_classifier  # noqa: E402
 from helpers.training.freezing import optimizer_for  # noqa: E402
 from helpers.training.loops import evaluate, time_training_steps, train_loop  # noqa: E402
 from helpers.training.probing import fit_head_by_linear_probe  # noqa: E402

@@ -38,16 +38,12 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from benchmarks.course_times import recorded_notebook_run, run_notebook_default  # noqa: E402
 from helpers import setup  # noqa: E402
+from helpers.data.causal_lm import ScoredLogitsCollator, instruction_collator, tokenize_instructions  # noqa: E402
 from helpers.data.instructions import CLOSED_TASKS, closed_labels, instruction_dataset  # noqa: E402
 from helpers.evaluation.closed_tasks import closed_task_table, item_scores, majority_answers  # noqa: E402
-from helpers.generation import answer_instructions  # noqa: E402
-from helpers.models import load_causal_lm  # noqa: E402
-from helpers.training.causal_lm import (  # noqa: E402  # noqa: E402
-    ScoredLogitsCollator,
-    instruction_collator,
-    tokenize_instructions,
-    train_causal_lm,
-)
+from helpers.models.generation import answer_instructions  # noqa: E402
+from helpers.models.loading import load_causal_lm  # noqa: E402
+from helpers.training.causal_lm import train_causal_lm  # noqa: E402
 from helpers.training.freezing import freeze_embeddings, optimizer_for, unfreeze_all, unfreeze_last_layers  # noqa: E402
 from helpers.training.loops import time_training_steps  # noqa: E402
 

@@ -485,8 +485,26 @@ def grading() -> str:
     return "\n".join(lines)
 
 
+def test_times() -> str:
+    record = _load("test_times")
+    lines = ["| check | wall time | target | result | measured on |", "|---|---|---|---|---|"]
+    for name in ("make quick", ".ci/run"):
+        if name not in record:
+            continue
+        r = record[name]
+        result = "passed" if r["exit_status"] == 0 else f"FAILED (exit {r['exit_status']})"
+        met = "met" if r["exit_status"] == 0 and r["seconds"] <= r["target_seconds"] else "not met"
+        where = machine({**r, "device": "cpu", "precision": "both precisions" if name == ".ci/run" else "auto"})
+        lines.append(
+            f"| `{name}` | {duration(r['seconds'])} | {duration(r['target_seconds'])} ({met}) | {result} | "
+            f"{where}; {r['date']} |"
+        )
+    return "\n".join(lines)
+
+
 TABLES = {
     "course-times": course_times,
+    "test-times": test_times,
     "grading": grading,
     "bert-benchmark": bert_benchmark,
     "instruction-benchmark": instruction_benchmark,

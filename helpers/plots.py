@@ -19,6 +19,22 @@ from typing import TYPE_CHECKING
 import matplotlib.pyplot as plt
 import numpy as np
 
+__all__ = [
+    "plot_lr_finder",
+    "plot_training_curves",
+    "plot_loss_curves",
+    "plot_lr_schedules",
+    "plot_trainer_log",
+    "plot_train_validation",
+    "plot_intervals",
+    "plot_forgetting_tradeoff",
+    "plot_adaptation_tradeoff",
+    "plot_lr_sweep",
+    "plot_epoch_curves",
+    "plot_reliability",
+    "plot_score_distributions",
+]
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -241,7 +257,7 @@ def plot_forgetting_tradeoff(table, ax: plt.Axes | None = None) -> plt.Axes:
 def plot_adaptation_tradeoff(table, title: str = "", ax: plt.Axes | None = None) -> plt.Axes:
     """Quality against training-state memory (log axis), one point per trained model, with the quality interval.
 
-    ``table`` is :func:`helpers.training.adaptation.adaptation_table`; rows
+    ``table`` is :func:`helpers.evaluation.adaptation.adaptation_table`; rows
     without costs (the starting model) are drawn as a horizontal line. Up and
     to the left is better: more quality for less memory. Taught in
     ``course/11_peft.ipynb``.

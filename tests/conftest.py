@@ -18,10 +18,26 @@ The deployment tests share a small *trained* sentiment classifier:
 export and the int8 version of that file. Read them, never change them.
 
 Tests needing another MiniLM head (other ``num_labels``, ``id2label`` or seed)
-load their own. The ``slow`` marker goes on every test that loads a full model,
-executes a notebook or runs nbgrader, so ``pytest -m "not slow"`` is a quick
-check: tests that request one of ``SLOW_FIXTURES`` are marked here
-(``pytest_collection_modifyitems``), the others carry ``@pytest.mark.slow``.
+load their own.
+
+Where the claim does not depend on the real weights (freezing, schedules,
+``LossTrainer``, the LR finder's restore, accumulation, collators), tests use
+tiny random models of the same architectures, saved to a folder and loaded
+through the course's own loaders (a local folder loads like a Hub id):
+``tiny_classifier`` (a 2-layer, 32-wide BERT with MiniLM's tokenizer, as
+``load_classifier(folder, num_labels=2, seed=0)`` returns it) and
+``tiny_lm`` (a 2-layer Llama with SmolLM2's tokenizer, as
+``load_causal_lm(folder)`` returns it). They load in a fraction of a second;
+the real MiniLM and SmolLM2 stay for behavioural claims (it learns, it beats
+the majority, parity with a library).
+
+The ``slow`` marker goes on every test that loads a full model, trains,
+executes a notebook or runs nbgrader, so ``pytest -m "not slow"`` (``make
+quick``) is a quick check: tests that request one of ``SLOW_FIXTURES`` are
+marked here (``pytest_collection_modifyitems``), the others carry
+``@pytest.mark.slow``. The marking is checked: ``make quick`` runs under
+``pytest-timeout`` (``QUICK_TEST_TIMEOUT`` seconds a test), so an unmarked
+heavy test fails it.
 """
 
 import copy
@@ -102,10 +118,91 @@ def site_without(tmp_path):
     return build
 
 
+# A test that is not marked slow must finish (fixtures included) within this many seconds: pytest-timeout
+# fails it otherwise, so that a heavy test left unmarked is caught by the quick run and by CI alike
+# (FTCOURSE_QUICK_TEST_TIMEOUT overrides it; tests/test_layers.py checks the mechanism).
+QUICK_TEST_TIMEOUT = 30
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+        is_test = Path(str(item.path)).suffix == ".py"  # a notebook's cells have nbval's own limit
+        if is_test and item.get_closest_marker("slow") is None and item.get_closest_marker("timeout") is None:
+            item.add_marker(
+                pytest.mark.timeout(float(os.environ.get("FTCOURSE_QUICK_TEST_TIMEOUT", QUICK_TEST_TIMEOUT)))
+            )
+
+
+# A tiny BERT and a tiny Llama: the architectures of MiniLM and SmolLM2 at a few hundred thousand weights
+# (most of them the embedding table of the real tokenizer's vocabulary).
+TINY_BERT = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+TINY_LLAMA = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "intermediate_size": 64,
+    "max_position_embeddings": 512,
+    "tie_word_embeddings": True,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory):
+    """A folder holding a randomly initialised 2-layer BERT encoder (seed 0) and MiniLM's tokenizer."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from helpers.models.loading import load_tokenizer
+
+    tokenizer = load_tokenizer("minilm")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **TINY_BERT)
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def tiny_classifier(tiny_bert_dir):
+    """``load_classifier(<tiny BERT folder>, num_labels=2, seed=0)``: a fresh tiny classifier for one test."""
+    from helpers.models.loading import load_classifier
+
+    return load_classifier(str(tiny_bert_dir), num_labels=2, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory):
+    """A folder holding a randomly initialised 2-layer Llama (seed 0) and SmolLM2's tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from helpers.models.loading import load_tokenizer
+
+    tokenizer = load_tokenizer("smollm2-135m")
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **TINY_LLAMA,
+    )
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def tiny_lm(tiny_llama_dir):
+    """``load_causal_lm(<tiny Llama folder>)``: a fresh tiny causal LM and its tokenizer for one test."""
+    from helpers.models.loading import load_causal_lm
+
+    return load_causal_lm(str(tiny_llama_dir))
 
 
 @pytest.fixture(scope="session")
@@ -113,7 +210,7 @@ def _minilm_loaded():
     """``load_classifier("minilm", num_labels=2, seed=0)`` once, and torch's RNG state right after it."""
     import torch
 
-    from helpers.models import load_classifier
+    from helpers.models.loading import load_classifier
 
     model, tokenizer = load_classifier("minilm", num_labels=2, seed=0)
     return model, tokenizer, torch.get_rng_state()
@@ -144,7 +241,7 @@ def minilm(_minilm_loaded):
 @pytest.fixture(scope="session")
 def smollm():
     """SmolLM2-135M and its tokenizer, shared by the whole session: read them, never change them."""
-    from helpers.models import load_causal_lm
+    from helpers.models.loading import load_causal_lm
 
     return load_causal_lm("smollm2-135m")
 

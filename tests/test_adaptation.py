@@ -9,19 +9,17 @@ from peft import PeftModel
 from torch import nn
 
 from helpers.device import Precision
+from helpers.evaluation.adaptation import adaptation_table
+from helpers.measure import PeakMemory, peak_rss, stored_bytes
 from helpers.training.adaptation import (
     AdaptationMethod,
-    PeakMemory,
     adapt_causal_lm,
     adapt_classifier,
-    adaptation_table,
-    peak_rss,
     prepare_model,
     qlora_training_step,
     quantized_weight_bytes,
-    stored_bytes,
-    unwrap_peft,
 )
+from helpers.training.lora import unwrap_peft
 
 FP32 = Precision(name="fp32", reason="test", device="cpu")
 
@@ -118,8 +116,8 @@ def test_adapt_classifier_measures_the_real_training_state(minilm_shared, tmp_pa
 
 
 def test_adapt_causal_lm_partial_and_lora_see_the_same_batches(smollm, tmp_path):
+    from helpers.data.causal_lm import tokenize_instructions
     from helpers.data.instructions import instruction_dataset
-    from helpers.training.causal_lm import tokenize_instructions
 
     model, tokenizer = smollm
     rows = instruction_dataset(
@@ -223,7 +221,7 @@ def test_qlora_refuses_without_a_cuda_gpu():
 
 
 def test_peft_causal_lm_gets_the_scored_logits_collator(smollm_copy):
-    from helpers.training.causal_lm import ScoredLogitsCollator, accepts_scored_logits, tokenize_instruction
+    from helpers.data.causal_lm import ScoredLogitsCollator, accepts_scored_logits, tokenize_instruction
     from helpers.training.lora import apply_lora, lora_config_for
 
     model, tokenizer = smollm_copy
@@ -254,7 +252,7 @@ def test_encoder_probe_reads_the_adapters(minilm_shared):
     assert correct.mean() > 1 / 11  # better than chance on 11 topics
     lora = prepare_model(base, AdaptationMethod("lora", "lora", 1e-3, r=4), "seq_cls")
     np.testing.assert_array_equal(encoder_probe_correct(lora, *args), correct)  # B = 0: the same encoder
-    from helpers.inference import sentence_embeddings
+    from helpers.models.inference import sentence_embeddings
 
     with torch.no_grad():
         for name, p in lora.named_parameters():

@@ -4,7 +4,7 @@ import pytest
 
 from helpers.data.batching import make_loader, padding_share, tokenize_for_classification
 from helpers.data.loaders import rotten_tomatoes
-from helpers.models import load_tokenizer
+from helpers.models.loading import load_tokenizer
 
 
 @pytest.fixture(scope="module")

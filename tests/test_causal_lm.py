@@ -1,4 +1,11 @@
-import copy
+"""Instruction data, perplexity, generation and train_causal_lm (lesson 04) on SmolLM2's tokenizer.
+
+Tokenization, label masks, collators, the scoring formulas and train_causal_lm's mechanics do not depend on the
+weights: they run on ``tiny_lm`` (tests/conftest.py), a fresh 2-block random Llama with SmolLM2's tokenizer, or
+its float64 copy ``tiny64``. What needs the real SmolLM2 (``smollm``, slow) is behaviour: greedy generation
+(batched equals one by one, the right answer), and real text scored as likelier than scrambled text.
+"""
+
 import math
 
 import pytest
@@ -6,18 +13,16 @@ import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader
 
-from helpers.data.instructions import format_prompt
-from helpers.generation import generate
-from helpers.training.causal_lm import (
+from helpers.data.causal_lm import (
     IGNORE_INDEX,
     instruction_collator,
     label_share,
-    mean_token_loss,
-    perplexity,
-    response_perplexity,
     tokenize_instruction,
     tokenize_instructions,
 )
+from helpers.data.instructions import format_prompt
+from helpers.evaluation.perplexity import mean_token_loss, perplexity, response_perplexity
+from helpers.models.generation import generate
 
 ROWS = [
     {
@@ -35,8 +40,8 @@ ROWS = [
 
 
 @pytest.fixture(scope="module")
-def smollm64(smollm):
-    """SmolLM2 in float64 (a copy of the shared ``smollm`` of tests/conftest.py), for
+def tiny64(tiny_llama_dir):
+    """The tiny Llama of tests/conftest.py in float64, for the module (read it, never change it), for
     equalities between computations that sum in different orders.
 
     In float32, a padded batch, an attention mask or another batch shape picks
@@ -44,12 +49,14 @@ def smollm64(smollm):
     CPU. In float64 the same reordering costs ~1e-13, so a rel=1e-9 tolerance
     fails only on a real scoring difference (a pad scored, a shifted label).
     """
-    model, tokenizer = smollm
-    return copy.deepcopy(model).double(), tokenizer
+    from helpers.models.loading import load_causal_lm
+
+    model, tokenizer = load_causal_lm(str(tiny_llama_dir))
+    return model.double(), tokenizer
 
 
-def test_masked_positions_are_exactly_the_prompt_and_the_padding(smollm):
-    _, tokenizer = smollm
+def test_masked_positions_are_exactly_the_prompt_and_the_padding(tiny_lm):
+    _, tokenizer = tiny_lm
     data = tokenize_instructions(Dataset.from_list(ROWS), tokenizer, style="chat")
     batch = instruction_collator(tokenizer)(data.to_list())
     for row, ids, mask, labels in zip(ROWS, batch["input_ids"], batch["attention_mask"], batch["labels"]):
@@ -63,8 +70,8 @@ def test_masked_positions_are_exactly_the_prompt_and_the_padding(smollm):
         assert tokenizer.decode(learned) == row["output"] + tokenizer.eos_token  # ... and the stop token
 
 
-def test_unmasked_labels_copy_the_inputs_like_the_source(smollm):
-    _, tokenizer = smollm
+def test_unmasked_labels_copy_the_inputs_like_the_source(tiny_lm):
+    _, tokenizer = tiny_lm
     masked = tokenize_instruction("Q: hi\nA: ", "hello", tokenizer)
     full = tokenize_instruction("Q: hi\nA: ", "hello", tokenizer, mask_prompt=False)
     assert full["labels"] == full["input_ids"] == masked["input_ids"]
@@ -73,8 +80,8 @@ def test_unmasked_labels_copy_the_inputs_like_the_source(smollm):
     assert 0 < share < label_share(Dataset.from_list([full])) == 1.0
 
 
-def test_truncation_keeps_the_response(smollm):
-    _, tokenizer = smollm
+def test_truncation_keeps_the_response(tiny_lm):
+    _, tokenizer = tiny_lm
     encoded = tokenize_instruction("word " * 300, "the answer", tokenizer, max_length=32)
     assert len(encoded["input_ids"]) == 32
     assert tokenizer.decode([t for t in encoded["labels"] if t != IGNORE_INDEX]) == "the answer" + tokenizer.eos_token
@@ -82,8 +89,8 @@ def test_truncation_keeps_the_response(smollm):
         tokenize_instruction("prompt", "word " * 50, tokenizer, max_length=16)
 
 
-def test_collator_refuses_a_left_padding_tokenizer(smollm):
-    _, tokenizer = smollm
+def test_collator_refuses_a_left_padding_tokenizer(tiny_lm):
+    _, tokenizer = tiny_lm
     tokenizer.padding_side = "left"
     try:
         with pytest.raises(ValueError, match="padded on the right"):
@@ -101,8 +108,8 @@ def float64_loss(model, tokenizer, text: str) -> float:
     return torch.nn.functional.cross_entropy(logits, ids[0, 1:]).item()
 
 
-def test_perplexity_is_the_exponentiated_mean_loss(smollm64):
-    model, tokenizer = smollm64  # float64: see the fixture
+def test_perplexity_is_the_exponentiated_mean_loss(tiny64):
+    model, tokenizer = tiny64  # float64: see the fixture
     text = "The Eiffel Tower is a wrought-iron lattice tower in Paris, France."
     assert perplexity(model, tokenizer, [text]) == pytest.approx(
         math.exp(float64_loss(model, tokenizer, text)), rel=1e-9
@@ -115,13 +122,10 @@ def test_perplexity_is_the_exponentiated_mean_loss(smollm64):
         counts.append(len(tokenizer(one)["input_ids"]) - 1)
     expected = math.exp(sum(loss * count for loss, count in zip(losses, counts)) / sum(counts))
     assert perplexity(model, tokenizer, texts, batch_size=3) == pytest.approx(expected, rel=1e-9)
-    assert perplexity(model, tokenizer, [text]) < perplexity(
-        model, tokenizer, ["tower the lattice Paris is wrought France in"]
-    )
 
 
-def test_response_perplexity_scores_only_the_response(smollm64):
-    model, tokenizer = smollm64  # float64: see the fixture
+def test_response_perplexity_scores_only_the_response(tiny64):
+    model, tokenizer = tiny64  # float64: see the fixture
     data = Dataset.from_list(ROWS)
     tokenized = tokenize_instructions(data, tokenizer)
     loss, count = mean_token_loss(
@@ -135,6 +139,16 @@ def test_response_perplexity_scores_only_the_response(smollm64):
     assert per_task["all"] == pytest.approx(response_perplexity(model, tokenizer, data), rel=1e-9)
     alone = response_perplexity(model, tokenizer, Dataset.from_list([ROWS[1]]))
     assert per_task["b"] == pytest.approx(alone, rel=1e-9)  # padded in a batch or alone: the same score
+
+
+def test_smollm_finds_real_text_and_right_answers_likelier(smollm):
+    """Behaviour of the real weights: a sentence beats its scrambled words, the right answers beat "banana"."""
+    model, tokenizer = smollm
+    text = "The Eiffel Tower is a wrought-iron lattice tower in Paris, France."
+    assert perplexity(model, tokenizer, [text]) < perplexity(
+        model, tokenizer, ["tower the lattice Paris is wrought France in"]
+    )
+    data = Dataset.from_list(ROWS)
     wrong = Dataset.from_list([{**r, "output": "banana " * 3} for r in ROWS])
     assert response_perplexity(model, tokenizer, wrong) > response_perplexity(model, tokenizer, data)
 
@@ -157,8 +171,8 @@ def test_right_padding_breaks_batched_generation(smollm):
     assert right != alone  # the shorter prompts continue after their padding
 
 
-def test_sampling_is_seeded_and_checks_its_settings(smollm):
-    model, tokenizer = smollm
+def test_sampling_is_seeded_and_checks_its_settings(tiny_lm):
+    model, tokenizer = tiny_lm
     prompt = [format_prompt("Write a word about the sea.", "", "chat", tokenizer)]
     first = generate(model, tokenizer, prompt * 4, max_new_tokens=10, do_sample=True, temperature=1.3, seed=1)
     assert first == generate(model, tokenizer, prompt * 4, max_new_tokens=10, do_sample=True, temperature=1.3, seed=1)
@@ -171,7 +185,7 @@ def test_sampling_is_seeded_and_checks_its_settings(smollm):
 
 def test_answer_instructions_keeps_the_order_and_the_task_budgets(smollm):
     from helpers.data.instructions import MAX_NEW_TOKENS
-    from helpers.generation import answer_instructions
+    from helpers.models.generation import answer_instructions
 
     model, tokenizer = smollm
     rows = Dataset.from_list([{**ROWS[1], "task": "qa"}, {**ROWS[0], "task": "sentiment"}])
@@ -180,10 +194,10 @@ def test_answer_instructions_keeps_the_order_and_the_task_budgets(smollm):
     assert len(tokenizer(answers[1])["input_ids"]) <= MAX_NEW_TOKENS["sentiment"]
 
 
-def test_text_losses_is_each_texts_own_mean_loss(smollm64):
-    from helpers.training.causal_lm import text_losses
+def test_text_losses_is_each_texts_own_mean_loss(tiny64):
+    from helpers.evaluation.perplexity import text_losses
 
-    model, tokenizer = smollm64
+    model, tokenizer = tiny64
     texts = [
         "The Eiffel Tower is a wrought-iron lattice tower in Paris, France.",
         "Hello there.",
@@ -198,10 +212,10 @@ def test_text_losses_is_each_texts_own_mean_loss(smollm64):
         text_losses(model, tokenizer, ["Hi"] if len(tokenizer("Hi")["input_ids"]) < 2 else [""])
 
 
-def test_lm_examples_learn_every_token_and_truncate(smollm):
-    from helpers.training.causal_lm import lm_examples
+def test_lm_examples_learn_every_token_and_truncate(tiny_lm):
+    from helpers.data.causal_lm import lm_examples
 
-    _, tokenizer = smollm
+    _, tokenizer = tiny_lm
     long_text = "word " * 300
     examples = lm_examples(["A short sentence.", long_text], tokenizer, max_length=32)
     assert [len(e["input_ids"]) for e in examples] == [len(tokenizer("A short sentence.")["input_ids"]), 32]
@@ -210,10 +224,10 @@ def test_lm_examples_learn_every_token_and_truncate(smollm):
         assert example["attention_mask"] == [1] * len(example["input_ids"])
 
 
-def test_mix_general_text_keeps_the_budget(smollm):
-    from helpers.training.causal_lm import lm_examples, mix_general_text
+def test_mix_general_text_keeps_the_budget(tiny_lm):
+    from helpers.data.causal_lm import lm_examples, mix_general_text
 
-    _, tokenizer = smollm
+    _, tokenizer = tiny_lm
     task = tokenize_instructions(Dataset.from_list(ROWS * 4), tokenizer)  # 12 examples, prompts masked
     general = lm_examples([f"General paragraph number {i} about the world." for i in range(10)], tokenizer)
     mixed = mix_general_text(task, general, general_share=0.25, seed=1)
@@ -231,13 +245,13 @@ def test_mix_general_text_keeps_the_budget(smollm):
         mix_general_text(task, general[:2], 0.5)
 
 
-def test_train_causal_lm_trains_only_the_unfrozen_weights_and_adds_ewc(smollm_copy, tmp_path):
+def test_train_causal_lm_trains_only_the_unfrozen_weights_and_adds_ewc(tiny_lm, tmp_path):
+    from helpers.device import FP32
     from helpers.training.causal_lm import train_causal_lm
     from helpers.training.freezing import freeze_embeddings, unfreeze_last_layers
-    from helpers.training.loops import FP32
     from helpers.training.regularization import EWC, EWCTrainer
 
-    model, tokenizer = smollm_copy
+    model, tokenizer = tiny_lm
     unfreeze_last_layers(model, 1)
     freeze_embeddings(model)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
@@ -258,9 +272,9 @@ def test_train_causal_lm_trains_only_the_unfrozen_weights_and_adds_ewc(smollm_co
     changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert changed and changed <= trainable
-    assert (
-        "model.layers.29.self_attn.q_proj.weight" in changed and "model.layers.0.self_attn.q_proj.weight" not in changed
-    )
+    last = model.config.num_hidden_layers - 1
+    assert f"model.layers.{last}.self_attn.q_proj.weight" in changed
+    assert f"model.layers.{last - 1}.self_attn.q_proj.weight" not in changed
 
     ewc = EWC({n: before[n] for n in trainable}, {n: torch.ones_like(before[n]) for n in trainable}, lam=1.0)
     trainer, _ = train_causal_lm(
@@ -281,12 +295,12 @@ def test_train_causal_lm_trains_only_the_unfrozen_weights_and_adds_ewc(smollm_co
     assert penalties and penalties[-1] > 0  # the weights left the anchor after the first run
 
 
-def test_train_causal_lm_accumulates_groups_by_length_and_evaluates(smollm_copy, tmp_path):
+def test_train_causal_lm_accumulates_groups_by_length_and_evaluates(tiny_lm, tmp_path):
+    from helpers.device import FP32
     from helpers.training.causal_lm import train_causal_lm
     from helpers.training.freezing import freeze_embeddings, unfreeze_last_layers
-    from helpers.training.loops import FP32
 
-    model, tokenizer = smollm_copy
+    model, tokenizer = tiny_lm
     unfreeze_last_layers(model, 1)
     freeze_embeddings(model)
     data = tokenize_instructions(Dataset.from_list(ROWS), tokenizer)
@@ -311,15 +325,15 @@ def test_train_causal_lm_accumulates_groups_by_length_and_evaluates(smollm_copy,
     assert any("eval_loss" in row for row in trainer.state.log_history)
 
 
-def test_scored_logits_give_the_same_loss_and_gradients_from_fewer_logits(smollm64):
+def test_scored_logits_give_the_same_loss_and_gradients_from_fewer_logits(tiny64):
     """ScoredLogitsCollator asks the output layer only where a label is learned: same loss, same gradients,
     in the model's own loss and through Trainer.compute_loss with its token count (what train_causal_lm runs).
     transformers computes the cross-entropy in float32 even for a float64 model, hence rel=1e-6."""
     from transformers import Trainer, TrainingArguments
 
-    from helpers.training.causal_lm import ScoredLogitsCollator, accepts_scored_logits
+    from helpers.data.causal_lm import ScoredLogitsCollator, accepts_scored_logits
 
-    model, tokenizer = smollm64
+    model, tokenizer = tiny64
     assert accepts_scored_logits(model)
     features = tokenize_instructions(Dataset.from_list(ROWS), tokenizer).to_list()
     full, scored = instruction_collator(tokenizer)(features), ScoredLogitsCollator(tokenizer)(features)
@@ -346,38 +360,23 @@ def test_scored_logits_give_the_same_loss_and_gradients_from_fewer_logits(smollm
     assert max((a - b).abs().max().item() for a, b in zip(full_grads, scored_grads)) < 1e-6 * largest
 
 
-def test_scored_logits_leave_a_fully_learned_batch_alone(smollm):
-    from helpers.training.causal_lm import ScoredLogitsCollator
+def test_scored_logits_leave_a_fully_learned_batch_alone(tiny_lm):
+    from helpers.data.causal_lm import ScoredLogitsCollator
 
-    _, tokenizer = smollm
+    _, tokenizer = tiny_lm
     features = tokenize_instructions(Dataset.from_list(ROWS), tokenizer, mask_prompt=False).to_list()
     features = [f for f in features if len(f["input_ids"]) == max(len(g["input_ids"]) for g in features)]
     assert set(ScoredLogitsCollator(tokenizer)(features)) == {"input_ids", "attention_mask", "labels"}
 
 
-def test_train_causal_lm_in_bf16_gives_the_model_back_computing_in_fp32(smollm, tmp_path):
+def test_train_causal_lm_in_bf16_gives_the_model_back_computing_in_fp32(tiny_lm, tmp_path):
     """accelerate wraps forward in bf16 autocast for training; train_causal_lm removes the wrapper, so a trained
-    model is scored in fp32 like the model it started from. A 2-block SmolLM2 of tiny width (random weights) keeps
-    the bf16 step cheap on a CPU without native bf16; the wrapper does not depend on the size."""
-    from transformers import AutoModelForCausalLM
-
+    model is scored in fp32 like the model it started from. The tiny Llama (random weights) keeps the bf16 step
+    cheap on a CPU without native bf16; the wrapper does not depend on the size."""
     from helpers.device import Precision
     from helpers.training.causal_lm import train_causal_lm
 
-    base, tokenizer = smollm
-    config = copy.deepcopy(base.config)
-    config.update(
-        dict(
-            num_hidden_layers=2,
-            hidden_size=32,
-            intermediate_size=64,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            head_dim=16,
-        )
-    )
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config)
+    model, tokenizer = tiny_lm
     bf16 = Precision(name="bf16", reason="test", autocast_dtype=torch.bfloat16, device="cpu")
     data = tokenize_instructions(Dataset.from_list(ROWS), tokenizer)
     trainer, _ = train_causal_lm(

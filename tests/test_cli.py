@@ -50,6 +50,7 @@ def test_help_lists_the_commands():
     assert listed_commands(result.stdout) == COMMANDS
 
 
+@pytest.mark.slow  # the doctor checks every asset's checksum in a subprocess: ~5 s
 def test_doctor_passes_on_a_complete_install():
     result = run_cli("doctor")
     assert result.returncode == 0, result.stdout + result.stderr

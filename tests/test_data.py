@@ -281,7 +281,7 @@ def test_classification_data_from_the_hub_fails_at_once_offline(monkeypatch):
 
 def test_classification_data_with_an_unreachable_hub(monkeypatch):
     from helpers.data.loaders import DatasetNotAvailableError, classification_data
-    from helpers.models import hub_reachable
+    from helpers.hub import hub_reachable
 
     if hub_reachable():
         pytest.skip("the Hub is reachable from this machine")

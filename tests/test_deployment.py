@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from helpers.deployment.benchmark import batch_latency, generation_speed, label_agreement
-from helpers.deployment.quantization import model_size_bytes, quantize_dynamic_int8, quantized_linear_count
+from helpers.deployment.quantization import quantize_dynamic_int8, quantized_linear_count
+from helpers.measure import model_size_bytes
 from tests.conftest import SERVING_MAX_LENGTH
 
 pytest.importorskip("onnxruntime", reason="the deploy extra is not installed")
@@ -82,7 +83,7 @@ def test_onnx_int8_is_smaller_and_agrees(sentiment_tiny, sentiment_served, revie
 
 
 def test_torch_int8_quantizes_the_linear_layers_and_agrees(sentiment_tiny, reviews):
-    from helpers.inference import predict_logits
+    from helpers.models.inference import predict_logits
 
     model, tokenizer = sentiment_tiny
     quantized = quantize_dynamic_int8(model)
@@ -106,7 +107,7 @@ def test_quantize_dynamic_int8_silences_only_its_own_deprecation_warnings(recwar
 
 
 def test_quantized_causal_lm_still_generates(smollm):
-    from helpers.generation import generate
+    from helpers.models.generation import generate
 
     model, tokenizer = smollm
     quantized = quantize_dynamic_int8(model)

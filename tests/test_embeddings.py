@@ -1,8 +1,8 @@
-"""Frozen sentence embeddings (helpers.inference.sentence_embeddings) on the real MiniLM."""
+"""Frozen sentence embeddings (helpers.models.inference.sentence_embeddings) on the real MiniLM."""
 
 import numpy as np
 
-from helpers.inference import sentence_embeddings
+from helpers.models.inference import sentence_embeddings
 
 
 def test_sentence_embeddings_are_mean_pooled_normalised_and_padding_free(minilm_shared):

@@ -1,7 +1,15 @@
+"""Freezing, parameter groups and training-state sizes (helpers.training.freezing).
+
+The claims are about which parameters train, so they run on the tiny random models of tests/conftest.py
+(``tiny_classifier``: a 2-block BERT, ``tiny_lm``: a 2-block Llama), fresh for each test: freezing changes them.
+Expected layer indices and sizes are read from the model's config.
+"""
+
 import pytest
 import torch
 
 from helpers.data.loaders import rotten_tomatoes
+from helpers.models.loading import load_tokenizer
 from helpers.training.freezing import (
     freeze_backbone,
     freeze_embeddings,
@@ -14,12 +22,10 @@ from helpers.training.freezing import (
     unfreeze_last_layers,
 )
 
-# ``minilm`` (tests/conftest.py) is a private copy for each test: freezing changes it.
-
 
 @pytest.fixture(scope="module")
-def batch(minilm_shared):
-    _, tokenizer = minilm_shared
+def batch(tiny_bert_dir):
+    tokenizer = load_tokenizer(str(tiny_bert_dir))  # MiniLM's tokenizer
     data = rotten_tomatoes(seed=0)["train"].select(range(8))
     encoded = tokenizer(list(data["text"]), padding=True, truncation=True, return_tensors="pt")
     encoded["labels"] = torch.tensor(list(data["label"]))
@@ -44,29 +50,30 @@ def one_step(model, batch):
     return changed
 
 
-def test_bert_parts(minilm_shared):
-    model, _ = minilm_shared
+def test_bert_parts(tiny_classifier):
+    model, _ = tiny_classifier
     parts = model_parts(model)
-    assert len(parts.layers) == 6 and parts.head == [model.classifier] and parts.top == [model.bert.pooler]
+    assert len(parts.layers) == model.config.num_hidden_layers == 2
+    assert parts.layers == list(model.bert.encoder.layer) and parts.embeddings == [model.bert.embeddings]
+    assert parts.head == [model.classifier] and parts.top == [model.bert.pooler]
 
 
-def test_frozen_backbone_gets_no_gradient_and_does_not_move(minilm, batch):
-    model, _ = minilm
+def test_frozen_backbone_gets_no_gradient_and_does_not_move(tiny_classifier, batch):
+    model, _ = tiny_classifier
     freeze_backbone(model)
     assert trainable_names(model) == {"classifier.weight", "classifier.bias"}
     assert one_step(model, batch) == {"classifier.weight", "classifier.bias"}
     assert all(p.grad is None for name, p in model.named_parameters() if not name.startswith("classifier"))
-    assert trainable_summary(model)["trainable"] == 384 * 2 + 2
+    assert trainable_summary(model)["trainable"] == model.config.hidden_size * 2 + 2
 
 
-def test_progressive_unfreezing(minilm, batch):
-    model, _ = minilm
-    unfreeze_last_layers(model, 2)
+def test_progressive_unfreezing(tiny_classifier, batch):
+    model, _ = tiny_classifier
+    last = model.config.num_hidden_layers - 1  # 2 blocks: the last one trains, the one below stays frozen
+    unfreeze_last_layers(model, 1)
     names = trainable_names(model)
-    assert any(n.startswith("bert.encoder.layer.5.") for n in names) and any(
-        n.startswith("bert.encoder.layer.4.") for n in names
-    )
-    assert not any(n.startswith(("bert.encoder.layer.3.", "bert.embeddings.")) for n in names)
+    assert any(n.startswith(f"bert.encoder.layer.{last}.") for n in names)
+    assert not any(n.startswith((f"bert.encoder.layer.{last - 1}.", "bert.embeddings.")) for n in names)
     assert {n for n in names if n.startswith(("bert.pooler", "classifier"))} == {
         "bert.pooler.dense.weight",
         "bert.pooler.dense.bias",
@@ -75,34 +82,40 @@ def test_progressive_unfreezing(minilm, batch):
     }
     changed = one_step(model, batch)
     assert changed and changed <= names
-    with pytest.raises(ValueError, match="between 0 and 6"):
-        unfreeze_last_layers(model, 7)
+    assert any(n.startswith(f"bert.encoder.layer.{last}.") for n in changed)  # the unfrozen block does learn
+    unfreeze_last_layers(model, last + 1)  # all the blocks, still not the embeddings
+    assert not any(n.startswith("bert.embeddings.") for n in trainable_names(model))
+    assert any(n.startswith("bert.encoder.layer.0.") for n in trainable_names(model))
+    with pytest.raises(ValueError, match=f"between 0 and {last + 1}"):
+        unfreeze_last_layers(model, last + 2)
 
 
-def test_frozen_embeddings_only(minilm, batch):
-    model, _ = minilm
+def test_frozen_embeddings_only(tiny_classifier, batch):
+    model, _ = tiny_classifier
     unfreeze_all(model)
     freeze_embeddings(model)
     names = trainable_names(model)
     assert not any(n.startswith("bert.embeddings.") for n in names)
-    assert len(names) == len(list(model.parameters())) - 5
+    assert len(names) == len(list(model.parameters())) - 5  # word, position, token type, LayerNorm weight and bias
     assert not any(n.startswith("bert.embeddings.") for n in one_step(model, batch))
     unfreeze_all(model)
     assert trainable_summary(model)["share"] == 1.0
 
 
-def test_parameter_groups_rates_and_decay(minilm):
-    model, _ = minilm
+def test_parameter_groups_rates_and_decay(tiny_classifier):
+    model, _ = tiny_classifier
+    blocks = model.config.num_hidden_layers
     unfreeze_all(model)
     groups = parameter_groups(model, lr=1e-3, weight_decay=0.05, layer_lr_decay=0.5)
     where = {name: g for g in groups for name in g["names"]}
     params = [p for g in groups for p in g["params"]]
     assert len(params) == len({id(p) for p in params}) == len(list(model.parameters()))
     assert where["classifier.weight"]["lr"] == 1e-3 and where["classifier.weight"]["weight_decay"] == 0.05
+    assert where["bert.pooler.dense.weight"]["lr"] == 1e-3  # the top learns at the head's rate
     assert where["classifier.bias"]["weight_decay"] == 0.0
-    assert where["bert.encoder.layer.5.output.dense.weight"]["lr"] == pytest.approx(1e-3 * 0.5)
-    assert where["bert.encoder.layer.0.output.dense.weight"]["lr"] == pytest.approx(1e-3 * 0.5**6)
-    assert where["bert.embeddings.word_embeddings.weight"]["lr"] == pytest.approx(1e-3 * 0.5**7)
+    assert where[f"bert.encoder.layer.{blocks - 1}.output.dense.weight"]["lr"] == pytest.approx(1e-3 * 0.5)
+    assert where["bert.encoder.layer.0.output.dense.weight"]["lr"] == pytest.approx(1e-3 * 0.5**blocks)
+    assert where["bert.embeddings.word_embeddings.weight"]["lr"] == pytest.approx(1e-3 * 0.5 ** (blocks + 1))
     for name, group in where.items():
         if name.endswith(".bias") or "LayerNorm" in name:
             assert group["weight_decay"] == 0.0, name
@@ -115,8 +128,8 @@ def test_parameter_groups_rates_and_decay(minilm):
     )
 
 
-def test_parameter_groups_skip_frozen_and_check_inputs(minilm):
-    model, _ = minilm
+def test_parameter_groups_skip_frozen_and_check_inputs(tiny_classifier):
+    model, _ = tiny_classifier
     freeze_backbone(model)
     groups = parameter_groups(model, lr=1e-3)
     assert sorted(n for g in groups for n in g["names"]) == ["classifier.bias", "classifier.weight"]
@@ -125,29 +138,33 @@ def test_parameter_groups_skip_frozen_and_check_inputs(minilm):
     unfreeze_all(model)
 
 
-def test_llama_style_model(smollm_copy):
-    model, _ = smollm_copy
+def test_llama_style_model(tiny_lm):
+    model, _ = tiny_lm
+    last = model.config.num_hidden_layers - 1
     parts = model_parts(model)
-    assert len(parts.layers) == 30 and parts.top == [model.model.norm] and parts.head == [model.lm_head]
-    unfreeze_last_layers(model, 2)
+    assert len(parts.layers) == last + 1 == 2 and parts.top == [model.model.norm] and parts.head == [model.lm_head]
+    assert parts.embeddings == [model.model.embed_tokens]
+    unfreeze_last_layers(model, 1)
     names = trainable_names(model)
-    assert any(n.startswith("model.layers.29.") for n in names) and any(n.startswith("model.layers.28.") for n in names)
-    assert not any(n.startswith("model.layers.27.") for n in names)
+    assert any(n.startswith(f"model.layers.{last}.") for n in names)
+    assert not any(n.startswith(f"model.layers.{last - 1}.") for n in names)
     assert "model.norm.weight" in names
+    # Tied input and output embeddings (as in SmolLM2): the head is the embedding matrix, so it trains too.
+    assert model.lm_head.weight is model.model.embed_tokens.weight and model.lm_head.weight.requires_grad
     groups = parameter_groups(model, lr=1e-4)
     norms = [n for g in groups for n in g["names"] if "norm" in n]
     assert norms and all(g["weight_decay"] == 0.0 for g in groups for n in g["names"] if "norm" in n)
 
 
-def test_training_state_bytes_follow_what_trains(minilm, batch):
-    model, _ = minilm
+def test_training_state_bytes_follow_what_trains(tiny_classifier, batch):
+    model, _ = tiny_classifier
     freeze_backbone(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     model.zero_grad(set_to_none=True)
     model(**batch).loss.backward()
     optimizer.step()
     state = training_state_bytes(model, optimizer)
-    head = (384 * 2 + 2) * 4
+    head = (model.config.hidden_size * 2 + 2) * 4
     assert state["weights"] == sum(p.numel() for p in model.parameters()) * 4
     assert state["gradients"] == head and state["optimizer"] == 2 * head  # Adam: two moments per weight
     model.zero_grad(set_to_none=True)

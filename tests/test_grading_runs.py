@@ -367,6 +367,9 @@ def test_handout_holds_no_solution(tmp_path):
         p.name for p in (ROOT / "course").glob("*.ipynb")
     )
     assert (target / "helpers" / "__init__.py").is_file() and (target / "pyproject.toml").is_file()
+    # what make setup reads before installing: the preflight, and the hashes the asset wheels are checked against
+    assert (target / ".ci" / "preflight.py").is_file() and (target / "asset-hashes.txt").is_file()
+    assert sorted(p.name for p in (target / ".ci").iterdir()) == ["preflight.py"]
     leaks = []
     for path in target.rglob("*"):
         if path.is_file() and path.suffix in (".ipynb", ".py", ".md", ".toml", ".txt", ".yml", ""):

@@ -1,4 +1,9 @@
-"""The mean-pooling classification head (helpers.heads, load_classifier(pooling="mean")) on the real MiniLM."""
+"""The mean-pooling classification head (helpers.models.heads, load_classifier(pooling="mean")).
+
+How the head is built, pooled, frozen, saved and reloaded does not depend on the weights: those tests run on the
+tiny random BERT of tests/conftest.py (MiniLM's architecture and tokenizer at 2 blocks of width 32). That Trainer's
+steps lower the real MiniLM's loss stays on the real model (slow).
+"""
 
 import copy
 
@@ -9,9 +14,9 @@ from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
 from helpers.data.batching import make_loader, tokenize_for_classification
 from helpers.data.loaders import rotten_tomatoes
-from helpers.heads import BertMeanPoolingForSequenceClassification, mean_pool
-from helpers.inference import sentence_embeddings
-from helpers.models import load_classifier
+from helpers.models.heads import BertMeanPoolingForSequenceClassification, mean_pool
+from helpers.models.inference import sentence_embeddings
+from helpers.models.loading import load_classifier
 from helpers.training.freezing import (
     freeze_backbone,
     model_parts,
@@ -20,8 +25,6 @@ from helpers.training.freezing import (
     unfreeze_last_layers,
 )
 from helpers.training.loops import evaluate, train_loop
-
-pytestmark = pytest.mark.slow  # every test here uses a full model
 
 TEXTS = [
     "A wonderful, moving film.",
@@ -32,6 +35,13 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
+def mean_tiny(tiny_bert_dir):
+    """``load_classifier(<tiny BERT folder>, 2, seed=0, pooling="mean")`` for the module: read it, never change it."""
+    model, tokenizer = load_classifier(str(tiny_bert_dir), num_labels=2, seed=0, pooling="mean")
+    return model.eval(), tokenizer
+
+
+@pytest.fixture(scope="module")
 def mean_minilm():
     """``load_classifier("minilm", 2, seed=0, pooling="mean")`` for the module: read it, never change it."""
     model, tokenizer = load_classifier("minilm", num_labels=2, seed=0, pooling="mean")
@@ -39,33 +49,35 @@ def mean_minilm():
 
 
 @pytest.fixture(scope="module")
-def reviews(mean_minilm):
-    """32 real Rotten Tomatoes training reviews, tokenized (max 32 tokens), with labels."""
-    _, tokenizer = mean_minilm
+def reviews(mean_tiny):
+    """32 real Rotten Tomatoes training reviews, tokenized (max 32 tokens) by MiniLM's tokenizer, with labels."""
+    _, tokenizer = mean_tiny
     return tokenize_for_classification(rotten_tomatoes(seed=0)["train"].select(range(32)), tokenizer, max_length=32)
 
 
-def test_mean_head_is_built_around_the_pretrained_encoder(mean_minilm, minilm_shared):
-    model, _ = mean_minilm
-    cls_model, _ = minilm_shared
+def test_mean_head_is_built_around_the_pretrained_encoder(mean_tiny, tiny_classifier, tiny_bert_dir):
+    model, _ = mean_tiny
+    cls_model, _ = tiny_classifier
     assert isinstance(model, BertMeanPoolingForSequenceClassification)
-    assert model.bert.pooler is None and model.classifier.weight.shape == (2, 384)
+    assert model.bert.pooler is None and model.classifier.weight.shape == (2, model.config.hidden_size)
     encoder = dict(cls_model.bert.named_parameters())
     for name, parameter in model.bert.named_parameters():  # the same pretrained weights, no pooler
         assert torch.equal(parameter, encoder[name]), name
-    again, _ = load_classifier("minilm", num_labels=2, seed=0, pooling="mean")
+    again, _ = load_classifier(str(tiny_bert_dir), num_labels=2, seed=0, pooling="mean")
     assert torch.equal(again.classifier.weight, model.classifier.weight)  # the seed fixes the new head
+    other, _ = load_classifier(str(tiny_bert_dir), num_labels=2, seed=1, pooling="mean")
+    assert not torch.equal(other.classifier.weight, model.classifier.weight)
     assert model.dropout.p == model.config.hidden_dropout_prob
     dropped, _ = load_classifier(
-        "minilm", num_labels=2, seed=0, pooling="mean", config_overrides={"classifier_dropout": 0.3}
+        str(tiny_bert_dir), num_labels=2, seed=0, pooling="mean", config_overrides={"classifier_dropout": 0.3}
     )
     assert dropped.dropout.p == 0.3
     with pytest.raises(ValueError, match="pooling must be one of"):
-        load_classifier("minilm", num_labels=2, pooling="max")
+        load_classifier(str(tiny_bert_dir), num_labels=2, pooling="max")
 
 
-def test_mean_pooled_features_are_the_sentence_embeddings_before_normalisation(mean_minilm):
-    model, tokenizer = mean_minilm
+def test_mean_pooled_features_are_the_sentence_embeddings_before_normalisation(mean_tiny):
+    model, tokenizer = mean_tiny
     batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
     with torch.no_grad():
         hidden = model.bert(**batch).last_hidden_state
@@ -81,8 +93,8 @@ def test_mean_pooled_features_are_the_sentence_embeddings_before_normalisation(m
     assert torch.allclose(logits, model.classifier(pooled), atol=1e-6)
 
 
-def test_padding_does_not_change_a_sentences_logits(mean_minilm):
-    model, tokenizer = mean_minilm
+def test_padding_does_not_change_a_sentences_logits(mean_tiny):
+    model, tokenizer = mean_tiny
     with torch.no_grad():
         alone = model(**tokenizer(TEXTS[2:3], return_tensors="pt")).logits[0]
         padded_batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
@@ -92,6 +104,7 @@ def test_padding_does_not_change_a_sentences_logits(mean_minilm):
     assert torch.allclose(alone, in_batch, atol=1e-5) and torch.allclose(alone, to_64, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_trainer_steps_reduce_the_loss(mean_minilm, reviews, tmp_path):
     model = copy.deepcopy(mean_minilm[0])
     tokenizer = mean_minilm[1]
@@ -132,11 +145,12 @@ def test_trainer_steps_reduce_the_loss(mean_minilm, reviews, tmp_path):
     assert output.loss.item() == pytest.approx(expected, rel=1e-6) and after == pytest.approx(expected, rel=1e-4)
 
 
-def test_freeze_backbone_leaves_only_the_mean_head_trainable(mean_minilm, reviews):
-    model = copy.deepcopy(mean_minilm[0])
-    tokenizer = mean_minilm[1]
+def test_freeze_backbone_leaves_only_the_mean_head_trainable(mean_tiny, reviews):
+    model = copy.deepcopy(mean_tiny[0])
+    tokenizer = mean_tiny[1]
     parts = model_parts(model)
-    assert parts.head == [model.classifier] and parts.top == [] and len(parts.layers) == 6
+    last = model.config.num_hidden_layers - 1
+    assert parts.head == [model.classifier] and parts.top == [] and len(parts.layers) == last + 1
     freeze_backbone(model)
     assert {name for name, p in model.named_parameters() if p.requires_grad} == {"classifier.weight", "classifier.bias"}
     names = [name for group in parameter_groups(model, lr=1e-3) for name in group["names"]]
@@ -149,13 +163,13 @@ def test_freeze_backbone_leaves_only_the_mean_head_trainable(mean_minilm, review
     after = evaluate(model, loader)["loss"]
     assert len(history["loss"]) == 16 and after < before, (before, after)
     assert all(torch.equal(p, encoder_before[name]) for name, p in model.bert.named_parameters())
-    unfreeze_last_layers(model, 2)  # progressive unfreezing: no pooler to unfreeze, the last two blocks and the head
+    unfreeze_last_layers(model, 1)  # progressive unfreezing: no pooler to unfreeze, the last block and the head
     trainable = {name.split(".")[2] for name, p in model.bert.named_parameters() if p.requires_grad}
-    assert trainable == {"4", "5"} and model.classifier.weight.requires_grad
+    assert trainable == {str(last)} and model.classifier.weight.requires_grad
 
 
-def test_save_and_reload_keeps_the_mean_head(mean_minilm, tmp_path):
-    model, tokenizer = copy.deepcopy(mean_minilm[0]), mean_minilm[1]  # save_pretrained writes into its config
+def test_save_and_reload_keeps_the_mean_head(mean_tiny, tmp_path):
+    model, tokenizer = copy.deepcopy(mean_tiny[0]), mean_tiny[1]  # save_pretrained writes into its config
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     reloaded, _ = load_classifier(str(tmp_path), num_labels=2, pooling="mean")
@@ -167,8 +181,8 @@ def test_save_and_reload_keeps_the_mean_head(mean_minilm, tmp_path):
         load_classifier(str(tmp_path), num_labels=2)  # a [CLS] head would read the wrong vector
 
 
-def test_a_saved_cls_classifier_refuses_the_mean_head(minilm, tmp_path):
-    model, tokenizer = minilm  # a private copy: save_pretrained writes into its config
+def test_a_saved_cls_classifier_refuses_the_mean_head(tiny_classifier, tmp_path):
+    model, tokenizer = tiny_classifier  # a fresh model: save_pretrained writes into its config
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="pooling='cls'"):

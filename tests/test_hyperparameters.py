@@ -1,4 +1,9 @@
-"""Lesson 05's helpers on the real MiniLM with tiny sizes: schedules, gradient accumulation, LR range test, search."""
+"""Lesson 05's helpers with tiny sizes: schedules, gradient accumulation, LR range test, search.
+
+Every claim here is mechanics (a schedule followed, equal gradients, weights restored, trials recorded), so the
+models are the tiny random BERT of tests/conftest.py with MiniLM's tokenizer: ``tiny_classifier`` (fresh for each
+test) or loaded from ``tiny_bert_dir``.
+"""
 
 import copy
 
@@ -60,8 +65,8 @@ def test_schedule_arguments_are_checked():
         warmup_steps_for(1.0, 10)
 
 
-def test_train_loop_follows_the_schedule_it_is_given_and_keeps_predictions(minilm):
-    model, tokenizer = minilm
+def test_train_loop_follows_the_schedule_it_is_given_and_keeps_predictions(tiny_classifier):
+    model, tokenizer = tiny_classifier
     train = make_loader(tokenized(tokenizer, n=24), tokenizer, 4, shuffle=False)
     evaluation = tokenized(tokenizer, "validation", n=8)
     history = train_loop(
@@ -82,8 +87,8 @@ def test_train_loop_follows_the_schedule_it_is_given_and_keeps_predictions(minil
 # --- batch size and gradient accumulation -------------------------------------------------------------------------
 
 
-def test_accumulated_micro_batches_give_the_big_batch_gradient_and_update(minilm):
-    model, tokenizer = minilm
+def test_accumulated_micro_batches_give_the_big_batch_gradient_and_update(tiny_classifier):
+    model, tokenizer = tiny_classifier
     batch = next(iter(make_loader(tokenized(tokenizer, n=16), tokenizer, 16, shuffle=False)))
     weights = copy.deepcopy(model.state_dict())
     model.train()  # the check turns dropout off for itself, then gives the mode back
@@ -95,9 +100,9 @@ def test_accumulated_micro_batches_give_the_big_batch_gradient_and_update(minilm
     assert model.training
 
 
-def test_micro_batches_without_the_1_over_k_weight_are_not_the_big_batch(minilm):
+def test_micro_batches_without_the_1_over_k_weight_are_not_the_big_batch(tiny_classifier):
     """The check can fail: summing 4 micro-batch means (no division by 4) gives 4 times the gradient."""
-    model, tokenizer = minilm
+    model, tokenizer = tiny_classifier
     model.eval()
     batch = next(iter(make_loader(tokenized(tokenizer, n=16), tokenizer, 16, shuffle=False)))
     whole = batch_gradients(model, batch, 1)
@@ -117,8 +122,8 @@ def test_split_batch_refuses_unequal_micro_batches():
         split_batch(batch, 4)
 
 
-def test_saved_activations_grow_with_the_batch_and_time_covers_the_accumulated_update(minilm):
-    model, tokenizer = minilm
+def test_saved_activations_grow_with_the_batch_and_time_covers_the_accumulated_update(tiny_classifier):
+    model, tokenizer = tiny_classifier
     data = tokenized(tokenizer, n=32)
     big = next(iter(make_loader(data, tokenizer, 16, padding="max_length", max_length=48, shuffle=False)))
     small = split_batch(big, 4)[0]
@@ -138,8 +143,8 @@ def test_saved_activations_grow_with_the_batch_and_time_covers_the_accumulated_u
 # --- LR range test ------------------------------------------------------------------------------------------------
 
 
-def test_lr_range_test_restores_weights_and_optimizer_state_and_stops_on_divergence(minilm):
-    model, tokenizer = minilm
+def test_lr_range_test_restores_weights_and_optimizer_state_and_stops_on_divergence(tiny_classifier):
+    model, tokenizer = tiny_classifier
     loader = make_loader(tokenized(tokenizer, n=16), tokenizer, 8, shuffle=False)
     optimizer = optimizer_for(model, lr=3e-5)
     train_loop(model, loader, optimizer, progress=False)  # an optimizer with real Adam moments to restore
@@ -171,16 +176,16 @@ def test_smoothing_and_suggestion_rules():
 # --- hyperparameter search ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_search_returns_its_best_trial_and_repeats_its_proposals(tmp_path):
-    from helpers.models import load_classifier, load_tokenizer
+@pytest.mark.slow  # four Trainer runs under Optuna: ~5 s even on the tiny model
+def test_search_returns_its_best_trial_and_repeats_its_proposals(tiny_bert_dir, tmp_path):
+    from helpers.models.loading import load_classifier, load_tokenizer
     from helpers.training.search import search_hyperparameters
 
-    tokenizer = load_tokenizer("minilm")
+    tokenizer = load_tokenizer(str(tiny_bert_dir))
     train, validation = tokenized(tokenizer, n=16), tokenized(tokenizer, "validation", n=12)
 
     def new_model():
-        return load_classifier("minilm", num_labels=2, seed=0, pooling="mean")[0]
+        return load_classifier(str(tiny_bert_dir), num_labels=2, seed=0, pooling="mean")[0]
 
     space = {"learning_rate": (1e-5, 1e-3, "log"), "weight_decay": (0.0, 0.1, "linear")}
     first = search_hyperparameters(
@@ -204,18 +209,18 @@ def test_search_returns_its_best_trial_and_repeats_its_proposals(tmp_path):
 # --- one run per setting --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_train_and_evaluate_starts_from_the_given_head_and_scores_items_in_order():
-    from helpers.models import load_classifier, load_tokenizer
-    from helpers.training.loop_runs import train_and_evaluate
+def test_train_and_evaluate_starts_from_the_given_head_and_scores_items_in_order(tiny_bert_dir):
+    from helpers.models.loading import load_classifier, load_tokenizer
+    from helpers.training.sweeps import train_and_evaluate
 
-    tokenizer = load_tokenizer("minilm")
+    name = str(tiny_bert_dir)
+    tokenizer = load_tokenizer(name)
     train, evaluation = tokenized(tokenizer, n=16), tokenized(tokenizer, "validation", n=12)
-    donor, _ = load_classifier("minilm", num_labels=2, seed=123, pooling="mean")
+    donor, _ = load_classifier(name, num_labels=2, seed=123, pooling="mean")
     head = copy.deepcopy(donor.classifier.state_dict())
     # a learning rate of ~0 leaves the model where it started: its predictions are the donor head's
     run = train_and_evaluate(
-        train, evaluation, tokenizer, lr=1e-12, seed=0, num_epochs=2, batch_size=8, head_state=head
+        train, evaluation, tokenizer, lr=1e-12, seed=0, num_epochs=2, batch_size=8, head_state=head, model_name=name
     )
     donor.eval()
     with torch.no_grad():

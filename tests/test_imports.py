@@ -14,6 +14,7 @@ HEAVY = ("torch", "transformers", "datasets")
         "import helpers",
         "import helpers.environment",
         "import helpers.deployment",
+        "import helpers.data, helpers.models, helpers.training, helpers.evaluation",
         "import ftcourse.cli, ftcourse.runner, ftcourse.grading, ftcourse.paths",
         "from ftcourse.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass",
     ],

@@ -9,7 +9,7 @@ from helpers.data.instructions import (
     instruction_dataset,
 )
 from helpers.data.loaders import qa_pairs, rotten_tomatoes
-from helpers.models import load_tokenizer
+from helpers.models.loading import load_tokenizer
 
 SIZES = {"train": 30, "validation": 5, "test": 10}
 

@@ -1,4 +1,9 @@
-"""LoRA by hand and with PEFT, merging and adapters, and TRL's SFT loss (helpers.training.lora)."""
+"""LoRA by hand and with PEFT, merging and adapters, and TRL's SFT loss (helpers.training.lora).
+
+Which layers PEFT wraps, what merging and reloading give back and which batch TRL builds do not depend on the
+weights: the models are the tiny random BERT and Llama of tests/conftest.py (``tiny_classifier``, ``tiny_lm``),
+the architectures of MiniLM and SmolLM2 with their real tokenizers.
+"""
 
 from __future__ import annotations
 
@@ -105,10 +110,10 @@ def _logits(model: nn.Module, batch: dict) -> torch.Tensor:
         return model(**batch).logits
 
 
-def test_minilm_lora_trains_adapters_and_head_and_merges(minilm, tmp_path):
+def test_bert_lora_trains_adapters_and_head_and_merges(tiny_classifier, tmp_path):
     from helpers.data.loaders import rotten_tomatoes
 
-    model, tokenizer = minilm
+    model, tokenizer = tiny_classifier
     base = copy.deepcopy(model).eval()
     rows = rotten_tomatoes(seed=0)["train"].select(range(8))
     batch = dict(tokenizer(list(rows["text"]), padding=True, truncation=True, max_length=48, return_tensors="pt"))
@@ -149,8 +154,8 @@ def test_minilm_lora_trains_adapters_and_head_and_merges(minilm, tmp_path):
     torch.testing.assert_close(_logits(merged, batch), tuned, rtol=0, atol=1e-5)
 
 
-def test_smollm_lora_attention_and_mlp(smollm_copy):
-    model, tokenizer = smollm_copy
+def test_llama_lora_attention_and_mlp(tiny_lm):
+    model, tokenizer = tiny_lm
     base = copy.deepcopy(model).eval()
     batch = dict(tokenizer(["The capital of France is", "A short story:"], padding=True, return_tensors="pt"))
     base_logits = _logits(base, batch)
@@ -187,15 +192,15 @@ def test_sft_config_for_is_explicit_for_the_machine(tmp_path):
         sft_config_for(tmp_path, precision, "cuda", max_steps=1)
 
 
-def test_trl_sft_loss_equals_the_course_recipe(smollm_copy, tmp_path):
+def test_trl_sft_loss_equals_the_course_recipe(tiny_lm, tmp_path):
     """TRL's SFTTrainer and lesson 04's tokenize_instructions + instruction_collator build the same batch."""
     from trl import SFTTrainer
 
+    from helpers.data.causal_lm import IGNORE_INDEX, instruction_collator, tokenize_instructions
     from helpers.data.instructions import instruction_dataset
     from helpers.device import Precision
-    from helpers.training.causal_lm import IGNORE_INDEX, instruction_collator, tokenize_instructions
 
-    model, tokenizer = smollm_copy
+    model, tokenizer = tiny_lm
     model.eval()
     rows = instruction_dataset({"train": 1, "validation": 0, "test": 0})["train"]  # one row per task: 4 rows
     assert len(rows) == 4
@@ -233,10 +238,10 @@ def test_trl_sft_loss_equals_the_course_recipe(smollm_copy, tmp_path):
     torch.testing.assert_close(trainer_loss, our_loss, rtol=0, atol=1e-4)
 
 
-def test_prompt_completion_refuses_qa_style(smollm):
+def test_prompt_completion_refuses_qa_style(tiny_lm):
     from datasets import Dataset
 
-    _, tokenizer = smollm
+    _, tokenizer = tiny_lm
     rows = Dataset.from_list([{"instruction": "Is it good?", "input": "", "output": "Yes"}])
     with pytest.raises(ValueError, match="space"):
         prompt_completion_dataset(rows, tokenizer, "qa")

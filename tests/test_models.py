@@ -1,3 +1,4 @@
+import http.server
 import os
 import shutil
 import socket
@@ -10,13 +11,13 @@ import pytest
 import torch
 
 from helpers.cache_lock import exclusive_lock
-from helpers.models import (
+from helpers.hub import hub_reachable
+from helpers.models.loading import (
     ModelNotAvailableError,
     check_converted_model,
     convert_gguf_model,
     converted_model_dir,
     count_parameters,
-    hub_reachable,
     load_causal_lm,
     load_classifier,
     load_tokenizer,
@@ -86,7 +87,7 @@ def test_smollm_shapes_template_and_answer(smollm):
 
 
 def test_smollm_knows_a_general_fact(smollm):
-    from helpers.inference import chat_reply
+    from helpers.models.inference import chat_reply
 
     model, tokenizer = smollm
     assert "Paris" in chat_reply(model, tokenizer, "What is the capital of France?", max_new_tokens=12)
@@ -119,16 +120,34 @@ def no_proxy_settings(monkeypatch):
     for variable in list(os.environ):
         if variable.lower().endswith("_proxy"):
             monkeypatch.delenv(variable)
-    monkeypatch.delenv("REQUEST_METHOD", raising=False)  # urllib ignores HTTP_PROXY in CGI scripts
 
 
 @pytest.fixture
-def listening_port():
-    """A port on 127.0.0.1 that accepts TCP connections (for the duration of the test)."""
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(16)
-        yield server.getsockname()[1]
+def http_server():
+    """A real HTTP server on 127.0.0.1 that answers every request 200 and keeps the request lines it saw.
+
+    Asked through it as a proxy, a client sends the whole URL (``HEAD http://hub.invalid/ HTTP/1.1``).
+    """
+    seen: list[str] = []
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):  # noqa: N802 (the name http.server calls)
+            seen.append(self.requestline)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD  # noqa: N815
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], seen
+    server.shutdown()
+    server.server_close()
 
 
 def closed_port() -> int:
@@ -136,6 +155,16 @@ def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def reachable_in_a_fresh_process(timeout: float = 2.0, **environment: str) -> bool:
+    """``hub_reachable()`` in a new interpreter with ``environment``: the Hub client reads its settings
+    (``HF_HUB_OFFLINE`` among them, which this test session sets) once, at import."""
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy") and k != "HF_HUB_OFFLINE"}
+    code = f"from helpers.hub import hub_reachable; print(hub_reachable(timeout={timeout}))"
+    result = subprocess.run([sys.executable, "-c", code], env=env | environment, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip() == "True"
 
 
 def test_unreachable_hub_fails_fast_with_the_same_message(monkeypatch, no_proxy_settings):
@@ -149,42 +178,42 @@ def test_unreachable_hub_fails_fast_with_the_same_message(monkeypatch, no_proxy_
     assert isinstance(info.value.__cause__, OSError) and first_line(info.value.__cause__) in str(info.value)
 
 
-@pytest.mark.parametrize(
-    "variable, proxy",
-    [
-        ("HTTPS_PROXY", "http://127.0.0.1:{port}"),
-        ("https_proxy", "http://127.0.0.1:{port}/"),
-        ("ALL_PROXY", "socks5h://127.0.0.1:{port}"),
-        ("HTTPS_PROXY", "127.0.0.1:{port}"),
-    ],
-)
-def test_hub_reachable_probes_the_proxy(monkeypatch, no_proxy_settings, listening_port, variable, proxy):
-    # The Hub itself (here a closed local port) refuses direct connections, as behind a corporate proxy.
-    monkeypatch.setenv("HF_ENDPOINT", f"https://127.0.0.1:{closed_port()}")
-    assert not hub_reachable(timeout=2)
-    monkeypatch.setenv(variable, proxy.format(port=listening_port))
-    assert hub_reachable(timeout=2)
+def test_hub_reachable_asks_the_endpoint_over_http(http_server):
+    port, seen = http_server
+    assert reachable_in_a_fresh_process(HF_ENDPOINT=f"http://127.0.0.1:{port}")
+    assert seen == ["HEAD / HTTP/1.1"]
+    assert not reachable_in_a_fresh_process(HF_ENDPOINT=f"http://127.0.0.1:{closed_port()}")
+    # the same server, but the Hub client is switched off: no request leaves
+    assert not reachable_in_a_fresh_process(HF_ENDPOINT=f"http://127.0.0.1:{port}", HF_HUB_OFFLINE="1")
+    assert len(seen) == 1
 
 
-def test_hub_reachable_is_false_at_once_when_the_proxy_is_down(monkeypatch, no_proxy_settings, listening_port):
-    monkeypatch.setenv("HF_ENDPOINT", f"https://127.0.0.1:{listening_port}")
-    assert hub_reachable(timeout=2)  # directly reachable, but requests would go through the proxy
-    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{closed_port()}")
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
+def test_hub_reachable_goes_through_the_proxy_as_downloads_do(http_server, variable):
+    # hub.invalid never resolves: only the proxy can answer for it
+    port, seen = http_server
+    assert not reachable_in_a_fresh_process(HF_ENDPOINT="http://hub.invalid")
+    assert reachable_in_a_fresh_process(HF_ENDPOINT="http://hub.invalid", **{variable: f"http://127.0.0.1:{port}"})
+    assert seen == ["HEAD http://hub.invalid/ HTTP/1.1"]
+
+
+def test_hub_reachable_is_false_at_once_when_the_proxy_is_down(http_server):
+    port, seen = http_server
     start = time.monotonic()
-    assert not hub_reachable(timeout=3)
-    assert time.monotonic() - start < 1.5
+    assert not reachable_in_a_fresh_process(
+        timeout=3, HF_ENDPOINT=f"http://127.0.0.1:{port}", HTTP_PROXY=f"http://127.0.0.1:{closed_port()}"
+    )
+    assert time.monotonic() - start < 10 and seen == []  # refused by the proxy's port, not timed out
 
 
-def test_no_proxy_exempts_the_hub_host(monkeypatch, no_proxy_settings, listening_port):
-    monkeypatch.setenv("NO_PROXY", "example.org, 127.0.0.1")
-    monkeypatch.setenv("HF_ENDPOINT", f"https://127.0.0.1:{closed_port()}")
-    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{listening_port}")
-    assert not hub_reachable(timeout=2)  # the proxy is up but not used for the Hub
-    monkeypatch.setenv("HF_ENDPOINT", f"https://127.0.0.1:{listening_port}")
-    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{closed_port()}")
-    assert hub_reachable(timeout=2)
-    monkeypatch.delenv("NO_PROXY")
-    assert not hub_reachable(timeout=2)
+def test_no_proxy_exempts_the_hub_host(http_server):
+    port, seen = http_server
+    proxy_down = f"http://127.0.0.1:{closed_port()}"
+    assert not reachable_in_a_fresh_process(HF_ENDPOINT=f"http://127.0.0.1:{port}", HTTP_PROXY=proxy_down)
+    assert reachable_in_a_fresh_process(
+        HF_ENDPOINT=f"http://127.0.0.1:{port}", HTTP_PROXY=proxy_down, NO_PROXY="example.org, 127.0.0.1"
+    )
+    assert seen == ["HEAD / HTTP/1.1"]
 
 
 def test_local_folder_loads_like_a_hub_id(tmp_path, minilm_shared):
@@ -287,7 +316,7 @@ def test_a_lock_held_by_a_killed_process_is_released(tmp_path):
 
 CONVERT = (
     "import sys\n"
-    "from helpers.models import convert_gguf_model\n"
+    "from helpers.models.loading import convert_gguf_model\n"
     "print('RESULT', convert_gguf_model('smollm2-135m', force=sys.argv[1] == 'force'), flush=True)\n"
 )
 

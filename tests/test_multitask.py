@@ -73,7 +73,7 @@ def test_task_counts_hand_example():
 
 @pytest.fixture(scope="module")
 def encoder_and_data():
-    from helpers.models import load_encoder
+    from helpers.models.loading import load_encoder
 
     encoder, tokenizer = load_encoder("minilm")
     reviews = review_tasks()

@@ -3,8 +3,8 @@ import logging
 import pytest
 import torch
 
-from helpers.inference import text_classification_pipeline
-from helpers.models import load_classifier
+from helpers.models.inference import text_classification_pipeline
+from helpers.models.loading import load_classifier
 
 
 def test_the_pipeline_of_a_mean_pooling_model_gives_its_own_probabilities_quietly(tmp_path, capfd):

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from helpers.data.loaders import rotten_tomatoes
-from helpers.models import load_classifier
+from helpers.models.loading import load_classifier
 from helpers.training.probing import fit_head_by_linear_probe, head_inputs
 
 
@@ -13,7 +13,7 @@ def mean_head():
 
 
 def test_head_inputs_are_what_the_head_reads(mean_head):
-    from helpers.heads import mean_pool
+    from helpers.models.heads import mean_pool
 
     model, tokenizer = mean_head
     texts = ["A fine film.", "Dull, long and loud, with nothing to say about anything at all."]
@@ -26,6 +26,7 @@ def test_head_inputs_are_what_the_head_reads(mean_head):
     assert model.training is False  # as loaded: eval mode is kept
 
 
+@pytest.mark.slow  # 700 reviews through MiniLM: ~7 s
 def test_the_probe_classifies_held_out_reviews_before_any_fine_tuning(mean_head):
     model, tokenizer = mean_head
     splits = rotten_tomatoes(seed=0)

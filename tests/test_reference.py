@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers.inference import predict_logits
+from helpers.models.inference import predict_logits
 
 pytestmark = pytest.mark.slow  # loads and trains MiniLM
 

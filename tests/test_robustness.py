@@ -286,7 +286,7 @@ def test_run_checklist_end_to_end_with_minilm(minilm_shared):
     from scipy.special import softmax
 
     from helpers.data.loaders import rotten_tomatoes
-    from helpers.inference import predict_logits
+    from helpers.models.inference import predict_logits
 
     model, tokenizer = minilm_shared
     test = rotten_tomatoes()["test"].select(range(8))

@@ -15,10 +15,10 @@ pytest.importorskip("onnxruntime", reason="the deploy extra is not installed")
 
 import httpx  # noqa: E402 - after the skip
 
+from helpers.deployment.app import DEFAULT_MAX_CHARS, DEFAULT_MAX_TEXTS, MicroBatcher, request_model  # noqa: E402
 from helpers.deployment.client import load_test, predict_over_http  # noqa: E402
 from helpers.deployment.predictors import ClassifierPredictor, load_predictor  # noqa: E402
-from helpers.deployment.server import ServerStartError, port_is_free, start_server  # noqa: E402
-from helpers.deployment.serving import DEFAULT_MAX_CHARS, DEFAULT_MAX_TEXTS, MicroBatcher, request_model  # noqa: E402
+from helpers.deployment.server_process import ServerStartError, port_is_free, start_server  # noqa: E402
 from tests.conftest import ROOT, SERVING_MAX_LENGTH  # noqa: E402
 
 TEXTS = [
@@ -189,7 +189,7 @@ def test_server_stops_when_its_parent_dies_without_cleaning_up(sentiment_served)
     """A kernel killed hard (no atexit): the server notices its parent is gone and stops by itself."""
     script = textwrap.dedent(f"""
         import os
-        from helpers.deployment.server import start_server
+        from helpers.deployment.server_process import start_server
         server = start_server({str(sentiment_served)!r}, "onnx-int8")
         print(server.pid, server.port, server.log_path, flush=True)
         os._exit(0)  # no atexit, no stop(): as if the kernel crashed
@@ -220,6 +220,7 @@ def test_start_server_with_a_missing_folder_fails_fast(tmp_path):
     assert time.monotonic() - start < 1
 
 
+@pytest.mark.slow  # a server process starts (imports torch and the app) before it fails: ~5 s
 def test_start_server_reports_why_the_server_died(tmp_path):
     """The folder exists but holds no model: the server exits, and the error quotes its message."""
     start = time.monotonic()
@@ -230,7 +231,7 @@ def test_start_server_reports_why_the_server_died(tmp_path):
 
 
 def test_only_loopback_addresses(tmp_path):
-    from helpers.deployment.serve import main
+    from helpers.deployment.cli import main
 
     with pytest.raises(ValueError, match="not a loopback address"):
         start_server(tmp_path, host="0.0.0.0")

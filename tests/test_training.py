@@ -1,3 +1,10 @@
+"""The explicit training loop (helpers.training.loops) and the metrics.
+
+Whether the loop learns is a claim about the real MiniLM (``minilm``, slow); schedules, accumulation,
+evaluation, precision and timing are mechanics, checked on ``tiny_classifier`` (tests/conftest.py): a fresh
+2-block random BERT with MiniLM's tokenizer.
+"""
+
 import numpy as np
 import pytest
 import torch
@@ -49,13 +56,13 @@ def test_explicit_loop_lowers_the_loss_on_real_data(minilm):
     assert lrs[:3] == pytest.approx([0, 5e-5, 1e-4]) and all(a >= b for a, b in zip(lrs[2:], lrs[3:]))
 
 
-def test_a_run_stopped_early_follows_the_learning_rates_of_trainer_over_its_whole_schedule(minilm, tmp_path):
+def test_a_run_stopped_early_follows_the_learning_rates_of_trainer_over_its_whole_schedule(tiny_classifier, tmp_path):
     """Trainer for 3 epochs and the loop stopped after 5 of the same 15 updates: same warmup, same decay."""
     import copy
 
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    model, tokenizer = minilm
+    model, tokenizer = tiny_classifier
     train, valid = loaders(tokenizer, n_train=40, batch_size=8)  # 5 updates per epoch, 15 in all: warmup ceil(1.5) = 2
 
     class RecordLearningRate(TrainerCallback):
@@ -108,8 +115,8 @@ def test_a_run_stopped_early_follows_the_learning_rates_of_trainer_over_its_whol
             )
 
 
-def test_gradient_accumulation_makes_fewer_updates_of_the_same_size(minilm):
-    model, tokenizer = minilm
+def test_gradient_accumulation_makes_fewer_updates_of_the_same_size(tiny_classifier):
+    model, tokenizer = tiny_classifier
     train, _ = loaders(tokenizer, n_train=40)  # 5 batches
     history = train_loop(
         model, train, optimizer_for(model, lr=1e-5), num_epochs=1, gradient_accumulation_steps=2, progress=False
@@ -117,8 +124,8 @@ def test_gradient_accumulation_makes_fewer_updates_of_the_same_size(minilm):
     assert len(history["loss"]) == 3  # 2 + 2 + a last partial group of 1
 
 
-def test_evaluate_matches_the_model_loss(minilm):
-    model, tokenizer = minilm
+def test_evaluate_matches_the_model_loss(tiny_classifier):
+    model, tokenizer = tiny_classifier
     _, valid = loaders(tokenizer, n_eval=8)
     result = evaluate(model, valid)
     batch = next(iter(valid))
@@ -127,10 +134,10 @@ def test_evaluate_matches_the_model_loss(minilm):
     assert result["logits"].shape == (8, 2) and result["labels"].tolist() == batch["labels"].tolist()
 
 
-def test_mixed_precision_settings_and_a_bf16_autocast_run(minilm):
+def test_mixed_precision_settings_and_a_bf16_autocast_run(tiny_classifier):
     fp16 = Precision("fp16", "test", torch.float16, use_grad_scaler=True, device="cuda")
     assert fp16.trainer_kwargs() == {"bf16": False, "fp16": True}
-    model, tokenizer = minilm
+    model, tokenizer = tiny_classifier
     train, _ = loaders(tokenizer, n_train=8)
     bf16 = Precision("bf16", "test", torch.bfloat16)
     history = train_loop(model, train, optimizer_for(model, lr=1e-5), precision=bf16, progress=False)
@@ -150,8 +157,8 @@ def test_metrics_match_scikit_learn_definitions():
         classification_metrics([0, 1], [0])
 
 
-def test_time_training_steps_trains_and_times(minilm):
-    model, tokenizer = minilm
+def test_time_training_steps_trains_and_times(tiny_classifier):
+    model, tokenizer = tiny_classifier
     train, _ = loaders(tokenizer, n_train=24)
     before = model.classifier.weight.detach().clone()
     seconds = time_training_steps(model, train, torch.optim.SGD(model.parameters(), lr=0.1), num_steps=2)

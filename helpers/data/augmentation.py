@@ -32,6 +32,8 @@ from collections.abc import Sequence
 
 from datasets import Dataset, Features, Value
 
+__all__ = ["OPERATIONS", "random_deletion", "random_swap", "augment_text", "augment_dataset"]
+
 OPERATIONS = ("deletion", "swap")
 
 

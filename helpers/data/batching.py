@@ -9,11 +9,18 @@ the loaders are reused by the training lessons.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
 import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from transformers.trainer_pt_utils import LengthGroupedSampler
+
+__all__ = ["PADDING_STRATEGIES", "tokenize_for_classification", "make_loader", "padding_share", "batches_by_length"]
 
 PADDING_STRATEGIES = ("max_length", "dynamic", "length_grouped")
 
@@ -68,3 +75,33 @@ def padding_share(loader: DataLoader) -> float:
         padded += int((mask == 0).sum())
         total += mask.numel()
     return padded / total if total else 0.0
+
+
+def batches_by_length(
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    device: str | torch.device,
+    batch_size: int,
+    max_length: int | None,
+    progress: bool,
+    desc: str,
+    return_tensors: str = "pt",
+) -> Iterator[tuple[np.ndarray, Any]]:
+    """``(indices, tokenized batch)`` pairs, texts sorted by length so that each batch pads little.
+
+    Used for inference (:mod:`helpers.models.inference`, the ONNX export, linear probes): the
+    predictions are put back in the texts' order with the indices.
+
+    ``return_tensors="np"`` gives numpy batches (for onnxruntime); ``device`` then does not apply.
+    """
+    order = np.argsort([len(text) for text in texts], kind="stable")
+    for start in tqdm(range(0, len(texts), batch_size), desc=desc, disable=not progress, leave=False):
+        idx = order[start : start + batch_size]
+        batch = tokenizer(
+            [texts[i] for i in idx],
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors=return_tensors,
+        )
+        yield idx, batch.to(device) if return_tensors == "pt" else batch

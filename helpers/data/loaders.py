@@ -23,6 +23,33 @@ from sklearn.model_selection import train_test_split
 from helpers.assets import asset_path, verify_asset
 from helpers.data.sampling import make_imbalanced
 
+__all__ = [
+    "SENTIMENT_LABELS",
+    "NEUTRAL_LABEL",
+    "SPLITS",
+    "DataFormatError",
+    "check_fractions",
+    "split_dataset",
+    "subsample",
+    "stratified_subsample",
+    "rotten_tomatoes_frame",
+    "rotten_tomatoes",
+    "rotten_tomatoes_random_split",
+    "SUBJECTIVITY_LABELS",
+    "review_tasks",
+    "Leakage",
+    "film_leakage",
+    "EMBEDDED_CLASSIFICATION",
+    "DatasetNotAvailableError",
+    "classification_data",
+    "wiki_records",
+    "wiki_topics",
+    "wiki_text",
+    "qa_pairs",
+    "REQUIRED_FIELDS",
+    "load_user_data",
+]
+
 SENTIMENT_LABELS = ["negative", "positive"]  # rotten = negative, fresh = positive
 NEUTRAL_LABEL = "neutral"  # the plot summaries, when a third class is asked for
 SPLITS = ("train", "validation", "test")
@@ -251,7 +278,7 @@ def classification_data(
     from datasets import load_dataset
 
     from helpers.environment import is_offline
-    from helpers.models import hub_reachable
+    from helpers.hub import hub_reachable
 
     if is_offline() or not hub_reachable():
         why = (

@@ -24,6 +24,8 @@ from collections.abc import Mapping
 import numpy as np
 from datasets import Dataset
 
+__all__ = ["class_counts", "make_imbalanced", "random_oversample", "random_undersample"]
+
 
 def class_counts(dataset: Dataset, label_column: str = "label") -> dict[int, int]:
     """Number of examples of each class present, ``{class: count}``, in class order.

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+__all__ = ["batch_latency", "label_agreement", "generation_speed"]
+
 
 def batch_latency(
     logits_fn: Callable[[list[str]], object],

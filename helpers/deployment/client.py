@@ -23,9 +23,11 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+__all__ = ["predict_over_http", "load_test_async", "load_test"]
+
 
 def _check_url(url: str, allow_remote: bool) -> str:
-    from helpers.deployment.serve import is_loopback
+    from helpers.deployment.cli import is_loopback
 
     host = urlsplit(url).hostname or ""
     if not allow_remote and not is_loopback(host):

@@ -54,7 +54,16 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from helpers.inference import _batches_by_length
+from helpers.data.batching import batches_by_length
+
+__all__ = [
+    "MODEL_INPUTS",
+    "EXAMPLE_TEXTS",
+    "export_classifier_onnx",
+    "OnnxClassifier",
+    "onnx_parity",
+    "quantize_onnx_int8",
+]
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 EXAMPLE_TEXTS = ("A short review.", "A somewhat longer review, so that the example batch needs padding.")
@@ -205,7 +214,7 @@ class OnnxClassifier:
         Texts are tokenized with ``tokenizer`` (default: the classifier's),
         truncated to ``max_length`` (default: the classifier's), and run in
         batches of ``batch_size`` sorted by length (little padding), then put
-        back in order, as :func:`helpers.inference.predict_logits` does. A
+        back in order, as :func:`helpers.models.inference.predict_logits` does. A
         tokenized batch (a mapping with ``input_ids``, ``attention_mask``...,
         torch tensors or numpy arrays) runs as it is, in one call.
         """
@@ -219,7 +228,7 @@ class OnnxClassifier:
         texts = list(inputs)
         logits = np.zeros((len(texts), self.num_labels), dtype=np.float32)
         max_length = max_length or self.max_length
-        for idx, batch in _batches_by_length(
+        for idx, batch in batches_by_length(
             tokenizer, texts, None, batch_size, max_length, False, "onnx", return_tensors="np"
         ):
             logits[idx] = self.session.run(["logits"], _as_feed(batch, self.input_names))[0]
@@ -250,7 +259,7 @@ def onnx_parity(
     model.eval()
     reference = np.zeros((len(texts), onnx_classifier.num_labels), dtype=np.float32)
     exported = np.zeros_like(reference)
-    for idx, batch in _batches_by_length(
+    for idx, batch in batches_by_length(
         tokenizer, texts, None, batch_size, max_length, False, "onnx", return_tensors="np"
     ):
         tensors = {name: torch.from_numpy(batch[name]).to(device) for name in onnx_classifier.input_names}

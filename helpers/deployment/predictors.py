@@ -3,7 +3,7 @@
 :class:`ClassifierPredictor` wraps a PyTorch classifier (fp32, or int8 from
 :func:`helpers.deployment.quantization.quantize_dynamic_int8`),
 :class:`OnnxPredictor` an :class:`~helpers.deployment.onnx_export.OnnxClassifier`;
-the app of :mod:`helpers.deployment.serving` accepts either (or any object
+the app of :mod:`helpers.deployment.app` accepts either (or any object
 with a ``predict`` method of that shape). :func:`save_for_serving` writes a
 folder that :func:`load_predictor` (and so the ``serve`` command) reloads:
 the weights, the tokenizer, ``serving.json`` (label names, ``max_length``,
@@ -22,6 +22,23 @@ import numpy as np
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from helpers.evaluation.calibration import softmax
+
+__all__ = [
+    "SERVING_FILE",
+    "CARD_FILE",
+    "ONNX_FILE",
+    "ONNX_INT8_FILE",
+    "BACKENDS",
+    "DEFAULT_MAX_LENGTH",
+    "labels_from_config",
+    "Predictor",
+    "ClassifierPredictor",
+    "OnnxPredictor",
+    "model_card",
+    "save_for_serving",
+    "read_serving_metadata",
+    "load_predictor",
+]
 
 SERVING_FILE = "serving.json"
 CARD_FILE = "README.md"
@@ -73,7 +90,7 @@ class ClassifierPredictor(Predictor):
 
     ``label_names`` defaults to the model's ``config.id2label``; texts are
     truncated to ``max_length`` tokens and run by
-    :func:`helpers.inference.predict_logits` in batches of ``batch_size``
+    :func:`helpers.models.inference.predict_logits` in batches of ``batch_size``
     sorted by length. ``backend`` (shown by ``/metadata``) defaults to
     ``"torch-int8"`` for a quantized model, ``"torch-fp32"`` otherwise.
     Taught in ``course/10_deployment.ipynb``.
@@ -99,7 +116,7 @@ class ClassifierPredictor(Predictor):
         self.backend = backend
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
-        from helpers.inference import predict_logits
+        from helpers.models.inference import predict_logits
 
         return predict_logits(
             self.model,
@@ -158,7 +175,7 @@ def model_card(metadata: dict) -> str:
     for key in ("base_model", "training_data", "trained_by"):
         if metadata.get(key):
             lines.append(f"- {key.replace('_', ' ').capitalize()}: {metadata[key]}")
-    lines += ["", "Serve it on this machine: `python -m helpers.deployment.serve --model-dir <this folder>`.", ""]
+    lines += ["", "Serve it on this machine: `python -m helpers.deployment.cli --model-dir <this folder>`.", ""]
     metrics = metadata.get("metrics") or {}
     if metrics:
         lines += ["## Measured", "", "| measure | value |", "| --- | --- |"]
@@ -226,7 +243,7 @@ def load_predictor(
     ``model.onnx`` / ``model-int8.onnx`` in the folder, or on ``onnx_file``).
     ``threads`` sets torch's or onnxruntime's thread count. ``metadata`` is
     the folder's ``serving.json`` (see :func:`read_serving_metadata`) with
-    the backend added. Used by ``python -m helpers.deployment.serve``.
+    the backend added. Used by ``python -m helpers.deployment.cli``.
     """
     folder = Path(model_dir)
     if not folder.is_dir():
@@ -253,13 +270,13 @@ def load_predictor(
     else:
         import torch
 
-        from helpers.models import _saved_pooling, load_classifier
+        from helpers.models.loading import load_classifier, saved_pooling
 
         if threads:
             torch.set_num_threads(int(threads))
         labels = metadata["labels"]
         model, tokenizer = load_classifier(
-            str(folder), num_labels=len(labels), pooling=_saved_pooling(str(folder)) or "cls"
+            str(folder), num_labels=len(labels), pooling=saved_pooling(str(folder)) or "cls"
         )
         if backend == "torch-int8":
             from helpers.deployment.quantization import quantize_dynamic_int8

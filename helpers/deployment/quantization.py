@@ -54,13 +54,12 @@ takes a fraction of a second). Taught in ``course/10_deployment.ipynb``.
 from __future__ import annotations
 
 import copy
-import io
-import os
 import warnings
-from pathlib import Path
 
 import torch
 from torch import nn
+
+__all__ = ["quantize_dynamic_int8", "quantized_linear_count"]
 
 # The two warnings the deprecated eager-mode API emits (quoted in the module docstring).
 _DEPRECATION_MESSAGES = (
@@ -109,23 +108,3 @@ def quantized_linear_count(model: nn.Module) -> tuple[int, int]:
 
     modules = list(model.modules())
     return (sum(isinstance(m, DynamicQuantizedLinear) for m in modules), sum(type(m) is nn.Linear for m in modules))
-
-
-def model_size_bytes(model_or_path: nn.Module | str | os.PathLike) -> int:
-    """Serialized size in bytes of a model (its ``state_dict`` saved with ``torch.save``), a file or a folder.
-
-    For a module the state dict is written to memory, so quantized weights
-    count at their packed int8 size and tied weights once; for a folder
-    (``save_pretrained``) every file under it is counted. Taught in
-    ``course/10_deployment.ipynb``.
-    """
-    if isinstance(model_or_path, nn.Module):
-        buffer = io.BytesIO()
-        torch.save(model_or_path.state_dict(), buffer)
-        return buffer.tell()
-    path = Path(model_or_path)
-    if path.is_file():
-        return path.stat().st_size
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    raise FileNotFoundError(f"{path} is neither a file nor a folder")

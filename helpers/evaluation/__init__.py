@@ -1,5 +1,54 @@
-"""Evaluation: classification and text metrics, baselines (:mod:`.metrics`); how sure a
-measured number is (:mod:`.uncertainty`); metrics of imbalanced classes and threshold moving
-(:mod:`.imbalance`); a target task against general ability, for forgetting (:mod:`.forgetting`);
-calibration and temperature scaling (:mod:`.calibration`); out-of-distribution scores
-(:mod:`.ood`); CheckList-style behavioural tests (:mod:`.robustness`)."""
+"""Evaluation, the fourth layer: classification and text metrics, baselines (:mod:`.metrics`); how sure a
+measured number is (:mod:`.uncertainty`); perplexity and per-text losses of a causal LM
+(:mod:`.perplexity`); metrics of imbalanced classes and threshold moving (:mod:`.imbalance`); a target task
+against general ability, for forgetting (:mod:`.forgetting`); the comparison table of full, partial and
+LoRA fine-tuning (:mod:`.adaptation`); calibration and temperature scaling (:mod:`.calibration`);
+out-of-distribution scores (:mod:`.ood`); CheckList-style behavioural tests (:mod:`.robustness`); closed
+tasks of instruction tuning (:mod:`.closed_tasks`).
+
+The lessons import from here (``from helpers.evaluation import bootstrap_interval``); each name is
+imported from its module on first use. It imports nothing from deployment (``tests/test_layers.py``).
+"""
+
+from helpers.lazy import lazy_exports
+
+__all__, __getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "adaptation": ["adaptation_table"],
+        "calibration": [
+            "ece_interval",
+            "expected_calibration_error",
+            "fit_temperature",
+            "negative_log_likelihood",
+            "reliability_table",
+            "softmax",
+        ],
+        "closed_tasks": ["clear_gain", "closed_task_table", "item_scores", "majority_answers"],
+        "forgetting": ["encoder_probe_correct", "forgetting_table", "measure_abilities"],
+        "imbalance": ["choose_threshold", "imbalance_table", "predict_with_threshold"],
+        "metrics": [
+            "classification_metrics",
+            "fit_majority_baseline",
+            "fit_tfidf_logreg",
+            "highest_loss_examples",
+            "instruction_scores",
+            "named_label",
+            "normalize_answer",
+            "trainer_classification_metrics",
+        ],
+        "ood": ["energy_score", "fpr_at_tpr", "max_softmax_probability", "ood_auroc"],
+        "perplexity": ["response_perplexity", "text_losses"],
+        "robustness": ["run_checklist", "worst_failures"],
+        "uncertainty": [
+            "bootstrap_interval",
+            "bootstrap_metric",
+            "independent_difference",
+            "mcnemar",
+            "paired_bootstrap",
+            "paired_bootstrap_metric",
+            "paired_seeds",
+            "seeds_interval",
+        ],
+    },
+)

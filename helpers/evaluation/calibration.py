@@ -29,8 +29,18 @@ from scipy.special import log_softmax
 
 from helpers.evaluation.uncertainty import Interval, interval_from_replicates, metric_replicates
 
+__all__ = [
+    "check_temperature",
+    "softmax",
+    "reliability_table",
+    "expected_calibration_error",
+    "ece_interval",
+    "negative_log_likelihood",
+    "fit_temperature",
+]
 
-def _check_temperature(temperature: float) -> float:
+
+def check_temperature(temperature: float) -> float:
     temperature = float(temperature)
     if not np.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"temperature must be a positive number, got {temperature}")
@@ -44,7 +54,7 @@ def softmax(logits: Sequence, temperature: float = 1.0) -> np.ndarray:
     ``exp``). Raises ``ValueError`` when ``temperature <= 0``. Taught in
     ``course/09_evaluation.ipynb``.
     """
-    z = np.asarray(logits, dtype=float) / _check_temperature(temperature)
+    z = np.asarray(logits, dtype=float) / check_temperature(temperature)
     z = np.exp(z - z.max(axis=-1, keepdims=True))
     return z / z.sum(axis=-1, keepdims=True)
 
@@ -176,7 +186,7 @@ def negative_log_likelihood(logits: Sequence, labels: Sequence[int], temperature
     ``course/09_evaluation.ipynb``.
     """
     z, y = _check_logits(logits, labels)
-    log_p = log_softmax(z / _check_temperature(temperature), axis=1)
+    log_p = log_softmax(z / check_temperature(temperature), axis=1)
     return float(-log_p[np.arange(len(y)), y].mean())
 
 

@@ -28,9 +28,11 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from helpers.evaluation.metrics import exact_match, token_f1
+from helpers.evaluation.perplexity import text_losses
 from helpers.evaluation.uncertainty import compare_to_reference
-from helpers.generation import answer_instructions
-from helpers.training.causal_lm import text_losses
+from helpers.models.generation import answer_instructions
+
+__all__ = ["AbilityScores", "measure_abilities", "forgetting_table", "encoder_probe_correct"]
 
 
 @dataclass
@@ -137,7 +139,7 @@ def encoder_probe_correct(
     """What an encoder still knows beyond its task: a linear probe of another task on its frozen sentence vectors.
 
     A fine-tuned encoder has no text loss to score; its general ability is
-    how well its sentence vectors (:func:`helpers.inference.sentence_embeddings`,
+    how well its sentence vectors (:func:`helpers.models.inference.sentence_embeddings`,
     mean pooling) still serve a task it was not tuned for. A logistic
     regression is fitted on ``train_texts`` and scored on ``test_texts``:
     1.0 where right, one value per test text, for a paired comparison with the
@@ -147,8 +149,8 @@ def encoder_probe_correct(
     """
     from sklearn.linear_model import LogisticRegression
 
-    from helpers.inference import sentence_embeddings
-    from helpers.training.adaptation import unwrap_peft
+    from helpers.models.inference import sentence_embeddings
+    from helpers.training.lora import unwrap_peft
 
     encoder = unwrap_peft(model)
     train_vectors = sentence_embeddings(encoder, tokenizer, list(train_texts), device, max_length=max_length)

@@ -36,6 +36,19 @@ from sklearn.metrics import balanced_accuracy_score
 
 from helpers.evaluation.uncertainty import interval_from_replicates, metric_replicates, paired_from_replicates
 
+__all__ = [
+    "weighted_confusion",
+    "class_recall",
+    "accuracy",
+    "balanced_accuracy",
+    "macro_f1",
+    "pr_auc",
+    "imbalance_metrics",
+    "imbalance_table",
+    "choose_threshold",
+    "predict_with_threshold",
+]
+
 
 def _weights(n: int, weights: np.ndarray | None) -> np.ndarray:
     w = np.ones((1, n)) if weights is None else np.asarray(weights, dtype=float)

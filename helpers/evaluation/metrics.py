@@ -24,6 +24,22 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 from sklearn.pipeline import Pipeline, make_pipeline
 
+__all__ = [
+    "classification_metrics",
+    "fit_majority_baseline",
+    "fit_tfidf_logreg",
+    "normalize_answer",
+    "exact_match",
+    "token_f1",
+    "rouge_l",
+    "label_in_answer",
+    "named_label",
+    "instruction_scores",
+    "text_metrics",
+    "trainer_classification_metrics",
+    "highest_loss_examples",
+]
+
 
 def classification_metrics(
     labels: Sequence[int], predictions: Sequence[int], average: str | None = None

@@ -26,8 +26,10 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.special import logsumexp
 
-from helpers.evaluation.calibration import _check_temperature, softmax
+from helpers.evaluation.calibration import check_temperature, softmax
 from helpers.evaluation.uncertainty import Interval, interval_from_replicates, resample_weights
+
+__all__ = ["max_softmax_probability", "energy_score", "ood_auroc", "fpr_at_tpr"]
 
 
 def _check_logits(logits: Sequence) -> np.ndarray:
@@ -53,7 +55,7 @@ def energy_score(logits: Sequence, temperature: float = 1.0) -> np.ndarray:
     score means a more in-distribution input. Taught in
     ``course/09_evaluation.ipynb``.
     """
-    t = _check_temperature(temperature)
+    t = check_temperature(temperature)
     return t * logsumexp(_check_logits(logits) / t, axis=1)
 
 

@@ -44,6 +44,38 @@ import pandas as pd
 
 from helpers.evaluation.uncertainty import Interval, bootstrap_interval
 
+__all__ = [
+    "Perturbation",
+    "PredictProba",
+    "FIRST_NAMES",
+    "NOUNS",
+    "POSITIVE_ADJECTIVES",
+    "NEGATIVE_ADJECTIVES",
+    "POSITIVE_VERBS",
+    "NEGATIVE_VERBS",
+    "SENTIMENT_ADJECTIVES",
+    "INTENSIFIERS",
+    "NEGATIVE_PHRASES",
+    "POSITIVE_PHRASES",
+    "QWERTY_NEIGHBOURS",
+    "add_typo",
+    "keyboard_typo",
+    "change_punctuation",
+    "has_name",
+    "change_names",
+    "has_number",
+    "change_numbers",
+    "add_negative_phrase",
+    "add_positive_phrase",
+    "add_intensifier",
+    "PERTURBATIONS",
+    "MFT_TEMPLATES",
+    "mft_examples",
+    "ChecklistResult",
+    "run_checklist",
+    "worst_failures",
+]
+
 Perturbation = Callable[[str, random.Random], str]
 PredictProba = Callable[[list[str]], np.ndarray]
 

@@ -34,6 +34,30 @@ from dataclasses import dataclass
 
 import numpy as np
 
+__all__ = [
+    "VERDICTS",
+    "Interval",
+    "PairedComparison",
+    "McNemarTest",
+    "bootstrap_interval",
+    "paired_bootstrap",
+    "compare_to_reference",
+    "Metric",
+    "resample_indices",
+    "resample_weights",
+    "interval_from_replicates",
+    "metric_replicates",
+    "paired_from_replicates",
+    "bootstrap_metric",
+    "paired_bootstrap_metric",
+    "seeds_replicates",
+    "seeds_interval",
+    "paired_seeds",
+    "mcnemar",
+    "IndependentComparison",
+    "independent_difference",
+]
+
 VERDICTS = ("better", "worse", "indistinguishable")
 
 

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 import torch
 
-from helpers.device import Precision
-from helpers.training.loops import FP32, to_device
+from helpers.device import FP32, Precision, to_device
+
+__all__ = ["split_batch", "batch_gradients", "AccumulationCheck", "accumulation_check", "saved_activation_bytes"]
 
 
 def split_batch(batch: dict, parts: int) -> list[dict]:

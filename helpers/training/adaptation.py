@@ -24,28 +24,31 @@ Taught in ``course/11_peft.ipynb``.
 from __future__ import annotations
 
 import copy
-import ctypes
-import gc
-import sys
-import tempfile
-import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import torch
 from datasets import Dataset
-from peft import PeftModel
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback
 
-from helpers.deployment.quantization import model_size_bytes
 from helpers.device import Precision
+from helpers.measure import peak_rss, stored_bytes
 from helpers.training.freezing import freeze_embeddings, training_state_bytes, unfreeze_all, unfreeze_last_layers
-from helpers.training.lora import adapter_size_bytes, apply_lora, lora_config_for, trainable_parameters
+from helpers.training.lora import apply_lora, lora_config_for, trainable_parameters
+
+__all__ = [
+    "METHOD_KINDS",
+    "AdaptationMethod",
+    "prepare_model",
+    "TrainingStateProbe",
+    "AdaptationRun",
+    "adapt_causal_lm",
+    "adapt_classifier",
+    "quantized_weight_bytes",
+    "qlora_training_step",
+    "StopAfterSteps",
+]
 
 METHOD_KINDS = ("full", "partial", "lora")
 
@@ -111,115 +114,6 @@ class TrainingStateProbe(TrainerCallback):
     def on_optimizer_step(self, args, state, control, model=None, optimizer=None, **kwargs):
         if self.state_bytes is None and model is not None:
             self.state_bytes = training_state_bytes(model, optimizer)
-
-
-def _current_rss() -> int | None:
-    try:
-        import psutil
-    except ImportError:
-        return None
-    return psutil.Process().memory_info().rss
-
-
-def _linux_peak_rss() -> int | None:
-    """The process's peak resident set (``VmHWM``), in bytes, or ``None`` where ``/proc`` does not give it."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def release_freed_memory() -> None:
-    """Collect garbage and hand freed heap memory back to the system (glibc's ``malloc_trim``).
-
-    Without it, memory freed by an earlier run stays in the process, the next
-    run reuses it, and its peak above the start under-counts what it needed.
-    """
-    gc.collect()
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):  # not glibc (musl): nothing to trim
-            pass
-
-
-def _reset_linux_peak() -> bool:
-    """Reset ``VmHWM`` to the current resident set (Linux 4.0+: write 5 to ``clear_refs``)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return _linux_peak_rss() is not None
-
-
-@dataclass
-class PeakMemory:
-    """Filled by :func:`peak_rss` when its block ends: ``start`` and ``peak`` resident bytes, and how."""
-
-    start: int | None = None
-    peak: int | None = None
-    method: str = ""
-
-    @property
-    def above_start(self) -> int | None:
-        """Peak minus start: the memory the block added at its worst moment."""
-        return None if self.start is None or self.peak is None else max(0, self.peak - self.start)
-
-
-@contextmanager
-def peak_rss(interval: float = 0.005) -> Iterator[PeakMemory]:
-    """The peak resident memory of this process during the block.
-
-    On Linux the kernel's own high-water mark is reset at the start
-    (``/proc/self/clear_refs``) and read at the end: exact. Elsewhere a thread
-    samples the resident set every ``interval`` seconds (needs ``psutil``; a
-    peak shorter than the interval can be missed). The result has ``None``
-    fields where neither is available. Freed memory is released first
-    (:func:`release_freed_memory`), so that the block's own needs show.
-    """
-    release_freed_memory()
-    result = PeakMemory(start=_current_rss())
-    if _reset_linux_peak():
-        result.method = "VmHWM"
-        result.start = result.start if result.start is not None else _linux_peak_rss()
-        try:
-            yield result
-        finally:
-            result.peak = _linux_peak_rss()
-        return
-    if result.start is None:
-        result.method = "unavailable"
-        yield result
-        return
-    result.method = f"sampled every {interval * 1000:.0f} ms"
-    peak, stop = [result.start], threading.Event()
-
-    def sample() -> None:
-        while not stop.wait(interval):
-            peak[0] = max(peak[0], _current_rss() or 0)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        yield result
-    finally:
-        stop.set()
-        thread.join()
-        result.peak = max(peak[0], _current_rss() or 0)
-
-
-def stored_bytes(model: nn.Module) -> int:
-    """What one task costs on disk: the adapter alone for a PEFT model, else the whole model (``save_pretrained``)."""
-    with tempfile.TemporaryDirectory() as folder:
-        if isinstance(model, PeftModel):
-            return adapter_size_bytes(model, folder)
-        model.save_pretrained(folder)
-        return model_size_bytes(folder)
 
 
 @dataclass
@@ -379,53 +273,6 @@ def adapt_classifier(
     return _measured(model, method, train, len(train_dataset) * epochs, None)
 
 
-def unwrap_peft(model: nn.Module) -> nn.Module:
-    """The transformers model inside a PEFT model (its LoRA layers still active); any other model as it is."""
-    return model.get_base_model() if isinstance(model, PeftModel) else model
-
-
-def adaptation_table(
-    runs: Mapping[str, AdaptationRun],
-    quality: Mapping[str, np.ndarray],
-    retention: Mapping[str, np.ndarray],
-    quality_reference: str,
-    retention_reference: str,
-    retention_higher_is_better: bool,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """One row per model: its costs (:meth:`AdaptationRun.costs`), quality and retention, each with its interval.
-
-    ``quality`` and ``retention`` map each model's name to per-item scores
-    (the same items for every model, e.g. 0/1 correctness, or a loss per
-    paragraph). Quality is compared, pair by pair, with ``quality_reference``
-    (e.g. full fine-tuning), retention with ``retention_reference`` (the model
-    before fine-tuning): columns ``quality``, ``quality_low``/``_high``,
-    ``quality_change`` (with its interval) and ``quality_verdict``, and the
-    same for ``retention``
-    (:func:`helpers.evaluation.uncertainty.compare_to_reference`). A model
-    with scores but no run (the starting model) has no costs.
-    """
-    from helpers.evaluation.uncertainty import compare_to_reference
-
-    for name, reference in (("quality", quality_reference), ("retention", retention_reference)):
-        scores = quality if name == "quality" else retention
-        if reference not in scores:
-            raise KeyError(f"{name} reference {reference!r} is not one of {list(scores)}")
-    rows = {}
-    for name in dict.fromkeys([*quality, *runs]):
-        row: dict = runs[name].costs() if name in runs else {"method": "—"}
-        if name in quality:
-            reference_values = quality[name] if name == quality_reference else quality[quality_reference]
-            row |= compare_to_reference(quality[name], reference_values, True, seed, prefix="quality_")
-        if name in retention:
-            reference_values = retention[name] if name == retention_reference else retention[retention_reference]
-            row |= compare_to_reference(
-                retention[name], reference_values, retention_higher_is_better, seed, prefix="retention_"
-            )
-        rows[name] = row
-    return pd.DataFrame(rows).T
-
-
 def quantized_weight_bytes(model: nn.Module) -> dict[str, float]:
     """Bytes of ``model``'s weights stored in fp32, in bf16, and as QLoRA stores its frozen base (NF4).
 
@@ -475,7 +322,7 @@ def qlora_training_step(name: str, r: int, batch: dict[str, torch.Tensor], devic
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    from helpers.models import model_source
+    from helpers.models.loading import model_source
 
     quantization = BitsAndBytesConfig(
         load_in_4bit=True,

@@ -39,10 +39,16 @@ from transformers import (
     Trainer,
 )
 
-from helpers.device import Precision
-from helpers.evaluation.metrics import trainer_classification_metrics
-from helpers.training.loops import FP32
-from helpers.training.trainers import LossFn, LossTrainer, course_training_arguments, release_training_precision
+from helpers.device import FP32, Precision
+from helpers.training.trainers import (
+    LossFn,
+    LossTrainer,
+    course_training_arguments,
+    release_training_precision,
+    trainer_accuracy,
+)
+
+__all__ = ["ClassifierRun", "train_classifier", "predict_probabilities"]
 
 
 @dataclass
@@ -123,7 +129,7 @@ def train_classifier(
         eval_dataset=eval_sets if evaluate else None,
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=trainer_classification_metrics if evaluate else None,
+        compute_metrics=trainer_accuracy if evaluate else None,
         callbacks=([EarlyStoppingCallback(early_stopping_patience=early_stopping_patience)] if best else [])
         + list(callbacks or []),
         loss_fn=loss_fn,

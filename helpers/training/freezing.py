@@ -13,6 +13,20 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+__all__ = [
+    "ModelParts",
+    "model_parts",
+    "set_trainable",
+    "unfreeze_all",
+    "freeze_backbone",
+    "unfreeze_last_layers",
+    "freeze_embeddings",
+    "parameter_groups",
+    "trainable_summary",
+    "optimizer_for",
+    "training_state_bytes",
+]
+
 
 @dataclass(frozen=True)
 class ModelParts:
@@ -128,7 +142,7 @@ def parameter_groups(
 
 def trainable_summary(model: nn.Module) -> dict[str, float]:
     """Trainable and total parameter counts (tied tensors once) and the trainable share."""
-    from helpers.models import count_parameters
+    from helpers.models.loading import count_parameters
 
     total = count_parameters(model)
     trainable = count_parameters(model, trainable_only=True)

@@ -28,7 +28,26 @@ from trl import SFTConfig
 
 from helpers.data.instructions import format_prompt
 from helpers.device import Precision
+from helpers.measure import model_size_bytes
 from helpers.training.freezing import trainable_summary
+
+__all__ = [
+    "LORA_TARGETS",
+    "CLASSIFIER_HEAD",
+    "lora_delta",
+    "LoRALinear",
+    "lora_config_for",
+    "apply_lora",
+    "trainable_parameters",
+    "save_adapter",
+    "load_adapter",
+    "adapter_size_bytes",
+    "merge_lora",
+    "prompt_completion_dataset",
+    "checkpointing_field",
+    "sft_config_for",
+    "unwrap_peft",
+]
 
 # Module names (suffixes, PEFT matches ``name == t or name.endswith("." + t)``) of the linear layers LoRA adapts.
 # BERT (MiniLM): attention.self.{query,key,value}, attention.output.dense; the feed-forward block is
@@ -160,7 +179,6 @@ def load_adapter(base_model: PreTrainedModel, folder: str | Path, trainable: boo
 
 def adapter_size_bytes(peft_model: PeftModel, tmp_dir: str | Path) -> int:
     """Size on disk of the saved adapter (every file :func:`save_adapter` writes into ``tmp_dir``)."""
-    from helpers.deployment.quantization import model_size_bytes
 
     return model_size_bytes(save_adapter(peft_model, tmp_dir))
 
@@ -181,7 +199,7 @@ def prompt_completion_dataset(
 
     ``prompt`` is :func:`helpers.data.instructions.format_prompt`'s text and
     ``completion`` the response followed by the EOS token's text, as lesson
-    04's :func:`helpers.training.causal_lm.tokenize_instruction` ends it (TRL
+    04's :func:`helpers.data.causal_lm.tokenize_instruction` ends it (TRL
     would add it too). TRL tokenizes ``prompt + completion`` as one text and
     takes the completion to start where it stops matching the tokenized prompt
     alone: the same tokens as the course's (which tokenizes them apart) as long
@@ -271,3 +289,8 @@ def sft_config_for(
         "save_strategy": "no",
     }
     return SFTConfig(**{**config, **settings})
+
+
+def unwrap_peft(model: nn.Module) -> nn.Module:
+    """The transformers model inside a PEFT model (its LoRA layers still active); any other model as it is."""
+    return model.get_base_model() if isinstance(model, PeftModel) else model

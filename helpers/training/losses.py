@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.utils.class_weight import compute_class_weight
 
+__all__ = ["REDUCTIONS", "focal_loss", "balanced_class_weights"]
+
 REDUCTIONS = ("mean", "sum", "none")
 
 

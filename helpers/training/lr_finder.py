@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from helpers.device import Precision
-from helpers.training.loops import FP32, to_device
+from helpers.device import FP32, Precision, to_device
+
+__all__ = ["LRRangeTest", "smooth_losses", "steepest_descent_lr", "lr_range_test"]
 
 
 @dataclass(frozen=True)

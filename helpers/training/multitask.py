@@ -33,10 +33,27 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from helpers.data.batching import make_loader
-from helpers.device import Precision
-from helpers.heads import mean_pool
+from helpers.device import FP32, Precision
+from helpers.models.heads import mean_pool
 from helpers.training.freezing import optimizer_for
-from helpers.training.loops import FP32, evaluate, train_loop
+from helpers.training.loops import evaluate, train_loop
+
+__all__ = [
+    "TASKS_FILE",
+    "HEADS_FILE",
+    "MultiTaskModel",
+    "TaskView",
+    "task_sampling_probabilities",
+    "task_counts",
+    "task_schedule",
+    "MultiTaskLoader",
+    "build_multitask_model",
+    "fit_heads_by_linear_probe",
+    "MultiTaskRun",
+    "task_loaders",
+    "predict_task",
+    "train_multitask",
+]
 
 TASKS_FILE = "tasks.json"
 HEADS_FILE = "heads.pt"
@@ -259,7 +276,7 @@ def build_multitask_model(
     head_states: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
 ) -> tuple[MultiTaskModel, PreTrainedTokenizerBase]:
     """The pretrained encoder of ``model_name`` with one new head per task (seeded); ``head_states`` replaces some heads."""
-    from helpers.models import load_encoder
+    from helpers.models.loading import load_encoder
 
     encoder, tokenizer = load_encoder(model_name, device=device)
     torch.manual_seed(seed)

@@ -20,9 +20,10 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from helpers.device import Precision
-from helpers.inference import _batches_by_length
-from helpers.training.loops import FP32
+from helpers.data.batching import batches_by_length
+from helpers.device import FP32, Precision
+
+__all__ = ["head_inputs", "fit_head_by_linear_probe"]
 
 
 def _linear_head(model: PreTrainedModel) -> torch.nn.Linear:
@@ -58,7 +59,7 @@ def head_inputs(
     captured: list[torch.Tensor] = []
     hook = head.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
     try:
-        for idx, batch in _batches_by_length(tokenizer, list(texts), device, batch_size, max_length, False, "probe"):
+        for idx, batch in batches_by_length(tokenizer, list(texts), device, batch_size, max_length, False, "probe"):
             captured.clear()
             with precision.autocast(device):
                 model(**batch)

@@ -23,8 +23,18 @@ from pathlib import Path
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from helpers.assets import cache_dir, get_asset
-from helpers.device import Precision, library_versions
-from helpers.training.loops import FP32
+from helpers.device import FP32, Precision, library_versions
+
+__all__ = [
+    "MODEL_NAME",
+    "POOLING",
+    "ID2LABEL",
+    "INFO_FILE",
+    "RECIPE_VERSION",
+    "classifier_cache_root",
+    "recipe_key",
+    "sentiment_classifier",
+]
 
 MODEL_NAME = "minilm"
 POOLING = "mean"
@@ -58,9 +68,9 @@ def _train(
     """The recipe itself: a new classifier, its head fitted as a linear probe, then ``train_loop``."""
     from helpers.data.batching import tokenize_for_classification
     from helpers.data.loaders import rotten_tomatoes, subsample
-    from helpers.models import load_classifier
-    from helpers.training.loop_runs import fit_with_loop
+    from helpers.models.loading import load_classifier
     from helpers.training.probing import fit_head_by_linear_probe
+    from helpers.training.sweeps import fit_with_loop
 
     seed, max_length = recipe["seed"], recipe["max_length"]
     texts = subsample(rotten_tomatoes(seed=seed)["train"], recipe["train_size"], seed=seed)
@@ -137,7 +147,7 @@ def sentiment_classifier(
     deployment lesson.
     """
     from helpers.cache_lock import exclusive_lock, staging_dirs
-    from helpers.models import load_classifier
+    from helpers.models.loading import load_classifier
 
     if train_size < 2:
         raise ValueError(f"train_size must be at least 2, got {train_size}")

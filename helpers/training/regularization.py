@@ -30,8 +30,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from helpers.training.loops import to_device
+from helpers.device import to_device
 from helpers.training.trainers import LossTrainer
+
+__all__ = ["fisher_diagonal", "EWC", "EWCTrainer"]
 
 
 def _model_device(model: nn.Module) -> torch.device:

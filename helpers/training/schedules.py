@@ -14,6 +14,8 @@ import math
 import numpy as np
 import torch
 
+__all__ = ["SCHEDULES", "warmup_steps_for", "make_scheduler", "schedule_curve"]
+
 SCHEDULES = ("constant", "linear", "cosine")
 
 

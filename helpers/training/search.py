@@ -23,9 +23,10 @@ from datasets import Dataset
 from transformers import DataCollatorWithPadding, PreTrainedModel, PreTrainedTokenizerBase, Trainer
 from transformers.trainer_callback import PrinterCallback
 
-from helpers.device import Precision
-from helpers.training.loops import FP32
-from helpers.training.trainers import course_training_arguments
+from helpers.device import FP32, Precision
+from helpers.training.trainers import course_training_arguments, trainer_accuracy
+
+__all__ = ["DEFAULT_SPACE", "SearchResult", "search_hyperparameters"]
 
 # What the search may set, with its range (log scale for the learning rate). The names are TrainingArguments'.
 DEFAULT_SPACE = {
@@ -80,8 +81,6 @@ def search_hyperparameters(
     """
     import optuna
 
-    from helpers.evaluation.metrics import trainer_classification_metrics
-
     space = DEFAULT_SPACE if space is None else space
     if n_trials < 1:
         raise ValueError(f"n_trials must be at least 1, got {n_trials}")
@@ -90,7 +89,7 @@ def search_hyperparameters(
     def metrics(prediction) -> dict[str, float]:
         # called once per trial (evaluation only at the end): keep which items the trial got right
         correct.append((np.asarray(prediction.predictions).argmax(-1) == prediction.label_ids).astype(float))
-        return trainer_classification_metrics(prediction)
+        return trainer_accuracy(prediction)
 
     args = course_training_arguments(
         output_dir,

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate.utils import extract_model_from_parallel
 from torch import nn
@@ -43,7 +44,26 @@ from transformers import Trainer, TrainingArguments
 
 from helpers.device import Precision
 
+__all__ = [
+    "trainer_accuracy",
+    "LossFn",
+    "course_training_arguments",
+    "course_training_settings",
+    "release_training_precision",
+    "LossTrainer",
+]
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def trainer_accuracy(eval_prediction) -> dict[str, float]:
+    """``compute_metrics`` for ``Trainer``: the accuracy that early stopping and the searches watch (``eval_accuracy``).
+
+    Training needs only this number; the full set of classification metrics is
+    :func:`helpers.evaluation.metrics.trainer_classification_metrics` (the evaluation layer, above this one).
+    """
+    logits, labels = eval_prediction
+    return {"accuracy": float(np.mean(np.asarray(logits).argmax(-1) == np.asarray(labels)))}
 
 
 def course_training_arguments(

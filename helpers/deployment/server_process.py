@@ -2,7 +2,7 @@
 
 A server started inside the notebook's own process would block the kernel
 (uvicorn runs its own event loop) or share its threads with the notebook.
-:func:`start_server` runs ``python -m helpers.deployment.serve`` as a
+:func:`start_server` runs ``python -m helpers.deployment.cli`` as a
 separate process instead: on 127.0.0.1 only, on a free port, its output in a
 log file; it returns once ``/health`` answers, or raises an error that
 quotes the end of the server's log. :meth:`ServerProcess.stop` sends
@@ -24,6 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+__all__ = ["HOST", "ServerStartError", "free_port", "port_is_free", "ServerProcess", "start_server"]
 
 HOST = "127.0.0.1"
 
@@ -50,7 +52,7 @@ def port_is_free(port: int, host: str = HOST) -> bool:
 
 
 class ServerProcess:
-    """A running ``helpers.deployment.serve`` process: its ``url``, ``port``, ``pid``, log, and ``stop()``.
+    """A running ``helpers.deployment.cli`` process: its ``url``, ``port``, ``pid``, log, and ``stop()``.
 
     Use it as a context manager (``with start_server(...) as server:``) or
     call :meth:`stop` when done; stopping twice is harmless.
@@ -143,7 +145,7 @@ def start_server(
 ) -> ServerProcess:
     """Serve ``model_dir`` with ``backend`` in a background process; return once it answers.
 
-    Runs ``python -m helpers.deployment.serve`` (same Python as this
+    Runs ``python -m helpers.deployment.cli`` (same Python as this
     process) on ``host`` (a loopback address) and ``port`` (``None``: a free
     port picked now). ``threads``: torch's or onnxruntime's threads in the
     server; ``extra_args``: more options of the command (``["--no-batching"]``,
@@ -153,7 +155,7 @@ def start_server(
     log) if the server exits or does not answer ``/health`` within
     ``timeout`` seconds. Taught in ``course/10_deployment.ipynb``.
     """
-    from helpers.deployment.serve import is_loopback
+    from helpers.deployment.cli import is_loopback
 
     model_dir = Path(model_dir).expanduser().resolve()
     if not model_dir.is_dir():
@@ -166,7 +168,7 @@ def start_server(
     command = [
         sys.executable,
         "-m",
-        "helpers.deployment.serve",
+        "helpers.deployment.cli",
         "--model-dir",
         str(model_dir),
         "--backend",

@@ -18,6 +18,8 @@ from torch import nn
 from transformers import BertModel, BertPreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+__all__ = ["MEAN_POOLING_ARCHITECTURE", "mean_pool", "BertMeanPoolingForSequenceClassification"]
+
 MEAN_POOLING_ARCHITECTURE = "BertMeanPoolingForSequenceClassification"
 
 
@@ -27,7 +29,7 @@ def mean_pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) 
     Padding is left out of the mean, so a text gets the same vector alone or
     in a padded batch. Summed in float32 (a bf16 sum over many tokens loses
     precision) and returned in the input's dtype. Without a mask every token
-    counts. Used by :func:`helpers.inference.sentence_embeddings` and by
+    counts. Used by :func:`helpers.models.inference.sentence_embeddings` and by
     :class:`BertMeanPoolingForSequenceClassification`.
     """
     hidden = hidden_states.float()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import tempfile
 import time
 from contextlib import ExitStack
@@ -33,6 +32,24 @@ from helpers.assets import ASSETS, AssetError, cache_dir, get_asset, sha256_path
 from helpers.cache_lock import exclusive_lock, staging_dirs
 from helpers.device import quiet_libraries
 from helpers.environment import QUIET_ENV, is_offline
+from helpers.hub import hub_reachable
+
+__all__ = [
+    "MANIFEST",
+    "ModelNotAvailableError",
+    "embedded_models_text",
+    "converted_model_dir",
+    "check_converted_model",
+    "convert_gguf_model",
+    "model_source",
+    "load_tokenizer",
+    "POOLINGS",
+    "saved_pooling",
+    "load_classifier",
+    "load_encoder",
+    "load_causal_lm",
+    "count_parameters",
+]
 
 if os.environ.get(QUIET_ENV):  # setup() ran before transformers was imported
     quiet_libraries()
@@ -68,51 +85,6 @@ def _hub_error(name: str, error: Exception, reason: str | None = None) -> ModelN
 
 def _is_embedded_model(name: str) -> bool:
     return name in ASSETS and ASSETS[name].kind == "model"
-
-
-_DEFAULT_PORTS = {"http": 80, "https": 443, "socks4": 1080, "socks4a": 1080, "socks5": 1080, "socks5h": 1080}
-
-
-def _hub_probe_address() -> tuple[str, int]:
-    """The ``(host, port)`` a request to the Hub connects to first: its proxy, if one applies, else the Hub.
-
-    Proxies come from the usual settings (``HTTPS_PROXY``/``https_proxy``,
-    ``HTTP_PROXY`` for an ``http://`` endpoint, ``ALL_PROXY``; on Windows and
-    macOS also the system settings) and ``NO_PROXY`` exempts hosts, as in
-    ``urllib.request.getproxies`` and ``proxy_bypass``.
-    """
-    from urllib.parse import urlsplit
-    from urllib.request import getproxies, proxy_bypass
-
-    from huggingface_hub import constants
-
-    url = urlsplit(os.environ.get("HF_ENDPOINT") or constants.ENDPOINT)
-    scheme = url.scheme or "https"
-    address = (url.hostname or "", url.port or _DEFAULT_PORTS.get(scheme, 443))
-    proxies = getproxies()
-    proxy = proxies.get(scheme) or proxies.get("all")
-    if not proxy or not url.hostname or proxy_bypass(url.hostname):
-        return address
-    if "://" not in proxy:  # "proxy.corp:3128" means an HTTP proxy
-        proxy = f"http://{proxy}"
-    proxy_url = urlsplit(proxy)
-    if not proxy_url.hostname:
-        return address
-    return proxy_url.hostname, proxy_url.port or _DEFAULT_PORTS.get(proxy_url.scheme, 80)
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face Hub answers a TCP connection within ``timeout`` seconds.
-
-    Behind a proxy (``HTTPS_PROXY``, ``ALL_PROXY``, not exempted by
-    ``NO_PROXY``) the proxy is probed instead: a direct connection to the Hub
-    fails there although the Hub client reaches it through the proxy.
-    """
-    try:
-        with socket.create_connection(_hub_probe_address(), timeout=timeout):
-            return True
-    except (OSError, ValueError):  # ValueError: an unparsable port in a URL
-        return False
 
 
 def _load_from_hub(loader, name: str, **kwargs):
@@ -273,9 +245,9 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
 POOLINGS = ("cls", "mean")
 
 
-def _saved_pooling(source: str) -> str | None:
+def saved_pooling(source: str) -> str | None:
     """The pooling of a classifier saved in folder ``source`` (``"cls"`` or ``"mean"``), ``None`` if it holds none."""
-    from helpers.heads import MEAN_POOLING_ARCHITECTURE
+    from helpers.models.heads import MEAN_POOLING_ARCHITECTURE
 
     config_file = Path(source).expanduser() / "config.json"
     if not config_file.is_file():
@@ -306,7 +278,7 @@ def load_classifier(
     ``pooling`` is what the head reads: ``"cls"`` (default) is
     ``AutoModelForSequenceClassification``, the ``[CLS]`` vector through the
     pooler layer; ``"mean"`` is
-    :class:`helpers.heads.BertMeanPoolingForSequenceClassification`, the mean
+    :class:`helpers.models.heads.BertMeanPoolingForSequenceClassification`, the mean
     of the last hidden states over the real tokens, as sentence-transformers
     trained MiniLM (BERT-style encoders only). A folder saved with
     ``save_pretrained`` reloads with the pooling it was trained with; asking
@@ -325,7 +297,7 @@ def load_classifier(
         kwargs["id2label"] = {int(i): str(label) for i, label in id2label.items()}
         kwargs["label2id"] = {str(label): int(i) for i, label in id2label.items()}
     source = model_source(name)  # verified once, used for both
-    saved = _saved_pooling(source)
+    saved = saved_pooling(source)
     if saved is not None and saved != pooling:
         raise ValueError(
             f"{name!r} holds a classifier trained with pooling={saved!r}: "
@@ -334,7 +306,7 @@ def load_classifier(
     tokenizer = _load(AutoTokenizer, name, source)
     loader = AutoModelForSequenceClassification
     if pooling == "mean":
-        from helpers.heads import BertMeanPoolingForSequenceClassification
+        from helpers.models.heads import BertMeanPoolingForSequenceClassification
 
         config = _load(AutoConfig, name, source, **kwargs)
         if config.model_type != "bert":

@@ -18,6 +18,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from helpers.data.instructions import MAX_NEW_TOKENS, format_prompt
 
+__all__ = ["generate", "answer_instructions"]
+
 
 @torch.inference_mode()
 def generate(

@@ -10,10 +10,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from helpers.heads import mean_pool
+from helpers.data.batching import batches_by_length
+from helpers.models.heads import mean_pool
+
+__all__ = ["predict_logits", "text_classification_pipeline", "chat_reply", "sentence_embeddings"]
 
 
 @torch.inference_mode()
@@ -33,7 +35,7 @@ def predict_logits(
     """
     model.eval()
     logits = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
-    for idx, batch in _batches_by_length(tokenizer, texts, device, batch_size, max_length, progress, "predict"):
+    for idx, batch in batches_by_length(tokenizer, texts, device, batch_size, max_length, progress, "predict"):
         logits[idx] = model(**batch).logits.float().cpu().numpy()
     return logits
 
@@ -65,24 +67,6 @@ def text_classification_pipeline(model: PreTrainedModel, tokenizer: PreTrainedTo
         checker.setLevel(level)
 
 
-def _batches_by_length(tokenizer, texts, device, batch_size, max_length, progress, desc, return_tensors="pt"):
-    """``(indices, tokenized batch)`` pairs, texts sorted by length so that each batch pads little.
-
-    ``return_tensors="np"`` gives numpy batches (for onnxruntime); ``device`` then does not apply.
-    """
-    order = np.argsort([len(text) for text in texts], kind="stable")
-    for start in tqdm(range(0, len(texts), batch_size), desc=desc, disable=not progress, leave=False):
-        idx = order[start : start + batch_size]
-        batch = tokenizer(
-            [texts[i] for i in idx],
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-            return_tensors=return_tensors,
-        )
-        yield idx, batch.to(device) if return_tensors == "pt" else batch
-
-
 def chat_reply(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -92,7 +76,7 @@ def chat_reply(
     system_prompt: str | None = None,
 ) -> str:
     """Greedy reply of a chat model to one user message, formatted with its own chat template."""
-    from helpers.generation import generate
+    from helpers.models.generation import generate
 
     if not tokenizer.chat_template:
         raise ValueError("this tokenizer has no chat template; format the prompt yourself")
@@ -127,7 +111,7 @@ def sentence_embeddings(
     encoder = getattr(model, "base_model", model)
     encoder.eval()
     vectors = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
-    for idx, batch in _batches_by_length(tokenizer, texts, device, batch_size, max_length, progress, "embed"):
+    for idx, batch in batches_by_length(tokenizer, texts, device, batch_size, max_length, progress, "embed"):
         mean = mean_pool(encoder(**batch).last_hidden_state.float(), batch["attention_mask"])
         vectors[idx] = torch.nn.functional.normalize(mean, dim=-1).cpu().numpy()
     return vectors

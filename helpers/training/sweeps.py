@@ -22,10 +22,12 @@ from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from helpers.data.batching import make_loader
-from helpers.device import Precision
-from helpers.models import load_classifier
+from helpers.device import FP32, Precision
+from helpers.models.loading import load_classifier
 from helpers.training.freezing import optimizer_for
-from helpers.training.loops import FP32, train_loop
+from helpers.training.loops import train_loop
+
+__all__ = ["LoopRun", "fit_with_loop", "train_and_evaluate"]
 
 
 @dataclass

@@ -1,15 +1,15 @@
-"""Serve a saved classifier over HTTP on this machine: ``python -m helpers.deployment.serve --model-dir DIR``.
+"""Serve a saved classifier over HTTP on this machine: ``python -m helpers.deployment.cli --model-dir DIR``.
 
 Loads the folder written by
 :func:`helpers.deployment.predictors.save_for_serving` with one backend
 (``torch``, ``torch-int8``, ``onnx``, ``onnx-int8``), builds the app of
-:func:`helpers.deployment.serving.create_app` and runs it with uvicorn on
+:func:`helpers.deployment.app.create_app` and runs it with uvicorn on
 ``127.0.0.1`` (a loopback address is required: the course never opens a
 port to the network). ``--threads`` sets torch's or onnxruntime's thread
 count. ``--parent-pid`` makes the server stop by itself when that process
 is gone (a notebook kernel that crashed or was killed), checked every half
-second. Run ``python -m helpers.deployment.serve --help`` for every option;
-:func:`helpers.deployment.server.start_server` runs this command in the
+second. Run ``python -m helpers.deployment.cli --help`` for every option;
+:func:`helpers.deployment.server_process.start_server` runs this command in the
 background from a notebook. Taught in ``course/10_deployment.ipynb``.
 """
 
@@ -24,6 +24,8 @@ import threading
 import time
 from pathlib import Path
 
+__all__ = ["is_loopback", "parse_args", "watch_parent", "main"]
+
 
 def is_loopback(host: str) -> bool:
     """Whether ``host`` is a loopback address (127.0.0.0/8, ::1) or ``localhost``."""
@@ -36,10 +38,10 @@ def is_loopback(host: str) -> bool:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from helpers.deployment.app import DEFAULT_MAX_CHARS, DEFAULT_MAX_TEXTS
     from helpers.deployment.predictors import BACKENDS
-    from helpers.deployment.serving import DEFAULT_MAX_CHARS, DEFAULT_MAX_TEXTS
 
-    parser = argparse.ArgumentParser(prog="python -m helpers.deployment.serve", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m helpers.deployment.cli", description=__doc__.split("\n")[0])
     parser.add_argument("--model-dir", required=True, help="folder written by save_for_serving")
     parser.add_argument("--backend", default="torch", choices=BACKENDS)
     parser.add_argument(
@@ -98,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     import uvicorn
 
+    from helpers.deployment.app import create_app
     from helpers.deployment.predictors import load_predictor
-    from helpers.deployment.serving import create_app
 
     start = time.perf_counter()
     try:

@@ -1,7 +1,7 @@
 """The HTTP service: a FastAPI app around a predictor, with input validation and micro-batching.
 
 ``create_app(predictor, metadata)`` builds the app; the ``serve`` command
-(:mod:`helpers.deployment.serve`) runs it with uvicorn. Endpoints:
+(:mod:`helpers.deployment.cli`) runs it with uvicorn. Endpoints:
 
 - ``POST /predict`` with ``{"text": "..."}`` or ``{"texts": ["...", ...]}``:
   ``{"predictions": [{"label", "score", "probabilities"}, ...]}``, one per
@@ -48,6 +48,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, model_validator
 from starlette.concurrency import run_in_threadpool
+
+__all__ = [
+    "DEFAULT_MAX_TEXTS",
+    "DEFAULT_MAX_CHARS",
+    "Prediction",
+    "PredictResponse",
+    "request_model",
+    "MicroBatcher",
+    "create_app",
+]
 
 DEFAULT_MAX_TEXTS = 32
 DEFAULT_MAX_CHARS = 2000
