@@ -24,7 +24,7 @@ LOWER_TESTS ?= tests/test_device.py tests/test_training.py tests/test_data.py te
 	tests/test_batching.py tests/test_instructions.py tests/test_text_metrics.py tests/test_runner.py \
 	tests/test_causal_lm.py tests/test_grading.py tests/test_hyperparameters.py tests/test_multitask.py
 
-.PHONY: setup constraints check-lower-bounds course course-fast test test-serial test-other-precision quick lint doctor lab normalize clean
+.PHONY: setup constraints check-lower-bounds course course-fast test test-other-precision quick lint doctor lab normalize clean
 
 # $(call install-torch,PYTHON,CONSTRAINTS): torch $(TORCH_VERSION) into PYTHON's environment unless it is there
 # already: the CUDA build where a CUDA GPU is found, else the CPU build (PyPI's Linux wheel is the CUDA one,
@@ -123,27 +123,25 @@ course-fast: setup
 # AVX512-BF16/AMX, else fp32), then the notebooks that train once more in the other precision
 # where that is affordable: fp32 on a native-bf16 CPU. Without native bf16, emulated bf16 would
 # take hours; there the bf16 path is covered by tests/test_device.py (real 2-step Trainer runs).
-# The runs go as two streams at once (.ci/test_streams.py: unit tests and light notebooks in one,
-# the heavy lessons in the other; a notebook's two precisions in the same stream).
+# One run after the other: two at once (tests beside notebooks, 2026-12-06) were slower on 2 cores,
+# each stream's torch threads competing for the same cores.
 NATIVE_BF16 = $(shell $(BIN)/python -c "from helpers.device import detect_capabilities as d; print(int(d().cpu_bf16))" 2>/dev/null)
 MAIN_PRECISION = $(if $(filter 1,$(NATIVE_BF16)),bf16,fp32)
-OTHER_PRECISION = $(if $(filter 1,$(NATIVE_BF16)),fp32,none)
+TRAINING_NOTEBOOKS = course/01_strategies.ipynb course/03_bert_classification.ipynb \
+	course/04_gpt_instruction_tuning.ipynb course/05_hyperparameters.ipynb course/06_catastrophic_forgetting.ipynb course/07_overfitting_imbalance.ipynb course/08_multitask.ipynb \
+	course/09_evaluation.ipynb course/11_peft.ipynb \
+	solutions/13_exercise_sentiment.ipynb
 PYTEST = HF_HUB_OFFLINE=1 FTCOURSE_FAST=1 $(BIN)/python -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=900
 
 test: setup lint
-	$(BIN)/python .ci/test_streams.py --main-precision $(MAIN_PRECISION) --other-precision $(OTHER_PRECISION) \
-		-- $(PYTEST_ARGS)
-
-# The same, one run after the other (one precision: FTCOURSE_PRECISION=...; the other: make test-other-precision).
-test-serial: setup lint
+	@echo "== whole suite, FTCOURSE_PRECISION=$(MAIN_PRECISION)"
 	FTCOURSE_PRECISION=$(MAIN_PRECISION) $(PYTEST) tests course solutions $(PYTEST_ARGS)
 	@$(MAKE) --no-print-directory test-other-precision
 
 test-other-precision: setup
 	@if [ "$(NATIVE_BF16)" = "1" ]; then \
 		echo "== training notebooks again, FTCOURSE_PRECISION=fp32"; \
-		FTCOURSE_PRECISION=fp32 $(PYTEST) $$($(BIN)/python .ci/test_streams.py --training-notebooks) tests/test_device.py \
-			$(PYTEST_ARGS); \
+		FTCOURSE_PRECISION=fp32 $(PYTEST) $(TRAINING_NOTEBOOKS) tests/test_device.py $(PYTEST_ARGS); \
 	else \
 		echo "== no native bf16 on this CPU: bf16 is tested by tests/test_device.py, not by the notebooks"; \
 	fi
