@@ -102,7 +102,7 @@ class ScoredLogitsCollator:
     model's own loss is then the same number from fewer logits, and training
     is faster (measured in ``course/04_gpt_instruction_tuning.ipynb``'s
     benchmark). A batch where every position is learned is left as it is.
-    Used by :func:`train_causal_lm` when the model accepts ``logits_to_keep``.
+    Used by :func:`helpers.training.causal_lm.train_causal_lm` when the model accepts ``logits_to_keep``.
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -145,7 +145,7 @@ def lm_examples(
 ) -> list[dict[str, list[int]]]:
     """Plain texts as causal-LM examples: every token is learned (``labels`` = ``input_ids``), truncated to ``max_length``.
 
-    The shape of pre-training data: used to score general text (:func:`text_losses`)
+    The shape of pre-training data: used to score general text (:func:`helpers.evaluation.perplexity.text_losses`)
     and to mix general text into a fine-tuning set (the pitfalls lesson,
     ``course/06_catastrophic_forgetting.ipynb``).
     """

@@ -14,7 +14,7 @@ choice between methods rests on:
   real tensors at the first optimizer step (:class:`TrainingStateProbe`);
 - throughput (examples/s, and tokens/s for a causal LM) and wall time;
 - the peak resident memory of the process during training, above what it held
-  before (:func:`peak_rss`);
+  before (:func:`helpers.measure.peak_rss`);
 - what must be stored per task: the saved adapter for LoRA, the saved model
   otherwise (real files).
 
