@@ -49,7 +49,7 @@ def train_causal_lm(
     before calling). With ``ewc`` the loss adds its penalty
     (:class:`helpers.training.regularization.EWCTrainer`). Batches are
     padded on the right by :func:`helpers.data.causal_lm.instruction_collator`, with logits only where a label is learned
-    (:class:`ScoredLogitsCollator`) when the model allows it; the learning-rate
+    (:class:`helpers.data.causal_lm.ScoredLogitsCollator`) when the model allows it; the learning-rate
     schedule is ``lr_scheduler_type`` with ``warmup`` (a share of the steps).
     Nothing is saved to ``output_dir``. ``precision`` is ``env.precision``.
     ``accumulation``: gradient accumulation steps (an update every
