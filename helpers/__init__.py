@@ -23,30 +23,22 @@ release and grading) is the separate package ``ftcourse``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from helpers.device import setup
+from helpers.lazy import lazy_exports
 
-__all__ = ["setup"]
-
-
-def _version() -> str:
-    # the one version is pyproject.toml's, read from the installed metadata
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("llm-finetuning-course")
-    except PackageNotFoundError:  # a copy of helpers/ that was not installed (a student's handout)
-        return "unknown"
-
-
-__version__ = _version()
+# setup (and torch with it) is imported on first use, as the layers' packages import theirs
+__all__, _exported, __dir__ = lazy_exports(__name__, {"device": ["setup"]})
 
 
 def __getattr__(name: str) -> Any:
-    if name == "setup":  # torch is imported here, not by ``import helpers``
-        from helpers.device import setup
+    if name == "__version__":
+        # pyproject.toml's version, from the installed metadata: read on first use (about 40 ms), not by every
+        # `import helpers` (each ftcourse command, each grading kernel)
+        from importlib.metadata import PackageNotFoundError, version
 
-        return setup
-    raise AttributeError(f"module 'helpers' has no attribute {name!r}")
+        try:
+            return version("llm-finetuning-course")
+        except PackageNotFoundError:  # a copy of helpers/ that was not installed (a student's handout)
+            return "unknown"
+    return _exported(name)

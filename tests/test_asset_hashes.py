@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from ftcourse.cli import ASSET_HASHES, pinned_in
-from helpers.assets import ASSETS, sha256_path
+from ftcourse.cli import ASSET_HASHES
+from helpers.assets import ASSETS, pinned_in, sha256_path
 from tests.conftest import ROOT, run_cli
 
 HASHES = ROOT / ASSET_HASHES
