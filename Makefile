@@ -119,12 +119,14 @@ course: setup
 course-fast: setup
 	$(BIN)/ftcourse run --fast
 
-# The whole suite once in the precision this machine trains in natively (bf16 on a CPU with
-# AVX512-BF16/AMX, else fp32), then the notebooks that train once more in the other precision
-# where that is affordable: fp32 on a native-bf16 CPU. Without native bf16, emulated bf16 would
-# take hours; there the bf16 path is covered by tests/test_device.py (real 2-step Trainer runs).
-# One run after the other: two at once (tests beside notebooks, 2026-12-06) were slower on 2 cores,
-# each stream's torch threads competing for the same cores.
+# The whole suite once, in the precision this machine trains in natively (bf16 on a CPU with
+# AVX512-BF16/AMX, else fp32). The other precision is tested where the code depends on it:
+# tests/test_precisions.py runs every library function that takes a precision in fp32 and in bf16
+# (the notebooks pass env.precision on and hold no precision-dependent code). A second execution of
+# the training notebooks in fp32 took 8 of CI's 31 minutes (2026-12-06) for no code path of its own:
+# it is `make test-other-precision`, for a change that touches precision handling.
+# One run after the other, never two at once: two streams (tests beside notebooks, 2026-12-06) were
+# slower on 2 cores, each stream's torch threads competing for the same cores.
 NATIVE_BF16 = $(shell $(BIN)/python -c "from helpers.device import detect_capabilities as d; print(int(d().cpu_bf16))" 2>/dev/null)
 MAIN_PRECISION = $(if $(filter 1,$(NATIVE_BF16)),bf16,fp32)
 TRAINING_NOTEBOOKS = course/01_strategies.ipynb course/03_bert_classification.ipynb \
@@ -136,7 +138,6 @@ PYTEST = HF_HUB_OFFLINE=1 FTCOURSE_FAST=1 $(BIN)/python -m pytest --nbval-lax --
 test: setup lint
 	@echo "== whole suite, FTCOURSE_PRECISION=$(MAIN_PRECISION)"
 	FTCOURSE_PRECISION=$(MAIN_PRECISION) $(PYTEST) tests course solutions $(PYTEST_ARGS)
-	@$(MAKE) --no-print-directory test-other-precision
 
 test-other-precision: setup
 	@if [ "$(NATIVE_BF16)" = "1" ]; then \

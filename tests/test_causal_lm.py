@@ -392,7 +392,8 @@ def test_train_causal_lm_in_bf16_gives_the_model_back_computing_in_fp32(tiny_lm,
         progress=False,
     )
     assert trainer.state.global_step == 1 and trainer.model is model
-    assert "_original_forward" not in model.__dict__
+    assert "_original_forward" not in model.__dict__ and "_is_accelerate_prepared" not in model.__dict__
+    assert model.forward.__func__ is type(model).forward  # the class's own, its decorators included
     batch = dict(tokenizer(["A joy from start to end."], return_tensors="pt"))
     model.eval()
     with torch.no_grad():

@@ -5,6 +5,8 @@ evaluation, precision and timing are mechanics, checked on ``tiny_classifier`` (
 2-block random BERT with MiniLM's tokenizer.
 """
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -122,6 +124,101 @@ def test_gradient_accumulation_makes_fewer_updates_of_the_same_size(tiny_classif
         model, train, optimizer_for(model, lr=1e-5), num_epochs=1, gradient_accumulation_steps=2, progress=False
     )
     assert len(history["loss"]) == 3  # 2 + 2 + a last partial group of 1
+
+
+def without_dropout(model):
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model
+
+
+def test_a_last_partial_accumulation_group_is_the_mean_of_its_batches(tiny_classifier):
+    """3 batches, k = 2: the groups are [1, 2] and [3]. The last update is batch 3's full gradient (not half of it),
+    and each logged loss is the mean loss of its group's batches."""
+    model, tokenizer = tiny_classifier
+    without_dropout(model)
+    train, _ = loaders(tokenizer, n_train=20)  # batches of 8, 8 and 4
+    batches = list(train)
+    expected = copy.deepcopy(model)
+    expected.train()
+    sgd = torch.optim.SGD(expected.parameters(), lr=0.5)
+    expected_losses = []
+    for group in (batches[:2], batches[2:]):
+        losses = [expected(**batch).loss for batch in group]
+        mean = torch.stack(losses).mean()
+        mean.backward()
+        sgd.step()
+        sgd.zero_grad()
+        expected_losses.append(mean.item())
+
+    history = train_loop(
+        model,
+        train,
+        torch.optim.SGD(model.parameters(), lr=0.5),
+        gradient_accumulation_steps=2,
+        warmup_ratio=0.0,
+        lr_scheduler_type="constant",
+        max_grad_norm=None,
+        progress=False,
+    )
+    assert history["loss"] == pytest.approx(expected_losses, rel=1e-5)
+    for (name, got), want in zip(model.named_parameters(), expected.parameters()):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_an_epoch_of_accumulation_gives_trainers_losses_and_weights(tiny_classifier, tmp_path):
+    """The same batches in the same order, k = 2 with a partial last group, SGD at a constant rate: the explicit
+    loop and the course's Trainer log the same loss per update and end with the same weights.
+
+    The course's Trainer is LossTrainer (helpers.training.trainers): the plain Trainer would not divide a BERT
+    head's loss by k, because the head declares **kwargs without using num_items_in_batch (transformers issue
+    #47688), and would log and step with k times the loss."""
+    from transformers import TrainingArguments
+
+    from helpers.training.trainers import LossTrainer
+
+    model, tokenizer = tiny_classifier
+    without_dropout(model)
+    twin = copy.deepcopy(model)
+    train, _ = loaders(tokenizer, n_train=40)  # 5 batches: groups of 2, 2 and 1
+    history = train_loop(
+        model,
+        train,
+        torch.optim.SGD(model.parameters(), lr=0.5),
+        gradient_accumulation_steps=2,
+        warmup_ratio=0.0,
+        lr_scheduler_type="constant",
+        max_grad_norm=None,
+        progress=False,
+    )
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=8,
+        gradient_accumulation_steps=2,
+        num_train_epochs=1,
+        lr_scheduler_type="constant",
+        max_grad_norm=0.0,  # no clipping, as max_grad_norm=None above
+        train_sampling_strategy="sequential",
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=True,
+    )
+    trainer = LossTrainer(
+        model=twin,
+        args=args,
+        train_dataset=train.dataset,
+        data_collator=train.collate_fn,
+        optimizers=(torch.optim.SGD(twin.parameters(), lr=0.5), None),
+    )
+    trainer.train()
+    logged = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logged) == len(history["loss"]) == 3
+    assert history["loss"] == pytest.approx(logged, rel=1e-5)
+    for (name, got), want in zip(model.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7, msg=name)
 
 
 def test_evaluate_matches_the_model_loss(tiny_classifier):

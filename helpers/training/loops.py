@@ -97,7 +97,9 @@ def train_loop(
 ) -> dict:
     """Train ``model`` (whose output has ``.loss``) and return its history.
 
-    One optimizer update every ``gradient_accumulation_steps`` batches; the
+    One optimizer update every ``gradient_accumulation_steps`` batches, each
+    batch's loss counting for its share of the group (1/k; 1/r in a last,
+    partial group of r batches, as ``Trainer`` counts it); the
     learning rate rises linearly over the first ``warmup_ratio`` of the
     updates (rounded up, as ``Trainer`` does), then follows
     ``lr_scheduler_type`` (``"linear"``: down to 0 at the end of the
@@ -116,7 +118,8 @@ def train_loop(
 
     if gradient_accumulation_steps < 1 or num_epochs < 1:
         raise ValueError("gradient_accumulation_steps and num_epochs must be at least 1")
-    updates_per_epoch = -(-len(train_loader) // gradient_accumulation_steps)
+    num_batches = len(train_loader)
+    updates_per_epoch = -(-num_batches // gradient_accumulation_steps)
     schedule_updates = updates_per_epoch * num_epochs
     if stop_after_updates is not None and not 1 <= stop_after_updates <= schedule_updates:
         raise ValueError(
@@ -142,12 +145,18 @@ def train_loop(
         optimizer.zero_grad()
         accumulated, epoch_losses = 0.0, []
         for step, batch in enumerate(train_loader, start=1):
+            # Each batch counts 1/n of the update, n the batches of its group: the sum of n gradients is their
+            # mean. n = k except in a last, partial group of r < k batches, which counts 1/r (dividing by k
+            # would make that update, and its logged loss, r/k of a normal one); Trainer does the same.
+            group_size = min(
+                gradient_accumulation_steps,
+                num_batches - (step - 1) // gradient_accumulation_steps * gradient_accumulation_steps,
+            )
             with precision.autocast(device):
-                # Each batch counts 1/k of the update: the sum of k gradients is one big batch's mean.
-                loss = model(**to_device(batch, device)).loss / gradient_accumulation_steps
+                loss = model(**to_device(batch, device)).loss / group_size
             (scaler.scale(loss) if scaler else loss).backward()
             accumulated += loss.item()
-            if step % gradient_accumulation_steps and step != len(train_loader):
+            if step % gradient_accumulation_steps and step != num_batches:
                 continue
             if scaler:
                 scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones

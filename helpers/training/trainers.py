@@ -114,8 +114,27 @@ def release_training_precision(trainer: Trainer) -> None:
     :func:`helpers.training.causal_lm.train_causal_lm` and
     :func:`helpers.training.classifier_runs.train_classifier`; found in
     ``course/11_peft.ipynb`` (a disabled adapter differed from the base model).
+
+    accelerate's own unwrapping (``extract_model_from_parallel(...,
+    keep_fp32_wrapper=False)``) is not used for the forward: it follows
+    ``__wrapped__`` past the class's own decorators (transformers'
+    ``can_return_tuple``) and leaves the model marked as prepared, so that the
+    next ``Trainer`` on the same model skips the autocast wrapper and trains
+    in fp32 whatever its ``bf16=True`` says (tests/test_precisions.py). Here
+    the forward the model had before training is put back as it was, and the
+    mark is removed.
     """
-    trainer.model = extract_model_from_parallel(trainer.model, keep_fp32_wrapper=False)
+    model = extract_model_from_parallel(trainer.model, keep_fp32_wrapper=True)
+    original = model.__dict__.pop("_original_forward", None)
+    if original is not None:
+        if getattr(original, "__self__", None) is model and getattr(original, "__func__", None) is getattr(
+            type(model), "forward", None
+        ):
+            model.__dict__.pop("forward", None)  # the class's forward again, decorators included
+        else:
+            model.forward = original  # a forward set on this model before training
+    model.__dict__.pop("_is_accelerate_prepared", None)  # a next Trainer prepares it for its own precision
+    trainer.model = model
 
 
 class LossTrainer(Trainer):
