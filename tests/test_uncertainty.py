@@ -19,6 +19,33 @@ def test_accuracy_interval_matches_the_normal_approximation_and_narrows_with_n()
     assert bootstrap_interval(correct, seed=3) == interval  # seeded: reproducible
 
 
+def test_one_resampling_engine_gives_an_accuracy_one_interval_whatever_the_function():
+    """The same predictions' accuracy: the same interval from the per-item path, the metric path (called once per
+    resample) and the weighted path (all resamples at once), and a median through the generic statistic path."""
+    from sklearn.metrics import accuracy_score
+
+    from helpers.evaluation.uncertainty import bootstrap_metric
+
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 2, 150)
+    predictions = np.where(rng.random(150) < 0.75, labels, 1 - labels)
+    per_item = bootstrap_interval(labels == predictions, seed=5)
+    by_metric = bootstrap_metric(accuracy_score, labels, predictions, seed=5)
+
+    def weighted_accuracy(y, p, weights):
+        return (weights * (y == p)).sum(axis=1) / weights.sum(axis=1)
+
+    by_weights = bootstrap_metric(weighted_accuracy, labels, predictions, seed=5, weighted=True)
+    assert per_item.as_dict() == pytest.approx(by_metric.as_dict(), abs=1e-12)
+    assert per_item.as_dict() == pytest.approx(by_weights.as_dict(), abs=1e-12)
+    assert bootstrap_interval(labels == predictions, seed=6) != per_item  # the seed does change the resamples
+
+    scores = rng.normal(size=150)
+    median = bootstrap_interval(scores, np.median, seed=5)
+    replicates = np.median(scores[np.random.default_rng(5).integers(0, 150, size=(2000, 150))], axis=1)
+    assert (median.low, median.high) == pytest.approx(tuple(np.percentile(replicates, [2.5, 97.5])))
+
+
 def test_constant_values_give_a_point_interval_and_bad_input_is_refused():
     assert bootstrap_interval([1, 1, 1, 1]).as_dict()["low"] == 1.0
     with pytest.raises(ValueError, match="at least 2"):

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import log_softmax
 
-from helpers.evaluation.uncertainty import Interval, interval_from_replicates, metric_replicates
+from helpers.evaluation.uncertainty import N_RESAMPLES, Interval, interval_from_replicates, metric_replicates
 
 __all__ = [
     "check_temperature",
@@ -161,7 +161,7 @@ def ece_interval(
     probabilities: Sequence,
     labels: Sequence[int],
     n_bins: int = 10,
-    n_resamples: int = 1000,
+    n_resamples: int = N_RESAMPLES,
     seed: int = 0,
     confidence: float = 0.95,
 ) -> Interval:

@@ -34,7 +34,12 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import balanced_accuracy_score
 
-from helpers.evaluation.uncertainty import interval_from_replicates, metric_replicates, paired_from_replicates
+from helpers.evaluation.uncertainty import (
+    N_RESAMPLES,
+    interval_from_replicates,
+    metric_replicates,
+    paired_from_replicates,
+)
 
 __all__ = [
     "weighted_confusion",
@@ -185,7 +190,7 @@ def imbalance_table(
     minority: int,
     reference: str | None = None,
     compare: Sequence[str] = ("recall", "macro-F1", "balanced accuracy", "PR-AUC"),
-    n_resamples: int = 2000,
+    n_resamples: int = N_RESAMPLES,
     seed: int = 0,
 ) -> pd.DataFrame:
     """Every metric of :func:`imbalance_metrics` for several models on the same items, with intervals.

@@ -27,7 +27,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from helpers.evaluation.calibration import check_temperature, softmax
-from helpers.evaluation.uncertainty import Interval, interval_from_replicates, resample_weights
+from helpers.evaluation.uncertainty import N_RESAMPLES, Interval, interval_from_replicates, resample_weights
 
 __all__ = ["max_softmax_probability", "energy_score", "ood_auroc", "fpr_at_tpr"]
 
@@ -87,7 +87,7 @@ def _weighted_auroc(s_in: np.ndarray, s_out: np.ndarray, w_in: np.ndarray, w_out
 def ood_auroc(
     scores_in: Sequence[float],
     scores_out: Sequence[float],
-    n_resamples: int = 1000,
+    n_resamples: int = N_RESAMPLES,
     seed: int = 0,
     confidence: float = 0.95,
 ) -> Interval:

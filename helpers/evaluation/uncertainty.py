@@ -4,9 +4,11 @@ Every comparison a lesson draws a conclusion from shows its uncertainty, and
 the sentence that concludes is chosen by these numbers:
 :func:`bootstrap_interval` gives a 95% interval of a metric over test items;
 :func:`paired_bootstrap` compares two models on the same items and returns a
-verdict (``"better"``, ``"worse"`` or ``"indistinguishable"``). Both use
-``scipy.stats.bootstrap`` (percentile method, seeded). Used by the lesson
-benchmarks and by the lessons that compare models.
+verdict (``"better"``, ``"worse"`` or ``"indistinguishable"``). Every
+interval here is a percentile interval over the same resamples of the items
+(:func:`resample_indices`, seeded; ``N_RESAMPLES`` by default), whichever
+function computes it. Used by the lesson benchmarks and by the lessons that
+compare models.
 
 Metrics that are not a mean of per-item values (macro-F1, balanced accuracy,
 PR-AUC, the recall of one class) are bootstrapped by :func:`bootstrap_metric`
@@ -36,6 +38,7 @@ import numpy as np
 
 __all__ = [
     "VERDICTS",
+    "N_RESAMPLES",
     "Interval",
     "PairedComparison",
     "McNemarTest",
@@ -59,6 +62,9 @@ __all__ = [
 ]
 
 VERDICTS = ("better", "worse", "indistinguishable")
+
+# Every interval of the course is drawn from the same resamples (resample_indices): this many by default.
+N_RESAMPLES = 2000
 
 
 @dataclass(frozen=True)
@@ -123,38 +129,35 @@ def bootstrap_interval(
     values: Sequence[float],
     statistic: Callable[[np.ndarray], float] = np.mean,
     confidence: float = 0.95,
-    n_resamples: int = 2000,
+    n_resamples: int = N_RESAMPLES,
     seed: int = 0,
 ) -> Interval:
     """Percentile bootstrap interval of ``statistic`` over per-item ``values``.
 
     For accuracy, pass the 0/1 correctness of each test item; for any other
-    per-item score (token F1, loss), pass the scores.
+    per-item score (token F1, loss), pass the scores. The resamples are those
+    of :func:`resample_indices`, as for every interval of this module: the
+    accuracy of the same predictions gets the same interval here and from
+    :func:`bootstrap_metric` with ``accuracy_score``.
     """
-    from scipy.stats import bootstrap
-
     data = np.asarray(values, dtype=float)
-    _check_items(data)
+    n = _check_items(data)
     value = float(statistic(data))
     if np.all(data == data[0]):  # every resample is identical: the interval is the point
         return Interval(value, value, value, confidence)
-    result = bootstrap(
-        (data,),
-        statistic,
-        confidence_level=confidence,
-        n_resamples=n_resamples,
-        method="percentile",
-        vectorized=False,
-        rng=np.random.default_rng(seed),
-    )
-    return Interval(value, float(result.confidence_interval.low), float(result.confidence_interval.high), confidence)
+    resampled = data[resample_indices(n, n_resamples, seed)]
+    if statistic is np.mean:  # all resamples at once
+        replicates = resampled.mean(axis=1)
+    else:
+        replicates = np.array([statistic(row) for row in resampled], dtype=float)
+    return interval_from_replicates(value, replicates, confidence)
 
 
 def paired_bootstrap(
     scores_a: Sequence[float],
     scores_b: Sequence[float],
     confidence: float = 0.95,
-    n_resamples: int = 2000,
+    n_resamples: int = N_RESAMPLES,
     seed: int = 0,
 ) -> PairedComparison:
     """Compare A and B scored on the same items: mean(A) - mean(B), resampling items (pairs kept together).
@@ -214,7 +217,7 @@ def _verdict(difference: Interval) -> str:
 Metric = Callable[..., "float | np.ndarray"]
 
 
-def resample_indices(n: int, n_resamples: int = 1000, seed: int = 0) -> np.ndarray:
+def resample_indices(n: int, n_resamples: int = N_RESAMPLES, seed: int = 0) -> np.ndarray:
     """``n_resamples`` bootstrap resamples of ``range(n)`` (drawn with replacement), shape ``(n_resamples, n)``.
 
     The same ``n``, ``n_resamples`` and ``seed`` always give the same indices:
@@ -228,7 +231,7 @@ def resample_indices(n: int, n_resamples: int = 1000, seed: int = 0) -> np.ndarr
     return np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
 
 
-def resample_weights(n: int, n_resamples: int = 1000, seed: int = 0) -> np.ndarray:
+def resample_weights(n: int, n_resamples: int = N_RESAMPLES, seed: int = 0) -> np.ndarray:
     """The resamples of :func:`resample_indices` as counts: how often each item was drawn, shape ``(n_resamples, n)``.
 
     A metric computed with these counts as sample weights equals the metric
@@ -262,7 +265,7 @@ def metric_replicates(
     metric: Metric,
     labels: Sequence,
     predictions: Sequence,
-    n_resamples: int = 1000,
+    n_resamples: int = N_RESAMPLES,
     seed: int = 0,
     weighted: bool = False,
 ) -> tuple[float, np.ndarray]:
@@ -299,7 +302,7 @@ def bootstrap_metric(
     labels: Sequence,
     predictions: Sequence,
     confidence: float = 0.95,
-    n_resamples: int = 1000,
+    n_resamples: int = N_RESAMPLES,
     seed: int = 0,
     weighted: bool = False,
 ) -> Interval:
@@ -326,7 +329,7 @@ def paired_bootstrap_metric(
     predictions_a: Sequence,
     predictions_b: Sequence,
     confidence: float = 0.95,
-    n_resamples: int = 1000,
+    n_resamples: int = N_RESAMPLES,
     seed: int = 0,
     weighted: bool = False,
 ) -> PairedComparison:
@@ -355,7 +358,7 @@ def _seeds_items(scores: Sequence[Sequence[float]]) -> np.ndarray:
     return data
 
 
-def seeds_replicates(scores: Sequence[Sequence[float]], n_resamples: int = 2000, seed: int = 0) -> np.ndarray:
+def seeds_replicates(scores: Sequence[Sequence[float]], n_resamples: int = N_RESAMPLES, seed: int = 0) -> np.ndarray:
     """The mean score on ``n_resamples`` two-level bootstrap resamples of ``scores`` (seeds x items).
 
     Each resample draws the seeds (rows) with replacement and, independently,
@@ -371,7 +374,7 @@ def seeds_replicates(scores: Sequence[Sequence[float]], n_resamples: int = 2000,
 
 
 def seeds_interval(
-    scores: Sequence[Sequence[float]], confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0
+    scores: Sequence[Sequence[float]], confidence: float = 0.95, n_resamples: int = N_RESAMPLES, seed: int = 0
 ) -> Interval:
     """Mean of a per-item score over several training seeds, with a 95% interval for seeds and items together.
 
@@ -391,7 +394,7 @@ def paired_seeds(
     scores_a: Sequence[Sequence[float]],
     scores_b: Sequence[Sequence[float]],
     confidence: float = 0.95,
-    n_resamples: int = 2000,
+    n_resamples: int = N_RESAMPLES,
     seed: int = 0,
 ) -> PairedComparison:
     """Compare two training recipes run with the same seeds on the same items: mean(A) - mean(B) and the verdict.
@@ -460,7 +463,7 @@ def independent_difference(
     scores_a: Sequence[float],
     scores_b: Sequence[float],
     confidence: float = 0.95,
-    n_resamples: int = 2000,
+    n_resamples: int = N_RESAMPLES,
     seed: int = 0,
 ) -> IndependentComparison:
     """Compare two groups of different items: mean(A) - mean(B), each group resampled on its own.
