@@ -8,6 +8,7 @@ its float64 copy ``tiny64``. What needs the real SmolLM2 (``smollm``, slow) is b
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from datasets import Dataset
@@ -21,7 +22,7 @@ from helpers.data.causal_lm import (
     tokenize_instructions,
 )
 from helpers.data.instructions import format_prompt
-from helpers.evaluation.perplexity import mean_token_loss, perplexity, response_perplexity
+from helpers.evaluation.perplexity import mean_token_loss, perplexity, response_losses, response_perplexity
 from helpers.models.generation import generate
 
 ROWS = [
@@ -139,6 +140,37 @@ def test_response_perplexity_scores_only_the_response(tiny64):
     assert per_task["all"] == pytest.approx(response_perplexity(model, tokenizer, data), rel=1e-9)
     alone = response_perplexity(model, tokenizer, Dataset.from_list([ROWS[1]]))
     assert per_task["b"] == pytest.approx(alone, rel=1e-9)  # padded in a batch or alone: the same score
+    sums, counts = response_losses(model, tokenizer, data)  # per item, in the data's order
+    assert counts.tolist() == [len(tokenizer(r["output"])["input_ids"]) + 1 for r in ROWS]
+    assert math.exp(sums.sum() / counts.sum()) == pytest.approx(math.exp(loss), rel=1e-9)
+    one_sum, one_count = response_losses(model, tokenizer, Dataset.from_list([ROWS[1]]))
+    assert (sums[1], counts[1]) == (pytest.approx(one_sum[0], rel=1e-9), one_count[0])
+
+
+def test_constrained_choice_picks_each_items_likeliest_allowed_answer(tiny64):
+    """Items of tasks with 2 and 3 allowed answers, interleaved: each item's choice is the label whose response
+    loss, scored alone, is the lowest; a task without allowed answers is refused."""
+    from helpers.evaluation.closed_tasks import constrained_choice
+
+    model, tokenizer = tiny64
+    allowed = {"sentiment": ["negative", "positive"], "colour": ["red", "green", "blue"]}
+    rows = [
+        {"task": "sentiment", "instruction": "Is this review positive or negative?", "input": "A joy.", "output": ""},
+        {"task": "colour", "instruction": "Name the colour of grass.", "input": "", "output": ""},
+        {"task": "colour", "instruction": "Name the colour of the sky.", "input": "", "output": ""},
+        {"task": "sentiment", "instruction": "Is this review positive or negative?", "input": "Dull.", "output": ""},
+    ]
+    chosen = constrained_choice(model, tokenizer, Dataset.from_list(rows), allowed, batch_size=3)
+    expected = []
+    for row in rows:
+        losses = [
+            response_losses(model, tokenizer, Dataset.from_list([{**row, "output": label}]))[0][0]
+            for label in allowed[row["task"]]
+        ]
+        expected.append(allowed[row["task"]][int(np.argmin(losses))])
+    assert chosen == expected
+    with pytest.raises(ValueError, match="closed tasks"):
+        constrained_choice(model, tokenizer, Dataset.from_list([{**rows[0], "task": "qa"}]), allowed)
 
 
 def test_smollm_finds_real_text_and_right_answers_likelier(smollm):

@@ -47,6 +47,29 @@ def test_naive_random_split_leaks_films(rt):
     assert naive.example_share > 0.5
 
 
+def test_leaked_training_sets_differ_only_by_the_leak(rt):
+    from collections import Counter
+
+    from helpers.data.loaders import leaked_training_sets
+
+    clean, leaky, test = leaked_training_sets(rt, 3000, seed=3)
+    assert len(clean) == len(leaky) == 3000
+    train_texts, test_texts = set(rt["train"]["text"]), set(rt["test"]["text"])
+    leaked = [text for text in leaky["text"] if text not in train_texts]
+    assert leaked and set(leaked) <= test_texts and not set(leaked) & set(test["text"])  # never a test item itself
+    assert set(leaky["text"]) - set(leaked) <= set(clean["text"])  # the rest: clean texts, nothing else
+    assert not set(clean["text"]) & test_texts
+    # every test item's film leaked, with as many texts as kept (one more kept for an odd count)
+    leaked_films = Counter(rt["test"]["movie"][i] for i, t in enumerate(rt["test"]["text"]) if t in set(leaked))
+    kept_films = Counter(test["movie"])
+    assert set(kept_films) == set(leaked_films)
+    assert all(kept_films[film] - leaked_films[film] in (0, 1) for film in kept_films)
+    again = leaked_training_sets(rt, 3000, seed=3)
+    assert again[1]["text"] == leaky["text"] and again[2]["text"] == test["text"]
+    with pytest.raises(ValueError, match="must exceed"):
+        leaked_training_sets(rt, 10, seed=3)
+
+
 def test_split_is_deterministic_for_a_seed(rt):
     again = rotten_tomatoes(seed=42)
     other = rotten_tomatoes(seed=1)

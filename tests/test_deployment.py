@@ -118,8 +118,9 @@ def test_quantized_causal_lm_still_generates(smollm):
     )
     reply = generate(quantized, tokenizer, [prompt], max_new_tokens=5)[0]
     assert reply.strip()
-    speed = generation_speed(quantized, tokenizer, prompt, max_new_tokens=5)
+    speed = generation_speed(quantized, tokenizer, prompt, max_new_tokens=5, repeats=3)
     assert speed["new_tokens"] == 5 and speed["tokens_per_s"] > 0
+    assert len(speed["all_seconds"]) == 3 and speed["seconds"] == pytest.approx(np.median(speed["all_seconds"]))
 
 
 def test_model_size_bytes_of_module_file_and_folder(tmp_path):

@@ -10,6 +10,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from transformers import DataCollatorWithPadding
 
 from helpers.data.batching import make_loader, tokenize_for_classification
 from helpers.data.loaders import rotten_tomatoes, subsample
@@ -260,3 +261,25 @@ def test_skip_start_leaves_the_first_steps_out_of_the_suggestion():
     assert skipped.suggested_lr == steepest_descent_lr(skipped.lrs[2:], losses[2:])
     assert skipped.suggested_lr in (skipped.lrs[3], skipped.lrs[4])
     assert optimizer.param_groups[0]["lr"] == 0.1
+
+
+def test_unequal_micro_batches_need_sum_over_total_not_mean_over_k(tiny_classifier):
+    """24 + 8 examples: the mean of the two means (each / 2) is not the 32 examples' mean, the sum / 32 is."""
+    from helpers.training.accumulation import relative_difference, unequal_accumulation_gradients
+
+    model, tokenizer = tiny_classifier
+    model.eval()
+    texts = rotten_tomatoes(seed=0)["train"].select(range(32))
+    batch = DataCollatorWithPadding(tokenizer)(
+        [
+            dict(tokenizer(t, truncation=True, max_length=32), labels=label)
+            for t, label in zip(texts["text"], texts["label"])
+        ]
+    )
+    gradients = unequal_accumulation_gradients(model, batch, [24, 8])
+    assert relative_difference(gradients["one batch"], gradients["sum / total"]) < 1e-5
+    assert relative_difference(gradients["one batch"], gradients["mean / k"]) > 1e-2
+    equal = unequal_accumulation_gradients(model, batch, [16, 16])  # equal sizes: both recipes are right
+    assert relative_difference(equal["one batch"], equal["mean / k"]) < 1e-5
+    with pytest.raises(ValueError, match="add up"):
+        unequal_accumulation_gradients(model, batch, [24, 4])

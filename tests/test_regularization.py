@@ -97,6 +97,8 @@ def test_penalty_is_zero_at_the_anchor_and_quadratic_around_it(tiny_classifier):
     once = ewc.penalty(model)
     assert once.item() == pytest.approx(3.0 / 2 * delta**2 * total_fisher, rel=1e-3)
     assert ewc.distance(model) == pytest.approx(delta * sum(p.numel() for p in anchored) ** 0.5, rel=1e-3)
+    assert ewc.fisher_distance(model) == pytest.approx(delta * total_fisher**0.5, rel=1e-3)
+    assert ewc.fisher_distance(model) ** 2 == pytest.approx(2 * once.item() / 3.0, rel=1e-3)  # penalty = lam/2 d^2
     # Its gradient is the spring's force lam * F * (theta - theta*).
     once.backward()
     assert torch.allclose(model.classifier.weight.grad, 3.0 * ewc.fisher["classifier.weight"] * delta, rtol=1e-3)

@@ -201,3 +201,34 @@ def test_loss_trainer_rejects_compute_loss_func_and_batches_without_labels(tiny_
     trainer = LossTrainer(model=model, args=fp32_args(tmp_path), loss_fn=F.cross_entropy)
     with pytest.raises(ValueError, match="'labels'"):
         trainer.compute_loss(model, dict(tokenizer(["a fine film"], return_tensors="pt")))
+
+
+def test_step_timer_times_each_optimizer_step_and_only_those(tiny_classifier, tmp_path):
+    """3 updates of 2 accumulated batches: 3 times, each covering its forward and backward passes (a model made slow
+    in its forward by a known sleep shows it), none covering train()'s start-up."""
+    import time
+
+    from helpers.training.trainers import StepTimer
+
+    model, tokenizer = tiny_classifier
+    pause = 0.05
+    original_forward = model.forward
+
+    def slow_forward(*args, **kwargs):
+        time.sleep(pause)
+        return original_forward(*args, **kwargs)
+
+    model.forward = slow_forward
+    timer = StepTimer()
+    args = fp32_args(
+        tmp_path, max_steps=3, per_device_train_batch_size=2, gradient_accumulation_steps=2, remove_unused_columns=False
+    )
+    Trainer(
+        model=model,
+        args=args,
+        train_dataset=reviews(tokenizer, n=12),
+        data_collator=DataCollatorWithPadding(tokenizer),
+        callbacks=[timer],
+    ).train()
+    assert len(timer.step_seconds) == 3
+    assert all(2 * pause <= seconds < 2 * pause + 5 for seconds in timer.step_seconds)  # two forwards per step

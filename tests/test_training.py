@@ -10,6 +10,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import balanced_accuracy_score, f1_score
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding
 
@@ -246,10 +247,28 @@ def test_metrics_match_scikit_learn_definitions():
     m = classification_metrics(labels, preds)
     tp, fp, fn = 3, 0, 1
     assert m == pytest.approx(
-        {"accuracy": 5 / 6, "precision": tp / (tp + fp), "recall": tp / (tp + fn), "f1": 2 * tp / (2 * tp + fp + fn)}
+        {
+            "accuracy": 5 / 6,
+            "precision": tp / (tp + fp),
+            "recall": tp / (tp + fn),
+            "f1": 2 * tp / (2 * tp + fp + fn),
+            "macro_f1": f1_score(labels, preds, average="macro"),
+            "balanced_accuracy": balanced_accuracy_score(labels, preds),
+        }
     )
     macro = classification_metrics([0, 1, 2, 2], [0, 2, 2, 2])
     assert macro["recall"] == pytest.approx((1 + 0 + 1) / 3)
+    assert macro["balanced_accuracy"] == pytest.approx(balanced_accuracy_score([0, 1, 2, 2], [0, 2, 2, 2]))
+
+
+def test_the_majority_baseline_is_not_flattered_by_class_weighted_scores():
+    """The majority class is positive (label 1) on 60 % of the items: its F1 of class 1 is above its accuracy,
+    its macro-F1 below it, and its balanced accuracy is exactly one half."""
+    labels = [1] * 6 + [0] * 4
+    always_positive = classification_metrics(labels, [1] * 10)
+    assert always_positive["accuracy"] == pytest.approx(0.6)
+    assert always_positive["f1"] == pytest.approx(0.75) and always_positive["f1"] > always_positive["accuracy"]
+    assert always_positive["macro_f1"] == pytest.approx(0.375) and always_positive["balanced_accuracy"] == 0.5
     with pytest.raises(ValueError, match="differ in shape"):
         classification_metrics([0, 1], [0])
 

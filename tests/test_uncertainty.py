@@ -46,6 +46,26 @@ def test_one_resampling_engine_gives_an_accuracy_one_interval_whatever_the_funct
     assert (median.low, median.high) == pytest.approx(tuple(np.percentile(replicates, [2.5, 97.5])))
 
 
+def test_grouped_paired_bootstrap_reduces_to_the_plain_one_and_widens_with_duplicates():
+    from helpers.evaluation.uncertainty import paired_bootstrap_by_group
+
+    rng = np.random.default_rng(7)
+    a, b = (rng.random(300) < 0.7).astype(float), (rng.random(300) < 0.6).astype(float)
+    plain = paired_bootstrap(a, b, seed=2)
+    alone = paired_bootstrap_by_group(a, b, np.arange(300), seed=2)
+    assert alone.difference.as_dict() == pytest.approx(plain.difference.as_dict(), abs=1e-12)
+    assert alone.verdict == plain.verdict and alone.n == 300
+    # each item tested three times (three splits holding the same items): the same mean, but 300 independent
+    # items, not 900; resampling the copies one by one would give an interval about sqrt(3) times too narrow
+    tripled = paired_bootstrap_by_group(np.tile(a, 3), np.tile(b, 3), np.tile(np.arange(300), 3), seed=2)
+    naive = paired_bootstrap(np.tile(a, 3), np.tile(b, 3), seed=2)
+    width = lambda c: c.difference.high - c.difference.low  # noqa: E731
+    assert tripled.difference.value == pytest.approx(plain.difference.value) and tripled.n == 300
+    assert width(tripled) == pytest.approx(width(plain), rel=0.1) and width(tripled) > 1.5 * width(naive)
+    with pytest.raises(ValueError, match="same length"):
+        paired_bootstrap_by_group(a, b, np.arange(299))
+
+
 def test_constant_values_give_a_point_interval_and_bad_input_is_refused():
     assert bootstrap_interval([1, 1, 1, 1]).as_dict()["low"] == 1.0
     with pytest.raises(ValueError, match="at least 2"):

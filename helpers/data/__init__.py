@@ -40,6 +40,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
             "DatasetNotAvailableError",
             "classification_data",
             "film_leakage",
+            "leaked_training_sets",
             "load_user_data",
             "qa_pairs",
             "review_tasks",

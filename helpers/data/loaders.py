@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, concatenate_datasets
 from sklearn.model_selection import train_test_split
 
 from helpers.assets import asset_path, verify_asset
@@ -39,6 +40,7 @@ __all__ = [
     "review_tasks",
     "Leakage",
     "film_leakage",
+    "leaked_training_sets",
     "EMBEDDED_CLASSIFICATION",
     "DatasetNotAvailableError",
     "classification_data",
@@ -251,6 +253,39 @@ def film_leakage(splits: DatasetDict, group_column: str = "movie") -> Leakage:
         test_examples=len(test_groups),
         test_examples_from_train_films=sum(g in train_films for g in test_groups),
     )
+
+
+def leaked_training_sets(
+    splits: DatasetDict, train_size: int, seed: int = 42, group_column: str = "movie"
+) -> tuple[Dataset, Dataset, Dataset]:
+    """Two training sets that differ only by a leak, and the test items to score them on: ``(clean, leaky, test)``.
+
+    What a split that ignores films is worth, measured on the *same* test
+    items (paired) rather than on two test sets drawn differently: each test
+    film's texts (of a split by film, such as :func:`rotten_tomatoes`) are
+    shuffled and cut in two halves (``seed``); the first halves leak, the
+    second halves are the test, kept only for films that have leaked texts.
+    ``clean`` is ``train_size`` texts of ``splits["train"]``; ``leaky`` is as
+    many texts, the leaked ones and the rest from the same training texts, so
+    both train on the same budget. Taught in
+    ``course/02_data_preparation.ipynb``.
+    """
+    test = splits["test"]
+    groups = np.asarray(test[group_column])
+    rng = np.random.default_rng(seed)
+    leaked, kept = [], []
+    for group in np.unique(groups):
+        members = rng.permutation(np.flatnonzero(groups == group))
+        half = len(members) // 2
+        if half:  # a film with one text cannot leak and be tested at once
+            leaked += members[:half].tolist()
+            kept += members[half:].tolist()
+    if not 0 < len(leaked) < train_size:
+        raise ValueError(f"train_size ({train_size}) must exceed the {len(leaked)} leaked texts, which must exist")
+    leak = test.select(sorted(leaked))
+    clean = subsample(splits["train"], train_size, seed=seed)
+    leaky = concatenate_datasets([subsample(splits["train"], train_size - len(leak), seed=seed), leak])
+    return clean, leaky, test.select(sorted(kept))
 
 
 # --- Any classification set: the embedded default or one from the Hub ------------------------------------

@@ -81,7 +81,7 @@ def generation_speed(
     Exactly ``max_new_tokens`` tokens are generated (the end-of-sequence
     token does not stop it early, so variants are timed on the same amount
     of work), after a warm-up of 2 tokens. Returns ``tokens_per_s``,
-    ``seconds`` (median over ``repeats``), ``new_tokens`` and ``text`` (the
+    ``seconds`` (median over ``repeats``), ``all_seconds`` (each run), ``new_tokens`` and ``text`` (the
     decoded continuation of the last run). Taught in ``course/10_deployment.ipynb``.
     """
     if max_new_tokens < 1:
@@ -106,6 +106,7 @@ def generation_speed(
     return {
         "tokens_per_s": len(new_tokens) / seconds,
         "seconds": seconds,
+        "all_seconds": [float(t) for t in times],  # every timed run: to tell a speed-up from the spread of runs
         "new_tokens": int(len(new_tokens)),
         "text": tokenizer.decode(new_tokens, skip_special_tokens=True),
     }

@@ -4,7 +4,8 @@ measured number is (:mod:`.uncertainty`); perplexity and per-text losses of a ca
 against general ability, for forgetting (:mod:`.forgetting`); the comparison table of full, partial and
 LoRA fine-tuning (:mod:`.adaptation`); calibration and temperature scaling (:mod:`.calibration`);
 out-of-distribution scores (:mod:`.ood`); CheckList-style behavioural tests (:mod:`.robustness`); closed
-tasks of instruction tuning (:mod:`.closed_tasks`).
+tasks of instruction tuning (:mod:`.closed_tasks`); comparisons said in French, one vocabulary
+(:mod:`.reporting`).
 
 The lessons import from here (``from helpers.evaluation import bootstrap_interval``); each name is
 imported from its module on first use. It imports nothing from deployment (``tests/test_layers.py``).
@@ -24,7 +25,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
             "reliability_table",
             "softmax",
         ],
-        "closed_tasks": ["clear_gain", "closed_task_table", "item_scores", "majority_answers"],
+        "closed_tasks": ["clear_gain", "closed_task_table", "constrained_choice", "item_scores", "majority_answers"],
         "forgetting": ["encoder_probe_correct", "forgetting_table", "measure_abilities"],
         "imbalance": ["choose_threshold", "imbalance_table", "predict_with_threshold"],
         "metrics": [
@@ -38,7 +39,8 @@ __all__, __getattr__, __dir__ = lazy_exports(
             "trainer_classification_metrics",
         ],
         "ood": ["energy_score", "fpr_at_tpr", "max_softmax_probability", "ood_auroc"],
-        "perplexity": ["response_perplexity", "text_losses"],
+        "reporting": ["VERDICT_WORDS", "describe", "difference_text", "verdict_for", "versus"],
+        "perplexity": ["response_losses", "response_perplexity", "text_losses"],
         "robustness": ["run_checklist", "worst_failures"],
         "uncertainty": [
             "bootstrap_interval",
@@ -46,6 +48,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
             "independent_difference",
             "mcnemar",
             "paired_bootstrap",
+            "paired_bootstrap_by_group",
             "paired_bootstrap_metric",
             "paired_seeds",
             "seeds_interval",

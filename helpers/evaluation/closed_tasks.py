@@ -4,7 +4,8 @@ A closed task has a fixed list of answers (a sentiment, a topic), so a
 generative model's answers can be counted right or wrong like a classifier's.
 :func:`item_scores` scores every answer; :func:`majority_answers` gives the
 baseline that always answers the most frequent training answer of the task;
-:func:`closed_task_table` puts models side by side per task, each accuracy
+:func:`constrained_choice` scores the allowed answers instead of generating one (format apart
+from content); :func:`closed_task_table` puts models side by side per task, each accuracy
 with its 95% bootstrap interval and the paired difference to a reference
 model, with the verdict that difference allows (``better`` / ``worse`` /
 ``indistinguishable``). Taught in ``course/04_gpt_instruction_tuning.ipynb``.
@@ -17,8 +18,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from datasets import Dataset
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from helpers.evaluation.metrics import exact_match, label_in_answer, rouge_l, token_f1
+from helpers.evaluation.perplexity import response_losses
 from helpers.evaluation.uncertainty import bootstrap_interval, paired_bootstrap
 
 
@@ -58,6 +62,46 @@ def majority_answers(train_tasks: Sequence[str], train_outputs: Sequence[str], t
     if missing:
         raise ValueError(f"no training answers for the tasks {missing}")
     return [counts[task].most_common(1)[0][0] for task in test_tasks]
+
+
+def constrained_choice(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: Dataset,
+    closed_labels: Mapping[str, Sequence[str]],
+    style: str = "chat",
+    device: str = "cpu",
+    batch_size: int = 16,
+) -> list[str]:
+    """For each item of a closed task, the allowed answer the model finds most probable after the prompt.
+
+    No text is generated: each allowed answer of the item's task is scored as
+    the response to the item's prompt in ``style`` (the sum of the
+    log-probabilities of its tokens and of the end of the answer,
+    :func:`helpers.evaluation.perplexity.response_losses`) and the likeliest
+    one is the prediction. The model thus answers in the right format by
+    construction: its accuracy measures what it knows about the task, apart
+    from whether it has learned to *write* the answer in the expected form,
+    which is what separates format from content in an instruction-tuning gain.
+    Every item of ``dataset`` must belong to a task of ``closed_labels``.
+    Taught in ``course/04_gpt_instruction_tuning.ipynb``.
+    """
+    tasks = list(dataset["task"])
+    unknown = sorted(set(tasks) - set(closed_labels))
+    if unknown:
+        raise ValueError(f"constrained choice needs closed tasks; no allowed answers for {unknown}")
+    candidates = [
+        {"instruction": row["instruction"], "input": row["input"], "output": label}
+        for row in dataset
+        for label in closed_labels[row["task"]]
+    ]
+    sums, _ = response_losses(model, tokenizer, Dataset.from_list(candidates), style, device, batch_size)
+    choices, start = [], 0
+    for task in tasks:
+        labels = list(closed_labels[task])
+        choices.append(labels[int(np.argmin(sums[start : start + len(labels)]))])  # lowest loss: the likeliest
+        start += len(labels)
+    return choices
 
 
 def closed_task_table(
@@ -115,4 +159,4 @@ def clear_gain(table: pd.DataFrame, task: str, model: str, baselines: Sequence[s
     )
 
 
-__all__ = ["clear_gain", "closed_task_table", "item_scores", "majority_answers"]
+__all__ = ["clear_gain", "closed_task_table", "constrained_choice", "item_scores", "majority_answers"]

@@ -21,7 +21,7 @@ import pandas as pd
 from sklearn.dummy import DummyClassifier
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 from sklearn.pipeline import Pipeline, make_pipeline
 
 __all__ = [
@@ -44,10 +44,17 @@ __all__ = [
 def classification_metrics(
     labels: Sequence[int], predictions: Sequence[int], average: str | None = None
 ) -> dict[str, float]:
-    """Accuracy, precision, recall and F1.
+    """Accuracy, precision, recall and F1, then macro-F1 and balanced accuracy.
 
-    ``average`` defaults to ``"binary"`` for two classes and ``"macro"``
-    otherwise (every class counts the same, whatever its size).
+    ``average`` (for precision, recall and F1) defaults to ``"binary"`` for
+    two classes, the scores of class 1, and ``"macro"`` otherwise (every
+    class counts the same, whatever its size). The scores of class 1 flatter
+    a model that always answers 1 when 1 is the majority: ``macro_f1`` and
+    ``balanced_accuracy`` (the mean recall over the classes) weigh every class
+    the same, whatever it is and however many items it has, so that the
+    majority baseline gets a macro-F1 below its accuracy and a balanced
+    accuracy of exactly 1 / number of classes. Taught in
+    ``course/00_introduction.ipynb`` and ``course/03_bert_classification.ipynb``.
     """
     labels, predictions = np.asarray(labels), np.asarray(predictions)
     if labels.shape != predictions.shape:
@@ -60,6 +67,10 @@ def classification_metrics(
         "precision": float(precision),
         "recall": float(recall),
         "f1": float(f1),
+        "macro_f1": float(f1_score(labels, predictions, average="macro", zero_division=0)),
+        # the mean recall over the classes present (sklearn's balanced_accuracy_score, without its warning when a
+        # prediction names a class absent from the labels)
+        "balanced_accuracy": float(np.mean([np.mean(predictions[labels == c] == c) for c in np.unique(labels)])),
     }
 
 

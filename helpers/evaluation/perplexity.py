@@ -24,7 +24,7 @@ from transformers import DataCollatorForSeq2Seq, PreTrainedModel, PreTrainedToke
 from helpers.data.causal_lm import IGNORE_INDEX, instruction_collator, lm_examples, tokenize_instructions
 from helpers.device import to_device
 
-__all__ = ["token_losses", "mean_token_loss", "text_losses", "perplexity", "response_perplexity"]
+__all__ = ["token_losses", "mean_token_loss", "text_losses", "perplexity", "response_losses", "response_perplexity"]
 
 
 def _scored_logits(model: PreTrainedModel, batch: dict, scored: torch.Tensor) -> torch.Tensor:
@@ -149,6 +149,27 @@ def perplexity(
     return math.exp(_mean_loss(sums, counts))
 
 
+def response_losses(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: Dataset,
+    style: str = "chat",
+    device: str = "cpu",
+    batch_size: int = 8,
+    max_length: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Summed loss and token count of the reference ``output`` of each instruction, given its prompt, one per item.
+
+    ``sums / counts`` is each response's mean loss (nats per token): the
+    per-item scores with which two prompt formats are compared on the same
+    items (paired); ``exp(sums.sum() / counts.sum())`` is
+    :func:`response_perplexity`. Taught in
+    ``course/04_gpt_instruction_tuning.ipynb`` (the choice of the format).
+    """
+    tokenized = tokenize_instructions(dataset, tokenizer, style, max_length, mask_prompt=True)
+    return _losses_by_length(model, tokenized, instruction_collator(tokenizer), device, batch_size)
+
+
 def response_perplexity(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -164,8 +185,7 @@ def response_perplexity(
     With ``by_task`` (needs a ``task`` column): ``{task: perplexity, ..., "all": perplexity}``
     from one pass over the data.
     """
-    tokenized = tokenize_instructions(dataset, tokenizer, style, max_length, mask_prompt=True)
-    sums, counts = _losses_by_length(model, tokenized, instruction_collator(tokenizer), device, batch_size)
+    sums, counts = response_losses(model, tokenizer, dataset, style, device, batch_size, max_length)
     overall = math.exp(_mean_loss(sums, counts))
     if not by_task:
         return overall

@@ -44,6 +44,7 @@ __all__ = [
     "McNemarTest",
     "bootstrap_interval",
     "paired_bootstrap",
+    "paired_bootstrap_by_group",
     "compare_to_reference",
     "Metric",
     "resample_indices",
@@ -169,6 +170,41 @@ def paired_bootstrap(
     n = _check_items(a, b)
     difference = bootstrap_interval(a - b, np.mean, confidence, n_resamples, seed)
     return PairedComparison(difference, _verdict(difference), n)
+
+
+def paired_bootstrap_by_group(
+    scores_a: Sequence[float],
+    scores_b: Sequence[float],
+    groups: Sequence,
+    confidence: float = 0.95,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+) -> PairedComparison:
+    """:func:`paired_bootstrap` when items come in groups that must be resampled together.
+
+    Items of one group are not independent (the same review tested in
+    several splits, several reviews of one film): resampling them one by one
+    would make the interval too narrow. Here the groups are resampled
+    (:func:`resample_weights` over the sorted distinct groups) and each
+    resample's difference is the mean over the items of the groups drawn.
+    With one item per group, in order, this is exactly :func:`paired_bootstrap`.
+    ``n`` of the result counts the groups. Taught in
+    ``course/02_data_preparation.ipynb``.
+    """
+    a, b = np.asarray(scores_a, dtype=float), np.asarray(scores_b, dtype=float)
+    _check_items(a, b, np.asarray(groups))
+    names, index = np.unique(np.asarray(groups), return_inverse=True)
+    _check_items(names)
+    differences = np.bincount(index, weights=a - b, minlength=names.size)
+    counts = np.bincount(index, minlength=names.size).astype(float)
+    value = float(np.mean(a - b))
+    if np.all(a - b == (a - b)[0]):  # every resample is identical: the interval is the point
+        return PairedComparison(
+            Interval(value, value, value, confidence), _verdict(Interval(value, value, value)), names.size
+        )
+    weights = resample_weights(names.size, n_resamples, seed)
+    difference = interval_from_replicates(value, (weights @ differences) / (weights @ counts), confidence)
+    return PairedComparison(difference, _verdict(difference), names.size)
 
 
 def compare_to_reference(

@@ -19,7 +19,12 @@ from helpers.lazy import lazy_exports
 __all__, __getattr__, __dir__ = lazy_exports(
     __name__,
     {
-        "accumulation": ["accumulation_check", "saved_activation_bytes"],
+        "accumulation": [
+            "accumulation_check",
+            "relative_difference",
+            "saved_activation_bytes",
+            "unequal_accumulation_gradients",
+        ],
         "adaptation": [
             "AdaptationMethod",
             "StopAfterSteps",
@@ -73,5 +78,6 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "schedules": ["SCHEDULES", "schedule_curve", "warmup_steps_for"],
         "search": ["DEFAULT_SPACE", "search_hyperparameters"],
         "sweeps": ["train_and_evaluate"],
+        "trainers": ["LossTrainer", "StepTimer"],
     },
 )

@@ -21,7 +21,15 @@ import torch
 
 from helpers.device import FP32, Precision, to_device
 
-__all__ = ["split_batch", "batch_gradients", "AccumulationCheck", "accumulation_check", "saved_activation_bytes"]
+__all__ = [
+    "split_batch",
+    "batch_gradients",
+    "unequal_accumulation_gradients",
+    "relative_difference",
+    "AccumulationCheck",
+    "accumulation_check",
+    "saved_activation_bytes",
+]
 
 
 def split_batch(batch: dict, parts: int) -> list[dict]:
@@ -53,6 +61,46 @@ def batch_gradients(
     gradients = {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
     return gradients
+
+
+def unequal_accumulation_gradients(
+    model: torch.nn.Module, batch: dict, sizes: list[int], device: str = "cpu"
+) -> dict[str, dict[str, torch.Tensor]]:
+    """The gradient of ``batch`` in one pass, and accumulated over consecutive micro-batches of unequal ``sizes``.
+
+    Returns ``{"one batch": ..., "mean / k": ..., "sum / total": ...}``:
+    ``"mean / k"`` divides each micro-batch's mean loss by the number of
+    micro-batches (what is right only for equal sizes: an example of a small
+    micro-batch then weighs more); ``"sum / total"`` turns each mean back
+    into a sum (times its size) and divides by the examples of the whole
+    batch: the whole batch's mean, whatever the sizes (what ``Trainer`` does
+    with ``num_items_in_batch`` for the models that take it, counting
+    tokens). fp32, mode left as the caller set it (``eval`` for no dropout).
+    Taught in ``course/05_hyperparameters.ipynb``.
+    """
+    total = sum(sizes)
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"sizes must be positive, got {sizes}")
+    if any(len(value) != total for value in batch.values() if hasattr(value, "shape")):
+        raise ValueError(f"sizes {sizes} do not add up to the batch's {total} examples")
+    result = {"one batch": batch_gradients(model, batch, 1, device)}
+    for name in ("mean / k", "sum / total"):
+        model.zero_grad()
+        start = 0
+        for size in sizes:
+            micro_batch = {key: value[start : start + size] for key, value in batch.items()}
+            loss = model(**to_device(micro_batch, device)).loss
+            (loss / len(sizes) if name == "mean / k" else loss * size / total).backward()
+            start += size
+        result[name] = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    return result
+
+
+def relative_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """``||a - b|| / ||a||`` over all the tensors of two gradients (same names)."""
+    difference = torch.cat([(a[name] - b[name]).flatten() for name in a])
+    return float(difference.norm() / torch.cat([t.flatten() for t in a.values()]).norm())
 
 
 @dataclass(frozen=True)

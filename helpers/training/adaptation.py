@@ -36,6 +36,7 @@ from helpers.device import Precision
 from helpers.measure import peak_rss, stored_bytes
 from helpers.training.freezing import freeze_embeddings, training_state_bytes, unfreeze_all, unfreeze_last_layers
 from helpers.training.lora import apply_lora, lora_config_for, trainable_parameters
+from helpers.training.trainers import StepTimer
 
 __all__ = [
     "METHOD_KINDS",
@@ -130,6 +131,7 @@ class AdaptationRun:
     state_bytes: dict[str, int]
     peak_rss_bytes: int | None
     stored_bytes: int
+    step_seconds: list[float] = field(default_factory=list)  # each optimizer step (StepTimer)
 
     @property
     def model(self) -> nn.Module:
@@ -163,9 +165,9 @@ def _measured(
 ) -> AdaptationRun:
     """Train through ``train(callbacks) -> (trainer, seconds)`` and measure it."""
     counts = trainable_parameters(model)
-    probe = TrainingStateProbe()
+    probe, timer = TrainingStateProbe(), StepTimer()
     with peak_rss() as memory:
-        trainer, seconds = train([probe])
+        trainer, seconds = train([probe, timer])
     if probe.state_bytes is None:
         raise RuntimeError(f"{method.name}: the optimizer never stepped (no training data?)")
     trainer.optimizer = None  # the moments are measured; let them go before the next run
@@ -180,6 +182,7 @@ def _measured(
         state_bytes=probe.state_bytes,
         peak_rss_bytes=memory.above_start,
         stored_bytes=stored_bytes(trainer.model),
+        step_seconds=timer.step_seconds,
     )
 
 

@@ -167,6 +167,20 @@ class EWC:
         return 0.5 * self.lam * total
 
     @torch.no_grad()
+    def fisher_distance(self, model: nn.Module) -> float:
+        """``sqrt(sum_i F_i (theta_i - theta*_i)^2)``: the distance the penalty sees (``penalty = lam / 2 * d^2``).
+
+        Unlike :meth:`distance`, a weight whose Fisher is about zero (most of
+        them) counts for about nothing: it is the weights the old ability
+        depends on that this distance measures.
+        """
+        total = 0.0
+        for name, parameter, anchor in self._pairs(model):
+            fisher = self.fisher[name].to(parameter.device)
+            total += float((fisher * (parameter.float() - anchor.float()).pow(2)).sum())
+        return math.sqrt(total)
+
+    @torch.no_grad()
     def distance(self, model: nn.Module) -> float:
         """L2 distance ``||theta - theta*||`` between the model's anchored parameters and the anchor (Fisher ignored)."""
         total = 0.0

@@ -32,6 +32,7 @@ flags, gradient clipping, a linear schedule).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ import numpy as np
 import torch
 from accelerate.utils import extract_model_from_parallel
 from torch import nn
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from helpers.device import Precision
 
@@ -50,6 +51,7 @@ __all__ = [
     "course_training_arguments",
     "course_training_settings",
     "release_training_precision",
+    "StepTimer",
     "LossTrainer",
 ]
 
@@ -135,6 +137,30 @@ def release_training_precision(trainer: Trainer) -> None:
             model.forward = original  # a forward set on this model before training
     model.__dict__.pop("_is_accelerate_prepared", None)  # a next Trainer prepares it for its own precision
     trainer.model = model
+
+
+class StepTimer(TrainerCallback):
+    """Wall-clock seconds of each optimizer step of a ``Trainer`` run, in ``step_seconds`` (step 1 first).
+
+    A step runs from ``on_step_begin`` to ``on_step_end``: its forward and
+    backward passes (all of its accumulated batches), clipping and the
+    update, not the start-up of ``train()`` nor the evaluations. The first
+    step also pays one-time work (allocations, lazy initialisation): compare
+    runs on the steps after it. Used by :mod:`helpers.training.adaptation`;
+    taught in ``course/11_peft.ipynb`` (the course's recipe against TRL).
+    """
+
+    def __init__(self) -> None:
+        self.step_seconds: list[float] = []
+        self._start: float | None = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._start is not None:
+            self.step_seconds.append(time.perf_counter() - self._start)
+            self._start = None
 
 
 class LossTrainer(Trainer):
