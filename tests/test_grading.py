@@ -150,7 +150,8 @@ MALFORMED = "malformed_file"
 TIMEOUT = 20  # per cell (--timeout)
 NOTEBOOK_TIMEOUT = 50  # whole notebook (--notebook-timeout)
 
-QUIZ_IDS = [f"q{i:02d}_answer" for i in range(1, 13)]
+QUIZ_IDS = sorted(g for g in solution_sources(QUIZ) if re.fullmatch(r"q\d\d_answer", g))
+QUESTIONS = len(QUIZ_IDS)
 CORRECT = {
     grade_id[:3]: re.search(r'^q\d\d = "([abcd])"', source, re.M).group(1)
     for grade_id, source in solution_sources(QUIZ).items()
@@ -763,7 +764,7 @@ def test_csv_has_the_documented_columns(graded):
 
 
 def test_solutions_earn_full_marks(graded):
-    for name, maximum in [(QUIZ, 12), (LR, 10), (ES, 9)]:
+    for name, maximum in [(QUIZ, QUESTIONS), (LR, 10), (ES, 9)]:
         r = row(graded, "full", name)
         assert (r["status"], r["reason"], float(r["total"]), float(r["max"])) == ("graded", "", maximum, maximum), r
 
@@ -840,10 +841,23 @@ def test_wrong_implementations_lose_exactly_their_clause(graded, student, notebo
     assert float(r["total"]) == float(full["total"]) - sum(float(full[s]) for s in lost_steps)
 
 
+def test_the_quiz_has_eighteen_questions_or_more_each_with_four_explained_options():
+    assert QUESTIONS >= 18 and [g[:3] for g in QUIZ_IDS] == [f"q{i:02d}" for i in range(1, QUESTIONS + 1)]
+    for grade_id, source in solution_sources(QUIZ).items():
+        if grade_id.endswith("_test") and grade_id.startswith("q"):
+            letters = re.findall(r"^    '([abcd])': ", source, re.M)
+            assert letters == ["a", "b", "c", "d"], grade_id
+            right = re.search(r"assert _answer == '([abcd])'", source).group(1)
+            assert right == CORRECT[grade_id[:3]], grade_id  # the test checks the solution's letter
+            assert re.search(rf"^    '{right}': [\"']\(?Juste", source, re.M), grade_id  # its explanation says so
+
+
 def test_quiz_scores_each_question(graded):
     r = row(graded, "quiz_half_wrong", QUIZ)
-    assert float(r["total"]) == 6
-    assert [float(r[f"q{i:02d}_test"]) for i in range(1, 13)] == [1.0, 0.0] * 6
+    assert float(r["total"]) == (QUESTIONS + 1) // 2  # the odd questions right, the even ones wrong
+    assert [float(r[f"q{i:02d}_test"]) for i in range(1, QUESTIONS + 1)] == [
+        float(i % 2) for i in range(1, QUESTIONS + 1)
+    ]
 
 
 def test_tampered_test_cell_is_graded_with_the_original_and_flagged(graded):
@@ -854,7 +868,11 @@ def test_tampered_test_cell_is_graded_with_the_original_and_flagged(graded):
 
 def test_edited_read_only_cell_is_flagged(graded):
     r = row(graded, "edited_question", QUIZ)
-    assert (r["status"], r["reason"], float(r["total"])) == ("needs review", "read-only cell changed: q03_text", 12)
+    assert (r["status"], r["reason"], float(r["total"])) == (
+        "needs review",
+        "read-only cell changed: q03_text",
+        QUESTIONS,
+    )
 
 
 def test_deleted_test_cell_is_restored_and_flagged(graded):
@@ -925,7 +943,7 @@ def test_feedback_shows_explanations_for_every_option(graded):
         }
     )
     correct = quiz_letters(solution_sources(QUIZ))
-    assert len(submitted) == len(correct) == 12
+    assert len(submitted) == len(correct) == QUESTIONS
     assert page.total == (float(r["total"]), float(r["max"]))  # the page's total is the CSV's
     for question, letter in submitted.items():
         cell = page.cells[f"{question}_test"]
@@ -1006,7 +1024,7 @@ def test_damaged_metadata_is_flagged_and_the_class_goes_on(graded):
     assert "damaged metadata removed: cell 3 nbgrader metadata" in r["reason"], r["reason"]
     assert r["total"] != ""  # the rest of the notebook was graded
     assert row(graded, "bad_metadata", QUIZ)["status"] == "graded"  # and the student's other notebook
-    assert float(row(graded, "bad_metadata", QUIZ)["total"]) == 12
+    assert float(row(graded, "bad_metadata", QUIZ)["total"]) == QUESTIONS
 
 
 @pytest.mark.parametrize("student", ODD_IDS)
@@ -1095,7 +1113,7 @@ def test_cannot_write_outside_its_scratch_folder(graded):
     assert [path for path in extra["escapes"] if os.path.exists(path)] == []
     r = row(graded, "vandal", QUIZ)
     assert (r["status"], float(r["total"])) == ("graded", 0), r
-    assert float(row(graded, "full", QUIZ)["total"]) == 12  # the gradebook it tried to damage graded everyone
+    assert float(row(graded, "full", QUIZ)["total"]) == QUESTIONS  # the gradebook it tried to damage graded everyone
 
 
 def test_has_no_network(graded):

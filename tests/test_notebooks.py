@@ -31,3 +31,22 @@ def test_course_notebooks_are_numbered():
     names = [p.name for p in course_notebooks()]
     assert all(name[:2].isdigit() and name[2] == "_" for name in names)
     assert names == sorted(names)
+
+
+LESSONS = [p for p in sorted((ROOT / "course").glob("*.ipynb")) if not (ROOT / "solutions" / p.name).exists()]
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_every_lesson_ends_with_practice_and_hidden_hints(path):
+    """The lessons (not the graded notebooks) end with an « À vous » cell of tasks and a collapsed cell of hints."""
+    cells = nbformat.read(path, as_version=4).cells
+    tasks, hints = cells[-2], cells[-1]
+    assert tasks.cell_type == "markdown" and tasks.source.startswith("## À vous")
+    assert len([line for line in tasks.source.splitlines() if line[:2] in {f"{i}." for i in range(1, 10)}]) >= 2
+    assert hints.cell_type == "markdown" and hints.source.startswith("<details>") and "</details>" in hints.source
+
+
+def test_the_title_of_each_notebook_carries_its_number():
+    for path in NOTEBOOKS:
+        title = nbformat.read(path, as_version=4).cells[0].source.splitlines()[0]
+        assert title.startswith(f"# {path.name[:2]} · "), (path.name, title)

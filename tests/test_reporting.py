@@ -45,3 +45,14 @@ def test_phrases_contract_and_bad_verdicts_are_refused():
     assert versus("better", "le départ") == "mieux que le départ"
     with pytest.raises(ValueError, match="verdict must be one of"):
         versus("confirmed", "B")
+
+
+def test_tables_are_shown_in_french_without_changing_the_library_table():
+    import pandas as pd
+
+    from helpers.evaluation.reporting import in_french
+
+    table = pd.DataFrame({"accuracy": [0.8], "low": [0.7], "vs reference": [0.1], "verdict": ["better"]})
+    shown = in_french(table)
+    assert list(shown.columns) == ["accuracy", "bas", "écart à la référence", "verdict"]
+    assert shown["verdict"].tolist() == ["mieux"] and table["verdict"].tolist() == ["better"]

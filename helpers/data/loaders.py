@@ -305,7 +305,10 @@ def classification_data(
     ``"rotten-tomatoes"`` is the embedded set split by film (:func:`rotten_tomatoes`).
     Any other name is loaded with ``datasets.load_dataset`` (e.g. ``"imdb"``,
     which needs the internet); when it has no validation split, a stratified
-    ``validation_share`` of ``train`` becomes one. Taught in
+    ``validation_share`` of ``train`` becomes one. That split is random: a
+    Hub set without a group column (IMDb has no film identifier) can have
+    texts of one film on both sides, a leak this function cannot remove
+    (IMDb's own test is made of other films than its train). Taught in
     ``course/03_bert_classification.ipynb`` (the switch to BERT-base and IMDb).
     """
     if name == EMBEDDED_CLASSIFICATION:

@@ -39,7 +39,15 @@ __all__, __getattr__, __dir__ = lazy_exports(
             "trainer_classification_metrics",
         ],
         "ood": ["energy_score", "fpr_at_tpr", "max_softmax_probability", "ood_auroc"],
-        "reporting": ["VERDICT_WORDS", "describe", "difference_text", "verdict_for", "versus"],
+        "reporting": [
+            "TABLE_COLUMNS",
+            "VERDICT_WORDS",
+            "describe",
+            "difference_text",
+            "in_french",
+            "verdict_for",
+            "versus",
+        ],
         "perplexity": ["response_losses", "response_perplexity", "text_losses"],
         "robustness": ["run_checklist", "worst_failures"],
         "uncertainty": [

@@ -20,11 +20,26 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import pandas as pd
+
 from helpers.evaluation.uncertainty import VERDICTS, Interval
 
-__all__ = ["VERDICT_WORDS", "versus", "difference_text", "describe", "verdict_for"]
+__all__ = ["VERDICT_WORDS", "TABLE_COLUMNS", "in_french", "versus", "difference_text", "describe", "verdict_for"]
 
 VERDICT_WORDS = {"better": "mieux", "worse": "moins bien", "indistinguishable": "indiscernable"}
+# The English column names of the library's tables, as a lesson shows them (the README's glossary).
+TABLE_COLUMNS = {
+    "low": "bas",
+    "high": "haut",
+    "vs reference": "écart à la référence",
+    "diff low": "écart bas",
+    "diff high": "écart haut",
+    "ok": "réponses",
+    "errors": "erreurs",
+    "p50_ms": "p50 (ms)",
+    "p95_ms": "p95 (ms)",
+    "requests_per_s": "requêtes/s",
+}
 
 
 class _Compared(Protocol):
@@ -35,6 +50,18 @@ class _Compared(Protocol):
 def _check(verdict: str) -> None:
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
+
+
+def in_french(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with its known English column names (:data:`TABLE_COLUMNS`) and verdicts (:data:`VERDICT_WORDS`) in French.
+
+    For display only: the library's tables keep their English names, which
+    the code reads.
+    """
+    shown = table.rename(columns=TABLE_COLUMNS)
+    if "verdict" in shown.columns:
+        shown["verdict"] = shown["verdict"].map(lambda v: VERDICT_WORDS.get(v, v) if isinstance(v, str) else v)
+    return shown
 
 
 def verdict_for(verdict: str, higher_is_better: bool = True) -> str:
