@@ -150,7 +150,7 @@ def test_response_perplexity_scores_only_the_response(tiny64):
 def test_constrained_choice_picks_each_items_likeliest_allowed_answer(tiny64):
     """Items of tasks with 2 and 3 allowed answers, interleaved: each item's choice is the label whose response
     loss, scored alone, is the lowest; a task without allowed answers is refused."""
-    from helpers.evaluation.closed_tasks import constrained_choice
+    from helpers.evaluation.closed_tasks import allowed_answer_losses, constrained_choice
 
     model, tokenizer = tiny64
     allowed = {"sentiment": ["negative", "positive"], "colour": ["red", "green", "blue"]}
@@ -160,14 +160,17 @@ def test_constrained_choice_picks_each_items_likeliest_allowed_answer(tiny64):
         {"task": "colour", "instruction": "Name the colour of the sky.", "input": "", "output": ""},
         {"task": "sentiment", "instruction": "Is this review positive or negative?", "input": "Dull.", "output": ""},
     ]
-    chosen = constrained_choice(model, tokenizer, Dataset.from_list(rows), allowed, batch_size=3)
+    chosen = constrained_choice(model, tokenizer, Dataset.from_list(rows), allowed)
+    shared = allowed_answer_losses(model, tokenizer, Dataset.from_list(rows), allowed)
     expected = []
-    for row in rows:
-        losses = [
+    for row, item_losses in zip(rows, shared):
+        # each (item, answer) scored alone, its whole prompt computed again: the prompt's cache changes nothing
+        alone = [
             response_losses(model, tokenizer, Dataset.from_list([{**row, "output": label}]))[0][0]
             for label in allowed[row["task"]]
         ]
-        expected.append(allowed[row["task"]][int(np.argmin(losses))])
+        assert item_losses == pytest.approx(alone, rel=1e-9)
+        expected.append(allowed[row["task"]][int(np.argmin(alone))])
     assert chosen == expected
     with pytest.raises(ValueError, match="closed tasks"):
         constrained_choice(model, tokenizer, Dataset.from_list([{**rows[0], "task": "qa"}]), allowed)

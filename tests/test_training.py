@@ -54,6 +54,8 @@ def test_explicit_loop_lowers_the_loss_on_real_data(minilm):
         "precision",
         "recall",
         "f1",
+        "macro_f1",
+        "balanced_accuracy",
     }
     lrs = history["lr"]  # warmup (ceil(0.1 * 12) = 2 updates of 12, as Trainer counts them) then linear decay
     assert lrs[:3] == pytest.approx([0, 5e-5, 1e-4]) and all(a >= b for a, b in zip(lrs[2:], lrs[3:]))

@@ -18,11 +18,13 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from helpers.data.causal_lm import IGNORE_INDEX, tokenize_instruction
+from helpers.data.instructions import format_prompt
 from helpers.evaluation.metrics import exact_match, label_in_answer, rouge_l, token_f1
-from helpers.evaluation.perplexity import response_losses
 from helpers.evaluation.uncertainty import bootstrap_interval, paired_bootstrap
 
 
@@ -64,6 +66,67 @@ def majority_answers(train_tasks: Sequence[str], train_outputs: Sequence[str], t
     return [counts[task].most_common(1)[0][0] for task in test_tasks]
 
 
+@torch.no_grad()
+def allowed_answer_losses(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: Dataset,
+    closed_labels: Mapping[str, Sequence[str]],
+    style: str = "chat",
+    device: str = "cpu",
+) -> list[np.ndarray]:
+    """For each item of a closed task, the summed loss of each allowed answer as the response to its prompt.
+
+    One array per item, in the order of ``closed_labels[task]``: minus the
+    log-probability of the answer's tokens and of the end of the answer, the
+    same numbers as :func:`helpers.evaluation.perplexity.response_losses`
+    gives for each (item, answer) row. The prompt is computed once per item and
+    its key-value cache shared by all the answers (a topic item has eleven):
+    the answers alone are computed again, which is what makes the constrained
+    choice affordable on a CPU. Taught in ``course/04_gpt_instruction_tuning.ipynb``.
+    """
+    tasks = list(dataset["task"])
+    unknown = sorted(set(tasks) - set(closed_labels))
+    if unknown:
+        raise ValueError(f"constrained choice needs closed tasks; no allowed answers for {unknown}")
+    model.eval()
+    losses = []
+    for row in dataset:
+        labels = list(closed_labels[row["task"]])
+        text = format_prompt(row["instruction"], row["input"], style, tokenizer)
+        tokenized = [tokenize_instruction(text, label, tokenizer, 1_000_000, True) for label in labels]  # never cut
+        starts = [
+            next(i for i, label in enumerate(example["labels"]) if label != IGNORE_INDEX) for example in tokenized
+        ]
+        prompt = tokenized[0]["input_ids"][: starts[0]]
+        answers = []
+        for example, start in zip(tokenized, starts):
+            if example["input_ids"][:start] != prompt:
+                raise ValueError("the allowed answers of one item do not share its prompt's tokens")
+            answers.append(example["input_ids"][start:])
+        prompt_ids = torch.tensor([prompt], device=device)
+        out = model(input_ids=prompt_ids, use_cache=True)
+        first = out.logits[0, -1].double().log_softmax(-1)  # predicts every answer's first token
+        width = max(map(len, answers))
+        ids = torch.full((len(answers), width), tokenizer.pad_token_id, dtype=torch.long, device=device)
+        mask = torch.zeros((len(answers), width), dtype=torch.long, device=device)
+        for k, answer in enumerate(answers):
+            ids[k, : len(answer)] = torch.tensor(answer, device=device)
+            mask[k, : len(answer)] = 1
+        total = torch.stack([-first[answer[0]] for answer in answers])
+        if width > 1:
+            cache = out.past_key_values
+            cache.batch_repeat_interleave(len(answers))
+            attention = torch.cat([torch.ones((len(answers), len(prompt)), dtype=torch.long, device=device), mask], 1)
+            positions = torch.arange(len(prompt), len(prompt) + width, device=device).expand(len(answers), -1)
+            following = model(input_ids=ids, attention_mask=attention, cache=cache, position_ids=positions)
+            log_probs = following.logits[:, :-1].double().log_softmax(-1)  # position t predicts answer token t + 1
+            picked = log_probs.gather(-1, ids[:, 1:, None])[..., 0] * mask[:, 1:]  # padding scores nothing
+            total = total - picked.sum(-1)
+        losses.append(total.double().cpu().numpy())
+    return losses
+
+
 def constrained_choice(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -71,37 +134,22 @@ def constrained_choice(
     closed_labels: Mapping[str, Sequence[str]],
     style: str = "chat",
     device: str = "cpu",
-    batch_size: int = 16,
 ) -> list[str]:
     """For each item of a closed task, the allowed answer the model finds most probable after the prompt.
 
     No text is generated: each allowed answer of the item's task is scored as
     the response to the item's prompt in ``style`` (the sum of the
     log-probabilities of its tokens and of the end of the answer,
-    :func:`helpers.evaluation.perplexity.response_losses`) and the likeliest
-    one is the prediction. The model thus answers in the right format by
-    construction: its accuracy measures what it knows about the task, apart
-    from whether it has learned to *write* the answer in the expected form,
-    which is what separates format from content in an instruction-tuning gain.
-    Every item of ``dataset`` must belong to a task of ``closed_labels``.
-    Taught in ``course/04_gpt_instruction_tuning.ipynb``.
+    :func:`allowed_answer_losses`) and the likeliest one is the prediction.
+    The model thus answers in the right format by construction: its accuracy
+    measures what it knows about the task, apart from whether it has learned
+    to *write* the answer in the expected form, which is what separates format
+    from content in an instruction-tuning gain. Every item of ``dataset`` must
+    belong to a task of ``closed_labels``. Taught in
+    ``course/04_gpt_instruction_tuning.ipynb``.
     """
-    tasks = list(dataset["task"])
-    unknown = sorted(set(tasks) - set(closed_labels))
-    if unknown:
-        raise ValueError(f"constrained choice needs closed tasks; no allowed answers for {unknown}")
-    candidates = [
-        {"instruction": row["instruction"], "input": row["input"], "output": label}
-        for row in dataset
-        for label in closed_labels[row["task"]]
-    ]
-    sums, _ = response_losses(model, tokenizer, Dataset.from_list(candidates), style, device, batch_size)
-    choices, start = [], 0
-    for task in tasks:
-        labels = list(closed_labels[task])
-        choices.append(labels[int(np.argmin(sums[start : start + len(labels)]))])  # lowest loss: the likeliest
-        start += len(labels)
-    return choices
+    losses = allowed_answer_losses(model, tokenizer, dataset, closed_labels, style, device)
+    return [list(closed_labels[task])[int(np.argmin(loss))] for task, loss in zip(dataset["task"], losses)]
 
 
 def closed_task_table(
@@ -159,4 +207,11 @@ def clear_gain(table: pd.DataFrame, task: str, model: str, baselines: Sequence[s
     )
 
 
-__all__ = ["clear_gain", "closed_task_table", "constrained_choice", "item_scores", "majority_answers"]
+__all__ = [
+    "allowed_answer_losses",
+    "clear_gain",
+    "closed_task_table",
+    "constrained_choice",
+    "item_scores",
+    "majority_answers",
+]
