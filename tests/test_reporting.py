@@ -56,3 +56,9 @@ def test_tables_are_shown_in_french_without_changing_the_library_table():
     shown = in_french(table)
     assert list(shown.columns) == ["accuracy", "bas", "écart à la référence", "verdict"]
     assert shown["verdict"].tolist() == ["mieux"] and table["verdict"].tolist() == ["better"]
+
+
+def test_identical_results_on_every_item_are_said_to_be_identical():
+    same = paired_bootstrap(np.array([1.0, 0.0, 1.0, 1.0]), np.array([1.0, 0.0, 1.0, 1.0]))
+    said = describe(same, "générer", "choisir", measure="ces questions")
+    assert "exactement pareil" in said and "ni confirmé" not in said

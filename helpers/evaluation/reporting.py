@@ -111,6 +111,8 @@ def describe(
     confidence = round(100 * comparison.difference.confidence)
     numbers = f"{a} − {b} = {difference_text(comparison.difference, scale, unit, digits)} ({confidence} %)"
     numbers = numbers[0].upper() + numbers[1:]  # a sentence starts with a capital, wherever A's name does not
+    if comparison.difference.low == comparison.difference.high == 0:  # every paired difference is zero
+        return f"{numbers} : l'écart est nul sur chaque item, {a} et {b} font exactement pareil sur {measure}."
     if verdict == "indistinguishable":
         return (
             f"{numbers} : l'intervalle contient 0, {a} est {versus(verdict, b)} sur {measure}. "
