@@ -136,6 +136,20 @@ def without_dropout(model):
     return model
 
 
+def accumulate_by_two_with_sgd(model, train):
+    """One epoch of train_loop, k = 2, plain SGD at a constant 0.5: no warmup, no clipping, nothing but the groups."""
+    return train_loop(
+        model,
+        train,
+        torch.optim.SGD(model.parameters(), lr=0.5),
+        gradient_accumulation_steps=2,
+        warmup_ratio=0.0,
+        lr_scheduler_type="constant",
+        max_grad_norm=None,
+        progress=False,
+    )
+
+
 def test_a_last_partial_accumulation_group_is_the_mean_of_its_batches(tiny_classifier):
     """3 batches, k = 2: the groups are [1, 2] and [3]. The last update is batch 3's full gradient (not half of it),
     and each logged loss is the mean loss of its group's batches."""
@@ -155,16 +169,7 @@ def test_a_last_partial_accumulation_group_is_the_mean_of_its_batches(tiny_class
         sgd.zero_grad()
         expected_losses.append(mean.item())
 
-    history = train_loop(
-        model,
-        train,
-        torch.optim.SGD(model.parameters(), lr=0.5),
-        gradient_accumulation_steps=2,
-        warmup_ratio=0.0,
-        lr_scheduler_type="constant",
-        max_grad_norm=None,
-        progress=False,
-    )
+    history = accumulate_by_two_with_sgd(model, train)
     assert history["loss"] == pytest.approx(expected_losses, rel=1e-5)
     for (name, got), want in zip(model.named_parameters(), expected.parameters()):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7, msg=name)
@@ -185,16 +190,7 @@ def test_an_epoch_of_accumulation_gives_trainers_losses_and_weights(tiny_classif
     without_dropout(model)
     twin = copy.deepcopy(model)
     train, _ = loaders(tokenizer, n_train=40)  # 5 batches: groups of 2, 2 and 1
-    history = train_loop(
-        model,
-        train,
-        torch.optim.SGD(model.parameters(), lr=0.5),
-        gradient_accumulation_steps=2,
-        warmup_ratio=0.0,
-        lr_scheduler_type="constant",
-        max_grad_norm=None,
-        progress=False,
-    )
+    history = accumulate_by_two_with_sgd(model, train)
     args = TrainingArguments(
         output_dir=str(tmp_path),
         per_device_train_batch_size=8,
