@@ -350,18 +350,23 @@ def instruction_benchmark() -> str:
     if "lr" in r:
         lr = r["lr"]
         blocks = f", last {lr['trainable_last_layers']} blocks trained" if "trainable_last_layers" in lr else ""
+        chosen = lr.get("chosen_rate")
         lines += closed_runs(
             lr,
-            f"Learning rate (the notebook's data and recipe, {lr['train_examples']} training examples{blocks}",
+            f"Learning rate, chosen on {lr.get('scored_on', 'test')} items (the notebook's data and recipe, "
+            f"{lr['train_examples']} training examples{blocks}",
             "learning rate",
-            [(rate, f"lr {rate}", seconds) for rate, seconds in lr["train_seconds"].items()],
+            [
+                (rate + (" (chosen)" if chosen is not None and float(rate) == chosen else ""), f"lr {rate}", seconds)
+                for rate, seconds in lr["train_seconds"].items()
+            ],
         )
     if "budget" in r:
         budget = r["budget"]
         lines += closed_runs(
             budget,
-            "Training budget (the notebook's recipe otherwise; accuracy paired against the "
-            "majority answer on the same items",
+            f"Training budget (the notebook's recipe otherwise; accuracy on the same {budget.get('scored_on', 'test')} "
+            "items",
             "budget",
             [(name, name, seconds) for name, seconds in budget["train_seconds"].items()],
         )

@@ -229,6 +229,24 @@ def test_answer_instructions_keeps_the_order_and_the_task_budgets(smollm):
     assert len(tokenizer(answers[1])["input_ids"]) <= MAX_NEW_TOKENS["sentiment"]
 
 
+def test_answer_instructions_with_shots_answers_the_few_shot_prompts(tiny_lm):
+    from helpers.data.instructions import MAX_NEW_TOKENS, few_shot_prompt
+    from helpers.models.generation import answer_instructions
+
+    model, tokenizer = tiny_lm
+    rows = Dataset.from_list([{**ROWS[0], "task": "sentiment"}, {**ROWS[1], "task": "qa"}])
+    shots = {
+        "sentiment": [{"instruction": ROWS[0]["instruction"], "input": "A dull, lifeless film.", "output": "negative"}],
+        "qa": [{"instruction": "What is the capital of Italy?", "input": "", "output": "Rome"}],
+    }
+    answers = answer_instructions(model, tokenizer, rows, shots=shots)
+    for row, answer in zip(rows, answers):
+        prompt = few_shot_prompt(shots[row["task"]], row["instruction"], row["input"], "chat", tokenizer)
+        assert answer == generate(model, tokenizer, [prompt], max_new_tokens=MAX_NEW_TOKENS[row["task"]])[0]
+    with pytest.raises(ValueError, match="no worked examples for task 'qa'"):
+        answer_instructions(model, tokenizer, rows, shots={"sentiment": shots["sentiment"]})
+
+
 def test_text_losses_is_each_texts_own_mean_loss(tiny64):
     from helpers.evaluation.perplexity import text_losses
 

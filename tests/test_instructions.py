@@ -5,6 +5,8 @@ from helpers.data.instructions import (
     PROMPT_STYLES,
     TASKS,
     closed_labels,
+    few_shot_examples,
+    few_shot_prompt,
     format_prompt,
     instruction_dataset,
 )
@@ -125,3 +127,35 @@ def test_paraphrased_instructions_change_only_the_closed_tasks_wording(data):
     assert topic_instruction(topics) in set(test["instruction"])  # the wording trained on is not a paraphrase
     with pytest.raises(ValueError, match="index"):
         paraphrase_instructions(test, len(INSTRUCTION_PARAPHRASES["topic"]))
+
+
+def test_few_shot_examples_show_every_answer_before_repeating_one(data):
+    two = few_shot_examples(data["train"], "sentiment", 2, seed=0)
+    assert sorted(row["output"] for row in two) == ["negative", "positive"]
+    topics = [r for r in data["train"] if r["task"] == "topic"]
+    distinct = len({r["output"] for r in topics})
+    many = few_shot_examples(data["train"], "topic", distinct + 2, seed=0)
+    assert len({r["output"] for r in many}) == distinct  # every answer, then repeats
+    assert len({(r["instruction"], r["input"]) for r in many}) == distinct + 2  # no example twice
+    assert all(r["task"] == "topic" for r in many)
+    assert few_shot_examples(data["train"], "topic", 3, seed=0) == few_shot_examples(data["train"], "topic", 3, seed=0)
+    with pytest.raises(ValueError, match="examples of task"):
+        few_shot_examples(data["train"], "sentiment", 31)
+
+
+def test_few_shot_prompt_puts_the_worked_examples_before_the_question(data, tokenizer):
+    shots = few_shot_examples(data["train"], "sentiment", 2, seed=0)
+    question = next(r for r in data["test"] if r["task"] == "sentiment")
+    for style in PROMPT_STYLES:
+        alone = format_prompt(question["instruction"], question["input"], style, tokenizer)
+        assert few_shot_prompt([], question["instruction"], question["input"], style, tokenizer) == alone
+        prompt = few_shot_prompt(shots, question["instruction"], question["input"], style, tokenizer)
+        assert prompt.endswith(alone if style != "chat" else "<|im_start|>assistant\n")
+        positions = [prompt.index(shot["input"]) for shot in shots] + [prompt.index(question["input"])]
+        assert positions == sorted(positions)
+        for shot, start, end in zip(shots, positions, positions[1:]):  # each example followed by its own answer
+            assert shot["output"] in prompt[start + len(shot["input"]) : end]
+    chat = few_shot_prompt(shots, question["instruction"], question["input"], "chat", tokenizer)
+    # The model's template closes each answer: the model sees where an answer ends.
+    assert all(f"<|im_start|>assistant\n{shot['output']}<|im_end|>" in chat for shot in shots)
+    assert chat.count("<|im_start|>user") == 3 and chat.count("<|im_start|>system") == 1

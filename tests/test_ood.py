@@ -89,3 +89,59 @@ def test_score_histograms_share_their_bins():
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["in", "OOD"] and ax.get_xlabel() == "énergie"
     with pytest.raises(ValueError, match="no scores"):
         plot_score_distributions({"in": [1.0], "OOD": []}, "x")
+
+
+def test_knn_score_by_hand_is_the_distance_to_the_kth_neighbour_in_direction():
+    from helpers.evaluation.ood import knn_score
+
+    train = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 0.1]])
+    # Lengths do not count: [5, 0] points like [1, 0]; its nearest directions are [1, 0] (0) and [2, 0.1] (small).
+    first, second = knn_score(train, [[5.0, 0.0]], k=1), knn_score(train, [[5.0, 0.0]], k=2)
+    assert first == pytest.approx([0.0], abs=1e-12)
+    unit = np.array([2.0, 0.1]) / np.hypot(2.0, 0.1)
+    assert second == pytest.approx([-np.hypot(1 - unit[0], unit[1])])
+    assert knn_score(train, [[-1.0, -1.0]], k=1) < knn_score(train, [[1.0, 1.0]], k=1)  # pointing away: far
+    with pytest.raises(ValueError, match="k must lie"):
+        knn_score(train, [[1.0, 0.0]], k=4)
+    with pytest.raises(ValueError, match="same width"):
+        knn_score(train, [[1.0, 0.0, 0.0]])
+
+
+def test_mahalanobis_score_counts_distance_in_units_of_the_spread():
+    from helpers.evaluation.ood import mahalanobis_score
+
+    rng = np.random.default_rng(0)
+    # Two classes spread widely along x, hardly along y: a step along y is far, the same step along x is not.
+    spread = np.array([10.0, 0.1])
+    train = np.concatenate([rng.normal([0, 0], spread, (500, 2)), rng.normal([0, 5], spread, (500, 2))])
+    labels = np.r_[np.zeros(500, int), np.ones(500, int)]
+    along_x, along_y = mahalanobis_score(train, labels, [[3.0, 0.0], [0.0, 1.0]])
+    assert along_x > along_y
+    near_second_class = mahalanobis_score(train, labels, [[0.0, 5.0]])[0]
+    assert near_second_class == pytest.approx(mahalanobis_score(train, labels, [[0.0, 0.0]])[0], abs=0.2)
+    with pytest.raises(ValueError, match="one label per training vector"):
+        mahalanobis_score(train, labels[:10], [[0.0, 0.0]])
+
+
+def test_feature_scores_find_inputs_that_logit_scores_cannot():
+    """Vectors off the training data's plane but on the head's decision side: MSP ranks them with the in-distribution
+    inputs, the distance scores put them apart (AUROC near 1), and the paired comparison says so."""
+    from helpers.evaluation.ood import knn_score, mahalanobis_score, paired_ood_auroc
+
+    rng = np.random.default_rng(1)
+    train = np.c_[rng.normal(0, 1, (400, 2)), np.zeros((400, 1))] + rng.normal(0, 0.01, (400, 3))
+    labels = (train[:, 0] > 0).astype(int)
+    inside = np.c_[rng.normal(0, 1, (200, 2)), np.zeros((200, 1))]
+    outside = np.c_[rng.normal(0, 1, (200, 2)), np.full((200, 1), 3.0)]  # a dimension the reviews never use
+    head = lambda v: np.c_[-v[:, 0], v[:, 0]]  # noqa: E731  (logits read only the first dimension)
+    msp_in, msp_out = max_softmax_probability(head(inside)), max_softmax_probability(head(outside))
+    assert ood_auroc(msp_in, msp_out, n_resamples=200).low < 0.5 < ood_auroc(msp_in, msp_out, n_resamples=200).high
+    for score in (lambda v: knn_score(train, v, k=5), lambda v: mahalanobis_score(train, labels, v)):
+        s_in, s_out = score(inside), score(outside)
+        assert ood_auroc(s_in, s_out, n_resamples=200).low > 0.95
+        paired = paired_ood_auroc(s_in, s_out, msp_in, msp_out, n_resamples=200)
+        assert paired.verdict == "better" and paired.difference.low > 0.3
+    same = paired_ood_auroc(msp_in, msp_out, msp_in, msp_out, n_resamples=200)
+    assert same.difference.value == 0 and same.verdict == "indistinguishable"
+    with pytest.raises(ValueError, match="same inputs"):
+        paired_ood_auroc(msp_in, msp_out, msp_in[:10], msp_out)

@@ -207,3 +207,78 @@ def test_independent_difference_matches_the_normal_approximation_and_its_verdict
         independent_difference([1.0], [0.0, 1.0])
     with pytest.raises(ValueError, match="one score per item"):
         independent_difference([[1.0, 0.0]], [0.0, 1.0])
+
+
+def test_holm_adjusted_p_values_match_a_hand_computation():
+    from helpers.evaluation.uncertainty import holm_adjust
+
+    # Sorted: 0.005, 0.01, 0.03, 0.04 -> times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> running maximum
+    # 0.02, 0.03, 0.06, 0.06, put back in the order given.
+    assert holm_adjust([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm_adjust([0.3, 0.6]) == pytest.approx([0.6, 0.6])  # capped at 1 only when needed
+    assert holm_adjust([0.7, 0.9]) == pytest.approx([1.0, 1.0])
+    assert holm_adjust([0.02]) == pytest.approx([0.02])  # one comparison: nothing to correct
+    with pytest.raises(ValueError, match="p-values must lie in"):
+        holm_adjust([0.1, 1.5])
+    with pytest.raises(ValueError, match="non-empty"):
+        holm_adjust([])
+
+
+def test_bootstrap_p_value_agrees_with_the_interval_and_holm_only_removes_findings():
+    from helpers.evaluation.uncertainty import bootstrap_p_value, holm_verdicts, paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 2, 300).astype(float)
+    flips = lambda share: np.where(rng.random(300) < share, 1 - base, base)  # noqa: E731
+    comparisons = {
+        "clear": paired_bootstrap(np.maximum(base, flips(0.3)), base, seed=0),  # only gains: far above 0
+        "worse": paired_bootstrap(np.minimum(base, flips(0.3)), base, seed=0),
+        "null": paired_bootstrap(flips(0.2), base, seed=0),
+        "same": paired_bootstrap(base, base, seed=0),
+    }
+    for comparison in comparisons.values():
+        d = comparison.difference
+        if d.low > 0 or d.high < 0:
+            assert comparison.p_value < 0.05
+        elif d.low < -0.01 and d.high > 0.01:  # 0 well inside the interval
+            assert comparison.p_value > 0.05
+    assert comparisons["clear"].p_value == pytest.approx(2 / 2001)  # no resample at or below 0
+    assert comparisons["same"].p_value == 1.0 and comparisons["null"].verdict == "indistinguishable"
+    assert bootstrap_p_value([0.1, 0.2, -0.1, 0.3]) == pytest.approx(2 * 2 / 5)
+    holm = holm_verdicts([c.verdict for c in comparisons.values()], [c.p_value for c in comparisons.values()])
+    assert holm == ["better", "worse", "indistinguishable", "indistinguishable"]
+    # Twenty comparisons at p = 0.02 each: each alone is significant, none survives Holm; one at 0.001 does.
+    assert holm_verdicts(["better"] * 20, [0.02] * 20) == ["indistinguishable"] * 20
+    assert holm_verdicts(["worse"] + ["better"] * 19, [0.001] + [0.02] * 19)[:2] == ["worse", "indistinguishable"]
+    with pytest.raises(ValueError, match="verdicts but"):
+        holm_verdicts(["better"], [0.01, 0.02])
+    assert comparisons["clear"].as_dict()["p_value"] == comparisons["clear"].p_value
+
+
+def test_holm_table_corrects_every_measure_of_every_row_as_one_family():
+    import pandas as pd
+
+    from helpers.evaluation.uncertainty import compare_to_reference, holm_table
+
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=200)
+    runs = {"ref": base, "far": base + 1.0, "near": base + rng.normal(0.2, 1.0, 200), "same": base.copy()}
+    table = pd.DataFrame(
+        {
+            name: compare_to_reference(v, runs["ref"] if name != "ref" else v, seed=0, prefix="m_")
+            for name, v in runs.items()
+        }
+    ).T
+    table["m_p"] = table["m_p"].astype(float)
+    corrected = holm_table(table, ["m"])
+    assert corrected.loc["ref", "m_verdict"] == "reference" and corrected.loc["far", "m_verdict"] == "better"
+    expected = holm_verdicts_for(table)
+    assert corrected["m_verdict"].drop("ref").tolist() == expected
+    assert table.drop(columns="m_verdict").equals(corrected.drop(columns="m_verdict"))
+
+
+def holm_verdicts_for(table):
+    from helpers.evaluation.uncertainty import holm_verdicts
+
+    rows = table.drop("ref")
+    return holm_verdicts(rows["m_verdict"], rows["m_p"])

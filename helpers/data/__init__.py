@@ -30,6 +30,8 @@ __all__, __getattr__, __dir__ = lazy_exports(
             "PROMPT_STYLES",
             "TASKS",
             "closed_labels",
+            "few_shot_examples",
+            "few_shot_prompt",
             "format_prompt",
             "general_questions",
             "instruction_dataset",

@@ -21,8 +21,9 @@ closed tasks' instructions (:data:`INSTRUCTION_PARAPHRASES`,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+import numpy as np
 from datasets import Dataset, DatasetDict
 from transformers import PreTrainedTokenizerBase
 
@@ -88,17 +89,81 @@ def format_prompt(
         template = ALPACA_WITH_INPUT if input else ALPACA_NO_INPUT
         return template.format(instruction=instruction, input=input)
     if style == "chat":
-        if tokenizer is None or not tokenizer.chat_template:
-            raise ValueError("style 'chat' needs a tokenizer that has a chat template")
-        content = f"{instruction}\n\n{input}" if input else instruction
-        system = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
-        return tokenizer.apply_chat_template(
-            system + [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
-        )
+        return _chat_prompt([(_user_message(instruction, input), None)], tokenizer, system_prompt)
     if style == "qa":
         question = f"{instruction} {input}" if input else instruction
         return f"Q: {question}\nA: "
     raise ValueError(f"style must be one of {PROMPT_STYLES}, got {style!r}")
+
+
+def _user_message(instruction: str, input: str) -> str:
+    return f"{instruction}\n\n{input}" if input else instruction
+
+
+def _chat_prompt(
+    turns: Sequence[tuple[str, str | None]], tokenizer: PreTrainedTokenizerBase | None, system_prompt: str | None
+) -> str:
+    """The model's chat template over (user message, assistant answer) turns, ending with the assistant header."""
+    if tokenizer is None or not tokenizer.chat_template:
+        raise ValueError("style 'chat' needs a tokenizer that has a chat template")
+    messages = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
+    for user, answer in turns:
+        messages.append({"role": "user", "content": user})
+        if answer is not None:
+            messages.append({"role": "assistant", "content": answer})
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def few_shot_prompt(
+    shots: Sequence[Mapping[str, str]],
+    instruction: str,
+    input: str = "",
+    style: str = "chat",
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    system_prompt: str | None = "",
+) -> str:
+    """:func:`format_prompt` preceded by worked examples: the untuned model's few-shot baseline.
+
+    ``shots`` are instruction examples (``instruction``, ``input``, ``output``),
+    e.g. from :func:`few_shot_examples`. ``"chat"``: each shot is a user turn
+    and the assistant's answer, then the question (the model's own template
+    marks where each answer ends); ``"alpaca"`` and ``"qa"``: each shot is the
+    formatted prompt followed by its answer, then the question. Taught in
+    ``course/04_gpt_instruction_tuning.ipynb``.
+    """
+    if style == "chat":
+        turns = [(_user_message(shot["instruction"], shot["input"]), shot["output"]) for shot in shots]
+        return _chat_prompt(turns + [(_user_message(instruction, input), None)], tokenizer, system_prompt)
+    worked = "".join(
+        format_prompt(shot["instruction"], shot["input"], style) + shot["output"] + "\n\n" for shot in shots
+    )
+    return worked + format_prompt(instruction, input, style)
+
+
+def few_shot_examples(dataset: Dataset, task: str, k: int, seed: int = 42) -> list[dict]:
+    """``k`` examples of ``task`` from ``dataset`` (the training split), as many different answers as possible.
+
+    The examples are drawn in a seeded random order, a new answer first while
+    one remains, so that a 2-shot sentiment prompt shows one positive and one
+    negative review rather than two of the majority class.
+    """
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    rows = [row for row in dataset if row["task"] == task]
+    if len(rows) < k:
+        raise ValueError(f"{k} examples of task {task!r} asked for, the dataset has {len(rows)}")
+    order = np.random.default_rng(seed).permutation(len(rows))
+    chosen, answers = [], set()
+    for new_answers_only in (True, False):
+        for i in order:
+            if len(chosen) == k:
+                break
+            row = rows[int(i)]
+            if row in chosen or (new_answers_only and row["output"] in answers):
+                continue
+            chosen.append(row)
+            answers.add(row["output"])
+    return chosen
 
 
 def topic_instruction(topics: Sequence[str]) -> str:
@@ -278,6 +343,8 @@ __all__ = [
     "PROMPT_STYLES",
     "TASKS",
     "closed_labels",
+    "few_shot_examples",
+    "few_shot_prompt",
     "format_prompt",
     "general_questions",
     "instruction_dataset",

@@ -38,7 +38,15 @@ __all__, __getattr__, __dir__ = lazy_exports(
             "normalize_answer",
             "trainer_classification_metrics",
         ],
-        "ood": ["energy_score", "fpr_at_tpr", "max_softmax_probability", "ood_auroc"],
+        "ood": [
+            "energy_score",
+            "fpr_at_tpr",
+            "knn_score",
+            "mahalanobis_score",
+            "max_softmax_probability",
+            "ood_auroc",
+            "paired_ood_auroc",
+        ],
         "reporting": [
             "TABLE_COLUMNS",
             "VERDICT_WORDS",
@@ -53,6 +61,9 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "uncertainty": [
             "bootstrap_interval",
             "bootstrap_metric",
+            "holm_adjust",
+            "holm_table",
+            "holm_verdicts",
             "independent_difference",
             "mcnemar",
             "paired_bootstrap",

@@ -202,7 +202,8 @@ def imbalance_table(
     ``reference`` (the name of one run), the metrics in ``compare``
     (``"recall"`` stands for the minority's recall) get a column
     ``m vs <reference>`` with the paired verdict (``"better"``, ``"worse"``,
-    ``"indistinguishable"``) and ``m diff low``/``m diff high``; every model
+    ``"indistinguishable"``), ``m diff low``/``m diff high`` and ``m p`` (the
+    bootstrap p-value, for :func:`helpers.evaluation.uncertainty.holm_verdicts`); every model
     is scored on the same resamples (same ``seed``). Taught in
     ``course/07_overfitting_imbalance.ipynb``.
     """
@@ -241,6 +242,7 @@ def imbalance_table(
                         f"{name} vs {reference}": comparison.verdict,
                         f"{name} diff low": comparison.difference.low,
                         f"{name} diff high": comparison.difference.high,
+                        f"{name} p": comparison.p_value,
                     }
                 )
         rows[run] = row

@@ -11,10 +11,22 @@ here, *higher means more in-distribution*:
   ``T * logsumexp(logits / T)``, which keeps the scale of the logits that the
   softmax normalizes away.
 
+Both see only the logits: for two classes, how far an input lies along one
+direction of the encoder's sentence space. Two scores read the whole
+sentence vector instead (what the classifier's head reads), against the
+vectors of the training items, again higher = more in-distribution:
+
+- :func:`knn_score` (Sun et al. 2022): minus the distance to the ``k``-th
+  nearest training vector, all vectors scaled to length 1;
+- :func:`mahalanobis_score` (Lee et al. 2018): minus the smallest
+  Mahalanobis distance to a class mean, with one covariance shared by the
+  classes.
+
 How well a score separates the in-distribution test items from OOD inputs
 is read with :func:`ood_auroc` (1: perfect, 0.5: chance), with a bootstrap
-interval, and :func:`fpr_at_tpr` (the share of OOD inputs still accepted
-when 95% of the in-distribution ones are).
+interval, two scores on the same inputs are compared by
+:func:`paired_ood_auroc`, and :func:`fpr_at_tpr` gives the share of OOD
+inputs still accepted when 95% of the in-distribution ones are.
 
 Taught in ``course/09_evaluation.ipynb``.
 """
@@ -27,9 +39,24 @@ import numpy as np
 from scipy.special import logsumexp
 
 from helpers.evaluation.calibration import check_temperature, softmax
-from helpers.evaluation.uncertainty import N_RESAMPLES, Interval, interval_from_replicates, resample_weights
+from helpers.evaluation.uncertainty import (
+    N_RESAMPLES,
+    Interval,
+    PairedComparison,
+    interval_from_replicates,
+    paired_from_replicates,
+    resample_weights,
+)
 
-__all__ = ["max_softmax_probability", "energy_score", "ood_auroc", "fpr_at_tpr"]
+__all__ = [
+    "max_softmax_probability",
+    "energy_score",
+    "knn_score",
+    "mahalanobis_score",
+    "ood_auroc",
+    "paired_ood_auroc",
+    "fpr_at_tpr",
+]
 
 
 def _check_logits(logits: Sequence) -> np.ndarray:
@@ -57,6 +84,58 @@ def energy_score(logits: Sequence, temperature: float = 1.0) -> np.ndarray:
     """
     t = check_temperature(temperature)
     return t * logsumexp(_check_logits(logits) / t, axis=1)
+
+
+def _check_features(train_features: Sequence, features: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    train, x = np.asarray(train_features, dtype=float), np.asarray(features, dtype=float)
+    if train.ndim != 2 or x.ndim != 2 or train.shape[1] != x.shape[1] or train.shape[0] < 2:
+        raise ValueError(
+            f"expected (items, dimensions) arrays of the same width, at least 2 training items, got {train.shape} "
+            f"and {x.shape}"
+        )
+    return train, x
+
+
+def knn_score(train_features: Sequence, features: Sequence, k: int = 10) -> np.ndarray:
+    """Minus the distance of each vector to its ``k``-th nearest training vector (Sun et al. 2022); higher = more in.
+
+    Every vector is first scaled to length 1, so the distance depends on the
+    direction only (the length of a sentence vector varies with the text's
+    length). No class label and no model of the distribution: an input far
+    from every training item is suspect. Taught in ``course/09_evaluation.ipynb``.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    train, x = _check_features(train_features, features)
+    if not 1 <= k <= train.shape[0]:
+        raise ValueError(f"k must lie in [1, {train.shape[0]}] (the training items), got {k}")
+    scale = lambda v: v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)  # noqa: E731
+    distances, _ = NearestNeighbors(n_neighbors=k).fit(scale(train)).kneighbors(scale(x))
+    return -distances[:, -1]
+
+
+def mahalanobis_score(train_features: Sequence, train_labels: Sequence[int], features: Sequence) -> np.ndarray:
+    """Minus the smallest Mahalanobis distance of each vector to a class mean (Lee et al. 2018); higher = more in.
+
+    One Gaussian per class around its mean, with a covariance shared by the
+    classes (estimated on the training vectors minus their class mean, with
+    Ledoit-Wolf shrinkage: 384 dimensions from a few thousand vectors). The
+    distance counts each direction in units of the training data's spread
+    along it: a foreign text moves along directions where reviews barely
+    vary. Taught in ``course/09_evaluation.ipynb``.
+    """
+    from sklearn.covariance import LedoitWolf
+
+    train, x = _check_features(train_features, features)
+    labels = np.asarray(train_labels)
+    if labels.shape != (train.shape[0],):
+        raise ValueError(f"expected one label per training vector, got {labels.shape} for {train.shape[0]}")
+    classes = np.unique(labels)
+    means = np.stack([train[labels == c].mean(axis=0) for c in classes])
+    centered = train - means[np.searchsorted(classes, labels)]
+    covariance = LedoitWolf(assume_centered=True).fit(centered)
+    distances = np.stack([covariance.mahalanobis(x - mean) for mean in means], axis=1)
+    return -np.sqrt(distances.min(axis=1))
 
 
 def _check_scores(scores_in: Sequence[float], scores_out: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -110,6 +189,33 @@ def ood_auroc(
     w_in = resample_weights(s_in.size, n_resamples, seed)
     w_out = resample_weights(s_out.size, n_resamples, seed + 1)
     return interval_from_replicates(value, _weighted_auroc(s_in, s_out, w_in, w_out), confidence)
+
+
+def paired_ood_auroc(
+    scores_in_a: Sequence[float],
+    scores_out_a: Sequence[float],
+    scores_in_b: Sequence[float],
+    scores_out_b: Sequence[float],
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> PairedComparison:
+    """AUROC of score A minus AUROC of score B on the same inputs, with its interval, verdict and p-value.
+
+    Both AUROCs are computed on the same resamples of :func:`ood_auroc` (the
+    same in-distribution and OOD inputs drawn), so what the inputs have in
+    common cancels out: the interval is narrower than the two separate ones.
+    ``"better"``: A separates better. Taught in ``course/09_evaluation.ipynb``.
+    """
+    a = _check_scores(scores_in_a, scores_out_a)
+    b = _check_scores(scores_in_b, scores_out_b)
+    if a[0].size != b[0].size or a[1].size != b[1].size:
+        raise ValueError("the two scores must be computed on the same inputs")
+    w_in = resample_weights(a[0].size, n_resamples, seed)
+    w_out = resample_weights(a[1].size, n_resamples, seed + 1)
+    auroc_a = (ood_auroc(*a, n_resamples=1).value, _weighted_auroc(*a, w_in, w_out))
+    auroc_b = (ood_auroc(*b, n_resamples=1).value, _weighted_auroc(*b, w_in, w_out))
+    return paired_from_replicates(auroc_a, auroc_b, a[0].size + a[1].size, confidence)
 
 
 def fpr_at_tpr(scores_in: Sequence[float], scores_out: Sequence[float], tpr: float = 0.95) -> float:

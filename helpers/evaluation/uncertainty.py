@@ -22,6 +22,13 @@ scored on the same items: :func:`seeds_interval` and :func:`paired_seeds`
 resample both the seeds and the items, so the interval holds the two kinds
 of noise (which run, which test items). Taught in ``course/01_strategies.ipynb``.
 
+Many comparisons read together (a summary of several remedies against one
+baseline) are read with Holm's correction: :func:`holm_verdicts` turns the
+bootstrap p-values of :func:`bootstrap_p_value`, carried by every
+:class:`PairedComparison`, into verdicts whose chance of one false
+"better"/"worse" among them all stays under 5%. Taught in
+``course/01_strategies.ipynb``; the summaries of 06, 07 and 11 use it.
+
 Two classifiers right or wrong on the same items are also compared by
 :func:`mcnemar`: the exact test on the items where exactly one of them is
 right; two groups of *different* items (an accuracy on in-domain data
@@ -45,6 +52,10 @@ __all__ = [
     "bootstrap_interval",
     "paired_bootstrap",
     "paired_bootstrap_by_group",
+    "bootstrap_p_value",
+    "holm_adjust",
+    "holm_verdicts",
+    "holm_table",
     "compare_to_reference",
     "Metric",
     "resample_indices",
@@ -91,9 +102,10 @@ class PairedComparison:
     difference: Interval
     verdict: str  # "better" (A > B), "worse" (A < B) or "indistinguishable" at this confidence
     n: int
+    p_value: float = float("nan")  # bootstrap p-value of "no difference" (bootstrap_p_value), for Holm
 
     def as_dict(self) -> dict:
-        return {"difference": self.difference.as_dict(), "verdict": self.verdict, "n": self.n}
+        return {"difference": self.difference.as_dict(), "verdict": self.verdict, "n": self.n, "p_value": self.p_value}
 
 
 @dataclass(frozen=True)
@@ -168,8 +180,11 @@ def paired_bootstrap(
     """
     a, b = np.asarray(scores_a, dtype=float), np.asarray(scores_b, dtype=float)
     n = _check_items(a, b)
-    difference = bootstrap_interval(a - b, np.mean, confidence, n_resamples, seed)
-    return PairedComparison(difference, _verdict(difference), n)
+    differences = a - b
+    value = float(differences.mean())
+    if np.all(differences == differences[0]):  # every resample is identical: the interval is the point
+        return _paired(value, np.full(n_resamples, value), n, confidence)
+    return _paired(value, differences[resample_indices(n, n_resamples, seed)].mean(axis=1), n, confidence)
 
 
 def paired_bootstrap_by_group(
@@ -199,12 +214,9 @@ def paired_bootstrap_by_group(
     counts = np.bincount(index, minlength=names.size).astype(float)
     value = float(np.mean(a - b))
     if np.all(a - b == (a - b)[0]):  # every resample is identical: the interval is the point
-        return PairedComparison(
-            Interval(value, value, value, confidence), _verdict(Interval(value, value, value)), names.size
-        )
+        return _paired(value, np.full(n_resamples, value), names.size, confidence)
     weights = resample_weights(names.size, n_resamples, seed)
-    difference = interval_from_replicates(value, (weights @ differences) / (weights @ counts), confidence)
-    return PairedComparison(difference, _verdict(difference), names.size)
+    return _paired(value, (weights @ differences) / (weights @ counts), names.size, confidence)
 
 
 def compare_to_reference(
@@ -217,7 +229,8 @@ def compare_to_reference(
     """One table row's worth: the mean of ``values`` with its interval and its paired change against the reference.
 
     Keys (each after ``prefix``): ``value``, ``low``, ``high``, ``change``,
-    ``change_low``, ``change_high`` and ``verdict`` (``"better"``,
+    ``change_low``, ``change_high``, ``p`` (the bootstrap p-value of the
+    change, for :func:`holm_verdicts`; 1 for the reference) and ``verdict`` (``"better"``,
     ``"worse"``, ``"indistinguishable"``; for a measure where lower is
     better, such as a loss, a significant fall is ``"better"``). Passing the
     reference's own values gives a zero change and the verdict
@@ -227,7 +240,7 @@ def compare_to_reference(
     interval = bootstrap_interval(values, seed=seed)
     row: dict[str, float | str] = {"value": interval.value, "low": interval.low, "high": interval.high}
     if values is reference_values:
-        row |= {"change": 0.0, "change_low": 0.0, "change_high": 0.0, "verdict": "reference"}
+        row |= {"change": 0.0, "change_low": 0.0, "change_high": 0.0, "p": 1.0, "verdict": "reference"}
     else:
         comparison = paired_bootstrap(values, reference_values, seed=seed)
         verdict = comparison.verdict
@@ -238,11 +251,115 @@ def compare_to_reference(
             "change": difference.value,
             "change_low": difference.low,
             "change_high": difference.high,
+            "p": comparison.p_value,
             "verdict": verdict,
         }
     return {
         f"{prefix}{key}" if key != "value" else (prefix.rstrip("_") or "value"): value for key, value in row.items()
     }
+
+
+def _paired(value: float, replicates: np.ndarray, n: int, confidence: float) -> PairedComparison:
+    """The comparison of A and B from the value of A - B and its bootstrap replicates: interval, verdict, p-value."""
+    difference = interval_from_replicates(value, replicates, confidence)
+    return PairedComparison(difference, _verdict(difference), n, bootstrap_p_value(replicates))
+
+
+def bootstrap_p_value(replicates: Sequence[float]) -> float:
+    """Two-sided bootstrap p-value of "no difference" from the replicates of A - B.
+
+    Twice the smaller share of replicates on either side of 0, each share
+    counted as ``(k + 1) / (B + 1)`` so that ``B`` resamples never give a
+    p-value of exactly 0 (the smallest is ``2 / (B + 1)``, about 0.001 for
+    2000 resamples). It agrees with the 95% percentile interval: below 0.05
+    when the interval leaves out 0, above when it holds 0 well inside (at the
+    edge the two can differ by one resample). Replicates that all equal one
+    value (every item's difference the same) give 1 for 0 and the smallest
+    p-value otherwise.
+    """
+    r = np.asarray(replicates, dtype=float)
+    r = r[np.isfinite(r)]
+    if r.size == 0:
+        return float("nan")
+    below = (np.count_nonzero(r <= 0) + 1) / (r.size + 1)
+    above = (np.count_nonzero(r >= 0) + 1) / (r.size + 1)
+    return float(min(1.0, 2 * min(below, above)))
+
+
+def holm_adjust(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (Holm, 1979), in the order given.
+
+    Sorted from the smallest, the ``i``-th p-value (from 0) is multiplied by
+    ``m - i`` (``m`` comparisons), capped at 1, and made at least as large
+    as the adjusted p-values before it. A comparison is significant at level
+    ``alpha`` when its adjusted p-value is below ``alpha``: the chance of
+    one or more false findings among the ``m`` stays under ``alpha``,
+    whatever the dependence between them.
+    """
+    p = np.asarray(p_values, dtype=float)
+    if p.ndim != 1 or p.size == 0:
+        raise ValueError("expected a non-empty list of p-values")
+    if not np.all((p >= 0) & (p <= 1)):
+        raise ValueError(f"p-values must lie in [0, 1], got {p.tolist()}")
+    order = np.argsort(p, kind="stable")
+    adjusted = np.maximum.accumulate(np.minimum(1.0, (p.size - np.arange(p.size)) * p[order]))
+    result = np.empty_like(adjusted)
+    result[order] = adjusted
+    return result
+
+
+def holm_verdicts(verdicts: Sequence[str], p_values: Sequence[float], alpha: float = 0.05) -> list[str]:
+    """Verdicts of several comparisons read together, after Holm's correction (:func:`holm_adjust`).
+
+    ``verdicts`` and ``p_values`` come from the same comparisons (e.g.
+    ``comparison.verdict`` and ``comparison.p_value`` of each
+    :class:`PairedComparison`, or two columns of a summary table). A
+    ``"better"`` or ``"worse"`` stays where its Holm-adjusted p-value is
+    below ``alpha`` and becomes ``"indistinguishable"`` otherwise: the
+    correction only removes findings, never adds one. A missing p-value
+    (``nan``: a metric undefined on every resample) counts as 1. Use it where a summary
+    concludes from more than three comparisons. Taught in
+    ``course/01_strategies.ipynb``; used by 07's summary.
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    verdicts = list(verdicts)
+    for verdict in verdicts:
+        if verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
+    p = np.asarray(p_values, dtype=float)
+    adjusted = holm_adjust(np.where(np.isnan(p), 1.0, p))  # no p-value (nothing to compare): found nothing
+    if len(adjusted) != len(verdicts):
+        raise ValueError(f"{len(verdicts)} verdicts but {len(adjusted)} p-values")
+    return [verdict if p < alpha else "indistinguishable" for verdict, p in zip(verdicts, adjusted)]
+
+
+def holm_table(table, measures: Sequence[str], alpha: float = 0.05):
+    """A table of :func:`compare_to_reference` rows with every ``<measure>_verdict`` read together, after Holm.
+
+    ``table`` has, for each prefix in ``measures``, the columns
+    ``<measure>_verdict`` and ``<measure>_p`` (e.g. :func:`helpers.evaluation.forgetting_table`,
+    :func:`helpers.evaluation.adaptation_table`). The verdicts of all rows and
+    measures but the reference's (and rows without that measure) are corrected as one family
+    (:func:`holm_verdicts`); a lower-is-better measure keeps its direction.
+    Returns a copy; the other columns are unchanged. Used by the summaries of
+    ``course/06_catastrophic_forgetting.ipynb`` and ``course/11_peft.ipynb``.
+    """
+    corrected = table.copy()
+    cells = [
+        (row, f"{measure}_verdict", f"{measure}_p")
+        for measure in measures
+        for row in table.index
+        if table.loc[row, f"{measure}_verdict"] in VERDICTS  # not the reference, nor a row without this measure
+    ]
+    if not cells:
+        return corrected
+    verdicts = holm_verdicts(
+        [table.loc[row, verdict] for row, verdict, _ in cells], [float(table.loc[row, p]) for row, _, p in cells], alpha
+    )
+    for (row, verdict, _), holm in zip(cells, verdicts):
+        corrected.loc[row, verdict] = holm
+    return corrected
 
 
 def _verdict(difference: Interval) -> str:
@@ -329,8 +446,7 @@ def paired_from_replicates(
 
     Taught in ``course/07_overfitting_imbalance.ipynb``.
     """
-    difference = interval_from_replicates(a[0] - b[0], a[1] - b[1], confidence)
-    return PairedComparison(difference, _verdict(difference), n)
+    return _paired(a[0] - b[0], a[1] - b[1], n, confidence)
 
 
 def bootstrap_metric(
@@ -444,8 +560,7 @@ def paired_seeds(
     a, b = _seeds_items(scores_a), _seeds_items(scores_b)
     if a.shape != b.shape:
         raise ValueError(f"paired score tables must have the same shape, got {a.shape} and {b.shape}")
-    difference = seeds_interval(a - b, confidence, n_resamples, seed)
-    return PairedComparison(difference, _verdict(difference), a.shape[1])
+    return _paired(float((a - b).mean()), seeds_replicates(a - b, n_resamples, seed), a.shape[1], confidence)
 
 
 def _check_correct(values: Sequence) -> np.ndarray:

@@ -10,13 +10,13 @@ Taught in ``course/04_gpt_instruction_tuning.ipynb``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from helpers.data.instructions import MAX_NEW_TOKENS, format_prompt
+from helpers.data.instructions import MAX_NEW_TOKENS, few_shot_prompt, format_prompt
 
 __all__ = ["generate", "answer_instructions"]
 
@@ -85,6 +85,7 @@ def answer_instructions(
     batch_size: int = 16,
     max_new_tokens: int | None = None,
     progress: bool = False,
+    shots: Mapping[str, Sequence[Mapping[str, str]]] | None = None,
     **sampling,
 ) -> list[str]:
     """The model's answer to every row of an instruction dataset, in order.
@@ -92,13 +93,24 @@ def answer_instructions(
     Each task gets its own token budget (:data:`helpers.data.instructions.MAX_NEW_TOKENS`):
     a one-word label needs a few tokens, a description a few dozen;
     ``max_new_tokens`` caps them all (fast mode).
+    ``shots``: worked examples per task (e.g. from
+    :func:`helpers.data.instructions.few_shot_examples`), put before each
+    question by :func:`helpers.data.instructions.few_shot_prompt`: the
+    few-shot baseline of an untuned model. A task without shots is refused.
     ``sampling`` goes to :func:`generate` (``do_sample``, ``temperature``, ``top_p``, ``seed``).
     """
     answers: list[str] = [""] * len(dataset)
     rows = list(dataset)
     for task in dict.fromkeys(row["task"] for row in rows):
         idx = [i for i, row in enumerate(rows) if row["task"] == task]
-        prompts = [format_prompt(rows[i]["instruction"], rows[i]["input"], style, tokenizer) for i in idx]
+        if shots is None:
+            prompts = [format_prompt(rows[i]["instruction"], rows[i]["input"], style, tokenizer) for i in idx]
+        elif task not in shots:
+            raise ValueError(f"no worked examples for task {task!r}: shots has {sorted(shots)}")
+        else:
+            prompts = [
+                few_shot_prompt(shots[task], rows[i]["instruction"], rows[i]["input"], style, tokenizer) for i in idx
+            ]
         budget = min(MAX_NEW_TOKENS.get(task, 32), max_new_tokens or 10**6)
         replies = generate(
             model,

@@ -72,7 +72,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
             "task_schedule",
             "train_multitask",
         ],
-        "probing": ["fit_head_by_linear_probe"],
+        "probing": ["fit_head_by_linear_probe", "head_inputs"],
         "reference": ["sentiment_classifier"],
         "regularization": ["EWC"],
         "schedules": ["SCHEDULES", "schedule_curve", "warmup_steps_for"],

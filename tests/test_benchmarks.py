@@ -1,0 +1,96 @@
+"""The benchmarks that choose a lesson's settings choose them on validation items, never on the lesson's test items.
+
+Lesson 04's learning rate comes from ``benchmarks/instruction_tuning.py --parts lr``: these tests check that the
+items it scores are validation items, disjoint from the notebook's training and test items, that the recorded
+choice is the one its rule gives from the recorded table, that the grid brackets it, and that the notebook uses
+the chosen rate with the sizes the benchmark trained.
+"""
+
+import ast
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from benchmarks import instruction_tuning as bench
+from helpers.data.instructions import CLOSED_TASKS, instruction_dataset
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "instruction_tuning.json"
+LESSON = ROOT / "course" / "04_gpt_instruction_tuning.ipynb"
+
+
+def lesson_constants(lesson: Path = LESSON) -> dict:
+    """The literal assignments of a lesson's code cells, and the keyword arguments of its ``env.pick`` calls."""
+    found: dict = {}
+    for cell in nbformat.read(lesson, as_version=4).cells:
+        if cell.cell_type != "code":
+            continue
+        for node in ast.walk(ast.parse(cell.source)):
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                name, value = node.targets[0].id, node.value
+                if isinstance(value, ast.Call) and getattr(value.func, "attr", "") == "pick":
+                    found[name] = {k.arg: literal(k.value) for k in value.keywords}
+                elif literal(value) is not None:
+                    found[name] = literal(value)
+    return found
+
+
+def literal(node: ast.AST):
+    """The value of a literal expression, ``None`` for anything computed."""
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        return None
+
+
+def test_the_selection_items_are_validation_items_apart_from_training_and_test():
+    items = bench.selection_items(seed=42)
+    assert set(items["task"]) == set(CLOSED_TASKS)
+    assert all(items["task"].count(task) == bench.SELECTION_SIZES[task] for task in CLOSED_TASKS)
+    validation = instruction_dataset({"train": 0, "validation": None, "test": 0}, seed=42, max_words=30)["validation"]
+    assert set(items["input"]) <= set(validation["input"])
+    lesson = instruction_dataset(bench.NOTEBOOK_SIZES, seed=42, max_words=30)
+    for split in ("train", "test"):
+        assert not set(items["input"]) & set(lesson[split]["input"])
+
+
+def test_the_chosen_rate_is_the_best_mean_over_the_closed_tasks():
+    table = {
+        "sentiment | lr 0.0001": {"accuracy": 0.70},
+        "topic | lr 0.0001": {"accuracy": 0.20},
+        "sentiment | lr 0.0002": {"accuracy": 0.80},  # best on sentiment alone
+        "topic | lr 0.0002": {"accuracy": 0.25},
+        "sentiment | lr 0.0004": {"accuracy": 0.78},  # best mean
+        "topic | lr 0.0004": {"accuracy": 0.40},
+    }
+    assert bench.chosen_rate(table, [1e-4, 2e-4, 4e-4]) == 4e-4
+
+
+def test_the_lesson_uses_the_sizes_and_the_rate_the_benchmark_chose_on_validation():
+    recorded = json.loads(RESULTS.read_text())["lr"]
+    assert recorded["scored_on"] == "validation"
+    rates = sorted(float(rate) for rate in recorded["train_seconds"])
+    chosen = bench.chosen_rate(recorded["closed_tasks"], rates)
+    assert recorded["chosen_rate"] == pytest.approx(chosen)
+    assert rates[0] < chosen < rates[-1], "the grid must bracket the chosen rate"
+    assert recorded["train_examples"] == sum(bench.NOTEBOOK_SIZES["train"].values())
+    constants = lesson_constants()
+    assert constants["LEARNING_RATE"] == pytest.approx(chosen)
+    assert constants["TRAINABLE_LAST_LAYERS"] == bench.NOTEBOOK_TRAINABLE_LAST_LAYERS
+    assert constants["per_task"]["full"]["train"] == bench.NOTEBOOK_SIZES["train"]
+    assert constants["per_task"]["full"]["test"] == bench.NOTEBOOK_SIZES["test"]
+    budget = json.loads(RESULTS.read_text())["budget"]
+    assert budget["scored_on"] == "validation"
+    assert any(
+        run["rate"] == pytest.approx(chosen) and run["train"] == bench.NOTEBOOK_SIZES["train"]
+        for run in budget["runs"].values()
+    )
+
+
+def test_lesson_09_retrains_lesson_04s_model_with_its_budget_and_rate():
+    lesson_04, lesson_09 = lesson_constants(), lesson_constants(ROOT / "course" / "09_evaluation.ipynb")
+    assert lesson_09["LEARNING_RATE"] == lesson_04["LEARNING_RATE"]
+    assert lesson_09["TRAINABLE_LAST_LAYERS"] == lesson_04["TRAINABLE_LAST_LAYERS"]
+    assert lesson_09["per_task"]["full"]["train"] == lesson_04["per_task"]["full"]["train"]
