@@ -163,6 +163,13 @@ def _weighted_auroc(s_in: np.ndarray, s_out: np.ndarray, w_in: np.ndarray, w_out
     return (w_in * wins).sum(axis=1) / (w_in.sum(axis=1) * w_out.sum(axis=1))
 
 
+def _auroc(s_in: np.ndarray, s_out: np.ndarray) -> float:
+    """``sklearn.metrics.roc_auc_score`` with the in-distribution inputs as positives."""
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(np.r_[np.ones(s_in.size), np.zeros(s_out.size)], np.r_[s_in, s_out]))
+
+
 def ood_auroc(
     scores_in: Sequence[float],
     scores_out: Sequence[float],
@@ -182,10 +189,8 @@ def ood_auroc(
     scores of the same inputs are evaluated on the same resamples. Taught in
     ``course/09_evaluation.ipynb``.
     """
-    from sklearn.metrics import roc_auc_score
-
     s_in, s_out = _check_scores(scores_in, scores_out)
-    value = float(roc_auc_score(np.r_[np.ones(s_in.size), np.zeros(s_out.size)], np.r_[s_in, s_out]))
+    value = _auroc(s_in, s_out)
     w_in = resample_weights(s_in.size, n_resamples, seed)
     w_out = resample_weights(s_out.size, n_resamples, seed + 1)
     return interval_from_replicates(value, _weighted_auroc(s_in, s_out, w_in, w_out), confidence)
@@ -213,8 +218,8 @@ def paired_ood_auroc(
         raise ValueError("the two scores must be computed on the same inputs")
     w_in = resample_weights(a[0].size, n_resamples, seed)
     w_out = resample_weights(a[1].size, n_resamples, seed + 1)
-    auroc_a = (ood_auroc(*a, n_resamples=1).value, _weighted_auroc(*a, w_in, w_out))
-    auroc_b = (ood_auroc(*b, n_resamples=1).value, _weighted_auroc(*b, w_in, w_out))
+    auroc_a = (_auroc(*a), _weighted_auroc(*a, w_in, w_out))
+    auroc_b = (_auroc(*b), _weighted_auroc(*b, w_in, w_out))
     return paired_from_replicates(auroc_a, auroc_b, a[0].size + a[1].size, confidence)
 
 

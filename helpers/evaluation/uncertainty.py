@@ -154,16 +154,21 @@ def bootstrap_interval(
     :func:`bootstrap_metric` with ``accuracy_score``.
     """
     data = np.asarray(values, dtype=float)
-    n = _check_items(data)
+    _check_items(data)
     value = float(statistic(data))
-    if np.all(data == data[0]):  # every resample is identical: the interval is the point
-        return Interval(value, value, value, confidence)
-    resampled = data[resample_indices(n, n_resamples, seed)]
+    return interval_from_replicates(value, _item_replicates(data, value, statistic, n_resamples, seed), confidence)
+
+
+def _item_replicates(
+    data: np.ndarray, value: float, statistic: Callable[[np.ndarray], float], n_resamples: int, seed: int
+) -> np.ndarray:
+    """``statistic`` on each resample of :func:`resample_indices` over the items of ``data`` (``value``: on all)."""
+    if np.all(data == data[0]):  # every resample is identical: every replicate is the value itself
+        return np.full(n_resamples, value)
+    resampled = data[resample_indices(data.shape[0], n_resamples, seed)]
     if statistic is np.mean:  # all resamples at once
-        replicates = resampled.mean(axis=1)
-    else:
-        replicates = np.array([statistic(row) for row in resampled], dtype=float)
-    return interval_from_replicates(value, replicates, confidence)
+        return resampled.mean(axis=1)
+    return np.array([statistic(row) for row in resampled], dtype=float)
 
 
 def paired_bootstrap(
@@ -180,11 +185,8 @@ def paired_bootstrap(
     """
     a, b = np.asarray(scores_a, dtype=float), np.asarray(scores_b, dtype=float)
     n = _check_items(a, b)
-    differences = a - b
-    value = float(differences.mean())
-    if np.all(differences == differences[0]):  # every resample is identical: the interval is the point
-        return _paired(value, np.full(n_resamples, value), n, confidence)
-    return _paired(value, differences[resample_indices(n, n_resamples, seed)].mean(axis=1), n, confidence)
+    value = float(np.mean(a - b))
+    return _paired(value, _item_replicates(a - b, value, np.mean, n_resamples, seed), n, confidence)
 
 
 def paired_bootstrap_by_group(
