@@ -8,6 +8,10 @@ kinds of CPU side by side (``benchmarks/readme_tables.py``).
 
     python benchmarks/course_times.py --mode full --out benchmarks/results/course_times.json
     python benchmarks/course_times.py --mode fast --out benchmarks/results/course_times.json
+
+In full mode it also gathers what each lesson recorded with ``env.record`` (:mod:`helpers.recording`) into
+``benchmarks/results/lessons.json`` (``--lessons``), under the same machine key: ``RESULTS.md`` is generated
+from it. Fast-mode numbers come from tiny subsets and are not kept.
 """
 
 import argparse
@@ -70,17 +74,49 @@ def run_notebook_default(notebook: Path, results: Path) -> dict:
     return {"seconds": run.seconds, "results": _default_mode_results(results)}
 
 
+def keep_lesson_records(path: Path, key: str, results: list, records: Path) -> None:
+    """Add what each notebook that passed recorded (``records/<stem>.json``) to ``path`` under ``key``.
+
+    A notebook's earlier record under the same key is replaced as a whole: its numbers come from one run.
+    """
+    kept = json.loads(path.read_text()) if path.is_file() else {}
+    entry = kept.setdefault(key, {})
+    for result in results:
+        written = records / f"{result.notebook.stem}.json"
+        if result.status != "passed":
+            continue
+        if not written.is_file():
+            print(f"{result.notebook.name}: recorded nothing (no env.record call ran)")
+            continue
+        entry[result.notebook.name] = {
+            **_default_mode_results(written),
+            "date": date.today().isoformat(),
+            "seconds": round(result.seconds, 1),
+        }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(kept, indent=2, sort_keys=True) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=["full", "fast"], required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--executed", type=Path, help="keep the executed notebooks in this folder (default: discarded)")
+    parser.add_argument(
+        "--lessons",
+        type=Path,
+        default=ROOT / "benchmarks" / "results" / "lessons.json",
+        help="where full-mode runs keep what each lesson recorded (default: %(default)s)",
+    )
     parser.add_argument("notebooks", nargs="*", help="default: every notebook of course/")
     args = parser.parse_args()
     env = setup(seed=42, fast=args.mode == "fast")
     notebooks = [Path(n) for n in args.notebooks] or course_notebooks()
     with tempfile.TemporaryDirectory() as scratch:
-        results = run_course(notebooks, args.executed or Path(scratch), fast=args.mode == "fast")
+        records = Path(scratch) / "records"
+        results = run_course(notebooks, args.executed or Path(scratch), fast=args.mode == "fast", results_dir=records)
+        if args.mode == "full":
+            keep_lesson_records(args.lessons, machine_key(env, "full"), results, records)
     failed = [r for r in results if r.status == "failed"]
     record = json.loads(args.out.read_text()) if args.out.is_file() else {}
     entry = record.setdefault(machine_key(env, args.mode), {})

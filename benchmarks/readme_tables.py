@@ -1,11 +1,11 @@
-"""Write the README's measured tables from the result files the benchmarks write.
+"""Write the measured tables of README.md and RESULTS.md from the result files the benchmarks write.
 
-No figure in the README is typed by hand: each table sits between
+No figure in either file is typed by hand: each table sits between
 ``<!-- table:NAME -->`` and ``<!-- /table -->`` and is rendered here from
-``benchmarks/results/*.json``. ``--check`` exits 1 when the README is out of
+``benchmarks/results/*.json``. ``--check`` exits 1 when a file is out of
 date with the result files (the test suite runs it).
 
-    python benchmarks/readme_tables.py          # rewrite the tables in README.md
+    python benchmarks/readme_tables.py          # rewrite the tables
     python benchmarks/readme_tables.py --check  # fail if they are stale
 """
 
@@ -20,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
+DOCUMENTS = (README, ROOT / "RESULTS.md")  # the README stays a guide; RESULTS.md holds the measurements
 BLOCK = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.DOTALL)
 
 
@@ -477,6 +478,63 @@ def peft_benchmark() -> str:
     return "\n".join(lines)
 
 
+def _signed(value: float) -> str:
+    return f"{value:+.3f}"
+
+
+def _recorded_value(entry: dict) -> str:
+    """A record of ``env.record`` as one cell: the value and its interval, or the difference and its interval."""
+    kind = entry["kind"]
+    if kind == "Interval":
+        return f"{entry['value']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}]"
+    if kind in ("PairedComparison", "IndependentComparison", "SpeedUp"):
+        d = entry["difference"] if "difference" in entry else entry["ratio"]
+        if kind == "SpeedUp":
+            return f"×{d['value']:.2f} [×{d['low']:.2f}, ×{d['high']:.2f}]"
+        return f"{_signed(d['value'])} [{_signed(d['low'])}, {_signed(d['high'])}]"
+    if kind == "McNemarTest":
+        return f"{entry['a_only']} vs {entry['b_only']} discordant items"
+    if kind == "number":
+        value = entry["value"]
+        return "—" if value is None else f"{value:.4g}"
+    return str(entry["value"])
+
+
+def _items(entry: dict) -> str:
+    if "n_a" in entry:
+        return f"{entry['n_a']} / {entry['n_b']}"
+    return str(entry.get("n", "—"))
+
+
+def lesson_results() -> str:
+    """One table per lesson and kind of machine, from ``lessons.json``: what each lesson's summary recorded."""
+    record = _load("lessons")
+    sections = []
+    for key in sorted(record):
+        for notebook in sorted(record[key]):
+            run = record[key][notebook]
+            rows = [
+                f"### `{notebook}` — {key.split('/')[0]} mode, {run['measured_on']}; {run['date']}, "
+                f"{duration(run['seconds'])}",
+                "",
+                "| record | value [95 % interval] | unit | verdict | Holm | p | items | seeds |",
+                "|---|---|---|---|---|---|---|---|",
+            ]
+            for name, entry in run["records"].items():
+                p = entry.get("p_value")
+                rows.append(
+                    f"| {name} | {_recorded_value(entry)} | {entry.get('unit', '')} | {entry.get('verdict', '')} | "
+                    f"{entry.get('holm_verdict', '')} | {'' if p is None else f'{p:.3g}'} | {_items(entry)} | "
+                    f"{entry.get('seeds', '')} |"
+                )
+            sections.append("\n".join(rows))
+    return (
+        "\n\n".join(sections)
+        if sections
+        else "No lesson recorded yet: run `python benchmarks/course_times.py --mode full`."
+    )
+
+
 def grading() -> str:
     record = _load("grading")
     lines = [
@@ -520,6 +578,7 @@ TABLES = {
     "course-times": course_times,
     "test-times": test_times,
     "grading": grading,
+    "lesson-results": lesson_results,
     "bert-benchmark": bert_benchmark,
     "instruction-benchmark": instruction_benchmark,
     "peft-benchmark": peft_benchmark,
@@ -530,7 +589,7 @@ def render(readme: str) -> str:
     def replace(match: re.Match) -> str:
         name = match.group("name")
         if name not in TABLES:
-            raise SystemExit(f"README names an unknown table {name!r}; known: {', '.join(TABLES)}")
+            raise SystemExit(f"a document names an unknown table {name!r}; known: {', '.join(TABLES)}")
         return f"{match.group(1)}{TABLES[name]()}\n{match.group(4)}"
 
     return BLOCK.sub(replace, readme)
@@ -538,17 +597,26 @@ def render(readme: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if README.md is out of date")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a generated table is out of date")
     args = parser.parse_args()
-    current = README.read_text()
-    fresh = render(current)
+    stale = []
+    for document in DOCUMENTS:
+        current = document.read_text()
+        fresh = render(current)
+        if fresh == current:
+            continue
+        stale.append(document.name)
+        if not args.check:
+            document.write_text(fresh)
+    names = ", ".join(document.name for document in DOCUMENTS)
     if args.check:
-        if fresh != current:
-            sys.exit("README.md tables are out of date with benchmarks/results: run python benchmarks/readme_tables.py")
-        print("README.md tables match benchmarks/results")
+        if stale:
+            sys.exit(
+                f"{', '.join(stale)}: tables out of date with benchmarks/results: run python benchmarks/readme_tables.py"
+            )
+        print(f"{names}: tables match benchmarks/results")
         return
-    README.write_text(fresh)
-    print("README.md tables rewritten from benchmarks/results")
+    print(f"tables rewritten from benchmarks/results ({', '.join(stale) or 'nothing changed'})")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ FILES = (
     "environment.yml",
     "Makefile",
     "README.md",
+    "RESULTS.md",  # the README links to it
     ".gitignore",
     ".ci/preflight.py",
 )

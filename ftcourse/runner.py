@@ -17,7 +17,7 @@ import nbformat
 from nbformat.warnings import DuplicateCellId, MissingIDFieldWarning
 
 from ftcourse.paths import course_dir
-from helpers.environment import FAST_ENV
+from helpers.environment import FAST_ENV, RESULTS_ENV
 
 
 def is_nbgrader_assignment(notebook: nbformat.NotebookNode) -> bool:
@@ -40,8 +40,14 @@ class RunResult:
     output: Path | None = None
 
 
-def run_notebook(path: Path, output_dir: Path, timeout: int = 1800, kernel_name: str = "python3") -> RunResult:
-    """Execute one notebook in a fresh kernel and save the executed copy in ``output_dir``."""
+def run_notebook(
+    path: Path, output_dir: Path, timeout: int = 1800, kernel_name: str = "python3", results_dir: Path | None = None
+) -> RunResult:
+    """Execute one notebook in a fresh kernel and save the executed copy in ``output_dir``.
+
+    With ``results_dir``, the kernel's ``env.record`` writes to ``results_dir/<notebook stem>.json``
+    (``FTCOURSE_RESULTS``, :mod:`helpers.recording`); a file left by an earlier run is removed first.
+    """
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
     from tqdm.auto import tqdm
@@ -74,6 +80,13 @@ def run_notebook(path: Path, output_dir: Path, timeout: int = 1800, kernel_name:
     )
     start = time.perf_counter()
     status, detail = "passed", ""
+    former = os.environ.get(RESULTS_ENV)
+    if results_dir is not None:  # the kernel inherits it when it starts
+        results = results_dir / f"{path.stem}.json"
+        results.unlink(missing_ok=True)
+        os.environ[RESULTS_ENV] = str(results.resolve())
+    else:
+        os.environ.pop(RESULTS_ENV, None)
     try:
         client.execute()
     except (CellExecutionError, CellTimeoutError, DeadKernelError) as error:
@@ -86,6 +99,10 @@ def run_notebook(path: Path, output_dir: Path, timeout: int = 1800, kernel_name:
         detail = f"code cell {number} (cell index {index}): {first_line}"[:300]
     finally:
         bar.close()
+        if former is None:
+            os.environ.pop(RESULTS_ENV, None)
+        else:
+            os.environ[RESULTS_ENV] = former
     seconds = time.perf_counter() - start
     output_dir.mkdir(parents=True, exist_ok=True)
     output = output_dir / path.name
@@ -93,15 +110,18 @@ def run_notebook(path: Path, output_dir: Path, timeout: int = 1800, kernel_name:
     return RunResult(path, status, seconds, detail, output)
 
 
-def run_course(notebooks: list[Path], output_dir: Path, fast: bool = False, timeout: int = 1800) -> list[RunResult]:
-    """Execute ``notebooks`` in order; the kernel inherits ``FTCOURSE_FAST`` from here."""
+def run_course(
+    notebooks: list[Path], output_dir: Path, fast: bool = False, timeout: int = 1800, results_dir: Path | None = None
+) -> list[RunResult]:
+    """Execute ``notebooks`` in order; the kernel inherits ``FTCOURSE_FAST`` from here (``results_dir``: as
+    :func:`run_notebook`)."""
     from tqdm.auto import tqdm
 
     if fast:
         os.environ[FAST_ENV] = "1"
     results = []
     for path in tqdm(notebooks, desc="course", unit="notebook"):
-        results.append(run_notebook(path, output_dir, timeout=timeout))
+        results.append(run_notebook(path, output_dir, timeout=timeout, results_dir=results_dir))
     return results
 
 

@@ -5,7 +5,8 @@ In layers, lowest first; a module imports only from its own layer and those belo
 
 - Foundation: :mod:`helpers.device` (device and precision, ``setup()`` of every notebook's first cell),
   :mod:`helpers.environment`, :mod:`helpers.assets` (embedded models and data), :mod:`helpers.cache_lock`,
-  :mod:`helpers.hub`, :mod:`helpers.measure` (sizes, peak memory), :mod:`helpers.plots`.
+  :mod:`helpers.hub`, :mod:`helpers.measure` (sizes, peak memory), :mod:`helpers.plots`,
+  :mod:`helpers.recording` (what ``env.record`` keeps of each lesson's conclusions).
 - :mod:`helpers.data`: data sets and splits, batching and padding, instruction data, causal-LM labels.
 - :mod:`helpers.models`: loading by name or Hub id, the mean-pooling head, generation, inference.
 - :mod:`helpers.training`: the explicit loop, ``Trainer`` recipes, freezing, schedules, LoRA, and more.

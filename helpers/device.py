@@ -17,7 +17,7 @@ import platform
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -227,6 +227,41 @@ class CourseEnv:
     capabilities: Capabilities
     versions: dict[str, str] = field(default_factory=dict)
     grading: bool = False  # nbgrader is executing the notebook
+    results: dict[str, dict] = field(default_factory=dict)  # what env.record kept, by name
+
+    def record(
+        self,
+        name: str,
+        value: Any,
+        *,
+        n: int | None = None,
+        seeds: int | None = None,
+        holm_verdict: str | None = None,
+        unit: str | None = None,
+    ) -> Any:
+        """Keep ``value`` as one of the numbers this lesson concludes from, and return it unchanged.
+
+        Written at once to the file ``FTCOURSE_RESULTS`` names, when it names one
+        (:mod:`helpers.recording`: ``benchmarks/course_times.py`` gathers them into
+        ``RESULTS.md``); kept in ``env.results`` otherwise. Recording a name again replaces it.
+        Taught in ``course/00_introduction.ipynb``.
+        """
+        from helpers.recording import result_entry, results_path, write_results
+
+        if not name or not name.strip():
+            raise ValueError("a record needs a name")
+        self.results[name] = result_entry(value, n=n, seeds=seeds, holm_verdict=holm_verdict, unit=unit)
+        path = results_path()
+        if path is not None:
+            header = {
+                "mode": "fast" if self.fast else "full",
+                "device": self.device,
+                "precision": self.precision.name,
+                "measured_on": self.measured_on(),
+                "seed": self.seed,
+            }
+            write_results(path, header, self.results)
+        return value
 
     def pick(self, full: T, fast: T) -> T:
         """``full`` normally, ``fast`` in fast mode: the same code on less data."""

@@ -6,17 +6,20 @@ tooling imports this module too.
 - ``HF_HUB_OFFLINE=1``: never contact the Hugging Face Hub.
 - ``NBGRADER_EXECUTION``: set by nbgrader while it grades.
 - ``FTCOURSE_QUIET``: set by ``setup()`` so that later imports of transformers and datasets stay quiet.
+- ``FTCOURSE_RESULTS``: a JSON file where ``env.record`` writes what a lesson concludes from (set per notebook
+  by ``benchmarks/course_times.py``; :mod:`helpers.recording`).
 """
 
 from __future__ import annotations
 
 import os
 
-__all__ = ["FAST_ENV", "PRECISION_ENV", "QUIET_ENV", "is_fast_mode", "is_offline", "is_grading"]
+__all__ = ["FAST_ENV", "PRECISION_ENV", "QUIET_ENV", "RESULTS_ENV", "is_fast_mode", "is_offline", "is_grading"]
 
 FAST_ENV = "FTCOURSE_FAST"
 PRECISION_ENV = "FTCOURSE_PRECISION"
 QUIET_ENV = "FTCOURSE_QUIET"
+RESULTS_ENV = "FTCOURSE_RESULTS"
 _TRUE = {"1", "true", "yes", "on"}
 
 

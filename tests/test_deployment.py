@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers.deployment.benchmark import batch_latency, generation_speed, label_agreement
+from helpers.deployment.benchmark import generation_call, interleaved_timings, label_agreement, speedup
 from helpers.deployment.quantization import quantize_dynamic_int8, quantized_linear_count
 from helpers.measure import model_size_bytes
 from tests.conftest import SERVING_MAX_LENGTH
@@ -118,9 +118,11 @@ def test_quantized_causal_lm_still_generates(smollm):
     )
     reply = generate(quantized, tokenizer, [prompt], max_new_tokens=5)[0]
     assert reply.strip()
-    speed = generation_speed(quantized, tokenizer, prompt, max_new_tokens=5, repeats=3)
-    assert speed["new_tokens"] == 5 and speed["tokens_per_s"] > 0
-    assert len(speed["all_seconds"]) == 3 and speed["seconds"] == pytest.approx(np.median(speed["all_seconds"]))
+    generate_tokens = generation_call(quantized, tokenizer, prompt, max_new_tokens=5)
+    new_tokens = generate_tokens()
+    assert len(new_tokens) == 5  # exactly, even past an end-of-sequence token
+    with pytest.raises(ValueError, match="at least 1"):
+        generation_call(quantized, tokenizer, prompt, max_new_tokens=0)
 
 
 def test_model_size_bytes_of_module_file_and_folder(tmp_path):
@@ -134,11 +136,40 @@ def test_model_size_bytes_of_module_file_and_folder(tmp_path):
         model_size_bytes(tmp_path / "missing")
 
 
-def test_batch_latency_and_label_agreement():
+def test_interleaved_timings_rotate_the_order_and_warm_up_each_call():
     calls = []
-    result = batch_latency(lambda texts: calls.append(len(texts)), ["a", "b", "c"], batch_size=8, repeats=3)
-    assert calls == [8, 8, 8, 8]  # one warm-up, three timed; the 3 texts repeated to fill the batch
-    assert result["batch_size"] == 8 and 0 < result["min_ms"] <= result["median_ms"]
+    times = interleaved_timings({name: (lambda name=name: calls.append(name)) for name in "abc"}, rounds=4)
+    assert calls[:3] == ["a", "b", "c"]  # the warm-up round
+    assert calls[3:] == list("abcbcacababc")  # each round starts one further
+    assert {name: len(seconds) for name, seconds in times.items()} == {"a": 4, "b": 4, "c": 4}
+    assert all(t >= 0 for seconds in times.values() for t in seconds)
+    with pytest.raises(ValueError, match="at least one call"):
+        interleaved_timings({}, rounds=2)
+    with pytest.raises(ValueError, match="rounds must be at least 1"):
+        interleaved_timings({"a": lambda: None}, rounds=0)
+
+
+def test_speedup_is_the_geometric_mean_ratio_with_an_interval_over_rounds():
+    rng = np.random.default_rng(0)
+    load = rng.uniform(1.0, 1.5, size=20)  # the machine's load, shared by both variants in a round
+    reference = 0.2 * load * rng.uniform(0.97, 1.03, size=20)
+    faster = speedup(reference, 0.1 * load * rng.uniform(0.97, 1.03, size=20))
+    assert faster.verdict == "better" and faster.n == 20
+    assert faster.ratio.low < 2.0 < faster.ratio.high and faster.ratio.low > 1.8
+    assert faster.ratio.value == pytest.approx(np.exp(np.mean(np.log(reference / (0.1 * load)))), rel=0.05)
+    assert faster.p_value < 0.01
+    slower = speedup(reference, 0.3 * load)
+    assert slower.verdict == "worse" and slower.ratio.high < 1
+    same = speedup(reference, reference * rng.uniform(0.9, 1.1, size=20))
+    assert same.verdict == "indistinguishable" and same.ratio.low < 1 < same.ratio.high
+    assert set(faster.as_dict()) == {"ratio", "verdict", "n", "p_value"}
+    with pytest.raises(ValueError, match="same rounds"):
+        speedup([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="positive"):
+        speedup([1.0, 0.0], [1.0, 1.0])
+
+
+def test_label_agreement():
     agreement = label_agreement(np.array([[0, 1], [1, 0], [2, 3]]), np.array([[0, 2], [0, 1], [5, 1]]))
     assert agreement == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="same shape"):

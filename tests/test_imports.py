@@ -13,6 +13,7 @@ HEAVY = ("torch", "transformers", "datasets")
     [
         "import helpers",
         "import helpers.environment",
+        "import helpers.recording",
         "import helpers.deployment",
         "import helpers.data, helpers.models, helpers.training, helpers.evaluation",
         "import ftcourse.cli, ftcourse.runner, ftcourse.grading, ftcourse.paths",

@@ -30,7 +30,7 @@ from helpers.lazy import lazy_exports
 __all__, __getattr__, __dir__ = lazy_exports(
     __name__,
     {
-        "benchmark": ["batch_latency", "generation_speed"],
+        "benchmark": ["SpeedUp", "generation_call", "interleaved_timings", "label_agreement", "speedup"],
         "client": ["load_test", "predict_over_http"],
         "onnx_export": ["OnnxClassifier", "export_classifier_onnx", "onnx_parity", "quantize_onnx_int8"],
         "predictors": ["ONNX_FILE", "ONNX_INT8_FILE", "load_predictor", "save_for_serving"],

@@ -1,60 +1,95 @@
-"""Measuring a deployed variant: latency per batch, agreement with the reference, generation speed.
+"""Measuring a deployed variant: timings taken in interleaved rounds, speed-ups with intervals, agreement.
 
-Every variant of the deployment lesson (fp32, int8, ONNX) is measured with
-the same functions on the same texts, so the summary table compares like
-with like. Times are wall-clock medians over a few repeats after a warm-up
-call (the first call of a model allocates memory, packs weights and picks
-kernels). On a shared 2-core machine they move by 10-30% from one run to
-the next: read the order of magnitude and the ratios, not the last digit.
-Taught in ``course/10_deployment.ipynb``.
+Every variant of the deployment lesson (fp32, int8, ONNX) is timed with the
+same functions on the same inputs, so the summary table compares like with
+like. On a shared 2-core machine a timing moves by 10-30 % from one call to
+the next, and the machine's load drifts over a minute: the variants are
+therefore timed in **rounds**, each round calling every variant once (in an
+order that rotates), after an untimed warm-up call of each (the first call of
+a model allocates memory, packs weights and picks kernels). A speed-up is
+then the ratio of two variants' times in the same round, and its interval
+comes from resampling the rounds (:func:`speedup`). Taught in
+``course/10_deployment.ipynb``.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["batch_latency", "label_agreement", "generation_speed"]
+from helpers.evaluation.uncertainty import Interval, paired_bootstrap
+
+__all__ = ["SpeedUp", "interleaved_timings", "speedup", "label_agreement", "generation_call"]
 
 
-def batch_latency(
-    logits_fn: Callable[[list[str]], object],
-    texts: Sequence[str],
-    batch_size: int,
-    repeats: int = 5,
-    warmup: int = 1,
-) -> dict:
-    """Time ``logits_fn`` on one batch: the first ``batch_size`` of ``texts`` (repeated if there are fewer).
+def interleaved_timings(
+    calls: Mapping[str, Callable[[], object]], rounds: int, warmup: int = 1
+) -> dict[str, list[float]]:
+    """Seconds of each call in ``calls``, once per round for ``rounds`` rounds, after ``warmup`` untimed calls of each.
 
-    ``logits_fn`` takes a list of texts and returns their logits (a
-    predictor's ``.logits``, or a lambda around a model). Returns
-    ``batch_size``, ``median_ms`` and ``min_ms`` (per batch, over
-    ``repeats`` timed calls after ``warmup`` untimed ones) and
-    ``texts_per_s`` (from the median). Taught in ``course/10_deployment.ipynb``.
+    Round ``r`` starts with the ``r``-th call (modulo their number), so that no
+    variant is always first or always last after another one. Returns, for
+    each name, its ``rounds`` times in round order: the ``i``-th times of two
+    variants were taken a few seconds apart, under the same load.
+    Taught in ``course/10_deployment.ipynb``.
     """
-    if not texts:
-        raise ValueError("batch_latency needs at least one text")
-    if batch_size < 1 or repeats < 1:
-        raise ValueError(f"batch_size and repeats must be at least 1, got {batch_size} and {repeats}")
-    batch = [texts[i % len(texts)] for i in range(batch_size)]
+    if not calls:
+        raise ValueError("interleaved_timings needs at least one call")
+    if rounds < 1 or warmup < 0:
+        raise ValueError(f"rounds must be at least 1 and warmup at least 0, got {rounds} and {warmup}")
+    names = list(calls)
     for _ in range(warmup):
-        logits_fn(batch)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        logits_fn(batch)
-        times.append(time.perf_counter() - start)
-    median = float(np.median(times))
-    return {
-        "batch_size": batch_size,
-        "median_ms": 1000 * median,
-        "min_ms": 1000 * min(times),
-        "texts_per_s": batch_size / median,
-    }
+        for name in names:
+            calls[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            calls[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+@dataclass(frozen=True)
+class SpeedUp:
+    """How many times faster a variant ran than the reference, over rounds of interleaved timings."""
+
+    ratio: Interval  # reference seconds / variant seconds (geometric mean over rounds), with its interval
+    verdict: str  # "better" (faster over the whole interval), "worse" (slower) or "indistinguishable"
+    n: int  # rounds
+    p_value: float = float("nan")
+
+    def as_dict(self) -> dict:
+        return {"ratio": self.ratio.as_dict(), "verdict": self.verdict, "n": self.n, "p_value": self.p_value}
+
+
+def speedup(
+    reference_seconds: Sequence[float], variant_seconds: Sequence[float], confidence: float = 0.95, seed: int = 0
+) -> SpeedUp:
+    """The variant's speed-up over the reference, from times taken in the same rounds (:func:`interleaved_timings`).
+
+    Each round gives one ratio ``reference / variant``; the speed-up is their
+    geometric mean, and its interval the paired bootstrap interval of the mean
+    log-ratio over rounds (:func:`~helpers.evaluation.uncertainty.paired_bootstrap`),
+    taken back to a ratio. ``"better"`` means faster over the whole interval
+    (the ratio's interval above 1). Taught in ``course/10_deployment.ipynb``.
+    """
+    reference, variant = np.asarray(reference_seconds, dtype=float), np.asarray(variant_seconds, dtype=float)
+    if reference.shape != variant.shape or reference.ndim != 1:
+        raise ValueError(f"expected the same rounds for both, got {reference.shape} and {variant.shape}")
+    if not (reference > 0).all() or not (variant > 0).all():
+        raise ValueError("times must be positive seconds")
+    comparison = paired_bootstrap(np.log(reference), np.log(variant), confidence=confidence, seed=seed)
+    d = comparison.difference
+    ratio = Interval(math.exp(d.value), math.exp(d.low), math.exp(d.high), confidence)
+    return SpeedUp(ratio, comparison.verdict, comparison.n, comparison.p_value)
 
 
 def label_agreement(logits_a: np.ndarray, logits_b: np.ndarray) -> float:
@@ -67,22 +102,19 @@ def label_agreement(logits_a: np.ndarray, logits_b: np.ndarray) -> float:
     return float((a.argmax(-1) == b.argmax(-1)).mean())
 
 
-@torch.inference_mode()
-def generation_speed(
+def generation_call(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     prompt: str,
     max_new_tokens: int = 32,
     device: str = "cpu",
-    repeats: int = 1,
-) -> dict:
-    """Greedy generation speed of a causal LM on one prompt: new tokens per second.
+) -> Callable[[], torch.Tensor]:
+    """A call that greedily generates exactly ``max_new_tokens`` new tokens after ``prompt``, to time.
 
-    Exactly ``max_new_tokens`` tokens are generated (the end-of-sequence
-    token does not stop it early, so variants are timed on the same amount
-    of work), after a warm-up of 2 tokens. Returns ``tokens_per_s``,
-    ``seconds`` (median over ``repeats``), ``all_seconds`` (each run), ``new_tokens`` and ``text`` (the
-    decoded continuation of the last run). Taught in ``course/10_deployment.ipynb``.
+    The end-of-sequence token does not stop it early, so variants are timed on
+    the same amount of work; it returns the new tokens. Pass it to
+    :func:`interleaved_timings`; tokens per second are
+    ``max_new_tokens / seconds``. Taught in ``course/10_deployment.ipynb``.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
@@ -95,18 +127,10 @@ def generation_speed(
         "top_k": None,
         "pad_token_id": tokenizer.pad_token_id,
     }
-    model.generate(**batch, max_new_tokens=2, **options)
-    times, output = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
+
+    @torch.inference_mode()
+    def generate_tokens() -> torch.Tensor:
         output = model.generate(**batch, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, **options)
-        times.append(time.perf_counter() - start)
-    new_tokens = output[0, batch["input_ids"].shape[1] :]
-    seconds = float(np.median(times))
-    return {
-        "tokens_per_s": len(new_tokens) / seconds,
-        "seconds": seconds,
-        "all_seconds": [float(t) for t in times],  # every timed run: to tell a speed-up from the spread of runs
-        "new_tokens": int(len(new_tokens)),
-        "text": tokenizer.decode(new_tokens, skip_special_tokens=True),
-    }
+        return output[0, batch["input_ids"].shape[1] :]
+
+    return generate_tokens

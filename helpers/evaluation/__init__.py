@@ -59,6 +59,8 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "perplexity": ["response_losses", "response_perplexity", "text_losses"],
         "robustness": ["run_checklist", "worst_failures"],
         "uncertainty": [
+            "Interval",
+            "PairedComparison",
             "bootstrap_interval",
             "bootstrap_metric",
             "holm_adjust",
