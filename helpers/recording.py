@@ -41,14 +41,18 @@ def _number(value: Any) -> float | None:
     return None if math.isnan(number) else number  # JSON has no NaN: "not computed" is null
 
 
+def _python_scalar(value: Any) -> Any:
+    """A NumPy scalar (np.float64, np.bool_) as its Python value; anything else unchanged."""
+    return value.item() if hasattr(value, "item") and getattr(value, "shape", None) == () else value
+
+
 def _plain(value: Any) -> Any:
     """``value`` with every NaN (at any depth) as None and NumPy scalars as Python's."""
     if isinstance(value, dict):
         return {key: _plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(item) for item in value]
-    if hasattr(value, "item") and getattr(value, "shape", None) == ():
-        value = value.item()
+    value = _python_scalar(value)
     if isinstance(value, float):
         return _number(value)
     return value
@@ -70,8 +74,7 @@ def result_entry(
     training runs behind it; ``holm_verdict`` the verdict after Holm's
     correction when the summary applies it; ``unit`` what the number counts.
     """
-    if not hasattr(value, "as_dict") and hasattr(value, "item") and getattr(value, "shape", None) == ():
-        value = value.item()  # a NumPy scalar (np.float64, np.bool_): its Python value
+    value = _python_scalar(value)
     if hasattr(value, "as_dict"):
         entry = {"kind": type(value).__name__, **value.as_dict()}
     elif isinstance(value, bool):
