@@ -487,10 +487,11 @@ def _recorded_value(entry: dict) -> str:
     kind = entry["kind"]
     if kind == "Interval":
         return f"{entry['value']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}]"
-    if kind in ("PairedComparison", "IndependentComparison", "SpeedUp"):
-        d = entry["difference"] if "difference" in entry else entry["ratio"]
-        if kind == "SpeedUp":
-            return f"×{d['value']:.2f} [×{d['low']:.2f}, ×{d['high']:.2f}]"
+    if kind == "SpeedUp":
+        r = entry["ratio"]
+        return f"×{r['value']:.2f} [×{r['low']:.2f}, ×{r['high']:.2f}]"
+    if kind in ("PairedComparison", "IndependentComparison"):
+        d = entry["difference"]
         return f"{_signed(d['value'])} [{_signed(d['low'])}, {_signed(d['high'])}]"
     if kind == "McNemarTest":
         return f"{entry['a_only']} vs {entry['b_only']} discordant items"

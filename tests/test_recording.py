@@ -98,7 +98,7 @@ def test_the_runner_gives_each_kernel_its_results_file_and_course_times_keeps_de
     source = "from helpers import setup\nenv = setup(verbose=False)\nenv.record('gap', 0.5, n=10, unit='accuracy')"
     nbformat.write(new_notebook(cells=[new_code_cell(source)]), notebook)
     records = tmp_path / "records"
-    (records).mkdir()
+    records.mkdir()
     (records / "07_demo.json").write_text("stale")  # an earlier run's file goes first
     monkeypatch.setenv(RESULTS_ENV, "/elsewhere.json")
     monkeypatch.setenv("FTCOURSE_FAST", "0")
