@@ -478,6 +478,43 @@ def peft_benchmark() -> str:
     return "\n".join(lines)
 
 
+def warmup_benchmark() -> str:
+    """Lesson 05's warmup grid: validation accuracy per rate, start and warmup share, and warmup vs none (Holm)."""
+    r = _load("warmup")
+    setup = r["setup"]
+    compared = {(c["rate"], c["start"], c["warmup"]): c for c in r["comparisons"]}
+    lines = [
+        f"Measured on {r['measured_on']}, {r['date']}, {duration(r['seconds'])}: {setup['train_reviews']} training "
+        f"reviews, batches of {setup['batch_size']}, {epochs(setup['epochs'])} ({setup['updates']} updates), "
+        f"{len(setup['seeds'])} seeds; validation accuracy on {setup['validation_reviews']} reviews (seeds and "
+        "reviews resampled together); each warmup against none at the same rate and start, paired, the "
+        f"{len(r['comparisons'])} comparisons read together with Holm's correction.",
+        "",
+        "| peak rate | start | warmup (updates) | validation accuracy | runs on one class | warmup minus none | "
+        "verdict | Holm |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for run in r["runs"]:
+        a = run["accuracy"]
+        versus = compared.get((run["rate"], run["start"], run["warmup"]))
+        shown = (
+            ("reference", "", "")
+            if versus is None
+            else (
+                f"{100 * versus['difference']['value']:+.1f} points [{100 * versus['difference']['low']:+.1f}, "
+                f"{100 * versus['difference']['high']:+.1f}]",
+                versus["verdict"],
+                versus["holm_verdict"],
+            )
+        )
+        lines.append(
+            f"| {run['rate']:g} | {run['start']} | {run['warmup']:g} ({run['warmup_updates']}) | "
+            f"{a['value']:.3f} [{a['low']:.3f}, {a['high']:.3f}] | {run['one_class_seeds']} of "
+            f"{len(setup['seeds'])} | {shown[0]} | {shown[1]} | {shown[2]} |"
+        )
+    return "\n".join(lines)
+
+
 def _signed(value: float) -> str:
     return f"{value:+.3f}"
 
@@ -583,6 +620,7 @@ TABLES = {
     "bert-benchmark": bert_benchmark,
     "instruction-benchmark": instruction_benchmark,
     "peft-benchmark": peft_benchmark,
+    "warmup-benchmark": warmup_benchmark,
 }
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from benchmarks import instruction_tuning as bench
 from helpers.data.instructions import CLOSED_TASKS, instruction_dataset
+from helpers.data.loaders import rotten_tomatoes, subsample
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "instruction_tuning.json"
@@ -94,3 +95,39 @@ def test_lesson_09_retrains_lesson_04s_model_with_its_budget_and_rate():
     assert lesson_09["LEARNING_RATE"] == lesson_04["LEARNING_RATE"]
     assert lesson_09["TRAINABLE_LAST_LAYERS"] == lesson_04["TRAINABLE_LAST_LAYERS"]
     assert lesson_09["per_task"]["full"]["train"] == lesson_04["per_task"]["full"]["train"]
+
+
+def test_the_warmup_grid_uses_lesson_05s_recipe_and_validation_reviews_only():
+    from benchmarks import warmup
+
+    constants = lesson_constants(ROOT / "course" / "05_hyperparameters.ipynb")
+    assert (warmup.MAX_LENGTH, warmup.BATCH_SIZE) == (constants["max_length"], constants["batch_size"])
+    _, texts, train, validation = warmup.lesson_data(seed=42)
+    splits = rotten_tomatoes(seed=42)
+    assert len(train) == warmup.TRAIN_SIZE and len(validation) == warmup.VALIDATION_SIZE
+    assert set(texts["text"]) <= set(splits["train"]["text"])
+    scored = set(subsample(splits["validation"], warmup.VALIDATION_SIZE, seed=42)["text"])
+    assert scored <= set(splits["validation"]["text"]) and not scored & set(splits["test"]["text"])
+    # The grid brackets the lesson's best rate (recorded in its default run) and reaches the rate where it collapses.
+    lessons = json.loads((ROOT / "benchmarks" / "results" / "lessons.json").read_text())
+    best = [
+        run["records"]["best learning rate of the sweep"]["value"]
+        for key, notebooks in lessons.items()
+        for name, run in notebooks.items()
+        if name.startswith("05_") and key.startswith("full/")
+    ]
+    assert best and all(min(warmup.RATES) <= rate < max(warmup.RATES) for rate in best)
+
+
+def test_the_recorded_warmup_grid_compares_each_warmup_with_none_and_applies_holm():
+    from helpers.evaluation import holm_verdicts
+
+    recorded = json.loads((ROOT / "benchmarks" / "results" / "warmup.json").read_text())
+    runs = {(r["rate"], r["start"], r["warmup"]) for r in recorded["runs"]}
+    compared = [(c["rate"], c["start"], c["warmup"]) for c in recorded["comparisons"]]
+    assert sorted(compared) == sorted(key for key in runs if key[2] > 0)
+    assert all((rate, start, 0.0) in runs for rate, start, _ in compared)
+    adjusted = holm_verdicts(
+        [c["verdict"] for c in recorded["comparisons"]], [c["p_value"] for c in recorded["comparisons"]]
+    )
+    assert adjusted == [c["holm_verdict"] for c in recorded["comparisons"]]

@@ -145,6 +145,13 @@ def test_response_perplexity_scores_only_the_response(tiny64):
     assert math.exp(sums.sum() / counts.sum()) == pytest.approx(math.exp(loss), rel=1e-9)
     one_sum, one_count = response_losses(model, tokenizer, Dataset.from_list([ROWS[1]]))
     assert (sums[1], counts[1]) == (pytest.approx(one_sum[0], rel=1e-9), one_count[0])
+    # Without the end token: one token fewer per response, and the loss of exactly that token less.
+    answer_sums, answer_counts = response_losses(model, tokenizer, data, score_end=False)
+    assert (answer_counts == counts - 1).all()
+    with torch.no_grad():
+        logits = model(**{k: torch.tensor([v]) for k, v in tokenized[1].items() if k != "labels"}).logits[0]
+    end_loss = torch.nn.functional.cross_entropy(logits[-2:-1], torch.tensor([tokenizer.eos_token_id]))
+    assert sums[1] - answer_sums[1] == pytest.approx(end_loss.item(), rel=1e-4, abs=1e-5)
 
 
 def test_constrained_choice_picks_each_items_likeliest_allowed_answer(tiny64):

@@ -12,7 +12,7 @@ from torch import nn
 from helpers.data.batching import tokenize_for_classification
 from helpers.data.loaders import rotten_tomatoes
 from helpers.models.loading import load_classifier
-from helpers.training.classifier_runs import predict_probabilities, train_classifier
+from helpers.training.classifier_runs import predict_probabilities, restore_best_weights, train_classifier
 
 
 def tokenized(tokenizer, split, n):
@@ -33,21 +33,35 @@ def test_dropout_comes_from_the_config_overrides(tiny_bert_dir):
     assert default.config.num_labels == 2
 
 
-def test_early_stopping_restores_the_best_epoch_and_curves_are_logged(tiny_classifier, tmp_path):
+def four_epochs(tiny_classifier, tmp_path, learning_rate, eval_train=False, **settings):
+    """Up to 4 epochs on 16 reviews, evaluated on 16 validation reviews (and the training ones with eval_train)."""
     model, tokenizer = tiny_classifier
     train, validation = tokenized(tokenizer, "train", 16), tokenized(tokenizer, "validation", 16)
+    eval_sets = {"train": train, "validation": validation} if eval_train else {"validation": validation}
     run = train_classifier(
         model,
         tokenizer,
         train,
         tmp_path,
         num_epochs=4,
-        learning_rate=3e-4,
+        learning_rate=learning_rate,
         batch_size=8,
-        eval_sets={"train": train, "validation": validation},
-        early_stopping_patience=1,
+        eval_sets=eval_sets,
         progress=False,
+        **settings,
     )
+    return run, validation
+
+
+def validation_loss_in_hand(trainer, data):
+    """Cross-entropy of the model in hand on ``data``, computed from its probabilities."""
+    labels = np.asarray(data["labels"])
+    probabilities = predict_probabilities(trainer, data)
+    return -np.mean(np.log(probabilities[np.arange(len(labels)), labels]))
+
+
+def test_early_stopping_restores_the_best_epoch_and_curves_are_logged(tiny_classifier, tmp_path):
+    run, validation = four_epochs(tiny_classifier, tmp_path, 3e-4, eval_train=True, early_stopping_patience=1)
     rows = run.epoch_metrics()
     validation_accuracies = [r["eval_validation_accuracy"] for r in rows if "eval_validation_accuracy" in r]
     assert any("eval_train_loss" in r for r in rows) and len(validation_accuracies) == round(run.epochs)
@@ -61,9 +75,7 @@ def test_early_stopping_restores_the_best_epoch_and_curves_are_logged(tiny_class
     losses = [r["eval_validation_loss"] for r in rows if "eval_validation_loss" in r]
     best_epoch = validation_accuracies.index(max(validation_accuracies))
     assert best_epoch < len(losses) - 1 and losses[best_epoch] != pytest.approx(losses[-1], rel=1e-4)
-    labels = np.asarray(validation["labels"])
-    loss_in_hand = -np.mean(np.log(probabilities[np.arange(len(labels)), labels]))
-    assert loss_in_hand == pytest.approx(losses[best_epoch], rel=1e-4)
+    assert validation_loss_in_hand(run.trainer, validation) == pytest.approx(losses[best_epoch], rel=1e-4)
     assert probabilities.shape == (16, 2) and np.allclose(probabilities.sum(-1), 1, atol=1e-5)
     assert run.examples_seen == round(16 * run.epochs) and run.seconds > 0
 
@@ -85,3 +97,33 @@ def test_early_stopping_needs_a_validation_set_and_loss_fn_is_used(tiny_classifi
     )
     assert calls == [4, 4] and run.epochs == 1.0
     assert not torch.equal(before, next(run.model.parameters()).detach())  # it trained
+
+
+def test_keep_best_weights_ends_on_the_last_epoch_and_restores_the_best_by_loss(tiny_classifier, tmp_path):
+    run, validation = four_epochs(
+        tiny_classifier, tmp_path, 3e-3, best_metric="validation_loss", keep_best_weights=True
+    )
+    rows = [r for r in run.epoch_metrics() if "eval_validation_loss" in r]
+    losses = [r["eval_validation_loss"] for r in rows]
+    assert run.epochs == 4.0 and len(losses) == 4  # no early stop
+    assert run.trainer.state.best_metric == min(losses)
+    assert losses.index(min(losses)) < 3  # this setting over-fits: the best epoch is not the last one
+    assert validation_loss_in_hand(run.trainer, validation) == pytest.approx(losses[-1], rel=1e-4)  # the last epoch
+    best_epoch = restore_best_weights(run)
+    assert best_epoch == rows[losses.index(min(losses))]["epoch"]
+    assert validation_loss_in_hand(run.trainer, validation) == pytest.approx(min(losses), rel=1e-4)
+    # Only the best weights were saved, without optimizer state.
+    saved = list(tmp_path.glob("checkpoint-*"))
+    assert len(saved) == 1 and not list(saved[0].glob("optimizer.*"))
+
+
+def test_best_weights_need_a_known_metric_a_validation_set_and_a_saved_run(tiny_classifier, tmp_path):
+    model, tokenizer = tiny_classifier
+    train = tokenized(tokenizer, "train", 8)
+    with pytest.raises(ValueError, match="best_metric"):
+        train_classifier(model, tokenizer, train, tmp_path, num_epochs=1, best_metric="validation_f1")
+    with pytest.raises(ValueError, match="validation"):
+        train_classifier(model, tokenizer, train, tmp_path, num_epochs=1, keep_best_weights=True)
+    run = train_classifier(model, tokenizer, train, tmp_path, num_epochs=1, batch_size=4, progress=False)
+    with pytest.raises(ValueError, match="keep_best_weights"):
+        restore_best_weights(run)

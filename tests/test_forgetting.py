@@ -11,9 +11,15 @@ from helpers.data.instructions import general_questions
 from helpers.evaluation.forgetting import AbilityScores, forgetting_table, measure_abilities
 
 
-def scores(target, loss, f1, seconds=None):
+def scores(target, loss, f1, seconds=None, answer_correct=None):
+    answer_correct = np.asarray(np.asarray(f1) == 1.0 if answer_correct is None else answer_correct, float)
     return AbilityScores(
-        np.asarray(target, float), np.asarray(loss, float), np.asarray(f1, float), np.asarray(f1, float) == 1.0, seconds
+        np.asarray(target, float),
+        np.asarray(loss, float),
+        np.asarray(f1, float),
+        np.asarray(f1, float) == 1.0,
+        answer_correct,
+        seconds,
     )
 
 
@@ -22,18 +28,28 @@ def test_forgetting_table_verdicts_follow_the_paired_differences():
     loss = rng.uniform(2.0, 3.0, 40)
     runs = {
         "start": scores(np.zeros(40), loss, rng.uniform(0, 0.3, 40)),
-        "tuned": scores(np.ones(40), loss + rng.uniform(0.05, 0.15, 40), np.zeros(40), 12.0),
+        "tuned": scores(
+            np.ones(40), loss + rng.uniform(0.05, 0.15, 40), np.zeros(40), 12.0, np.r_[np.ones(30), np.zeros(10)]
+        ),
         "gentle": scores(np.r_[np.ones(20), np.zeros(20)], loss - rng.uniform(0.01, 0.02, 40), rng.uniform(0, 0.3, 40)),
         "same": scores(np.zeros(40), loss + rng.normal(0, 0.05, 40), rng.uniform(0, 0.3, 40)),
     }
     table = forgetting_table(runs, reference="start")
     assert list(table.index) == list(runs)
     assert (
-        table.loc["start", ["target_verdict", "general_text_verdict", "general_questions_verdict"]] == "reference"
+        table.loc[
+            "start", ["target_verdict", "general_text_verdict", "general_questions_verdict", "general_answers_verdict"]
+        ]
+        == "reference"
     ).all()
     assert table.loc["tuned", "target_verdict"] == "better"
     assert table.loc["tuned", "general_text_verdict"] == "worse"  # a higher loss is worse
     assert table.loc["tuned", "general_questions_verdict"] == "worse"
+    # The answer choice is its own measure (here more right after tuning: better), higher is better.
+    assert table.loc["tuned", "general_answers_verdict"] == "better"
+    assert table.loc["tuned", "general_answers_change"] == pytest.approx(
+        0.75 - np.mean(runs["start"].general_answer_correct)
+    )
     assert table.loc["gentle", "general_text_verdict"] == "better"  # a lower loss is better
     assert table.loc["same", "general_text_verdict"] == "indistinguishable"
     row = table.loc["tuned"]
@@ -72,7 +88,9 @@ def test_measure_abilities_scores_every_item(smollm):
     target = test.filter(lambda row: row["task"] == "sentiment")
     questions = general_questions(3, seed=0)
     texts = ["The Eiffel Tower is in Paris.", "Water boils at one hundred degrees Celsius.", "Cats are small mammals."]
-    result = measure_abilities(model, tokenizer, target, texts, questions, max_new_tokens=4, train_seconds=1.5)
+    result = measure_abilities(
+        model, tokenizer, target, texts, questions, max_new_tokens=4, train_seconds=1.5, n_choices=2
+    )
     assert result.target_exact_match.shape == (3,) and set(result.target_exact_match) <= {0.0, 1.0}
     assert result.general_text_loss.shape == (3,) and (result.general_text_loss > 0).all()
     assert (
@@ -80,6 +98,29 @@ def test_measure_abilities_scores_every_item(smollm):
         and ((0 <= result.general_question_f1) & (result.general_question_f1 <= 1)).all()
     )
     assert len(result.answers["target"]) == 3 and len(result.answers["general_questions"]) == 3
+    assert result.general_answer_correct.shape == (3,) and set(result.general_answer_correct) <= {0.0, 1.0}
     assert result.train_seconds == 1.5
     with pytest.raises(ValueError, match="at least 2 items"):
         measure_abilities(model, tokenizer, target.select([0]), texts, questions)
+
+
+@pytest.mark.slow
+def test_answer_choice_finds_the_answer_a_real_model_makes_likeliest(smollm):
+    """Questions whose answer is in the question: SmolLM2 makes the right one the likeliest of three candidates."""
+    from datasets import Dataset
+
+    from helpers.evaluation.forgetting import answer_choice_correct
+
+    model, tokenizer = smollm
+    words = ["apple", "river", "guitar", "mountain", "yellow", "window"]
+    questions = Dataset.from_list(
+        [{"instruction": f"Repeat this word exactly: {w}", "input": "", "output": w} for w in words]
+    )
+    correct = answer_choice_correct(model, tokenizer, questions, n_choices=3, seed=1)
+    assert correct.shape == (6,) and correct.mean() >= 5 / 6  # chance is 1/3
+    assert (answer_choice_correct(model, tokenizer, questions, n_choices=3, seed=1) == correct).all()
+    with pytest.raises(ValueError, match="n_choices"):
+        answer_choice_correct(model, tokenizer, questions, n_choices=7)
+    same = Dataset.from_list([{"instruction": "Say yes.", "input": "", "output": "yes"}] * 3)
+    with pytest.raises(ValueError, match="different answers"):
+        answer_choice_correct(model, tokenizer, same, n_choices=2)

@@ -26,7 +26,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
             "softmax",
         ],
         "closed_tasks": ["clear_gain", "closed_task_table", "constrained_choice", "item_scores", "majority_answers"],
-        "forgetting": ["encoder_probe_correct", "forgetting_table", "measure_abilities"],
+        "forgetting": ["answer_choice_correct", "encoder_probe_correct", "forgetting_table", "measure_abilities"],
         "imbalance": ["choose_threshold", "imbalance_table", "predict_with_threshold"],
         "metrics": [
             "classification_metrics",

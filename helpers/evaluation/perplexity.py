@@ -157,16 +157,22 @@ def response_losses(
     device: str = "cpu",
     batch_size: int = 8,
     max_length: int = 256,
+    score_end: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Summed loss and token count of the reference ``output`` of each instruction, given its prompt, one per item.
 
     ``sums / counts`` is each response's mean loss (nats per token): the
     per-item scores with which two prompt formats are compared on the same
     items (paired); ``exp(sums.sum() / counts.sum())`` is
-    :func:`response_perplexity`. Taught in
+    :func:`response_perplexity`. With ``score_end=False`` the
+    end-of-sequence token after each response is not scored: only the
+    answer's own tokens count (a model that has learned *when to stop* would
+    otherwise look as if it knew the answers better). Taught in
     ``course/04_gpt_instruction_tuning.ipynb`` (the choice of the format).
     """
     tokenized = tokenize_instructions(dataset, tokenizer, style, max_length, mask_prompt=True)
+    if not score_end:  # every response ends with the end-of-sequence token: leave it out of the loss
+        tokenized = tokenized.map(lambda row: {"labels": row["labels"][:-1] + [IGNORE_INDEX]})
     return _losses_by_length(model, tokenized, instruction_collator(tokenizer), device, batch_size)
 
 

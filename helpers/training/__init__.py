@@ -36,7 +36,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
         ],
         "bow_classifier": ["train_bow_classifier"],
         "causal_lm": ["train_causal_lm"],
-        "classifier_runs": ["predict_probabilities", "train_classifier"],
+        "classifier_runs": ["predict_probabilities", "restore_best_weights", "train_classifier"],
         "freezing": [
             "freeze_backbone",
             "freeze_embeddings",
