@@ -548,7 +548,7 @@ def lesson_results() -> str:
     """One table per lesson and kind of machine, from ``lessons.json``: what each lesson's summary recorded."""
     record = _load("lessons")
     sections = []
-    for key in sorted(record):
+    for key in sorted(record, key=lambda k: (not k.endswith("/fp32"), k)):  # fp32, the budget's reference, first
         for notebook in sorted(record[key]):
             run = record[key][notebook]
             rows = [
