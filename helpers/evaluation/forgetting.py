@@ -84,6 +84,10 @@ def answer_choice_correct(
     candidate is scored by its mean loss per token given the question
     (:func:`helpers.evaluation.perplexity.response_losses`, end token not
     scored); the likeliest has the lowest. Chance is ``1 / n_choices``.
+    Not :func:`helpers.evaluation.closed_tasks.constrained_choice`: that one
+    chooses among a task's fixed labels by summed loss with the end token,
+    where answers of different lengths compete; here each question has its
+    own candidates of various lengths, so the mean per token is compared.
     Taught in ``course/06_catastrophic_forgetting.ipynb``.
     """
     n = len(questions)
