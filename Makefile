@@ -29,18 +29,36 @@ LOWER_TESTS ?= tests/test_device.py tests/test_training.py tests/test_data.py te
 # $(call install-torch,PYTHON,CONSTRAINTS): torch $(TORCH_VERSION) into PYTHON's environment unless it is there
 # already: the CUDA build where a CUDA GPU is found, else the CPU build (PyPI's Linux wheel is the CUDA one,
 # several GB). A torch of another version is replaced, so that the install with -c never swaps it itself.
-# Both retry (5 times, 30 s timeout per connection): a flaky index costs a retry, not the setup. Where the
-# PyTorch index cannot be reached (its name does not resolve), that costs about 7 s per package (1 min, measured).
+# Both retry (5 times, 30 s timeout per connection): a flaky index costs a retry, not the setup. The PyTorch
+# index is asked only when its name resolves: where it does not (a machine that reaches PyPI or a mirror only),
+# every package cost pip about 7 s of retries there, 1 min in all (measured), for nothing it could install.
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 install-torch = @test -n "$(TORCH_VERSION)" || { echo "$(CONSTRAINTS) has no torch==VERSION line"; exit 1; }; \
 	if $(1) -c "import sys, torch; sys.exit(torch.__version__.split('+')[0] != '$(TORCH_VERSION)')" 2>/dev/null; then \
 		echo "torch already installed: $$($(1) -c 'import torch; print(torch.__version__)')"; \
 	elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
 		echo "CUDA GPU found: installing the CUDA build of torch $(TORCH_VERSION)"; \
 		$(1) -m pip install --retries 5 --timeout 30 -c $(2) "torch==$(TORCH_VERSION)"; \
-	else \
+	elif $(1) -c "import socket; socket.setdefaulttimeout(5); socket.getaddrinfo('download.pytorch.org', 443)" 2>/dev/null; then \
 		echo "No CUDA GPU found: installing the CPU build of torch $(TORCH_VERSION)"; \
-		$(1) -m pip install --retries 5 --timeout 30 --extra-index-url https://download.pytorch.org/whl/cpu -c $(2) \
-			"torch==$(TORCH_VERSION)"; \
+		$(1) -m pip install --retries 5 --timeout 30 --extra-index-url $(TORCH_CPU_INDEX) -c $(2) "torch==$(TORCH_VERSION)"; \
+	else \
+		echo "No CUDA GPU found, and $(TORCH_CPU_INDEX) cannot be reached: installing torch $(TORCH_VERSION) from \
+pip's own indexes (a CPU build where this machine's pip configuration holds one; PyPI's Linux wheel is the CUDA one)"; \
+		$(1) -m pip install --retries 5 --timeout 30 -c $(2) "torch==$(TORCH_VERSION)"; \
+	fi
+
+# $(call install-course,PYTHON,CONSTRAINTS,TARGET): the course and its dependencies into PYTHON's environment
+# (torch is there already, at the pinned version, and satisfies the constraint: nothing replaces it). With uv
+# (INSTALLER=uv, the default; uv itself pinned in CONSTRAINTS) this took 5 s here where pip took 71 s
+# (2026-12-07, 190 packages, empty caches). uv reads its own settings, not pip's: where packages must come from
+# a mirror configured for pip only, use `make setup INSTALLER=pip` (or set UV_INDEX_URL / UV_DEFAULT_INDEX).
+INSTALLER ?= uv
+install-course = @if [ "$(INSTALLER)" = "uv" ]; then \
+		$(1) -m pip install --retries 5 --timeout 30 -c $(2) uv && \
+		$(1) -m uv pip install --python $(1) -c $(2) -e $(3); \
+	else \
+		$(1) -m pip install --retries 5 --timeout 30 -c $(2) -e $(3); \
 	fi
 
 setup: $(VENV)/.setup-done
@@ -58,7 +76,7 @@ $(VENV)/.setup-done: pyproject.toml $(CONSTRAINTS) $(wildcard $(ASSET_HASHES)) h
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -c $(CONSTRAINTS) setuptools
 	$(call install-torch,$(BIN)/python,$(CONSTRAINTS))
-	$(BIN)/python -m pip install -c $(CONSTRAINTS) -e ".[dev]"
+	$(call install-course,$(BIN)/python,$(CONSTRAINTS),".[dev]")
 	$(BIN)/ftcourse install-assets
 	@command -v bwrap >/dev/null 2>&1 || echo "note: bubblewrap (bwrap) is not installed: \`ftcourse grade\` will refuse \
 	to grade. Install it on the grading machine (Debian/Ubuntu: sudo apt-get install bubblewrap; Fedora: sudo dnf \
@@ -125,15 +143,20 @@ course-fast: setup
 # (the notebooks pass env.precision on and hold no precision-dependent code). A second execution of
 # the training notebooks in fp32 took 8 of CI's 31 minutes (2026-12-06) for no code path of its own:
 # it is `make test-other-precision`, for a change that touches precision handling.
-# One run after the other, never two at once: two streams (tests beside notebooks, 2026-12-06) were
-# slower on 2 cores, each stream's torch threads competing for the same cores.
+# On TEST_WORKERS processes (pytest-xdist; --dist loadfile keeps each notebook's cells, and each test file's
+# module fixtures, in one process), each with one torch thread: the whole suite took 926 s here instead of
+# 1468 s on one process with 2 threads (2-core AMD EPYC, 2026-12-07). Two streams with 2 threads each were
+# slower than one (2026-12-06): their threads competed for the same cores. More workers than cores do not
+# help; each holds its own models (9.5 GB peak for two here).
+TEST_WORKERS ?= 2
 NATIVE_BF16 = $(shell $(BIN)/python -c "from helpers.device import detect_capabilities as d; print(int(d().cpu_bf16))" 2>/dev/null)
 MAIN_PRECISION = $(if $(filter 1,$(NATIVE_BF16)),bf16,fp32)
 TRAINING_NOTEBOOKS = course/01_strategies.ipynb course/03_bert_classification.ipynb \
 	course/04_gpt_instruction_tuning.ipynb course/05_hyperparameters.ipynb course/06_catastrophic_forgetting.ipynb course/07_overfitting_imbalance.ipynb course/08_multitask.ipynb \
 	course/09_evaluation.ipynb course/11_peft.ipynb \
 	solutions/13_exercise_sentiment.ipynb
-PYTEST = HF_HUB_OFFLINE=1 FTCOURSE_FAST=1 $(BIN)/python -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=900
+PYTEST = HF_HUB_OFFLINE=1 FTCOURSE_FAST=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest \
+	-n $(TEST_WORKERS) --dist loadfile --nbval-lax --nbval-current-env --nbval-cell-timeout=900
 
 test: setup lint
 	@echo "== whole suite, FTCOURSE_PRECISION=$(MAIN_PRECISION)"
