@@ -46,6 +46,8 @@ IMPORTS = [
     ("peft", "get_peft_model"),
     ("trl", "SFTConfig"),
     ("trl", "SFTTrainer"),
+    ("trl", "DPOConfig"),  # helpers.training.preference (issue 34)
+    ("trl", "DPOTrainer"),
 ]
 
 # Keyword arguments the course passes, by callable: "module:Name" or "module:Name.method".
@@ -139,6 +141,25 @@ KEYWORDS = {
         "data_collator",
         "callbacks",
     ],
+    "trl:DPOConfig": [
+        # helpers.training.preference.dpo_config_for (the shared part is checked under TrainingArguments)
+        "beta",
+        "loss_type",
+        "max_length",
+        "pad_to_multiple_of",
+        "precompute_ref_log_probs",
+        "max_steps",
+        "learning_rate",
+        "per_device_train_batch_size",
+        "per_device_eval_batch_size",
+        "weight_decay",
+        "logging_steps",
+        "save_strategy",
+        "bf16",
+        "fp16",
+        "use_cpu",
+    ],
+    "trl:DPOTrainer": ["model", "ref_model", "args", "train_dataset", "eval_dataset", "processing_class"],
     "transformers:BitsAndBytesConfig": [
         "load_in_4bit",
         "bnb_4bit_quant_type",
@@ -177,6 +198,8 @@ SCANNED = {
     "LoraConfig": "peft:LoraConfig",
     "SFTConfig": "trl:SFTConfig",
     "SFTTrainer": "trl:SFTTrainer",
+    "DPOConfig": "trl:DPOConfig",
+    "DPOTrainer": "trl:DPOTrainer",
 }
 # course_training_arguments' own parameters (not TrainingArguments fields).
 OWN_PARAMETERS = {"course_training_arguments": {"output_dir", "precision", "seed", "progress"}}
@@ -286,6 +309,11 @@ def test_removed_arguments_stay_removed():
     assert "max_seq_length" not in sft_fields, "SFTConfig accepts max_seq_length again: update course/11_peft.ipynb"
     trainer_names, _ = _accepted(_resolve("trl:SFTTrainer"))
     assert "tokenizer" not in trainer_names, "SFTTrainer accepts tokenizer= again: update course/11_peft.ipynb"
+    dpo_fields, _ = _accepted(_resolve("trl:DPOConfig"))
+    gone = {"max_prompt_length", "max_completion_length"} & dpo_fields  # removed in early 2026 (issue 34)
+    assert not gone, (
+        f"DPOConfig accepts {sorted(gone)} again: helpers.training.preference.dpo_config_for says they are gone"
+    )
 
 
 def test_checkpointing_flag_exists():
@@ -295,6 +323,10 @@ def test_checkpointing_flag_exists():
 
     fields, _ = _accepted(_resolve("trl:SFTConfig"))
     assert checkpointing_field() in fields, f"SFTConfig has no {checkpointing_field()} field ({_version('trl')})"
+    from trl import DPOConfig
+
+    dpo_fields, _ = _accepted(_resolve("trl:DPOConfig"))
+    assert checkpointing_field(DPOConfig) in dpo_fields, f"DPOConfig has no {checkpointing_field(DPOConfig)} field"
 
 
 def test_sft_config_defaults_the_course_overrides():

@@ -1,7 +1,7 @@
 """Data, the first layer: the embedded data sets and splits (:mod:`.loaders`), batching and padding
 (:mod:`.batching`), instruction data and prompt formats (:mod:`.instructions`), causal-LM labels and
 collation (:mod:`.causal_lm`), EDA text augmentation (:mod:`.augmentation`), skewed sets and random
-over/under-sampling (:mod:`.sampling`).
+over/under-sampling (:mod:`.sampling`), preference pairs with a verifiable winner (:mod:`.preferences`).
 
 The lessons import from here (``from helpers.data import rotten_tomatoes, make_loader``); each name is
 imported from its module on first use, so ``import helpers.data`` stays light. It imports nothing from
@@ -55,6 +55,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
             "wiki_text",
             "wiki_topics",
         ],
+        "preferences": ["REJECTION_KINDS", "closed_task_pairs", "off_format_answer"],
         "sampling": ["class_counts", "make_imbalanced", "random_oversample", "random_undersample"],
     },
 )

@@ -7,7 +7,8 @@ Consolidation (:mod:`.regularization`), a head fitted as a linear probe before f
 gradient accumulation and activation memory (:mod:`.accumulation`), a hyperparameter search with Optuna
 (:mod:`.search`), one encoder with a head per task (:mod:`.multitask`), the cached sentiment classifier of
 the later lessons (:mod:`.reference`), LoRA with PEFT and supervised fine-tuning with TRL (:mod:`.lora`),
-full, partial and LoRA fine-tuning measured alike (:mod:`.adaptation`), and exercise 15's TF-IDF
+full, partial and LoRA fine-tuning measured alike (:mod:`.adaptation`), DPO written out and TRL's
+``DPOConfig`` for this machine (:mod:`.preference`), and exercise 15's TF-IDF
 classifier (:mod:`.bow_classifier`).
 
 The lessons import from here (``from helpers.training import train_loop``); each name is imported from
@@ -71,6 +72,15 @@ __all__, __getattr__, __dir__ = lazy_exports(
             "task_sampling_probabilities",
             "task_schedule",
             "train_multitask",
+        ],
+        "preference": [
+            "DPOLoss",
+            "completion_logprobs",
+            "dpo_config_for",
+            "dpo_loss",
+            "on_policy_pairs",
+            "preferred_answer",
+            "prompt_completion_ids",
         ],
         "probing": ["fit_head_by_linear_probe", "head_inputs"],
         "reference": ["sentiment_classifier"],

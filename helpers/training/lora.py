@@ -45,6 +45,7 @@ __all__ = [
     "merge_lora",
     "prompt_completion_dataset",
     "checkpointing_field",
+    "trl_training_settings",
     "sft_config_for",
     "unwrap_peft",
 ]
@@ -226,8 +227,8 @@ def prompt_completion_dataset(
     return instructions.map(convert, remove_columns=instructions.column_names)
 
 
-def checkpointing_field() -> str:
-    """The ``SFTConfig`` field that turns activation checkpointing on or off.
+def checkpointing_field(config_class: type = SFTConfig) -> str:
+    """The field of ``config_class`` (``SFTConfig``, ``DPOConfig``...) that turns activation checkpointing on or off.
 
     transformers 5 renamed ``gradient_checkpointing`` to
     ``activation_checkpointing`` (5.24 has both: the old name is a deprecated
@@ -236,8 +237,48 @@ def checkpointing_field() -> str:
     """
     import dataclasses
 
-    names = {field.name for field in dataclasses.fields(SFTConfig)}
+    names = {field.name for field in dataclasses.fields(config_class)}
     return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+
+
+def trl_training_settings(
+    config_class: type,
+    output_dir: str | Path,
+    precision: Precision,
+    device: str,
+    max_steps: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    max_length: int,
+    progress: bool,
+) -> dict[str, Any]:
+    """What the course's TRL configurations share (:func:`sft_config_for`, :func:`helpers.training.preference.dpo_config_for`).
+
+    :func:`helpers.training.trainers.course_training_settings` (precision flags,
+    clipping, schedule, seed, no tracker), then the budget, the rate and the
+    batch size, ``weight_decay=0``, ``max_length``, no ``pad_to_multiple_of``,
+    activation checkpointing off under ``config_class``'s name for it
+    (:func:`checkpointing_field`), 20 log lines a run, nothing saved. Refuses a
+    ``precision`` chosen for another device type than ``device``.
+    """
+    if torch.device(device).type != torch.device(precision.device).type:
+        raise ValueError(f"precision {precision.name!r} was chosen for {precision.device!r}, not for {device!r}")
+    from helpers.training.trainers import course_training_settings
+
+    return {
+        **course_training_settings(output_dir, precision, seed, progress),
+        "max_steps": max_steps,
+        "learning_rate": lr,
+        "per_device_train_batch_size": batch_size,
+        "per_device_eval_batch_size": batch_size,
+        "weight_decay": 0.0,
+        "max_length": max_length,
+        "pad_to_multiple_of": None,
+        checkpointing_field(config_class): False,
+        "logging_steps": max(1, max_steps // 20),
+        "save_strategy": "no",
+    }
 
 
 def sft_config_for(
@@ -267,26 +308,14 @@ def sft_config_for(
     schedule as :func:`helpers.training.causal_lm.train_causal_lm`.
     ``settings`` go on top.
     """
-    if torch.device(device).type != torch.device(precision.device).type:
-        raise ValueError(f"precision {precision.name!r} was chosen for {precision.device!r}, not for {device!r}")
-    from helpers.training.trainers import course_training_settings
-
     config = {
-        **course_training_settings(output_dir, precision, seed, progress),
-        "max_steps": max_steps,
-        "learning_rate": lr,
-        "per_device_train_batch_size": batch_size,
-        "per_device_eval_batch_size": batch_size,
-        "weight_decay": 0.0,
-        "max_length": max_length,
+        **trl_training_settings(
+            SFTConfig, output_dir, precision, device, max_steps, lr, batch_size, seed, max_length, progress
+        ),
         "packing": False,
         "padding_free": False,
-        "pad_to_multiple_of": None,
         "completion_only_loss": True,
         "assistant_only_loss": False,
-        checkpointing_field(): False,
-        "logging_steps": max(1, max_steps // 20),
-        "save_strategy": "no",
     }
     return SFTConfig(**{**config, **settings})
 

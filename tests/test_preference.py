@@ -1,0 +1,179 @@
+"""Preference pairs (helpers.data.preferences) and DPO written by hand (helpers.training.preference), checked
+against TRL's DPOTrainer on the same batch. Tiny random Llama with SmolLM2's tokenizer: the claims are about
+the formula and the token accounting, not about what a real model learns."""
+
+import copy
+import math
+
+import pytest
+import torch
+
+from helpers.data.instructions import closed_labels, format_prompt, instruction_dataset
+from helpers.data.preferences import REJECTION_KINDS, closed_task_pairs, off_format_answer
+from helpers.device import FP32
+from helpers.evaluation.metrics import exact_match
+from helpers.models.generation import answer_instructions
+from helpers.training.preference import (
+    completion_logprobs,
+    dpo_config_for,
+    dpo_loss,
+    on_policy_pairs,
+    preferred_answer,
+    prompt_completion_ids,
+)
+
+
+@pytest.fixture(scope="module")
+def instructions():
+    return instruction_dataset({"train": 6, "validation": 3, "test": 3}, seed=0)
+
+
+def test_pairs_prefer_the_right_label_in_the_requested_format(instructions, tiny_lm):
+    _, tokenizer = tiny_lm
+    split = instructions["train"]
+    pairs = closed_task_pairs(split, tokenizer, style="chat", seed=0)
+    labels = closed_labels()
+    closed = [i for i, task in enumerate(split["task"]) if task in labels]
+    assert len(pairs) == len(closed) * len(REJECTION_KINDS)
+    for row in pairs:
+        item = split[row["source"]]
+        assert row["task"] == item["task"]
+        assert row["prompt"] == format_prompt(item["instruction"], item["input"], "chat", tokenizer)
+        assert row["chosen"] == item["output"] and row["chosen"] in labels[row["task"]]
+        if row["kind"] == "wrong_label":
+            assert row["rejected"] in labels[row["task"]] and row["rejected"] != row["chosen"]
+        else:  # the right content, not in the one-word format
+            assert row["rejected"] == off_format_answer(row["chosen"]) and row["rejected"] not in labels[row["task"]]
+    assert closed_task_pairs(split, tokenizer, seed=0)["rejected"] == pairs["rejected"]
+
+
+def test_pairs_keep_the_splits_apart(instructions):
+    prompts = {name: set(closed_task_pairs(instructions[name], style="qa")["prompt"]) for name in instructions}
+    assert not prompts["train"] & prompts["test"] and not prompts["train"] & prompts["validation"]
+
+
+def test_pairs_refuse_bad_input(instructions):
+    with pytest.raises(ValueError, match="kinds"):
+        closed_task_pairs(instructions["train"], style="qa", kinds=["nonsense"])
+    free = instructions["train"].filter(lambda row: row["task"] not in closed_labels())
+    with pytest.raises(ValueError, match="no closed-task item"):
+        closed_task_pairs(free, style="qa")
+    bad = instructions["train"].map(lambda row: {"output": "maybe"} if row["task"] == "sentiment" else {})
+    with pytest.raises(ValueError, match="not an allowed"):
+        closed_task_pairs(bad, style="qa")
+
+
+def test_completion_logprobs_sums_the_answer_tokens_and_the_end(tiny_lm):
+    model, tokenizer = tiny_lm
+    prompt, answer = "Q: Is the sky blue?\nA: ", "yes"
+    prompt_ids, completion_ids = prompt_completion_ids(tokenizer, prompt, answer)
+    assert completion_ids[-1] == tokenizer.eos_token_id
+    ids = torch.tensor([prompt_ids + completion_ids])
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
+    by_hand = sum(logprobs[t - 1, ids[0, t]].item() for t in range(len(prompt_ids), ids.shape[1]))
+    # batched with a longer pair, so that this one is padded
+    scored = completion_logprobs(model, tokenizer, [prompt, prompt + "Think twice."], [answer, "no, it is not"])
+    assert scored[0].item() == pytest.approx(by_hand, abs=1e-4)
+    assert not scored.requires_grad
+    assert completion_logprobs(model, tokenizer, [prompt], [answer], grad=True).requires_grad
+
+
+def test_dpo_loss_is_log_two_at_the_start_and_follows_the_margin():
+    same = torch.tensor([-3.0, -5.0])
+    start = dpo_loss(same, same - 1, same, same - 1, beta=0.1)
+    assert start.loss.item() == pytest.approx(math.log(2))
+    assert torch.equal(start.chosen_rewards, torch.zeros(2))
+    better = dpo_loss(same + 2, same - 1, same, same - 1, beta=0.5)  # chosen log-ratio +2: margin 0.5 * 2
+    assert better.loss.item() == pytest.approx(-math.log(1 / (1 + math.exp(-1.0))))
+    assert better.chosen_rewards.tolist() == pytest.approx([1.0, 1.0])
+    with pytest.raises(ValueError, match="beta"):
+        dpo_loss(same, same, same, same, beta=0)
+    with pytest.raises(ValueError, match="shape"):
+        dpo_loss(same, same[:1], same, same)
+
+
+def test_hand_dpo_loss_equals_trl_on_the_same_batch(instructions, tiny_lm, tmp_path):
+    """The lesson's formula and TRL's DPOTrainer give one loss on one batch, with a reference that differs."""
+    from trl import DPOTrainer
+
+    policy, tokenizer = tiny_lm
+    reference = copy.deepcopy(policy)
+    torch.manual_seed(1)
+    with torch.no_grad():  # a policy that has moved away from its reference: the log-ratios are not zero
+        for parameter in policy.parameters():
+            parameter.add_(0.02 * torch.randn_like(parameter))
+    pairs = closed_task_pairs(instructions["train"], tokenizer, style="chat", seed=0).select(range(4))
+    config = dpo_config_for(tmp_path, FP32, "cpu", max_steps=1, beta=0.3, batch_size=4, progress=False)
+    config.precompute_ref_log_probs = False  # the reference model runs on the batch itself
+    trainer = DPOTrainer(
+        model=policy,
+        ref_model=reference,
+        args=config,
+        train_dataset=pairs,
+        eval_dataset=pairs,
+        processing_class=tokenizer,
+    )
+    batch = next(iter(trainer.get_eval_dataloader()))  # in order, the four pairs
+    policy.eval()
+    with torch.no_grad():
+        trl_loss = trainer.compute_loss(trainer.model, batch).item()
+
+    prompts = pairs["prompt"]
+    for i, row in enumerate(pairs):  # the same tokens as TRL's own preparation
+        prompt_ids, chosen_ids = prompt_completion_ids(tokenizer, row["prompt"], row["chosen"])
+        assert trainer.eval_dataset[i]["chosen_ids"] == chosen_ids
+        assert trainer.eval_dataset[i]["prompt_ids"] == prompt_ids
+    hand = dpo_loss(
+        completion_logprobs(policy, tokenizer, prompts, pairs["chosen"]),
+        completion_logprobs(policy, tokenizer, prompts, pairs["rejected"]),
+        completion_logprobs(reference, tokenizer, prompts, pairs["chosen"]),
+        completion_logprobs(reference, tokenizer, prompts, pairs["rejected"]),
+        beta=0.3,
+    )
+    assert abs(hand.loss.item() - math.log(2)) > 1e-3  # the check would be empty at log 2
+    assert hand.loss.item() == pytest.approx(trl_loss, rel=1e-4)
+
+
+def test_dpo_config_is_set_for_the_machine(tmp_path):
+    precision = FP32
+    config = dpo_config_for(tmp_path, precision, "cpu", max_steps=10, beta=0.2)
+    assert config.beta == 0.2 and config.loss_type == ["sigmoid"] and config.precompute_ref_log_probs
+    assert config.use_cpu and not config.bf16 and not config.gradient_checkpointing
+    assert config.report_to == [] or config.report_to in ("none", ["none"])
+    assert dpo_config_for(tmp_path, precision, "cpu", max_steps=10, loss_type=["ipo"]).loss_type == ["ipo"]
+    with pytest.raises(ValueError, match="precision"):
+        dpo_config_for(tmp_path, precision, "cuda", max_steps=10)
+
+
+def test_preferred_answer_ranks_by_score_then_length():
+    assert preferred_answer("negative", "positive", "positive", exact_match) == 1
+    assert preferred_answer("Positive.", "it is positive", "positive", exact_match) == 0  # both wrong: shorter
+    assert preferred_answer("positive", "Positive", "positive", exact_match) is None  # same score, same length
+
+
+def test_on_policy_pairs_are_the_models_own_samples_ranked_by_the_rule(instructions, tiny_lm):
+    model, tokenizer = tiny_lm
+    items = instructions["validation"].select(range(6))
+    pairs = on_policy_pairs(model, tokenizer, items, exact_match, style="qa", seed=3, max_new_tokens=5)
+    draws = [
+        answer_instructions(model, tokenizer, items, "qa", max_new_tokens=5, do_sample=True, seed=seed)
+        for seed in (3, 4)
+    ]
+    assert draws[0] != draws[1]  # two real samples, not one answer twice
+    made = 0
+    for index, row in enumerate(items):
+        answers = (draws[0][index], draws[1][index])
+        winner = preferred_answer(*answers, row["output"], exact_match)
+        found = [pair for pair in pairs if pair["source"] == index]
+        if winner is None:
+            assert not found
+            continue
+        made += 1
+        (pair,) = found
+        assert (pair["chosen"], pair["rejected"]) == (answers[winner], answers[1 - winner])
+        assert pair["prompt"] == format_prompt(row["instruction"], row["input"], "qa")
+        assert pair["chosen_score"] == exact_match(pair["chosen"], row["output"])
+    assert made == len(pairs) > 0
+    nothing = on_policy_pairs(model, tokenizer, items, lambda a, r: 0.0, style="qa", max_new_tokens=1, temperature=1e-3)
+    assert len(nothing) == 0 and "chosen" in nothing.column_names  # one token, near-greedy: the same answer twice
