@@ -146,8 +146,8 @@ course-fast: setup
 # On TEST_WORKERS processes (pytest-xdist; --dist loadfile keeps each notebook's cells, and each test file's
 # module fixtures, in one process), each with one torch thread: the whole suite took 926 s here instead of
 # 1468 s on one process with 2 threads (2-core AMD EPYC, 2026-12-07). Two streams with 2 threads each were
-# slower than one (2026-12-06): their threads competed for the same cores. More workers than cores do not
-# help; each holds its own models (9.5 GB peak for two here).
+# slower than one (2026-12-06): their threads competed for the same cores. More workers than cores were not
+# tried; each worker holds its own models (9.5 GB peak for two here).
 TEST_WORKERS ?= 2
 NATIVE_BF16 = $(shell $(BIN)/python -c "from helpers.device import detect_capabilities as d; print(int(d().cpu_bf16))" 2>/dev/null)
 MAIN_PRECISION = $(if $(filter 1,$(NATIVE_BF16)),bf16,fp32)
