@@ -74,11 +74,6 @@ def prompt_completion_ids(
     return prompt_ids[:cut], joint[cut:]
 
 
-@torch.no_grad()
-def _no_grad_logprobs(model, rows, device, pad_id):
-    return _summed_logprobs(model, rows, device, pad_id)
-
-
 def _summed_logprobs(
     model: PreTrainedModel, rows: list[tuple[list[int], list[int]]], device: str, pad_id: int
 ) -> torch.Tensor:
@@ -124,8 +119,10 @@ def completion_logprobs(
     if empty:
         raise ValueError(f"pairs {empty[:5]} have an empty completion")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    score = _summed_logprobs if grad else _no_grad_logprobs
-    parts = [score(model, rows[i : i + batch_size], device, pad_id) for i in range(0, len(rows), batch_size)]
+    with torch.set_grad_enabled(grad):
+        parts = [
+            _summed_logprobs(model, rows[i : i + batch_size], device, pad_id) for i in range(0, len(rows), batch_size)
+        ]
     return torch.cat(parts)
 
 
