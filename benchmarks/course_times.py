@@ -60,7 +60,14 @@ def recorded_notebook_run(env, notebook: Path, results: Path) -> dict:
     seconds = times.get(key, {}).get("seconds", {}).get(notebook.name)
     if seconds is None or not results.is_file():
         sys.exit(f"no course_times.py run of {notebook.name} under {key!r} with its results: run the notebook part")
-    return {"seconds": seconds, "results": _default_mode_results(results)}
+    recorded = _default_mode_results(results)
+    # The results file is the last run's, in whatever precision it ran: it must be the run whose time is read.
+    if not str(recorded.get("measured_on", "")).endswith(f", {env.precision.name}"):
+        sys.exit(
+            f"{results} comes from a run in another precision than {env.precision.name} "
+            f"({recorded.get('measured_on')!r}): set FTCOURSE_PRECISION to match it, or run the notebook part"
+        )
+    return {"seconds": seconds, "results": recorded}
 
 
 def run_notebook_default(notebook: Path, results: Path) -> dict:

@@ -131,3 +131,55 @@ def test_the_recorded_warmup_grid_compares_each_warmup_with_none_and_applies_hol
         [c["verdict"] for c in recorded["comparisons"]], [c["p_value"] for c in recorded["comparisons"]]
     )
     assert adjusted == [c["holm_verdict"] for c in recorded["comparisons"]]
+
+
+def test_lesson_03s_budget_is_the_candidate_with_the_best_mean_validation_accuracy():
+    from benchmarks.bert_classification import chosen_head_start, chosen_recipe
+
+    recipes = {
+        "a": {"validation_accuracy_per_seed": [0.80, 0.84], "test_accuracy_per_seed": [0.90, 0.90]},  # best on test
+        "b": {"validation_accuracy_per_seed": [0.83, 0.82], "test_accuracy_per_seed": [0.80, 0.80]},  # best mean
+    }
+    assert chosen_recipe(recipes) == "b"
+    starts = {
+        "random": {"validation_accuracy_per_epoch": [[0.90, 0.70], [0.90, 0.72]]},  # better after epoch 1 only
+        "linear probe": {"validation_accuracy_per_epoch": [[0.60, 0.80], [0.60, 0.80]]},
+    }
+    assert chosen_head_start(starts) == "linear probe"
+
+
+def tuple_constants(lesson: Path) -> dict:
+    """``a, b = 1, 2`` assignments of literals in a lesson's code cells, as {name: value}."""
+    found = {}
+    for cell in nbformat.read(lesson, as_version=4).cells:
+        if cell.cell_type != "code":
+            continue
+        for node in ast.walk(ast.parse(cell.source)):
+            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Tuple):
+                names = [target.id for target in node.targets[0].elts if isinstance(target, ast.Name)]
+                values = literal(node.value)
+                if values is not None and len(names) == len(values):
+                    found.update(zip(names, values))
+    return found
+
+
+def test_lesson_03s_recipe_and_head_start_are_the_ones_chosen_on_validation():
+    from benchmarks import bert_classification as bert
+
+    recorded = json.loads((ROOT / "benchmarks" / "results" / "bert_classification.json").read_text())
+    recipe, start = recorded["recipe"], recorded["head_start"]
+    assert recipe["chosen_on"] == start["chosen_on"] == "validation"
+    assert set(recipe["recipes"]) == set(bert.CANDIDATE_RECIPES)
+    chosen = bert.chosen_recipe(recipe["recipes"])
+    assert recipe["chosen"] == chosen
+    settings = bert.CANDIDATE_RECIPES[chosen]
+    assert (bert.RECIPE["epochs"], bert.RECIPE["learning_rate"]) == (settings["epochs"], settings["learning_rate"])
+    # The rates tried for the chosen number of epochs bracket the best of them on validation.
+    same_epochs = {name: run for name, run in recipe["recipes"].items() if run["epochs"] == settings["epochs"]}
+    rates = sorted(run["learning_rate"] for run in same_epochs.values())
+    best_rate = same_epochs[bert.chosen_recipe(same_epochs)]["learning_rate"]
+    assert rates[0] < best_rate < rates[-1], "the rate grid must bracket its best value"
+    assert start["chosen"] == bert.chosen_head_start(start["starts"]) == "linear probe"
+    lesson = tuple_constants(ROOT / "course" / "03_bert_classification.ipynb")
+    assert (lesson["max_epochs"], lesson["learning_rate"]) == (settings["epochs"], settings["learning_rate"])
+    assert lesson["batch_size"] == bert.RECIPE["batch_size"]

@@ -122,6 +122,29 @@ def test_the_runner_gives_each_kernel_its_results_file_and_course_times_keeps_de
         course_times.keep_lesson_records(lessons, "full/x", [run], records)
 
 
+def test_a_benchmark_reads_a_recorded_notebook_run_only_in_the_precision_of_its_results_file(tmp_path, monkeypatch):
+    """The notebook's results file is the last run's: its time must come from the run in that same precision."""
+    from benchmarks import course_times
+
+    monkeypatch.setenv("FTCOURSE_PRECISION", "fp32")
+    env = setup(seed=0, fast=False, verbose=False)
+    key = course_times.machine_key(env, "full")
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "results" / "course_times.json").write_text(
+        json.dumps({key: {"seconds": {"03_demo.ipynb": 300.0}}})
+    )
+    monkeypatch.setattr(course_times, "ROOT", tmp_path)
+    results = tmp_path / "results.json"
+    for precision, accepted in (("bf16", False), ("fp32", True)):
+        results.write_text(json.dumps({"mode": "full", "measured_on": f"cpu (demo, 2 threads), {precision}"}))
+        if accepted:
+            run = course_times.recorded_notebook_run(env, tmp_path / "03_demo.ipynb", results)
+            assert run["seconds"] == 300.0 and run["results"]["measured_on"].endswith("fp32")
+        else:
+            with pytest.raises(SystemExit, match="another precision"):
+                course_times.recorded_notebook_run(env, tmp_path / "03_demo.ipynb", results)
+
+
 def test_results_md_renders_each_record_with_its_interval_and_verdicts(monkeypatch, tmp_path):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
