@@ -522,6 +522,37 @@ def warmup_benchmark() -> str:
     return "\n".join(lines)
 
 
+def multitask_benchmark() -> str:
+    """Lesson 08 at larger sizes: each task alone and together, per task, and the paired comparisons (Holm)."""
+    r = _load("multitask_transfer")
+    setup = r["setup"]
+    sizes = ", ".join(f"{task} {n:,}" for task, n in setup["sizes"].items())
+    tested = ", ".join(f"{task} {n}" for task, n in setup["test_items_per_task"].items())
+    lines = [
+        f"Measured on {r['measured_on']}, {r['date']}, {duration(r['seconds'])}: training examples {sizes}; "
+        f"{setup['updates']} updates of {setup['batch_size']} at lr {setup['learning_rate']:g} for every model; "
+        f"{len(setup['seeds'])} seeds; test items {tested} (seeds and items resampled together); the "
+        f"{len(r['comparisons'])} paired comparisons read together with Holm's correction.",
+        "",
+        "| task | start | alone | together, T = 1 | together, T = inf |",
+        "|---|---|---|---|---|",
+    ]
+    for task, accuracy in r["accuracy"].items():
+        cells = [f"{accuracy['start']:.1%}"] + [
+            _interval(accuracy[config]).replace("95% CI ", "")
+            for config in ("alone", "together, T = 1", "together, T = inf")
+        ]
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    lines += ["", "| comparison | task | difference | verdict | Holm |", "|---|---|---|---|---|"]
+    for c in r["comparisons"]:
+        d = c["difference"]
+        lines.append(
+            f"| {c['comparison']} | {c['task']} | {100 * d['value']:+.1f} points [{100 * d['low']:+.1f}, "
+            f"{100 * d['high']:+.1f}] | {c['verdict']} | **{c['holm_verdict']}** |"
+        )
+    return "\n".join(lines)
+
+
 def _signed(value: float) -> str:
     return f"{value:+.3f}"
 
@@ -628,6 +659,7 @@ TABLES = {
     "instruction-benchmark": instruction_benchmark,
     "peft-benchmark": peft_benchmark,
     "warmup-benchmark": warmup_benchmark,
+    "multitask-benchmark": multitask_benchmark,
 }
 
 

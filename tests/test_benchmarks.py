@@ -183,3 +183,25 @@ def test_lesson_03s_recipe_and_head_start_are_the_ones_chosen_on_validation():
     lesson = tuple_constants(ROOT / "course" / "03_bert_classification.ipynb")
     assert (lesson["max_epochs"], lesson["learning_rate"]) == (settings["epochs"], settings["learning_rate"])
     assert lesson["batch_size"] == bert.RECIPE["batch_size"]
+
+
+def test_the_larger_multitask_run_is_lesson_08s_experiment_with_holm_over_its_comparisons():
+    from benchmarks import multitask_transfer as bench_08
+    from helpers.evaluation import holm_verdicts
+
+    lesson = lesson_constants(ROOT / "course" / "08_multitask.ipynb")
+    assert (bench_08.MAX_LENGTH, bench_08.BATCH_SIZE, bench_08.LEARNING_RATE) == (
+        lesson["max_length"],
+        lesson["batch_size"],
+        lesson["lr"],
+    )
+    assert set(bench_08.SIZES) == set(lesson["train_sizes"]["full"])
+    recorded = json.loads((ROOT / "benchmarks" / "results" / "multitask_transfer.json").read_text())
+    assert recorded["setup"]["sizes"] == bench_08.SIZES
+    assert recorded["setup"]["seeds"] == [42, 43, 44]  # the lesson's seeds: env.seed, + 1, + 2
+    compared = [(c["comparison"], c["task"]) for c in recorded["comparisons"]]
+    assert sorted(compared) == sorted((name, task) for name, _, _ in bench_08.COMPARISONS for task in bench_08.SIZES)
+    adjusted = holm_verdicts(
+        [c["verdict"] for c in recorded["comparisons"]], [c["p_value"] for c in recorded["comparisons"]]
+    )
+    assert adjusted == [c["holm_verdict"] for c in recorded["comparisons"]]
