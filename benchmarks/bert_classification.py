@@ -90,9 +90,8 @@ RECIPE = {
     "max_length": 128,
     "probe_size": 2000,
 }
-# The budgets the notebook's recipe is chosen among, on validation items (``recipe`` part): one epoch at three rates
-# (the grid brackets the best one) and the two epochs the notebook used before. All from the linear-probe head, and
-# all inside the lesson's time budget.
+# The budgets the notebook's recipe is chosen among, on validation items (``recipe`` part): one epoch at four rates
+# (the grid brackets the best one) and the two epochs the notebook used before. All from the linear-probe head.
 CANDIDATE_RECIPES = {
     "1 epoch, lr 5e-5": {"epochs": 1, "learning_rate": 5e-5},
     "1 epoch, lr 1e-4": {"epochs": 1, "learning_rate": 1e-4},
