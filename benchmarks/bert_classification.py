@@ -365,8 +365,6 @@ def head_start(env, splits, seeds) -> dict:
         "test_examples": len(splits["test"]),
         "seeds": list(seeds),
         "starts": starts,
-        "chosen_on": "validation",
-        "chosen": chosen_head_start(starts),
         "probe_minus_random": comparison.as_dict(),
     }
 
@@ -493,7 +491,9 @@ def main() -> None:
             results[part] = padding_speed(env, splits, args.padding_steps)
         seconds[part] = time.perf_counter() - start
         results[part]["measured_on"] = measured_on
-    if "head_start" in results:  # derived by the rule from the recorded validation figures, so they cannot disagree
+    # The head start's choice is derived here, by the rule, from the recorded validation figures (new or earlier
+    # runs alike), so the record and the rule cannot disagree.
+    if "head_start" in results:
         results["head_start"].update(chosen_on="validation", chosen=chosen_head_start(results["head_start"]["starts"]))
     if set(REQUIRED_PARTS) - set(results):  # head_start and notebook are printed (and tabled) only when recorded
         sys.exit(

@@ -23,7 +23,8 @@ LESSON = ROOT / "course" / "04_gpt_instruction_tuning.ipynb"
 
 
 def lesson_constants(lesson: Path = LESSON) -> dict:
-    """The literal assignments of a lesson's code cells, and the keyword arguments of its ``env.pick`` calls."""
+    """The literal assignments of a lesson's code cells (``a, b = 1, 2`` too), and the keyword arguments of its
+    ``env.pick`` calls."""
     found: dict = {}
     for cell in nbformat.read(lesson, as_version=4).cells:
         if cell.cell_type != "code":
@@ -35,6 +36,11 @@ def lesson_constants(lesson: Path = LESSON) -> dict:
                     found[name] = {k.arg: literal(k.value) for k in value.keywords}
                 elif literal(value) is not None:
                     found[name] = literal(value)
+            elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Tuple):
+                names = [target.id for target in node.targets[0].elts if isinstance(target, ast.Name)]
+                values = literal(node.value)
+                if isinstance(values, tuple) and len(names) == len(values) == len(node.targets[0].elts):
+                    found.update(zip(names, values))
     return found
 
 
@@ -148,21 +154,6 @@ def test_lesson_03s_budget_is_the_candidate_with_the_best_mean_validation_accura
     assert chosen_head_start(starts) == "linear probe"
 
 
-def tuple_constants(lesson: Path) -> dict:
-    """``a, b = 1, 2`` assignments of literals in a lesson's code cells, as {name: value}."""
-    found = {}
-    for cell in nbformat.read(lesson, as_version=4).cells:
-        if cell.cell_type != "code":
-            continue
-        for node in ast.walk(ast.parse(cell.source)):
-            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Tuple):
-                names = [target.id for target in node.targets[0].elts if isinstance(target, ast.Name)]
-                values = literal(node.value)
-                if values is not None and len(names) == len(values):
-                    found.update(zip(names, values))
-    return found
-
-
 def test_lesson_03s_recipe_and_head_start_are_the_ones_chosen_on_validation():
     from benchmarks import bert_classification as bert
 
@@ -180,7 +171,7 @@ def test_lesson_03s_recipe_and_head_start_are_the_ones_chosen_on_validation():
     best_rate = same_epochs[bert.chosen_recipe(same_epochs)]["learning_rate"]
     assert rates[0] < best_rate < rates[-1], "the rate grid must bracket its best value"
     assert start["chosen"] == bert.chosen_head_start(start["starts"]) == "linear probe"
-    lesson = tuple_constants(ROOT / "course" / "03_bert_classification.ipynb")
+    lesson = lesson_constants(ROOT / "course" / "03_bert_classification.ipynb")
     assert (lesson["max_epochs"], lesson["learning_rate"]) == (settings["epochs"], settings["learning_rate"])
     assert lesson["batch_size"] == bert.RECIPE["batch_size"]
 
