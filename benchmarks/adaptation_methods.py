@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.course_times import recorded_notebook_run, run_notebook_default  # noqa: E402
+from benchmarks.course_times import machine_record, recorded_notebook_run, run_notebook_default  # noqa: E402
 from helpers import setup  # noqa: E402
 
 NOTEBOOK = ROOT / "course" / "11_peft.ipynb"
@@ -42,14 +42,7 @@ def main() -> None:
         if args.reuse_course_times_run
         else run_notebook_default(NOTEBOOK, RESULTS)
     )
-    run["measured_on"] = {
-        "device": env.device,
-        "precision": env.precision.name,
-        "threads": env.threads,
-        "cpu": env.capabilities.cpu_name,
-        "cpu_native_bf16": env.capabilities.cpu_bf16,
-        "versions": env.versions,
-    }
+    run["measured_on"] = machine_record(env)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(run, indent=2, ensure_ascii=False))
     print(f"notebook 11, default mode, wall time {run['seconds'] / 60:.1f} min -> {args.out}")

@@ -59,7 +59,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.course_times import recorded_notebook_run, run_notebook_default  # noqa: E402
+from benchmarks.course_times import machine_record, recorded_notebook_run, run_notebook_default  # noqa: E402
 from helpers import setup  # noqa: E402
 from helpers.data.batching import make_loader, padding_share, tokenize_for_classification  # noqa: E402
 from helpers.data.loaders import rotten_tomatoes, subsample  # noqa: E402
@@ -459,14 +459,7 @@ def main() -> None:
     splits = rotten_tomatoes(seed=env.seed)
     results = json.loads(args.out.read_text()) if args.out and args.out.is_file() else {}
     # Parts can be re-measured one at a time, on different machines: each records where it ran.
-    measured_on = {
-        "device": env.device,
-        "precision": env.precision.name,
-        "threads": env.threads,
-        "cpu": env.capabilities.cpu_name,
-        "cpu_native_bf16": env.capabilities.cpu_bf16,
-        "versions": env.versions,
-    }
+    measured_on = machine_record(env)
     results.pop("versions", None)
     seconds = results.setdefault("seconds", {})
     for part in args.parts:

@@ -31,6 +31,18 @@ from helpers.device import choose_precision  # noqa: E402
 from helpers.environment import FAST_ENV  # noqa: E402
 
 
+def machine_record(env) -> dict:
+    """Where a benchmark ran: device, precision, threads, CPU (and whether it has native bf16), library versions."""
+    return {
+        "device": env.device,
+        "precision": env.precision.name,
+        "threads": env.threads,
+        "cpu": env.capabilities.cpu_name,
+        "cpu_native_bf16": env.capabilities.cpu_bf16,
+        "versions": env.versions,
+    }
+
+
 def machine_key(env, mode: str) -> str:
     """``full/native-bf16``, ``fast/no-native-bf16``, ``full/cuda``…: one entry per kind of machine and mode.
 
@@ -134,16 +146,7 @@ def main() -> None:
     for name in entry.get("seconds", {}):
         cpu_of.setdefault(name, entry.get("cpu", ""))
         date_of.setdefault(name, entry.get("date", ""))
-    entry.update(
-        {
-            "cpu": env.capabilities.cpu_name,
-            "cpu_native_bf16": env.capabilities.cpu_bf16,
-            "device": env.device,
-            "precision": env.precision.name,
-            "threads": env.threads,
-            "versions": env.versions,
-        }
-    )
+    entry.update(machine_record(env))
     seconds = entry.setdefault("seconds", {})
     for result in results:
         if result.status == "passed":

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from benchmarks.course_times import recorded_notebook_run, run_notebook_default  # noqa: E402
+from benchmarks.course_times import machine_record, recorded_notebook_run, run_notebook_default  # noqa: E402
 from helpers import setup  # noqa: E402
 from helpers.data.causal_lm import ScoredLogitsCollator, instruction_collator, tokenize_instructions  # noqa: E402
 from helpers.data.instructions import CLOSED_TASKS, closed_labels, instruction_dataset  # noqa: E402
@@ -267,14 +267,7 @@ def main() -> None:
     if "notebook" in results and "results" not in results["notebook"]:  # the earlier single-part layout
         results = {}
     # Parts can be re-measured one at a time, on different machines: each records where it ran.
-    measured_on = {
-        "device": env.device,
-        "precision": env.precision.name,
-        "threads": env.threads,
-        "cpu": env.capabilities.cpu_name,
-        "cpu_native_bf16": env.capabilities.cpu_bf16,
-        "versions": env.versions,
-    }
+    measured_on = machine_record(env)
     for part in args.parts:
         if part == "speed":
             results[part] = {"tokens_per_second": tokens_per_second(env, args.steps)}

@@ -386,6 +386,7 @@ def _english(name: str) -> str:
     name = re.sub(r"partiel \((\d+) derniers blocs\)", r"partial (last \1 blocks)", name)
     for french, english in [
         ("départ (sonde linéaire)", "start (linear probe)"),
+        ("réponse majoritaire", "majority answer"),
         ("départ", "start"),
         ("complet", "full"),
         ("adaptateur désactivé", "adapter disabled"),
@@ -409,9 +410,13 @@ def peft_benchmark() -> str:
     }
 
     def interval(row: dict, column: str, digits: int = 3) -> str:
+        if row.get(column) is None:  # a baseline without a model (the majority answer) has no retention
+            return "—"
         return f"{row[column]:.{digits}f} [{row[column + '_low']:.{digits}f}, {row[column + '_high']:.{digits}f}]"
 
     def change(row: dict, column: str) -> str:
+        if row.get(column + "_verdict") is None:
+            return "—"
         if row[column + "_verdict"] == "reference":
             return "reference"
         return (
@@ -422,23 +427,27 @@ def peft_benchmark() -> str:
     def number(value, fmt: str) -> str:
         return "—" if value is None else format(value, fmt)
 
+    seeds = len(nb.get("minilm_seeds", [None]))
+    over = f"over {seeds} training seeds and the test items" if seeds > 1 else "over the test items"
     lines = [
         f"Measured on {machine(on)}: notebook in default mode {duration(part['seconds'])}. Every model of a "
         "table is trained on the same examples in the same order for the same number of updates; quality is "
         "paired against full fine-tuning, retention against the model before fine-tuning (95% bootstrap "
-        "intervals over the test items)."
+        "intervals; Holm's correction is applied in the lesson's summary, not in these tables)."
     ]
     for key, title, quality, retention in [
         (
             "minilm",
             f"MiniLM on Rotten Tomatoes ({nb['minilm_sizes']['train']} training reviews, "
-            f"{nb['minilm_sizes']['test']} test reviews; all runs start from the same linear-probe head)",
+            f"{nb['minilm_sizes']['test']} test reviews; all runs start from the same linear-probe head; "
+            f"intervals {over})",
             "accuracy",
             "topic-probe accuracy on its sentence vectors",
         ),
         (
             "smollm",
-            "SmolLM2-135M on lesson 04's closed instruction tasks (sentiment and topic)",
+            "SmolLM2-135M on lesson 04's closed instruction tasks (sentiment and topic; one training run per "
+            "method, intervals over the test items)",
             "exact match",
             "loss per token on general paragraphs (lower is better)",
         ),
@@ -553,6 +562,48 @@ def multitask_benchmark() -> str:
     return "\n".join(lines)
 
 
+def peft_rates() -> str:
+    """Lesson 11's learning rates: each method's grid, scored on validation items over seeds, and the choice."""
+    r = _load("peft_rates")
+    on = r["measured_on"]
+    lines = [
+        f"Measured on cpu ({on['cpu']}, {'native bf16, ' if on['cpu_native_bf16'] else ''}{on['threads']} threads), "
+        f"{on['precision']}, {on['date']}; "
+        + ", ".join(
+            f"{part} part {duration(r['part_seconds'][part]) if part in r.get('part_seconds', {}) else 'not timed'}"
+            for part in ("minilm", "smollm")
+        )
+        + f"; chosen on {r['chosen_on']} items only "
+        "(mean over seeds; seeds and items resampled together for the intervals).",
+        "",
+        "| model | method | learning rate | validation score | minus the chosen rate | chosen |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, model, items, unit in [
+        ("minilm", "MiniLM", "validation_size", "accuracy"),
+        ("smollm", "SmolLM2", "validation", "exact match"),
+    ]:
+        part = r[key]
+        n = part[items] if isinstance(part[items], int) else sum(part[items].values())
+        for method, grid in part["methods"].items():
+            for name, candidate in grid["candidates"].items():
+                chosen = candidate["learning_rate"] == grid["chosen"]
+                versus = candidate["minus_chosen"]
+                difference = (
+                    "—"
+                    if versus is None
+                    else f"{_signed(versus['difference']['value'])} [{_signed(versus['difference']['low'])}, "
+                    f"{_signed(versus['difference']['high'])}] {versus['verdict']}"
+                )
+                mark = ("**chosen**" + ("" if grid["bracketed"] else " (at the grid's edge)")) if chosen else ""
+                lines.append(
+                    f"| {model} ({n} validation items, {len(part['seeds'])} seeds) | {_english(method)} | {name} | "
+                    f"{unit} {_recorded_value(candidate['validation_score'] | {'kind': 'Interval'})} | {difference} | "
+                    f"{mark} |"
+                )
+    return "\n".join(lines)
+
+
 def _signed(value: float) -> str:
     return f"{value:+.3f}"
 
@@ -658,6 +709,7 @@ TABLES = {
     "bert-benchmark": bert_benchmark,
     "instruction-benchmark": instruction_benchmark,
     "peft-benchmark": peft_benchmark,
+    "peft-rates": peft_rates,
     "warmup-benchmark": warmup_benchmark,
     "multitask-benchmark": multitask_benchmark,
 }

@@ -238,19 +238,24 @@ class CourseEnv:
         seeds: int | None = None,
         holm_verdict: str | None = None,
         unit: str | None = None,
+        higher_is_better: bool = True,
     ) -> Any:
         """Keep ``value`` as one of the numbers this lesson concludes from, and return it unchanged.
 
         Written at once to the file ``FTCOURSE_RESULTS`` names, when it names one
         (:mod:`helpers.recording`: ``benchmarks/course_times.py`` gathers them into
         ``RESULTS.md``); kept in ``env.results`` otherwise. Recording a name again replaces it.
+        ``higher_is_better=False`` (a loss, an error) records a comparison's verdict as a judgement:
+        ``"better"`` then means lower.
         Taught in ``course/00_introduction.ipynb``.
         """
         from helpers.recording import result_entry, results_path, write_results
 
         if not name or not name.strip():
             raise ValueError("a record needs a name")
-        self.results[name] = result_entry(value, n=n, seeds=seeds, holm_verdict=holm_verdict, unit=unit)
+        self.results[name] = result_entry(
+            value, n=n, seeds=seeds, holm_verdict=holm_verdict, unit=unit, higher_is_better=higher_is_better
+        )
         path = results_path()
         if path is not None:
             header = {

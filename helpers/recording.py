@@ -58,6 +58,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _judged(verdict: str) -> str:
+    """A sign verdict read for a measure where lower is better: "better" and "worse" swap."""
+    return {"better": "worse", "worse": "better"}.get(verdict, verdict)
+
+
 def result_entry(
     value: Any,
     *,
@@ -65,6 +70,7 @@ def result_entry(
     seeds: int | None = None,
     holm_verdict: str | None = None,
     unit: str | None = None,
+    higher_is_better: bool = True,
 ) -> dict:
     """One record: ``value`` made plain JSON, with what it needs to be read.
 
@@ -73,6 +79,12 @@ def result_entry(
     (test items) defaults to the comparison's own; ``seeds`` is the number of
     training runs behind it; ``holm_verdict`` the verdict after Holm's
     correction when the summary applies it; ``unit`` what the number counts.
+
+    A comparison's verdict is a sign (``"better"``: A - B above 0). For a measure
+    where lower is better (a loss, a perplexity, a calibration error),
+    ``higher_is_better=False`` turns it, and ``holm_verdict`` given on the same
+    scale, into a judgement (``"better"``: A improves on B), and the unit says
+    "lower is better", so that every record's verdict reads the same way.
     """
     value = _python_scalar(value)
     if hasattr(value, "as_dict"):
@@ -88,6 +100,17 @@ def result_entry(
             f"cannot record a {type(value).__name__}: give an interval or comparison (with as_dict), a number or a text"
         )
     entry = _plain(entry)
+    if not higher_is_better:
+        if entry.get("verdict") not in VERDICTS:
+            raise ValueError(
+                "higher_is_better=False judges a comparison's verdict, and this value has none: "
+                "record the comparison itself, or say which side is better in the unit"
+            )
+        entry["verdict"] = _judged(entry["verdict"])
+        entry["higher_is_better"] = False
+        unit = "lower is better" if unit is None else unit
+        if "lower is better" not in unit:
+            unit = f"{unit} (lower is better)"
     for name, given in [("n", n), ("seeds", seeds)]:
         if given is not None:
             if int(given) < 1:
@@ -96,7 +119,7 @@ def result_entry(
     if holm_verdict is not None:
         if holm_verdict not in VERDICTS:
             raise ValueError(f"holm_verdict must be one of {VERDICTS}, got {holm_verdict!r}")
-        entry["holm_verdict"] = holm_verdict
+        entry["holm_verdict"] = holm_verdict if higher_is_better else _judged(holm_verdict)
     if unit is not None:
         entry["unit"] = unit
     return entry

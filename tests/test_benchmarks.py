@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 
 from benchmarks import instruction_tuning as bench
@@ -196,3 +197,50 @@ def test_the_larger_multitask_run_is_lesson_08s_experiment_with_holm_over_its_co
         [c["verdict"] for c in recorded["comparisons"]], [c["p_value"] for c in recorded["comparisons"]]
     )
     assert adjusted == [c["holm_verdict"] for c in recorded["comparisons"]]
+
+
+def test_lesson_11s_rates_are_the_best_mean_on_validation_and_the_grid_must_bracket_it():
+    from benchmarks.peft_rates import brackets, chosen_rate, grid_record
+
+    candidates = {
+        "0.001": {"validation_score_per_seed": [0.70, 0.90]},  # the best single seed
+        "0.003": {"validation_score_per_seed": [0.82, 0.82]},  # the best mean
+        "0.01": {"validation_score_per_seed": [0.60, 0.60]},
+    }
+    assert chosen_rate(candidates) == "0.003"
+    assert brackets([1e-3, 3e-3, 1e-2], 3e-3) and not brackets([1e-3, 3e-3], 3e-3)
+    scores = {1e-3: [[1, 0, 1, 0], [1, 1, 0, 0]], 3e-3: [[1, 1, 1, 0], [1, 1, 1, 0]], 1e-2: [[0, 0, 1, 0]] * 2}
+    record = grid_record(
+        {rate: [np.asarray(s, dtype=float) for s in runs] for rate, runs in scores.items()},
+        {rate: [1.0, 1.0] for rate in scores},
+        seed=0,
+    )
+    assert record["chosen"] == 3e-3 and record["bracketed"]
+    assert record["candidates"]["0.003"]["minus_chosen"] is None
+    assert record["candidates"]["0.01"]["minus_chosen"]["difference"]["value"] == pytest.approx(-0.5)
+
+
+def test_lesson_11_uses_the_rates_chosen_on_validation_with_the_benchmarks_recipe():
+    from benchmarks import peft_rates as bench_11
+
+    lesson = lesson_constants(ROOT / "course" / "11_peft.ipynb")
+    recorded = json.loads((ROOT / "benchmarks" / "results" / "peft_rates.json").read_text())
+    assert recorded["chosen_on"] == "validation"
+    # the benchmark trains what the lesson trains
+    assert lesson["LORA_ALPHA"] == bench_11.LORA_ALPHA
+    assert lesson["minilm_sizes"]["full"]["train"] == bench_11.MINILM["train_size"]
+    assert lesson["smollm_sizes"]["full"]["train"] == bench_11.SMOLLM["train"]
+    assert lesson["smollm_sizes"]["full"]["batch_size"] == bench_11.SMOLLM["batch_size"]
+    assert recorded["minilm"]["train_size"] == bench_11.MINILM["train_size"]
+    # every grid brackets its choice, and the choice is the rule applied to the record
+    for part in ("minilm", "smollm"):
+        for method, grid in recorded[part]["methods"].items():
+            assert grid["chosen"] == float(bench_11.chosen_rate(grid["candidates"])), method
+            assert grid["bracketed"], f"{part} {method}: the grid must bracket its best rate"
+    minilm, smollm = recorded["minilm"]["methods"], recorded["smollm"]["methods"]
+    assert lesson["MINILM_FULL_LR"] == minilm["complet"]["chosen"]
+    assert lesson["MINILM_LORA_LR"] == minilm["LoRA r=8 attention"]["chosen"]
+    assert lesson["MINILM_LORA_MLP_LR"] == minilm["LoRA r=8 attention+MLP"]["chosen"]
+    assert lesson["SMOLLM_FULL_LR"] == smollm["complet"]["chosen"]
+    assert lesson["SMOLLM_PARTIAL_LR"] == smollm["partiel (10 derniers blocs)"]["chosen"]
+    assert lesson["SMOLLM_LORA_LR"] == smollm["LoRA r=8 attention"]["chosen"]

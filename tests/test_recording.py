@@ -47,6 +47,22 @@ def test_entries_keep_the_value_its_interval_and_what_is_needed_to_read_it():
     assert json.dumps(result_entry(no_p), allow_nan=False)
 
 
+def test_a_loss_comparison_is_recorded_as_a_judgement_with_its_direction_in_the_unit():
+    # the loss after is lower on every item: the sign verdict says "worse" (A - B < 0), the record "better"
+    after, before = [0.2, 0.3, 0.1, 0.4, 0.2, 0.3], [0.5, 0.6, 0.4, 0.7, 0.5, 0.6]
+    change = paired_bootstrap(after, before)
+    assert change.verdict == "worse"
+    entry = result_entry(change, holm_verdict="worse", unit="loss difference", higher_is_better=False)
+    assert entry["verdict"] == "better" and entry["holm_verdict"] == "better"
+    assert entry["higher_is_better"] is False and entry["unit"] == "loss difference (lower is better)"
+    assert entry["difference"]["value"] == pytest.approx(-0.3)  # the numbers themselves are not turned
+    same = result_entry(change, holm_verdict="indistinguishable", unit="ECE (lower is better)", higher_is_better=False)
+    assert same["holm_verdict"] == "indistinguishable" and same["unit"] == "ECE (lower is better)"
+    assert "higher_is_better" not in result_entry(change)
+    with pytest.raises(ValueError, match="has none"):  # an interval carries no verdict to turn
+        result_entry(Interval(0.1, 0.0, 0.2), higher_is_better=False)
+
+
 def test_entries_refuse_what_cannot_be_read_back():
     with pytest.raises(TypeError, match="cannot record a list"):
         result_entry([0.1, 0.2])

@@ -282,3 +282,22 @@ def holm_verdicts_for(table):
 
     rows = table.drop("ref")
     return holm_verdicts(rows["m_verdict"], rows["m_p"])
+
+
+def test_compare_to_reference_over_seeds_resamples_seeds_and_items():
+    from helpers.evaluation.uncertainty import compare_to_reference, paired_seeds, seeds_interval
+
+    rng = np.random.default_rng(5)
+    start = (rng.random(300) < 0.7).astype(float)
+    # three seeds of a model that gains on some items, each seed on different ones; the start repeated on every row
+    tuned = np.stack([np.maximum(start, rng.random(300) < 0.15) for _ in range(3)])
+    reference = np.tile(start, (3, 1))
+    row = compare_to_reference(tuned, reference, seed=0, prefix="q_")
+    expected = paired_seeds(tuned, reference, seed=0)
+    assert row["q_change"] == pytest.approx(expected.difference.value)
+    assert (row["q_change_low"], row["q_change_high"]) == (expected.difference.low, expected.difference.high)
+    assert row["q_verdict"] == expected.verdict == "better" and row["q_p"] == expected.p_value
+    assert (row["q_low"], row["q_high"]) == (seeds_interval(tuned, seed=0).low, seeds_interval(tuned, seed=0).high)
+    # a lower-is-better measure turns the verdict; the reference itself stays the reference
+    assert compare_to_reference(tuned, reference, higher_is_better=False, seed=0)["verdict"] == "worse"
+    assert compare_to_reference(reference, reference, seed=0)["verdict"] == "reference"

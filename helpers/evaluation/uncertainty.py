@@ -236,15 +236,21 @@ def compare_to_reference(
     ``"worse"``, ``"indistinguishable"``; for a measure where lower is
     better, such as a loss, a significant fall is ``"better"``). Passing the
     reference's own values gives a zero change and the verdict
-    ``"reference"``. Used by the tables of ``course/06_catastrophic_forgetting.ipynb``
-    and ``course/11_peft.ipynb``.
+    ``"reference"``. ``values`` and ``reference_values`` may also hold one
+    row of per-item scores per training seed (seeds x items, the same items
+    and seeds in both; a model trained once is repeated on every row): the
+    intervals then resample seeds and items (:func:`seeds_interval`,
+    :func:`paired_seeds`). Used by the tables of
+    ``course/06_catastrophic_forgetting.ipynb`` and ``course/11_peft.ipynb``.
     """
-    interval = bootstrap_interval(values, seed=seed)
+    over_seeds = np.ndim(values) == 2
+    interval = seeds_interval(values, seed=seed) if over_seeds else bootstrap_interval(values, seed=seed)
     row: dict[str, float | str] = {"value": interval.value, "low": interval.low, "high": interval.high}
     if values is reference_values:
         row |= {"change": 0.0, "change_low": 0.0, "change_high": 0.0, "p": 1.0, "verdict": "reference"}
     else:
-        comparison = paired_bootstrap(values, reference_values, seed=seed)
+        compare = paired_seeds if over_seeds else paired_bootstrap
+        comparison = compare(values, reference_values, seed=seed)
         verdict = comparison.verdict
         if not higher_is_better and verdict != "indistinguishable":
             verdict = "worse" if verdict == "better" else "better"
