@@ -107,19 +107,13 @@ def grid_record(scores: dict[float, list[np.ndarray]], seconds: dict[float, list
         }
         for rate, runs in scores.items()
     }
-    chosen = chosen_rate(candidates)
-    for name, candidate in candidates.items():
+    chosen = candidates[chosen_rate(candidates)]["learning_rate"]
+    for candidate in candidates.values():
+        rate = candidate["learning_rate"]
         candidate["minus_chosen"] = (
-            None
-            if name == chosen
-            else paired_seeds(scores[candidate["learning_rate"]], scores[float(chosen)], seed=seed).as_dict()
+            None if rate == chosen else paired_seeds(scores[rate], scores[chosen], seed=seed).as_dict()
         )
-    rates = [candidate["learning_rate"] for candidate in candidates.values()]
-    return {
-        "candidates": candidates,
-        "chosen": float(chosen),
-        "bracketed": brackets(rates, float(chosen)),
-    }
+    return {"candidates": candidates, "chosen": chosen, "bracketed": brackets(list(scores), chosen)}
 
 
 def grid_runs(label: str, settings: dict, rates, seeds, train_and_score) -> tuple[dict, dict]:

@@ -567,8 +567,7 @@ def peft_rates() -> str:
     r = _load("peft_rates")
     on = r["measured_on"]
     lines = [
-        f"Measured on cpu ({on['cpu']}, {'native bf16, ' if on['cpu_native_bf16'] else ''}{on['threads']} threads), "
-        f"{on['precision']}, {on['date']}; "
+        f"Measured on {machine(on)}, {on['date']}; "
         + ", ".join(
             f"{part} part {duration(r['part_seconds'][part]) if part in r.get('part_seconds', {}) else 'not timed'}"
             for part in ("minilm", "smollm")
@@ -592,14 +591,13 @@ def peft_rates() -> str:
                 difference = (
                     "—"
                     if versus is None
-                    else f"{_signed(versus['difference']['value'])} [{_signed(versus['difference']['low'])}, "
-                    f"{_signed(versus['difference']['high'])}] {versus['verdict']}"
+                    else f"{_recorded_value({'kind': 'PairedComparison', **versus})} {versus['verdict']}"
                 )
+                score = _recorded_value({"kind": "Interval", **candidate["validation_score"]})
                 mark = ("**chosen**" + ("" if grid["bracketed"] else " (at the grid's edge)")) if chosen else ""
                 lines.append(
                     f"| {model} ({n} validation items, {len(part['seeds'])} seeds) | {_english(method)} | {name} | "
-                    f"{unit} {_recorded_value(candidate['validation_score'] | {'kind': 'Interval'})} | {difference} | "
-                    f"{mark} |"
+                    f"{unit} {score} | {difference} | {mark} |"
                 )
     return "\n".join(lines)
 
