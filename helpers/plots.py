@@ -13,7 +13,7 @@ student's ``find_lr`` has returned (the exercise's function itself shows no plot
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
@@ -230,23 +230,46 @@ def plot_intervals(table, metrics: Sequence[str], ax: plt.Axes | None = None) ->
     return ax
 
 
-def plot_forgetting_tradeoff(table, ax: plt.Axes | None = None) -> plt.Axes:
+def plot_forgetting_tradeoff(
+    table,
+    ax: plt.Axes | None = None,
+    labels: Mapping[str, str] | None = None,
+    sweeps: Mapping[str, Sequence[str]] | None = None,
+) -> plt.Axes:
     """Target-task gain against general-text loss increase, one point per run, with both intervals.
 
     ``table`` is :func:`helpers.evaluation.forgetting.forgetting_table` with the
     model before fine-tuning as reference: x is the change in target exact
     match (points), y the change in loss per token of the general paragraphs
-    (above 0: forgetting). The best place is bottom right. Taught in
+    (above 0: forgetting). The best place is bottom right. ``labels``: a
+    shorter label per run (by default its name). ``sweeps``: named lists of
+    runs (e.g. one strength swept over several values) joined by a line, in
+    the order given, and named in the legend. Taught in
     ``course/06_catastrophic_forgetting.ipynb``.
     """
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4.5))
+    labels = dict(labels or {})
+    for names in (sweeps or {}).values():
+        missing = [run for run in names if run not in table.index]
+        if missing:
+            raise KeyError(f"sweep runs {missing} are not rows of the table")
+
+    def point(name):
+        row = table.loc[name]
+        return 100 * float(row["target_change"]), float(row["general_text_change"])
+
+    for sweep, names in (sweeps or {}).items():
+        xs, ys = zip(*(point(name) for name in names))
+        ax.plot(xs, ys, linestyle="--", linewidth=1, label=sweep)
     for name, row in table.iterrows():
-        x, y = 100 * float(row["target_change"]), float(row["general_text_change"])
+        x, y = point(name)
         xerr = [[x - 100 * float(row["target_change_low"])], [100 * float(row["target_change_high"]) - x]]
         yerr = [[y - float(row["general_text_change_low"])], [float(row["general_text_change_high"]) - y]]
         ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", capsize=3)
-        ax.annotate(str(name), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        ax.annotate(labels.get(name, str(name)), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    if sweeps:
+        ax.legend(fontsize=8)
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.axvline(0, color="grey", linewidth=0.8)
     ax.set_xlabel("gain sur la tâche cible (points d'exact match)")

@@ -73,6 +73,30 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, python
     )
 
 
+def cpu_training_args(tmp_path, **changes):
+    """``TrainingArguments`` for a test: fp32 on CPU, batches of 4, lr 1e-4, 2 steps, seed 0, nothing saved or
+    reported; ``changes`` on top."""
+    from transformers import TrainingArguments
+
+    settings = dict(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        report_to="none",
+        save_strategy="no",
+        max_steps=2,
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=8,
+        learning_rate=1e-4,
+        logging_steps=1,
+        disable_tqdm=True,
+        dataloader_pin_memory=False,
+        seed=0,
+    )
+    return TrainingArguments(**(settings | changes))
+
+
 @pytest.fixture
 def site_without(tmp_path):
     """Build a site-packages view in which one embedded asset is missing or damaged.

@@ -61,6 +61,29 @@ def test_forgetting_table_verdicts_follow_the_paired_differences():
         forgetting_table(runs, reference="missing")
 
 
+def test_a_clear_effect_survives_holm_in_a_table_of_many_runs():
+    """14 runs x 4 measures: with the default 2,000 resamples no bootstrap p-value can pass Holm's first threshold."""
+    from helpers.evaluation.uncertainty import N_RESAMPLES, holm_table, resamples_for_holm
+
+    rng = np.random.default_rng(1)
+    loss = rng.uniform(2.0, 3.0, 30)
+    runs = {"start": scores(np.zeros(30), loss, rng.uniform(0, 0.3, 30))}
+    for k in range(13):
+        runs[f"run {k}"] = scores(np.ones(30), loss + rng.uniform(0.05, 0.15, 30), rng.uniform(0, 0.3, 30))
+    measures = ["target", "general_text", "general_questions", "general_answers"]
+    comparisons = len(measures) * 13
+    assert 2 / (N_RESAMPLES + 1) > 0.05 / comparisons  # the floor the default table would hit
+    assert 2 / (resamples_for_holm(comparisons) + 1) <= 0.05 / comparisons / 10
+    starved = holm_table(forgetting_table(runs, reference="start", n_resamples=N_RESAMPLES), measures)
+    corrected = holm_table(forgetting_table(runs, reference="start"), measures)
+    for k in range(13):
+        assert starved.loc[f"run {k}", "general_text_verdict"] == "indistinguishable"
+        assert corrected.loc[f"run {k}", "general_text_verdict"] == "worse"
+        assert corrected.loc[f"run {k}", "target_verdict"] == "better"
+    with pytest.raises(ValueError, match="comparisons"):
+        resamples_for_holm(0)
+
+
 def test_general_questions_are_seeded_factual_questions():
     questions = general_questions(20, seed=3)
     assert len(questions) == 20 and set(questions["task"]) == {"general_qa"}
@@ -75,8 +98,17 @@ def test_plot_forgetting_tradeoff_draws_one_point_per_run():
 
     rng = np.random.default_rng(1)
     runs = {name: scores(rng.integers(0, 2, 30), rng.uniform(2, 3, 30), rng.uniform(0, 1, 30)) for name in "abc"}
-    ax = plot_forgetting_tradeoff(forgetting_table(runs, reference="a"))
+    table = forgetting_table(runs, reference="a")
+    ax = plot_forgetting_tradeoff(table)
     assert [text.get_text() for text in ax.texts] == ["a", "b", "c"]
+    # Short labels, and a sweep joined by a line through its runs' points, in order.
+    ax = plot_forgetting_tradeoff(table, labels={"b": "B"}, sweeps={"sweep": ["b", "c"]})
+    assert [text.get_text() for text in ax.texts] == ["a", "B", "c"]
+    (line,) = [line for line in ax.get_lines() if line.get_label() == "sweep"]
+    assert list(line.get_xdata()) == [100 * table.loc[n, "target_change"] for n in "bc"]
+    assert list(line.get_ydata()) == [table.loc[n, "general_text_change"] for n in "bc"]
+    with pytest.raises(KeyError, match="not rows"):
+        plot_forgetting_tradeoff(table, sweeps={"sweep": ["b", "z"]})
 
 
 @pytest.mark.slow

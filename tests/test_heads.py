@@ -10,7 +10,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+from transformers import DataCollatorWithPadding, Trainer
 
 from helpers.data.batching import make_loader, tokenize_for_classification
 from helpers.data.loaders import rotten_tomatoes
@@ -25,6 +25,7 @@ from helpers.training.freezing import (
     unfreeze_last_layers,
 )
 from helpers.training.loops import evaluate, train_loop
+from tests.conftest import cpu_training_args
 
 TEXTS = [
     "A wonderful, moving film.",
@@ -108,22 +109,13 @@ def test_padding_does_not_change_a_sentences_logits(mean_tiny):
 def test_trainer_steps_reduce_the_loss(mean_minilm, reviews, tmp_path):
     model = copy.deepcopy(mean_minilm[0])
     tokenizer = mean_minilm[1]
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
-        use_cpu=True,
-        bf16=False,
-        fp16=False,
-        report_to="none",
-        save_strategy="no",
+    args = cpu_training_args(
+        tmp_path,
         max_steps=8,
         per_device_train_batch_size=8,
         gradient_accumulation_steps=2,
         per_device_eval_batch_size=32,
         learning_rate=3e-4,
-        logging_steps=1,
-        disable_tqdm=True,
-        dataloader_pin_memory=False,
-        seed=0,
     )
     trainer = Trainer(
         model=model,

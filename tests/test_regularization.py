@@ -10,12 +10,13 @@ import copy
 import pytest
 import torch
 from torch.utils.data import DataLoader
-from transformers import DataCollatorWithPadding, TrainingArguments
+from transformers import DataCollatorWithPadding
 
 from helpers.data.loaders import rotten_tomatoes
 from helpers.training.freezing import freeze_backbone
-from helpers.training.regularization import EWC, EWCTrainer, fisher_diagonal
+from helpers.training.regularization import EWC, DecoupledEWCCallback, EWCTrainer, fisher_diagonal
 from helpers.training.trainers import LossTrainer
+from tests.conftest import cpu_training_args
 
 
 def reviews(tokenizer, n):
@@ -110,6 +111,38 @@ def test_penalty_is_zero_at_the_anchor_and_quadratic_around_it(tiny_classifier):
     assert EWC(ewc.anchor, ewc.fisher, lam=6.0).penalty(model).item() == pytest.approx(8 * once.item(), rel=1e-3)
 
 
+def test_pull_toward_anchor_is_a_stable_step_of_the_penalty_alone(tiny_classifier):
+    model, tokenizer = tiny_classifier
+    freeze_word_embeddings(model)
+    ewc = EWC.from_model(model, loader(tokenizer, reviews(tokenizer, 4), batch_size=1), lam=2.0)
+    names = list(ewc.anchor)
+    named = dict(model.named_parameters())
+    with torch.no_grad():
+        for name in names:
+            named[name].add_(1e-2)
+    moved = {name: named[name].detach().clone() for name in names}
+    # A small step: the gradient step theta - s * lam * F * (theta - theta*), to first order.
+    step = 1e-3 / max(float(f.max()) for f in ewc.fisher.values()) / 2.0
+    ewc.pull_toward_anchor(model, step)
+    for name in names:
+        expected = moved[name] - step * 2.0 * ewc.fisher[name] * (moved[name] - ewc.anchor[name])
+        assert torch.allclose(named[name], expected, rtol=0, atol=1e-8), name
+    # A huge step lands on the anchor (no overshoot) wherever F > 0, and leaves F == 0 weights alone.
+    before = {name: named[name].detach().clone() for name in names}
+    EWC(ewc.anchor, ewc.fisher, lam=1e30).pull_toward_anchor(model, 1.0)
+    for name in names:
+        held = ewc.fisher[name] > 1e-20
+        assert torch.allclose(named[name][held], ewc.anchor[name][held], atol=1e-7), name
+        assert torch.equal(named[name][ewc.fisher[name] == 0], before[name][ewc.fisher[name] == 0]), name
+    assert ewc.fisher_distance(model) < 1e-9
+    # lam = 0 changes nothing; a negative step is refused.
+    frozen = {name: named[name].detach().clone() for name in names}
+    EWC(ewc.anchor, ewc.fisher, lam=0.0).pull_toward_anchor(model, 1.0)
+    assert all(torch.equal(named[name], frozen[name]) for name in names)
+    with pytest.raises(ValueError, match="step_size"):
+        ewc.pull_toward_anchor(model, -1.0)
+
+
 def test_ewc_rejects_inconsistent_parts(tiny_classifier):
     model, _ = tiny_classifier
     head = {"classifier.bias": torch.zeros(2)}
@@ -139,21 +172,8 @@ def test_a_strong_ewc_keeps_the_weights_closer_to_the_anchor(minilm, tmp_path):
     ewc = EWC.from_model(model, loader(tokenizer, data.select(range(4)), batch_size=1), lam=1e10)
 
     def train(trainer_class, **kwargs):
-        args = TrainingArguments(
-            output_dir=str(tmp_path),
-            use_cpu=True,
-            bf16=False,
-            fp16=False,
-            report_to="none",
-            save_strategy="no",
-            max_steps=4,
-            per_device_train_batch_size=2,
-            learning_rate=1e-3,
-            max_grad_norm=0.0,
-            seed=0,
-            logging_steps=1,
-            disable_tqdm=True,
-            dataloader_pin_memory=False,
+        args = cpu_training_args(
+            tmp_path, max_steps=4, per_device_train_batch_size=2, learning_rate=1e-3, max_grad_norm=0.0
         )
         trained = copy.deepcopy(model)
         trainer = trainer_class(
@@ -182,3 +202,45 @@ def test_a_strong_ewc_keeps_the_weights_closer_to_the_anchor(minilm, tmp_path):
         assert total.item() == pytest.approx(task.item() + ewc.penalty(held).item(), rel=1e-5)
     with pytest.raises(TypeError, match="EWC"):
         EWCTrainer(model=held, args=trainer.args, ewc={"lam": 1.0})
+
+
+def test_decoupled_ewc_keeps_acting_where_the_penalty_in_the_loss_saturates(tiny_classifier, tmp_path):
+    """Trainer's defaults (AdamW, clipping at 1), 6 steps of a tiny classifier, the Fisher of other reviews.
+
+    In the loss, past some lam the penalty dominates every clipped gradient and Adam divides it out: lam 1e12
+    and 1e16 end at the same weights. Decoupled (one proximal step of the penalty after each update), a
+    larger lam holds the weights ever closer to the anchor, down to about nothing.
+    """
+    model, tokenizer = tiny_classifier
+    freeze_word_embeddings(model)
+    data = reviews(tokenizer, 12)
+    ewc = EWC.from_model(model, loader(tokenizer, data.select(range(8, 12)), batch_size=1))
+
+    def train(trainer_class=LossTrainer, **kwargs):
+        args = cpu_training_args(  # Trainer's default clipping
+            tmp_path, max_steps=6, per_device_train_batch_size=2, learning_rate=1e-3
+        )
+        trained = copy.deepcopy(model)
+        trainer = trainer_class(
+            model=trained,
+            args=args,
+            train_dataset=data.select(range(8)),
+            data_collator=DataCollatorWithPadding(tokenizer),
+            **kwargs,
+        )
+        trainer.train()
+        return ewc.fisher_distance(trained)
+
+    free = train()
+    in_loss = {lam: train(EWCTrainer, ewc=EWC(ewc.anchor, ewc.fisher, lam=lam)) for lam in (1e12, 1e16)}
+    assert in_loss[1e12] == pytest.approx(in_loss[1e16], rel=1e-3)
+    assert in_loss[1e16] > 0.1 * free  # saturated well short of the anchor
+    decoupled = {
+        lam: train(callbacks=[DecoupledEWCCallback(EWC(ewc.anchor, ewc.fisher, lam=lam))])
+        for lam in (0.0, 1e3, 1e6, 1e12)
+    }
+    assert decoupled[0.0] == pytest.approx(free, rel=1e-6)  # lam = 0: the plain run
+    assert free > decoupled[1e3] > decoupled[1e6] > decoupled[1e12]
+    assert decoupled[1e12] < 1e-2 * free
+    with pytest.raises(TypeError, match="EWC"):
+        DecoupledEWCCallback({"lam": 1.0})

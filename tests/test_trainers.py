@@ -10,11 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+from transformers import DataCollatorWithPadding, Trainer
 
 from helpers.data.loaders import rotten_tomatoes
 from helpers.training.losses import balanced_class_weights, focal_loss
 from helpers.training.trainers import LossTrainer
+from tests.conftest import cpu_training_args
 
 
 def reviews(tokenizer, n=8, label=None, split="train"):
@@ -28,23 +29,7 @@ def reviews(tokenizer, n=8, label=None, split="train"):
 
 def fp32_args(tmp_path, **overrides):
     """Plain fp32 CPU arguments (whatever this CPU trains in natively), no saving, no reporting."""
-    kwargs = dict(
-        output_dir=str(tmp_path),
-        use_cpu=True,
-        bf16=False,
-        fp16=False,
-        report_to="none",
-        save_strategy="no",
-        max_steps=2,
-        per_device_train_batch_size=4,
-        per_device_eval_batch_size=8,
-        learning_rate=1e-4,
-        logging_steps=1,
-        disable_tqdm=True,
-        dataloader_pin_memory=False,
-        seed=0,
-    )
-    return TrainingArguments(**{**kwargs, **overrides})
+    return cpu_training_args(tmp_path, **overrides)
 
 
 def one_batch(tokenizer, data):

@@ -66,6 +66,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
             "holm_adjust",
             "holm_table",
             "holm_verdicts",
+            "resamples_for_holm",
             "independent_difference",
             "mcnemar",
             "paired_bootstrap",

@@ -39,7 +39,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from helpers.evaluation.metrics import exact_match, token_f1
 from helpers.evaluation.perplexity import response_losses, text_losses
-from helpers.evaluation.uncertainty import compare_to_reference
+from helpers.evaluation.uncertainty import compare_to_reference, resamples_for_holm
 from helpers.models.generation import answer_instructions
 
 __all__ = ["AbilityScores", "answer_choice_correct", "measure_abilities", "forgetting_table", "encoder_probe_correct"]
@@ -178,7 +178,9 @@ _MEASURES = (
 )
 
 
-def forgetting_table(runs: Mapping[str, AbilityScores], reference: str, seed: int = 0) -> pd.DataFrame:
+def forgetting_table(
+    runs: Mapping[str, AbilityScores], reference: str, seed: int = 0, n_resamples: int | None = None
+) -> pd.DataFrame:
     """One row per run: each measure with its 95% interval, and its paired change against ``reference``.
 
     Columns, for ``target`` (exact match), ``general_text`` (mean loss per
@@ -189,17 +191,24 @@ def forgetting_table(runs: Mapping[str, AbilityScores], reference: str, seed: in
     ``_change_high`` (run minus reference, paired over the same items) and
     ``_verdict``: ``"better"``, ``"worse"`` or ``"indistinguishable"`` (for
     the general-text loss, lower is better). Plus ``train_seconds``.
+    ``n_resamples``: bootstrap resamples; by default enough for the table's
+    verdicts (every run but the reference, every measure) to be read together
+    after Holm (:func:`helpers.evaluation.uncertainty.resamples_for_holm`).
     """
     if reference not in runs:
         raise KeyError(f"reference {reference!r} is not one of the runs {list(runs)}")
     base = runs[reference]
+    if n_resamples is None:
+        n_resamples = resamples_for_holm(len(_MEASURES) * max(1, len(runs) - 1))
     rows = {}
     for name, scores in runs.items():
         row: dict[str, float | str | None] = {}
         for column, attribute, higher_is_better in _MEASURES:
             values = getattr(scores, attribute)
             reference_values = values if name == reference else getattr(base, attribute)
-            row |= compare_to_reference(values, reference_values, higher_is_better, seed, prefix=f"{column}_")
+            row |= compare_to_reference(
+                values, reference_values, higher_is_better, seed, prefix=f"{column}_", n_resamples=n_resamples
+            )
         row["general_perplexity"] = scores.general_perplexity
         row["train_seconds"] = scores.train_seconds
         rows[name] = row

@@ -38,6 +38,7 @@ against one on shifted data) by :func:`independent_difference`. Taught in
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -56,6 +57,7 @@ __all__ = [
     "holm_adjust",
     "holm_verdicts",
     "holm_table",
+    "resamples_for_holm",
     "compare_to_reference",
     "Metric",
     "resample_indices",
@@ -227,6 +229,7 @@ def compare_to_reference(
     higher_is_better: bool = True,
     seed: int = 0,
     prefix: str = "",
+    n_resamples: int = N_RESAMPLES,
 ) -> dict[str, float | str]:
     """One table row's worth: the mean of ``values`` with its interval and its paired change against the reference.
 
@@ -240,17 +243,19 @@ def compare_to_reference(
     row of per-item scores per training seed (seeds x items, the same items
     and seeds in both; a model trained once is repeated on every row): the
     intervals then resample seeds and items (:func:`seeds_interval`,
-    :func:`paired_seeds`). Used by the tables of
+    :func:`paired_seeds`). ``n_resamples``: bootstrap resamples (a table
+    whose verdicts are read together after Holm needs enough of them:
+    :func:`resamples_for_holm`). Used by the tables of
     ``course/06_catastrophic_forgetting.ipynb`` and ``course/11_peft.ipynb``.
     """
     over_seeds = np.ndim(values) == 2
-    interval = seeds_interval(values, seed=seed) if over_seeds else bootstrap_interval(values, seed=seed)
+    interval = (seeds_interval if over_seeds else bootstrap_interval)(values, n_resamples=n_resamples, seed=seed)
     row: dict[str, float | str] = {"value": interval.value, "low": interval.low, "high": interval.high}
     if values is reference_values:
         row |= {"change": 0.0, "change_low": 0.0, "change_high": 0.0, "p": 1.0, "verdict": "reference"}
     else:
         compare = paired_seeds if over_seeds else paired_bootstrap
-        comparison = compare(values, reference_values, seed=seed)
+        comparison = compare(values, reference_values, n_resamples=n_resamples, seed=seed)
         verdict = comparison.verdict
         if not higher_is_better and verdict != "indistinguishable":
             verdict = "worse" if verdict == "better" else "better"
@@ -292,6 +297,22 @@ def bootstrap_p_value(replicates: Sequence[float]) -> float:
     below = (np.count_nonzero(r <= 0) + 1) / (r.size + 1)
     above = (np.count_nonzero(r >= 0) + 1) / (r.size + 1)
     return float(min(1.0, 2 * min(below, above)))
+
+
+def resamples_for_holm(comparisons: int, alpha: float = 0.05) -> int:
+    """Bootstrap resamples that let a family of ``comparisons`` verdicts pass Holm's correction at all.
+
+    A bootstrap p-value cannot go below ``2 / (B + 1)`` (:func:`bootstrap_p_value`),
+    and Holm first compares the smallest p-value with ``alpha / comparisons``:
+    with ``B = 2000`` and 52 comparisons even the clearest effect would be
+    read "indistinguishable". This returns the larger of ``N_RESAMPLES`` and
+    a ``B`` that puts that floor at a tenth of ``alpha / comparisons``.
+    """
+    if comparisons < 1:
+        raise ValueError(f"comparisons must be at least 1, got {comparisons}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    return max(N_RESAMPLES, math.ceil(20 * comparisons / alpha))
 
 
 def holm_adjust(p_values: Sequence[float]) -> np.ndarray:
@@ -350,7 +371,8 @@ def holm_table(table, measures: Sequence[str], alpha: float = 0.05):
     :func:`helpers.evaluation.adaptation_table`). The verdicts of all rows and
     measures but the reference's (and rows without that measure) are corrected as one family
     (:func:`holm_verdicts`); a lower-is-better measure keeps its direction.
-    Returns a copy; the other columns are unchanged. Used by the summaries of
+    The p-values must come from enough resamples for the family's size
+    (:func:`resamples_for_holm`), or no verdict can survive. Returns a copy; the other columns are unchanged. Used by the summaries of
     ``course/06_catastrophic_forgetting.ipynb`` and ``course/11_peft.ipynb``.
     """
     corrected = table.copy()

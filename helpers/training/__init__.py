@@ -84,7 +84,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
         ],
         "probing": ["fit_head_by_linear_probe", "head_inputs"],
         "reference": ["sentiment_classifier"],
-        "regularization": ["EWC"],
+        "regularization": ["EWC", "DecoupledEWCCallback"],
         "schedules": ["SCHEDULES", "schedule_curve", "warmup_steps_for"],
         "search": ["DEFAULT_SPACE", "search_hyperparameters"],
         "sweeps": ["train_and_evaluate"],

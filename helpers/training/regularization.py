@@ -17,6 +17,18 @@ The scale of ``F`` depends on the model, the loss and the batch size (see
 :func:`fisher_diagonal`), so ``lambda`` has no universal value: try several
 and measure the old task and the new one.
 
+With Adam, a penalty added to the loss is not what it is under the plain
+gradient descent of the paper: Adam divides each weight's step by the scale
+of its gradients, so once the penalty dominates a weight's gradient (and
+gradient clipping has scaled the whole gradient down), the weight moves by
+about the learning rate whatever ``lambda`` is; past a point, a larger
+``lambda`` changes nothing. Loshchilov and Hutter (2019, "Decoupled weight
+decay regularization") found the same for an L2 penalty and moved weight
+decay out of the gradient (AdamW). :class:`DecoupledEWCCallback` does that for
+EWC: after each optimizer step it takes one step of the penalty alone,
+outside Adam and after clipping (:meth:`EWC.pull_toward_anchor`), so that
+``lambda`` keeps acting up to pinning the weights to their anchor.
+
 Taught in the pitfalls lessons (issue 11: catastrophic forgetting).
 """
 
@@ -29,11 +41,12 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import TrainerCallback
 
 from helpers.device import to_device
 from helpers.training.trainers import LossTrainer
 
-__all__ = ["fisher_diagonal", "EWC", "EWCTrainer"]
+__all__ = ["fisher_diagonal", "EWC", "EWCTrainer", "DecoupledEWCCallback"]
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -167,6 +180,26 @@ class EWC:
         return 0.5 * self.lam * total
 
     @torch.no_grad()
+    def pull_toward_anchor(self, model: nn.Module, step_size: float) -> None:
+        """One step of the penalty alone, in place: ``theta <- theta* + (theta - theta*) / (1 + step_size * lam * F)``.
+
+        The proximal (implicit) form of a gradient step of size ``step_size``
+        on ``(lam / 2) * F * (theta - theta*)^2``: for a small
+        ``step_size * lam * F`` it is the gradient step
+        ``theta - step_size * lam * F * (theta - theta*)``; for a large one the
+        weight lands on its anchor instead of overshooting it, so any ``lam``
+        is stable. Used by :class:`DecoupledEWCCallback` after each optimizer
+        step (taught in ``course/06_catastrophic_forgetting.ipynb``).
+        """
+        if not step_size >= 0:
+            raise ValueError(f"step_size must be >= 0, got {step_size}")
+        for name, parameter, anchor in self._pairs(model):
+            stiffness = step_size * self.lam * self.fisher[name].to(parameter.device)
+            anchor = anchor.float()
+            pulled = anchor + (parameter.float() - anchor) / (1.0 + stiffness)
+            parameter.copy_(pulled.to(parameter.dtype))
+
+    @torch.no_grad()
     def fisher_distance(self, model: nn.Module) -> float:
         """``sqrt(sum_i F_i (theta_i - theta*_i)^2)``: the distance the penalty sees (``penalty = lam / 2 * d^2``).
 
@@ -228,3 +261,33 @@ class EWCTrainer(LossTrainer):
             logs["ewc_penalty"] = float(torch.stack(self._penalties).mean())
             self._penalties.clear()
         super().log(logs, start_time)
+
+
+class DecoupledEWCCallback(TrainerCallback):
+    """EWC applied outside the optimizer: after each ``Trainer`` update, one step of the penalty alone.
+
+    The training loss stays the task's; after every optimizer step (after
+    gradient clipping and Adam's per-weight scaling),
+    ``ewc.pull_toward_anchor(model, lr)`` moves each anchored weight back
+    toward ``theta*`` as a gradient step of size ``lr`` (the learning rate of
+    that step) on ``ewc``'s penalty would, in its stable proximal form. This is
+    to EWC what AdamW's decoupled weight decay is to an L2 penalty (see the
+    module's note): ``lambda`` acts the same whatever Adam does with the task's
+    gradients, from no effect (``lr * lam * F`` much below 1 for every weight)
+    to weights held at their anchor (much above 1). Pass it in ``callbacks``
+    (e.g. of :func:`helpers.training.causal_lm.train_causal_lm`). Taught in
+    ``course/06_catastrophic_forgetting.ipynb``.
+    """
+
+    def __init__(self, ewc: EWC) -> None:
+        if not isinstance(ewc, EWC):
+            raise TypeError(f"ewc must be an EWC, got {type(ewc).__name__}")
+        self.ewc = ewc
+
+    def on_optimizer_step(
+        self, args: Any, state: Any, control: Any, model: nn.Module | None = None, optimizer: Any = None, **kwargs: Any
+    ) -> None:
+        if model is None or optimizer is None:
+            raise ValueError("DecoupledEWCCallback needs the model and the optimizer from Trainer")
+        # the learning rate of the step just taken (the scheduler moves after this event)
+        self.ewc.pull_toward_anchor(model, float(optimizer.param_groups[0]["lr"]))
