@@ -39,6 +39,7 @@ against one on shifted data) by :func:`independent_difference`. Taught in
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -357,6 +358,15 @@ def holm_verdicts(verdicts: Sequence[str], p_values: Sequence[float], alpha: flo
         if verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
     p = np.asarray(p_values, dtype=float)
+    floor = 2 / (N_RESAMPLES + 1)  # the smallest p-value of a default bootstrap
+    if len(p) * floor >= alpha and np.any(np.isclose(p, floor, rtol=1e-9, atol=0)):
+        warnings.warn(
+            f"{len(p)} comparisons read together: p-values at the floor of {N_RESAMPLES} bootstrap resamples "
+            f"({floor:.4f}) cannot pass Holm's first threshold ({alpha / len(p):.5f}), so every verdict would read "
+            f"'indistinguishable'; compute them with resamples_for_holm({len(p)}) resamples",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     adjusted = holm_adjust(np.where(np.isnan(p), 1.0, p))  # no p-value (nothing to compare): found nothing
     if len(adjusted) != len(verdicts):
         raise ValueError(f"{len(verdicts)} verdicts but {len(adjusted)} p-values")
