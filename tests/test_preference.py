@@ -18,8 +18,11 @@ from helpers.training.preference import (
     dpo_config_for,
     dpo_loss,
     on_policy_pairs,
+    preference_batches,
     preferred_answer,
     prompt_completion_ids,
+    reference_logprobs,
+    train_dpo,
 )
 
 
@@ -177,3 +180,42 @@ def test_on_policy_pairs_are_the_models_own_samples_ranked_by_the_rule(instructi
     assert made == len(pairs) > 0
     nothing = on_policy_pairs(model, tokenizer, items, lambda a, r: 0.0, style="qa", max_new_tokens=1, temperature=1e-3)
     assert len(nothing) == 0 and "chosen" in nothing.column_names  # one token, near-greedy: the same answer twice
+
+
+def test_preference_batches_hold_chosen_then_rejected_rows_with_their_reference(instructions, tiny_lm):
+    _, tokenizer = tiny_lm
+    pairs = closed_task_pairs(instructions["train"], tokenizer, style="chat", seed=0).select(range(5))
+    reference = (torch.arange(5.0), -torch.arange(5.0))
+    batch = next(iter(preference_batches(tokenizer, pairs, reference, batch_size=3, shuffle=False)))
+    assert batch["input_ids"].shape[0] == 6 and batch["reference_chosen"].tolist() == [0.0, 1.0, 2.0]
+    assert batch["reference_rejected"].tolist() == [0.0, -1.0, -2.0]
+    for row in range(3):
+        for half, answer in ((0, pairs[row]["chosen"]), (3, pairs[row]["rejected"])):
+            prompt_ids, completion_ids = prompt_completion_ids(tokenizer, pairs[row]["prompt"], answer)
+            ids = batch["input_ids"][row + half][batch["attention_mask"][row + half].bool()].tolist()
+            assert ids == prompt_ids + completion_ids  # left-padded: the row ends with its answer
+            scored = batch["input_ids"][row + half][batch["completion_mask"][row + half].bool()].tolist()
+            assert scored == completion_ids
+    shuffled = [b["reference_chosen"] for b in preference_batches(tokenizer, pairs, reference, 2, seed=1)]
+    assert sorted(torch.cat(shuffled).tolist()) == [0.0, 1.0, 2.0, 3.0, 4.0]
+    with pytest.raises(ValueError, match="reference"):
+        preference_batches(tokenizer, pairs, (reference[0][:4], reference[1][:4]))
+
+
+def test_train_dpo_starts_at_log_two_and_learns_its_pairs(instructions, tiny_lm):
+    """The course loop with the DPO objective: the first update's loss is log 2 (policy = reference), and
+    after training the chosen answers' log-ratios are above the rejected ones' on the training pairs."""
+    model, tokenizer = tiny_lm
+    pairs = closed_task_pairs(instructions["train"], tokenizer, style="qa", kinds=["wrong_label"], seed=0)
+    reference = reference_logprobs(model, tokenizer, pairs)
+    frozen = copy.deepcopy(model)
+    history = train_dpo(model, tokenizer, pairs, reference, beta=0.5, lr=3e-3, epochs=6, batch_size=4, progress=False)
+    assert history["loss"][0] == pytest.approx(math.log(2), abs=1e-4)
+    after = dpo_loss(*reference_logprobs(model, tokenizer, pairs), *reference, beta=0.5)
+    assert after.loss.item() < 0.5 * math.log(2)
+    assert (after.chosen_rewards > after.rejected_rewards).float().mean().item() > 0.9
+    assert not model.training
+    untouched = dpo_loss(*reference_logprobs(frozen, tokenizer, pairs), *reference, beta=0.5)
+    assert untouched.loss.item() == pytest.approx(math.log(2), abs=1e-5)  # the reference did not move
+    with pytest.raises(ValueError, match="beta"):
+        train_dpo(model, tokenizer, pairs, reference, beta=0.0)

@@ -67,3 +67,34 @@ def test_without_cache_nothing_is_written(tmp_path, monkeypatch):
     assert not (tmp_path / "sentiment-classifier").exists()
     with pytest.raises(ValueError, match="train_size"):
         sentiment_classifier(1, cache=False)
+
+
+def test_the_instruction_model_is_lesson_04s_recipe_trained_once_then_reloaded(tmp_path, monkeypatch):
+    """SmolLM2 tuned with lesson 04's recipe on a few items: the same training items as the lesson's split,
+    cached by recipe and reloaded with the same weights; a bad recipe is refused before anything trains."""
+    from helpers.data.instructions import instruction_dataset
+    from helpers.training.reference import instruction_cache_root, instruction_model, recipe_key
+
+    monkeypatch.setenv("FTCOURSE_CACHE", str(tmp_path))
+    sizes = {"sentiment": 4, "topic": 4}
+    model, tokenizer, info = instruction_model(sizes, trainable_last_layers=1, batch_size=4, progress=False)
+    assert info["trained"] is True and info["recipe"]["train_sizes"] == {**sizes, "describe": 0, "qa": 0}
+    assert Path(info["folder"]) == instruction_cache_root() / recipe_key(info["recipe"])
+    again, _, again_info = instruction_model(sizes, trainable_last_layers=1, batch_size=4, progress=False)
+    assert again_info["trained"] is False and again_info["training_seconds"] == info["training_seconds"]
+    import torch
+
+    items = instruction_dataset({"train": info["recipe"]["train_sizes"], "validation": 0, "test": 0}, max_words=30)
+    items = items["train"]
+    assert sorted(items["task"]) == ["sentiment"] * 4 + ["topic"] * 4
+    ids = tokenizer(items[0]["instruction"], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        np.testing.assert_array_equal(model(input_ids=ids).logits.numpy(), again(input_ids=ids).logits.numpy())
+    base_layer = model.model.layers[0].mlp.down_proj.weight  # layer 0 was frozen, the last one trained
+    from helpers.models.loading import load_causal_lm
+
+    untouched, _ = load_causal_lm("smollm2-135m")
+    assert torch.equal(base_layer, untouched.model.layers[0].mlp.down_proj.weight)
+    assert not torch.equal(model.model.layers[-1].mlp.down_proj.weight, untouched.model.layers[-1].mlp.down_proj.weight)
+    with pytest.raises(ValueError, match="train_sizes"):
+        instruction_model({"poetry": 3}, cache=False)

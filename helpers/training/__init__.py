@@ -6,9 +6,9 @@ Consolidation (:mod:`.regularization`), a head fitted as a linear probe before f
 (:mod:`.probing`), learning-rate schedules (:mod:`.schedules`), the LR range test (:mod:`.lr_finder`),
 gradient accumulation and activation memory (:mod:`.accumulation`), a hyperparameter search with Optuna
 (:mod:`.search`), one encoder with a head per task (:mod:`.multitask`), the cached sentiment classifier of
-the later lessons (:mod:`.reference`), LoRA with PEFT and supervised fine-tuning with TRL (:mod:`.lora`),
-full, partial and LoRA fine-tuning measured alike (:mod:`.adaptation`), DPO written out and TRL's
-``DPOConfig`` for this machine (:mod:`.preference`), and exercise 15's TF-IDF
+the later lessons and lesson 04's instruction-tuned model (:mod:`.reference`), LoRA with PEFT and supervised fine-tuning with TRL (:mod:`.lora`),
+full, partial and LoRA fine-tuning measured alike (:mod:`.adaptation`), DPO written out, trained by the
+course loop, and TRL's ``DPOConfig`` for this machine (:mod:`.preference`), and exercise 15's TF-IDF
 classifier (:mod:`.bow_classifier`).
 
 The lessons import from here (``from helpers.training import train_loop``); each name is imported from
@@ -75,15 +75,19 @@ __all__, __getattr__, __dir__ = lazy_exports(
         ],
         "preference": [
             "DPOLoss",
+            "DPOObjective",
             "completion_logprobs",
             "dpo_config_for",
             "dpo_loss",
             "on_policy_pairs",
+            "preference_batches",
             "preferred_answer",
             "prompt_completion_ids",
+            "reference_logprobs",
+            "train_dpo",
         ],
         "probing": ["fit_head_by_linear_probe", "head_inputs"],
-        "reference": ["sentiment_classifier"],
+        "reference": ["instruction_model", "sentiment_classifier"],
         "regularization": ["EWC", "DecoupledEWCCallback"],
         "schedules": ["SCHEDULES", "schedule_curve", "warmup_steps_for"],
         "search": ["DEFAULT_SPACE", "search_hyperparameters"],
