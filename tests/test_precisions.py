@@ -206,6 +206,7 @@ def test_the_matrix_covers_every_precision_entry_point():
         "helpers.training.trainers.course_training_settings",  # through train_classifier and sft_config_for
         "helpers.training.causal_lm.train_causal_lm",
         "helpers.training.lora.sft_config_for",
+        "helpers.training.preference.reference_logprobs",
     }
     # Callers of the above that add no precision-dependent code of their own (they pass it on).
     passes_it_on = set()
@@ -219,3 +220,28 @@ def test_the_matrix_covers_every_precision_entry_point():
         if ".autocast(" not in body and "trainer_kwargs(" not in body:
             passes_it_on.add(name)
     assert takes_precision - covered_here - passes_it_on == set()
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_dpo_reference_and_training_compute_in_the_precision_asked(precision, tiny_lm):
+    """The reference's log-probabilities are computed in the precision the policy trains in: at the first
+    update the policy is the reference, so its DPO loss is exactly log 2 only if both use the same arithmetic."""
+    import math
+
+    from helpers.data.instructions import instruction_dataset
+    from helpers.data.preferences import closed_task_pairs
+    from helpers.training.preference import reference_logprobs, train_dpo
+
+    model, tokenizer = tiny_lm
+    items = instruction_dataset({"train": 4, "validation": 0, "test": 0}, seed=0)["train"]
+    pairs = closed_task_pairs(items, tokenizer, style="qa", kinds=["wrong_label"], seed=0)
+    with linear_output_dtypes(model) as seen:
+        reference = reference_logprobs(model, tokenizer, pairs, precision=precision)
+    assert seen == {EXPECTED_DTYPE[precision.name]} and reference[0].dtype == torch.float32
+    before = weights(model)
+    with linear_output_dtypes(model) as seen:
+        history = train_dpo(model, tokenizer, pairs, reference, lr=1e-3, batch_size=4, precision=precision,
+                            progress=False)  # fmt: skip
+    assert seen == {EXPECTED_DTYPE[precision.name]}
+    assert history["loss"][0] == pytest.approx(math.log(2), abs=1e-4)
+    assert_trained_in_fp32_weights(model, before)

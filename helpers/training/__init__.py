@@ -8,8 +8,9 @@ gradient accumulation and activation memory (:mod:`.accumulation`), a hyperparam
 (:mod:`.search`), one encoder with a head per task (:mod:`.multitask`), the cached sentiment classifier of
 the later lessons and lesson 04's instruction-tuned model (:mod:`.reference`), LoRA with PEFT and supervised fine-tuning with TRL (:mod:`.lora`),
 full, partial and LoRA fine-tuning measured alike (:mod:`.adaptation`), DPO written out, trained by the
-course loop, and TRL's ``DPOConfig`` for this machine (:mod:`.preference`), and exercise 15's TF-IDF
-classifier (:mod:`.bow_classifier`).
+course loop, and TRL's ``DPOConfig`` for this machine (:mod:`.preference`), data-parallel training on several
+processes, by hand and with DDP, and the guard against Trainer's silent one-process-each mode
+(:mod:`.distributed`), and exercise 15's TF-IDF classifier (:mod:`.bow_classifier`).
 
 The lessons import from here (``from helpers.training import train_loop``); each name is imported from
 its module on first use. It imports nothing from evaluation or deployment (``tests/test_layers.py``).
@@ -72,6 +73,18 @@ __all__, __getattr__, __dir__ = lazy_exports(
             "task_sampling_probabilities",
             "task_schedule",
             "train_multitask",
+        ],
+        "distributed": [
+            "EquivalenceSetup",
+            "all_reduce_gradients",
+            "check_trainer_is_distributed",
+            "disable_dropout",
+            "equivalence_runs",
+            "run_on_processes",
+            "shard_indices",
+            "sharded_state_per_rank",
+            "training_state_per_rank",
+            "update_difference",
         ],
         "preference": [
             "DPOLoss",

@@ -168,7 +168,8 @@ def training_state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | No
 
     Summed from the real tensors, shared ones once. Activations, which depend on
     the batch, are not included: on a GPU, ``torch.cuda.max_memory_allocated``
-    measures those too.
+    measures those too. A tensor sharded across processes (a ``DTensor``, as
+    FSDP's ``fully_shard`` makes them) counts for the shard this process holds.
     """
 
     def size(tensors) -> int:
@@ -176,7 +177,8 @@ def training_state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | No
         for tensor in tensors:
             if tensor is not None and torch.is_tensor(tensor) and id(tensor) not in seen:
                 seen.add(id(tensor))
-                total += tensor.numel() * tensor.element_size()
+                held = tensor.to_local() if hasattr(tensor, "to_local") else tensor  # this process's shard
+                total += held.numel() * held.element_size()
         return total
 
     parameters = list(model.parameters())

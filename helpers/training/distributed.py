@@ -1,0 +1,441 @@
+"""Data-parallel training on several processes: DDP written by hand, with PyTorch's wrapper, and its silent failures.
+
+Data parallelism keeps one copy of the model per process; each process
+computes the gradient of its own share of the batch, the gradients are
+averaged across processes (an *all-reduce*), and every copy takes the same
+optimizer step, so the copies never drift apart. With ``N`` processes of
+``b`` examples each, an update is the update of one process with ``N * b``
+examples: the effective batch size counts the processes.
+
+This module runs it for real on one machine: ``N`` operating-system
+processes on the loopback interface, PyTorch's ``gloo`` backend (CPU;
+``nccl`` is its GPU counterpart). :func:`run_on_processes` starts them;
+:func:`train_replica` is what each runs, in three forms: ``"by_hand"``
+(one :func:`all_reduce_gradients` after each backward pass: the whole idea
+in a few lines), ``"ddp"`` (``torch.nn.parallel.DistributedDataParallel``,
+which overlaps that all-reduce with the backward pass, trained by the
+course's loop) and ``"no_sync"`` (no gradient exchange: each process trains
+its own model on its share of the data, the failure to recognise).
+:func:`equivalence_runs` compares them with one process on the same
+examples in the same order. :func:`check_trainer_is_distributed` refuses
+the ``Trainer`` configuration that trains that way without a word.
+:func:`training_state_per_rank` says what each process holds when the
+training state is sharded (ZeRO, FSDP) and :func:`sharded_state_per_rank`
+measures it with FSDP2's ``fully_shard`` on real processes.
+For the distributed-training lesson of issue 33 (not written yet).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler
+
+__all__ = [
+    "BYTES_PER_PARAMETER",
+    "LOOPBACK",
+    "MODES",
+    "SHARDINGS",
+    "EquivalenceSetup",
+    "all_reduce_gradients",
+    "check_trainer_is_distributed",
+    "disable_dropout",
+    "equivalence_runs",
+    "free_port",
+    "launched_world_size",
+    "max_weight_difference",
+    "measure_sharded_state",
+    "run_on_processes",
+    "shard_indices",
+    "sharded_state_per_rank",
+    "train_one_process",
+    "train_replica",
+]
+
+LOOPBACK = "127.0.0.1"
+MODES = ("by_hand", "ddp", "no_sync")
+
+
+def free_port() -> int:
+    """A TCP port of the loopback interface that nothing listens on now (for the processes' rendezvous)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((LOOPBACK, 0))
+        return probe.getsockname()[1]
+
+
+def launched_world_size() -> int:
+    """How many processes a launcher (``torchrun``, ``accelerate launch``) started: ``WORLD_SIZE``, 1 without one."""
+    value = os.environ.get("WORLD_SIZE", "1")
+    try:
+        size = int(value)
+    except ValueError as error:
+        raise ValueError(f"WORLD_SIZE must be a whole number, got {value!r}") from error
+    if size < 1:
+        raise ValueError(f"WORLD_SIZE must be at least 1, got {size}")
+    return size
+
+
+def check_trainer_is_distributed(args: Any) -> None:
+    """Refuse ``TrainingArguments`` that would make each launched process train alone, without a word.
+
+    Under ``torchrun --nproc_per_node N`` on a machine without a GPU,
+    ``TrainingArguments(use_cpu=False)`` (the default) leaves ``Trainer`` in
+    ``ParallelMode.NOT_PARALLEL`` with ``world_size`` 1 in every process:
+    each trains its own model on its share of the data and the gradients are
+    never combined; the run ends with N different models and no error.
+    Raises ``ValueError`` when the launcher started more processes than
+    ``args.world_size`` counts. (The course's configurations pass
+    ``use_cpu=True`` on a CPU, through
+    :meth:`helpers.device.Precision.trainer_kwargs`.)
+    """
+    launched = launched_world_size()
+    if launched > 1 and args.world_size != launched:
+        raise ValueError(
+            f"{launched} processes were launched (WORLD_SIZE={launched}) but Trainer counts {args.world_size} "
+            f"(parallel mode {args.parallel_mode}): each process would train its own model and the gradients "
+            "would never be averaged. On a machine without a GPU, pass use_cpu=True (the course's "
+            "Precision.trainer_kwargs() does) so that Trainer uses the gloo process group."
+        )
+
+
+def disable_dropout(model: torch.nn.Module) -> int:
+    """Set every dropout probability of ``model`` to 0; returns how many dropout modules it changed.
+
+    Each process draws its own dropout masks, so with dropout on, two
+    correct data-parallel runs differ by their random draws: to compare
+    weights exactly, dropout goes.
+    """
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout) and module.p != 0:
+            module.p = 0.0
+            changed += 1
+    return changed
+
+
+def shard_indices(num_examples: int, rank: int, world_size: int) -> list[int]:
+    """The example indices process ``rank`` reads, in order: ``DistributedSampler(shuffle=False)``'s share.
+
+    Every ``world_size``-th example from ``rank``; when ``num_examples`` does
+    not divide evenly, the first examples are repeated at the end so that
+    every process has the same number of batches (the sampler pads, it does
+    not drop).
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+    sampler = DistributedSampler(range(num_examples), num_replicas=world_size, rank=rank, shuffle=False)
+    return list(sampler)
+
+
+def all_reduce_gradients(model: torch.nn.Module, world_size: int) -> int:
+    """Average every gradient of ``model`` across the process group, in place; returns the bytes each process sends.
+
+    The whole of data parallelism in one loop: each process has the gradient
+    of its share of the batch; ``all_reduce`` sums them (every process ends
+    with the same sum) and the division by ``world_size`` turns the sum into
+    the mean, the gradient of the whole batch. The byte count is the size of
+    the gradients (4 bytes a value in fp32).
+    """
+    sent = 0
+    for parameter in model.parameters():
+        if parameter.grad is None:
+            continue
+        dist.all_reduce(parameter.grad, op=dist.ReduceOp.SUM)
+        parameter.grad /= world_size
+        sent += parameter.grad.numel() * parameter.grad.element_size()
+    return sent
+
+
+@dataclass(frozen=True)
+class EquivalenceSetup:
+    """The small MiniLM training that every run of :func:`equivalence_runs` repeats.
+
+    ``batch_size`` is per process; ``steps`` updates on the first
+    ``train_size`` Rotten Tomatoes training reviews (``batch_size * world_size
+    * steps`` when 0), in their order, with dropout off, a constant ``lr``
+    and AdamW without weight decay, fp32.
+    """
+
+    batch_size: int = 4
+    steps: int = 3
+    world_size: int = 2
+    lr: float = 1e-4
+    max_length: int = 64
+    seed: int = 42
+    model: str = "minilm"
+
+    @property
+    def num_examples(self) -> int:
+        return self.batch_size * self.world_size * self.steps
+
+
+def _training_pieces(setup: EquivalenceSetup) -> tuple[torch.nn.Module, Any, Dataset]:
+    from helpers.data.batching import tokenize_for_classification
+    from helpers.data.loaders import rotten_tomatoes
+    from helpers.models.loading import load_classifier
+
+    model, tokenizer = load_classifier(setup.model, num_labels=2, seed=setup.seed, pooling="mean")
+    disable_dropout(model)
+    reviews = rotten_tomatoes(seed=setup.seed)["train"].select(range(setup.num_examples))
+    return model, tokenizer, tokenize_for_classification(reviews, tokenizer, max_length=setup.max_length)
+
+
+def _loader(data: Dataset, tokenizer: Any, batch_size: int, sampler: Any) -> DataLoader:
+    from transformers import DataCollatorWithPadding
+
+    return DataLoader(data, batch_size=batch_size, sampler=sampler, collate_fn=DataCollatorWithPadding(tokenizer))
+
+
+def _optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    from helpers.training.freezing import optimizer_for
+
+    return optimizer_for(model, lr=lr, weight_decay=0.0)
+
+
+def train_one_process(setup: EquivalenceSetup, batch_size: int, accumulation: int = 1) -> dict[str, torch.Tensor]:
+    """The reference run, in this process: ``batch_size`` examples a batch, an update every ``accumulation`` batches.
+
+    The examples are read in order (no shuffling), so ``batch_size =
+    world_size * b`` and ``batch_size = b`` with ``accumulation =
+    world_size`` see, update by update, the same examples as ``world_size``
+    processes of ``b``. Trained by :func:`helpers.training.loops.train_loop`;
+    returns the final weights.
+    """
+    from helpers.training.loops import train_loop
+
+    model, tokenizer, data = _training_pieces(setup)
+    loader = _loader(data, tokenizer, batch_size, SequentialSampler(data))
+    train_loop(
+        model,
+        loader,
+        _optimizer(model, setup.lr),
+        warmup_ratio=0.0,
+        lr_scheduler_type="constant",
+        max_grad_norm=None,
+        gradient_accumulation_steps=accumulation,
+        progress=False,
+    )
+    return {name: value.detach().clone() for name, value in model.state_dict().items()}
+
+
+def train_replica(
+    rank: int, world_size: int, port: int, setup: EquivalenceSetup, modes: tuple[str, ...], folder: str
+) -> None:
+    """What each process of a data-parallel run does, once per mode; writes the final weights and timings to ``folder``.
+
+    Joins the ``gloo`` process group on the loopback interface, reads its
+    shard of the examples (:class:`torch.utils.data.DistributedSampler`,
+    no shuffling) in batches of ``setup.batch_size``, and trains for the
+    whole shard: ``"by_hand"`` averages the gradients with
+    :func:`all_reduce_gradients` after each backward pass, ``"ddp"`` wraps the
+    model in ``DistributedDataParallel`` and trains it with the course's
+    loop, ``"no_sync"`` exchanges nothing. Each process uses
+    ``cpu_count // world_size`` threads, so that the processes share the
+    cores instead of fighting over them. The modes run one after the other
+    in the same processes (starting processes costs more than this training).
+    """
+    unknown = set(modes) - set(MODES)
+    if unknown or not modes:
+        raise ValueError(f"modes must be some of {MODES}, got {modes!r}")
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = LOOPBACK, str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        for mode in modes:
+            _train_replica_once(rank, world_size, setup, mode, Path(folder))
+    finally:
+        dist.destroy_process_group()
+
+
+def _train_replica_once(rank: int, world_size: int, setup: EquivalenceSetup, mode: str, folder: Path) -> None:
+    from torch.nn.parallel import DistributedDataParallel
+
+    from helpers.training.loops import train_loop
+
+    torch.manual_seed(setup.seed)
+    model, tokenizer, data = _training_pieces(setup)
+    sampler = DistributedSampler(data, num_replicas=world_size, rank=rank, shuffle=False)
+    loader = _loader(data, tokenizer, setup.batch_size, sampler)
+    optimizer = _optimizer(model, setup.lr)
+    step_seconds, sync_seconds, sent = [], [], 0
+    if mode == "ddp":
+        start = time.perf_counter()
+        train_loop(
+            DistributedDataParallel(model),
+            loader,
+            optimizer,
+            warmup_ratio=0.0,
+            lr_scheduler_type="constant",
+            max_grad_norm=None,
+            progress=False,
+        )
+        step_seconds = [(time.perf_counter() - start) / len(loader)] * len(loader)
+    else:
+        model.train()
+        for batch in loader:
+            start = time.perf_counter()
+            model(**batch).loss.backward()
+            if mode == "by_hand":
+                synced = time.perf_counter()
+                sent = all_reduce_gradients(model, world_size)
+                sync_seconds.append(time.perf_counter() - synced)
+            optimizer.step()
+            optimizer.zero_grad()
+            step_seconds.append(time.perf_counter() - start)
+    weights = {name: value.detach().clone() for name, value in model.state_dict().items()}
+    torch.save(weights, folder / f"{mode}-rank{rank}.pt")
+    timings = {"step_seconds": step_seconds, "sync_seconds": sync_seconds, "bytes_per_step": sent}
+    (folder / f"{mode}-rank{rank}.json").write_text(json.dumps(timings))
+
+
+def run_on_processes(worker: Callable[..., None], world_size: int, *args: Any) -> None:
+    """Start ``world_size`` processes running ``worker(rank, world_size, port, *args)`` and wait for all of them.
+
+    Real operating-system processes (``torch.multiprocessing``, start method
+    ``spawn``: each imports ``worker`` afresh, so it must live in a module,
+    not in a notebook cell), meeting on a free loopback port. A process that
+    fails makes the whole call raise.
+    """
+    import torch.multiprocessing as mp
+
+    if world_size < 1:
+        raise ValueError(f"world_size must be at least 1, got {world_size}")
+    mp.start_processes(
+        worker, args=(world_size, free_port(), *args), nprocs=world_size, join=True, start_method="spawn"
+    )
+
+
+def max_weight_difference(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> float:
+    """The largest absolute difference between two sets of weights with the same names (0 when equal)."""
+    if first.keys() != second.keys():
+        raise ValueError("the two sets of weights do not name the same tensors")
+    return max(float((first[name].float() - second[name].float()).abs().max()) for name in first)
+
+
+def update_difference(
+    start: dict[str, torch.Tensor], first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]
+) -> float:
+    """How far two trainings from the same ``start`` ended apart, as a share of the first one's whole update.
+
+    ``||u2 - u1|| / ||u1||`` with ``u = weights - start`` over all the
+    weights (:func:`helpers.training.accumulation.relative_difference` of the
+    two updates). With Adam, a weight whose gradient is near zero can step by
+    about the learning rate either way on a rounding error, so the largest
+    single difference says little; this share says whether two runs took
+    the same steps (a rounding-level share) or different ones (near 1).
+    """
+    from helpers.training.accumulation import relative_difference
+
+    if not start.keys() == first.keys() == second.keys():
+        raise ValueError("the three sets of weights do not name the same tensors")
+    first_update = {name: first[name].double() - start[name].double() for name in start}
+    if not any(bool(update.any()) for update in first_update.values()):
+        raise ValueError("the first run did not move from the start: nothing to compare with")
+    second_update = {name: second[name].double() - start[name].double() for name in start}
+    return relative_difference(first_update, second_update)
+
+
+SHARDINGS = ("ddp", "zero1", "zero2", "fsdp")
+# Bytes per parameter of (weights, gradients, optimizer state) under AdamW: fp32 training keeps two fp32
+# moments; "mixed" is the ZeRO paper's accounting (fp16/bf16 weights and gradients, and an fp32 master
+# copy beside the two moments: 2 + 2 + 12 = 16 bytes).
+BYTES_PER_PARAMETER = {"fp32": (4, 4, 8), "mixed": (2, 2, 12)}
+
+
+def training_state_per_rank(
+    parameters: int, world_size: int, sharding: str, precision: str = "fp32"
+) -> dict[str, float]:
+    """Bytes each process holds for the weights, the gradients and AdamW's state, by how they are sharded.
+
+    ``"ddp"``: every process holds all three. Then ZeRO's stages
+    (Rajbhandari et al. 2020) split them across the ``world_size``
+    processes: ``"zero1"`` the optimizer state, ``"zero2"`` also the
+    gradients, ``"fsdp"`` (ZeRO-3, PyTorch's FSDP) the weights too, which are
+    gathered layer by layer when needed. ``precision``: a key of
+    :data:`BYTES_PER_PARAMETER`. Activations, which depend on the batch, are
+    not included.
+    """
+    if sharding not in SHARDINGS:
+        raise ValueError(f"sharding must be one of {SHARDINGS}, got {sharding!r}")
+    if precision not in BYTES_PER_PARAMETER:
+        raise ValueError(f"precision must be one of {tuple(BYTES_PER_PARAMETER)}, got {precision!r}")
+    if parameters < 1 or world_size < 1:
+        raise ValueError(f"parameters and world_size must be positive, got {parameters} and {world_size}")
+    weights, gradients, optimizer = (parameters * b for b in BYTES_PER_PARAMETER[precision])
+    shards = {"weights": sharding == "fsdp", "gradients": sharding in ("zero2", "fsdp"), "optimizer": sharding != "ddp"}
+    full = {"weights": weights, "gradients": gradients, "optimizer": optimizer}
+    return {part: full[part] / world_size if shards[part] else float(full[part]) for part in full}
+
+
+def measure_sharded_state(rank: int, world_size: int, port: int, model_name: str, folder: str) -> None:
+    """One AdamW step of ``model_name`` (a course classifier) sharded with FSDP2's ``fully_shard``, on gloo.
+
+    Each transformer layer is a sharding unit, then the whole model; after
+    one step, :func:`helpers.training.freezing.training_state_bytes` (which
+    counts the shard each process holds) is written to
+    ``folder/fsdp-rank{rank}.json``. Run by :func:`run_on_processes`.
+    """
+    from torch.distributed.fsdp import fully_shard
+
+    from helpers.models.loading import load_classifier
+    from helpers.training.freezing import training_state_bytes
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = LOOPBACK, str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        model, tokenizer = load_classifier(model_name, num_labels=2, seed=0, pooling="mean")
+        for layer in model.base_model.encoder.layer:
+            fully_shard(layer)
+        fully_shard(model)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        batch = tokenizer(["A fine film.", "A dull, long film."], return_tensors="pt", padding=True)
+        model(**batch, labels=torch.tensor([1, 0])).loss.backward()
+        optimizer.step()
+        held = training_state_bytes(model, optimizer)
+        (Path(folder) / f"fsdp-rank{rank}.json").write_text(json.dumps(held))
+    finally:
+        dist.destroy_process_group()
+
+
+def sharded_state_per_rank(world_size: int = 2, model_name: str = "minilm") -> list[dict[str, int]]:
+    """Measured bytes of weights, gradients and AdamW state that each of ``world_size`` FSDP processes holds."""
+    with tempfile.TemporaryDirectory() as folder:
+        run_on_processes(measure_sharded_state, world_size, model_name, folder)
+        return [json.loads((Path(folder) / f"fsdp-rank{rank}.json").read_text()) for rank in range(world_size)]
+
+
+def equivalence_runs(setup: EquivalenceSetup = EquivalenceSetup()) -> dict[str, Any]:
+    """The same training done five ways, and the weights each ends with.
+
+    In this process: ``"one process, batch N·b"`` and ``"one process, batch
+    b, N accumulation steps"``; on ``setup.world_size`` processes of ``b``:
+    ``"by_hand"``, ``"ddp"`` and ``"no_sync"`` (every rank's weights). Returns
+    ``{"weights": {run: state dict}, "replicas": {mode: [state dict per
+    rank]}, "timings": {mode: [per-rank timings]}, "start": the weights
+    before training, "setup": asdict(setup)}``.
+    """
+    b, n = setup.batch_size, setup.world_size
+    start = {name: value.detach().clone() for name, value in _training_pieces(setup)[0].state_dict().items()}
+    weights = {
+        "one process, batch N·b": train_one_process(setup, batch_size=n * b),
+        "one process, batch b, N accumulation steps": train_one_process(setup, batch_size=b, accumulation=n),
+    }
+    replicas, timings = {}, {}
+    with tempfile.TemporaryDirectory() as folder:
+        run_on_processes(train_replica, n, setup, MODES, folder)
+        for mode in MODES:
+            replicas[mode] = [torch.load(Path(folder) / f"{mode}-rank{rank}.pt") for rank in range(n)]
+            timings[mode] = [json.loads((Path(folder) / f"{mode}-rank{rank}.json").read_text()) for rank in range(n)]
+            weights[mode] = replicas[mode][0]
+    return {"weights": weights, "replicas": replicas, "timings": timings, "start": start, "setup": asdict(setup)}

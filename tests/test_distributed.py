@@ -1,0 +1,134 @@
+"""Data parallelism on real processes (gloo, loopback): equivalence with one process, the no-sync failure,
+and the guard against Trainer's silent one-process-each mode under torchrun."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers.training.distributed import (
+    EquivalenceSetup,
+    check_trainer_is_distributed,
+    equivalence_runs,
+    free_port,
+    launched_world_size,
+    max_weight_difference,
+    shard_indices,
+    sharded_state_per_rank,
+    training_state_per_rank,
+    update_difference,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# Tests that start processes (each imports torch and transformers, then loads MiniLM) are slow.
+processes = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def runs():
+    return equivalence_runs(EquivalenceSetup(batch_size=4, steps=3, world_size=2))
+
+
+@processes
+def test_two_processes_of_b_take_the_steps_of_one_process_of_2b(runs):
+    start, weights = runs["start"], runs["weights"]
+    reference = weights["one process, batch N·b"]
+    for name in ("one process, batch b, N accumulation steps", "by_hand", "ddp"):
+        assert update_difference(start, reference, weights[name]) < 1e-3, name  # rounding, not other steps
+    for mode in ("by_hand", "ddp"):
+        first, second = runs["replicas"][mode]
+        assert max_weight_difference(first, second) == 0.0  # the copies never drift apart
+    assert max_weight_difference(weights["by_hand"], weights["ddp"]) < 1e-5
+
+
+@processes
+def test_without_the_all_reduce_each_process_trains_its_own_model(runs):
+    first, second = runs["replicas"]["no_sync"]
+    start, reference = runs["start"], runs["weights"]["one process, batch N·b"]
+    assert update_difference(start, reference, first) > 0.1
+    assert update_difference(start, first, second) > 0.1
+
+
+@processes
+def test_the_all_reduce_sends_every_gradient_once(runs):
+    parameters = sum(tensor.numel() for name, tensor in runs["start"].items() if "position_ids" not in name)
+    for rank_timings in runs["timings"]["by_hand"]:
+        assert rank_timings["bytes_per_step"] == 4 * parameters  # fp32 gradients, one per trainable weight
+        assert len(rank_timings["sync_seconds"]) == runs["setup"]["steps"]
+
+
+def test_shards_interleave_and_pad_to_equal_lengths():
+    assert shard_indices(5, 0, 2) == [0, 2, 4]
+    assert shard_indices(5, 1, 2) == [1, 3, 0]  # padded with the first example: same number of batches
+    with pytest.raises(ValueError, match="rank"):
+        shard_indices(5, 2, 2)
+
+
+def test_world_size_comes_from_the_launcher(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert launched_world_size() == 1
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ValueError, match="whole number"):
+        launched_world_size()
+
+
+def _torchrun(tmp_path, *script_args):
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    env["PYTHONPATH"] = str(ROOT)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1"]
+    command += ["--master_port", str(free_port()), str(ROOT / "tests" / "data" / "trainer_world_size.py"), *script_args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+
+
+@processes
+def test_the_guard_refuses_trainer_arguments_that_would_train_each_process_alone(tmp_path):
+    refused = _torchrun(tmp_path, "default", str(tmp_path / "out"))
+    assert refused.returncode != 0
+    assert "each process would train its own model" in refused.stderr
+    accepted = _torchrun(tmp_path, "use_cpu", str(tmp_path / "out"))
+    assert accepted.returncode == 0, accepted.stderr[-2000:]
+    assert "rank 0 of 2: distributed" in accepted.stdout and "rank 1 of 2: distributed" in accepted.stdout
+
+
+def test_the_guard_lets_a_single_process_through(monkeypatch, tmp_path):
+    from transformers import TrainingArguments
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    check_trainer_is_distributed(TrainingArguments(output_dir=str(tmp_path), use_cpu=False, report_to="none"))
+
+
+def test_the_memory_model_matches_what_one_process_holds():
+    """DDP on one process is plain training: the formula equals the bytes measured after an AdamW step."""
+    import torch
+
+    from helpers.models.loading import count_parameters, load_classifier
+    from helpers.training.freezing import training_state_bytes
+
+    model, tokenizer = load_classifier("minilm", num_labels=2, seed=0, pooling="mean")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    batch = tokenizer(["A fine film.", "A dull, long film."], return_tensors="pt", padding=True)
+    model(**batch, labels=torch.tensor([1, 0])).loss.backward()
+    optimizer.step()
+    measured = training_state_bytes(model, optimizer)
+    predicted = training_state_per_rank(count_parameters(model), 1, "ddp")
+    assert measured == {part: int(value) for part, value in predicted.items()}
+    four = {name: training_state_per_rank(1000, 4, name) for name in ("ddp", "zero1", "zero2", "fsdp")}
+    assert [sum(state.values()) for state in four.values()] == [16000, 10000, 7000, 4000]
+    assert sum(training_state_per_rank(1000, 1, "fsdp", precision="mixed").values()) == 16000  # ZeRO's 16 bytes
+    with pytest.raises(ValueError, match="sharding"):
+        training_state_per_rank(1000, 4, "zero4")
+
+
+@processes
+def test_fsdp_processes_each_hold_half_of_the_training_state():
+    from helpers.models.loading import count_parameters, load_classifier
+
+    model, _ = load_classifier("minilm", num_labels=2, seed=0, pooling="mean")
+    predicted = training_state_per_rank(count_parameters(model), 2, "fsdp")
+    for held in sharded_state_per_rank(2, "minilm"):
+        for part in ("weights", "gradients", "optimizer"):
+            assert held[part] == pytest.approx(predicted[part], rel=1e-3), part  # shards round up per tensor
