@@ -11,6 +11,7 @@ import pytest
 from helpers.training.distributed import (
     EquivalenceSetup,
     check_trainer_is_distributed,
+    data_parallel_step_times,
     equivalence_runs,
     free_port,
     launched_world_size,
@@ -132,3 +133,18 @@ def test_fsdp_processes_each_hold_half_of_the_training_state():
     for held in sharded_state_per_rank(2, "minilm"):
         for part in ("weights", "gradients", "optimizer"):
             assert held[part] == pytest.approx(predicted[part], rel=1e-3), part  # shards round up per tensor
+
+
+@processes
+def test_step_times_split_computation_all_reduce_and_update():
+    times = data_parallel_step_times(global_batch=4, world_sizes=(1, 2), repeats=3, warmup=1)
+    assert sorted(times) == [1, 2] and [len(ranks) for ranks in times.values()] == [1, 2]
+    from helpers.models.loading import count_parameters, load_classifier
+
+    parameters = count_parameters(load_classifier("minilm", num_labels=2, seed=0, pooling="mean")[0])
+    assert times[1][0]["bytes_per_step"] == 0 and all(s["sync"] < 1e-3 for s in times[1][0]["steps"])
+    for rank in times[2]:
+        assert rank["bytes_per_step"] == 4 * parameters and len(rank["steps"]) == 3
+        assert all(step["compute"] > 0 and step["sync"] > 0 and step["update"] > 0 for step in rank["steps"])
+    with pytest.raises(ValueError, match="equal shares"):
+        data_parallel_step_times(global_batch=5, world_sizes=(2,))

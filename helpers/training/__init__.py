@@ -78,6 +78,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
             "EquivalenceSetup",
             "all_reduce_gradients",
             "check_trainer_is_distributed",
+            "data_parallel_step_times",
             "disable_dropout",
             "equivalence_runs",
             "run_on_processes",

@@ -21,7 +21,9 @@ examples in the same order. :func:`check_trainer_is_distributed` refuses
 the ``Trainer`` configuration that trains that way without a word.
 :func:`training_state_per_rank` says what each process holds when the
 training state is sharded (ZeRO, FSDP) and :func:`sharded_state_per_rank`
-measures it with FSDP2's ``fully_shard`` on real processes.
+measures it with FSDP2's ``fully_shard`` on real processes;
+:func:`data_parallel_step_times` measures what an update costs on 1 and 2
+processes: computation, all-reduce, optimizer step.
 For the distributed-training lesson of issue 33 (not written yet).
 """
 
@@ -49,6 +51,7 @@ __all__ = [
     "EquivalenceSetup",
     "all_reduce_gradients",
     "check_trainer_is_distributed",
+    "data_parallel_step_times",
     "disable_dropout",
     "equivalence_runs",
     "free_port",
@@ -343,6 +346,69 @@ def update_difference(
         raise ValueError("the first run did not move from the start: nothing to compare with")
     second_update = {name: second[name].double() - start[name].double() for name in start}
     return relative_difference(first_update, second_update)
+
+
+def time_replica_steps(
+    rank: int, world_size: int, port: int, setup: EquivalenceSetup, repeats: int, warmup: int, folder: str
+) -> None:
+    """Time ``warmup + repeats`` data-parallel steps on one fixed batch; writes ``folder/steps-rank{rank}.json``.
+
+    Each step is timed in three parts: ``compute`` (forward and backward on
+    this process's ``setup.batch_size`` examples), ``sync``
+    (:func:`all_reduce_gradients`, nothing with one process) and ``update``
+    (the AdamW step); the first ``warmup`` steps are dropped (memory
+    allocation, first calls). Every process uses ``cpu_count // world_size``
+    threads.
+    """
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = LOOPBACK, str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        model, tokenizer, data = _training_pieces(setup)
+        shard = data.select(shard_indices(len(data), rank, world_size)[: setup.batch_size])
+        batch = next(iter(_loader(shard, tokenizer, setup.batch_size, SequentialSampler(shard))))
+        optimizer = _optimizer(model, setup.lr)
+        model.train()
+        steps, sent = [], 0
+        for step in range(warmup + repeats):
+            start = time.perf_counter()
+            model(**batch).loss.backward()
+            computed = time.perf_counter()
+            sent = all_reduce_gradients(model, world_size) if world_size > 1 else 0
+            synced = time.perf_counter()
+            optimizer.step()
+            optimizer.zero_grad()
+            done = time.perf_counter()
+            if step >= warmup:
+                steps.append({"compute": computed - start, "sync": synced - computed, "update": done - synced})
+        (Path(folder) / f"steps-rank{rank}.json").write_text(json.dumps({"steps": steps, "bytes_per_step": sent}))
+    finally:
+        dist.destroy_process_group()
+
+
+def data_parallel_step_times(
+    global_batch: int = 16, world_sizes: tuple[int, ...] = (1, 2), repeats: int = 10, warmup: int = 2
+) -> dict[int, list[dict]]:
+    """What one update of ``global_batch`` examples costs on 1, 2, ... processes of this machine, measured.
+
+    For each ``N`` in ``world_sizes``, ``N`` processes of ``global_batch / N``
+    examples (:func:`time_replica_steps`, MiniLM, fp32). Returns ``{N: [per
+    rank: {"steps": [{"compute", "sync", "update"} seconds per step],
+    "bytes_per_step"}]}``. On a machine with fewer cores than ``N`` times the
+    threads one process would use, the processes share the same cores:
+    that is part of what this measures.
+    """
+    times = {}
+    for world_size in world_sizes:
+        if global_batch % world_size:
+            raise ValueError(f"global_batch {global_batch} does not split into {world_size} equal shares")
+        setup = EquivalenceSetup(batch_size=global_batch // world_size, steps=1, world_size=world_size)
+        with tempfile.TemporaryDirectory() as folder:
+            run_on_processes(time_replica_steps, world_size, setup, repeats, warmup, folder)
+            times[world_size] = [
+                json.loads((Path(folder) / f"steps-rank{rank}.json").read_text()) for rank in range(world_size)
+            ]
+    return times
 
 
 SHARDINGS = ("ddp", "zero1", "zero2", "fsdp")
