@@ -31,7 +31,7 @@ from typing import Any
 
 from helpers.environment import RESULTS_ENV
 
-__all__ = ["VERDICTS", "result_entry", "write_results", "results_path"]
+__all__ = ["VERDICTS", "judged", "result_entry", "write_results", "results_path"]
 
 VERDICTS = ("better", "worse", "indistinguishable")
 
@@ -58,8 +58,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _judged(verdict: str) -> str:
-    """A sign verdict read for a measure where lower is better: "better" and "worse" swap."""
+def judged(verdict: str, higher_is_better: bool = True) -> str:
+    """A sign verdict read as a judgement: for a measure where lower is better, "better" and "worse" swap.
+
+    The one place this swap is written (records, :func:`helpers.evaluation.reporting.verdict_for`,
+    :func:`helpers.evaluation.uncertainty.compare_to_reference`); other words pass unchanged.
+    """
+    if higher_is_better:
+        return verdict
     return {"better": "worse", "worse": "better"}.get(verdict, verdict)
 
 
@@ -106,7 +112,7 @@ def result_entry(
                 "higher_is_better=False judges a comparison's verdict, and this value has none: "
                 "record the comparison itself, or say which side is better in the unit"
             )
-        entry["verdict"] = _judged(entry["verdict"])
+        entry["verdict"] = judged(entry["verdict"], higher_is_better=False)
         entry["higher_is_better"] = False
         unit = "lower is better" if unit is None else unit
         if "lower is better" not in unit:
@@ -119,7 +125,7 @@ def result_entry(
     if holm_verdict is not None:
         if holm_verdict not in VERDICTS:
             raise ValueError(f"holm_verdict must be one of {VERDICTS}, got {holm_verdict!r}")
-        entry["holm_verdict"] = holm_verdict if higher_is_better else _judged(holm_verdict)
+        entry["holm_verdict"] = judged(holm_verdict, higher_is_better)
     if unit is not None:
         entry["unit"] = unit
     return entry

@@ -23,6 +23,7 @@ from typing import Protocol
 import pandas as pd
 
 from helpers.evaluation.uncertainty import VERDICTS, Interval
+from helpers.recording import judged
 
 __all__ = ["VERDICT_WORDS", "TABLE_COLUMNS", "in_french", "versus", "difference_text", "describe", "verdict_for"]
 
@@ -67,9 +68,7 @@ def in_french(table: pd.DataFrame) -> pd.DataFrame:
 def verdict_for(verdict: str, higher_is_better: bool = True) -> str:
     """The verdict of A against B for a measure where lower is better (a loss, an error rate): "better" and "worse" swap."""
     _check(verdict)
-    if higher_is_better or verdict == "indistinguishable":
-        return verdict
-    return "worse" if verdict == "better" else "better"
+    return judged(verdict, higher_is_better)
 
 
 def versus(verdict: str, other: str) -> str:

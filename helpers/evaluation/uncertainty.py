@@ -45,6 +45,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from helpers.recording import judged
+
 __all__ = [
     "VERDICTS",
     "N_RESAMPLES",
@@ -257,9 +259,7 @@ def compare_to_reference(
     else:
         compare = paired_seeds if over_seeds else paired_bootstrap
         comparison = compare(values, reference_values, n_resamples=n_resamples, seed=seed)
-        verdict = comparison.verdict
-        if not higher_is_better and verdict != "indistinguishable":
-            verdict = "worse" if verdict == "better" else "better"
+        verdict = judged(comparison.verdict, higher_is_better)
         difference = comparison.difference
         row |= {
             "change": difference.value,
