@@ -10,12 +10,15 @@ import pytest
 
 from helpers.training.distributed import (
     EquivalenceSetup,
+    bus_bandwidth_from,
     check_trainer_is_distributed,
     data_parallel_step_times,
     equivalence_runs,
     free_port,
     launched_world_size,
     max_weight_difference,
+    projected_step_seconds,
+    ring_all_reduce_seconds,
     shard_indices,
     sharded_state_per_rank,
     training_state_per_rank,
@@ -148,3 +151,21 @@ def test_step_times_split_computation_all_reduce_and_update():
         assert all(step["compute"] > 0 and step["sync"] > 0 and step["update"] > 0 for step in rank["steps"])
     with pytest.raises(ValueError, match="equal shares"):
         data_parallel_step_times(global_batch=5, world_sizes=(2,))
+
+
+def test_the_ring_all_reduce_model_sends_two_n_minus_one_over_n_of_the_buffer():
+    gigabyte = 1e9
+    assert ring_all_reduce_seconds(gigabyte, 1, 10e9) == 0.0
+    assert ring_all_reduce_seconds(gigabyte, 2, 10e9) == pytest.approx(0.1)  # 2 (N-1)/N = 1
+    assert ring_all_reduce_seconds(gigabyte, 64, 10e9) == pytest.approx(2 * 63 / 64 * 0.1)  # bounded by 2x
+    assert ring_all_reduce_seconds(gigabyte, 4, 10e9, latency=1e-3) == pytest.approx(1.5 * 0.1 + 6e-3)
+    seconds = ring_all_reduce_seconds(3e8, 8, 5e9)
+    assert bus_bandwidth_from(3e8, 8, seconds) == pytest.approx(5e9)  # the inverse
+    # strong scaling: compute divides, communication does not; full overlap leaves the compute only
+    assert projected_step_seconds(1.0, 1, gigabyte, 10e9) == 1.0
+    assert projected_step_seconds(1.0, 2, gigabyte, 10e9) == pytest.approx(0.5 + 0.1)
+    assert projected_step_seconds(1.0, 2, gigabyte, 10e9, overlap=1.0) == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        bus_bandwidth_from(1e6, 1, 0.1)
+    with pytest.raises(ValueError):
+        projected_step_seconds(1.0, 2, gigabyte, 10e9, overlap=1.5)

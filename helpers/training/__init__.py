@@ -77,10 +77,13 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "distributed": [
             "EquivalenceSetup",
             "all_reduce_gradients",
+            "bus_bandwidth_from",
             "check_trainer_is_distributed",
             "data_parallel_step_times",
             "disable_dropout",
             "equivalence_runs",
+            "projected_step_seconds",
+            "ring_all_reduce_seconds",
             "run_on_processes",
             "shard_indices",
             "sharded_state_per_rank",

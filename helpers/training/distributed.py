@@ -50,6 +50,7 @@ __all__ = [
     "SHARDINGS",
     "EquivalenceSetup",
     "all_reduce_gradients",
+    "bus_bandwidth_from",
     "check_trainer_is_distributed",
     "data_parallel_step_times",
     "disable_dropout",
@@ -58,6 +59,8 @@ __all__ = [
     "launched_world_size",
     "max_weight_difference",
     "measure_sharded_state",
+    "projected_step_seconds",
+    "ring_all_reduce_seconds",
     "run_on_processes",
     "shard_indices",
     "sharded_state_per_rank",
@@ -409,6 +412,60 @@ def data_parallel_step_times(
                 json.loads((Path(folder) / f"steps-rank{rank}.json").read_text()) for rank in range(world_size)
             ]
     return times
+
+
+def ring_all_reduce_seconds(
+    gradient_bytes: float, world_size: int, bus_bandwidth: float, latency: float = 0.0
+) -> float:
+    """Time of a ring all-reduce of ``gradient_bytes`` over ``world_size`` processes.
+
+    In a ring, the buffer is cut into ``N`` pieces; ``N - 1`` steps of
+    reduce-scatter then ``N - 1`` steps of all-gather each send one piece to
+    the next process: every process sends (and receives) ``2 (N - 1) / N``
+    of the buffer, whatever ``N``, in ``2 (N - 1)`` steps. Hence
+    ``2 (N - 1) / N * bytes / bus_bandwidth + 2 (N - 1) * latency``
+    (``bus_bandwidth`` in bytes a second, as NCCL's tests report it). Zero
+    for one process.
+    """
+    if world_size < 1 or gradient_bytes < 0 or bus_bandwidth <= 0 or latency < 0:
+        raise ValueError("world_size >= 1, gradient_bytes >= 0, bus_bandwidth > 0 and latency >= 0 are required")
+    if world_size == 1:
+        return 0.0
+    return 2 * (world_size - 1) / world_size * gradient_bytes / bus_bandwidth + 2 * (world_size - 1) * latency
+
+
+def bus_bandwidth_from(gradient_bytes: float, world_size: int, seconds: float) -> float:
+    """The bus bandwidth a measured all-reduce of ``gradient_bytes`` in ``seconds`` implies (latency neglected).
+
+    The inverse of :func:`ring_all_reduce_seconds`: ``2 (N - 1) / N * bytes / seconds``.
+    """
+    if world_size < 2 or seconds <= 0 or gradient_bytes <= 0:
+        raise ValueError("a bandwidth needs at least 2 processes, a positive time and a positive size")
+    return 2 * (world_size - 1) / world_size * gradient_bytes / seconds
+
+
+def projected_step_seconds(
+    compute_seconds: float,
+    world_size: int,
+    gradient_bytes: float,
+    bus_bandwidth: float,
+    latency: float = 0.0,
+    overlap: float = 0.0,
+) -> float:
+    """One update of a fixed global batch on ``world_size`` processes, by a simple model (strong scaling).
+
+    ``compute_seconds / N`` (each process computes its share of the batch,
+    forward and backward) plus the part of the all-reduce that the backward
+    pass does not hide: ``(1 - overlap) * ring_all_reduce_seconds(...)``
+    (``DistributedDataParallel`` starts reducing a bucket of gradients as soon
+    as it is ready; ``overlap`` is the share hidden that way, 0 without
+    overlap). The model ignores the optimizer step, memory and stragglers: it
+    says when communication starts to dominate, not the exact time.
+    """
+    if compute_seconds < 0 or not 0 <= overlap <= 1:
+        raise ValueError("compute_seconds must be >= 0 and overlap in [0, 1]")
+    communication = ring_all_reduce_seconds(gradient_bytes, world_size, bus_bandwidth, latency)
+    return compute_seconds / world_size + (1 - overlap) * communication
 
 
 SHARDINGS = ("ddp", "zero1", "zero2", "fsdp")
