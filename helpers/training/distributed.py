@@ -34,7 +34,8 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ __all__ = [
     "disable_dropout",
     "equivalence_runs",
     "free_port",
+    "gloo_process_group",
     "launched_world_size",
     "max_weight_difference",
     "measure_sharded_state",
@@ -141,6 +143,23 @@ def shard_indices(num_examples: int, rank: int, world_size: int) -> list[int]:
         raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
     sampler = DistributedSampler(range(num_examples), num_replicas=world_size, rank=rank, shuffle=False)
     return list(sampler)
+
+
+@contextmanager
+def gloo_process_group(rank: int, world_size: int, port: int) -> Iterator[None]:
+    """This process as ``rank`` of a ``gloo`` group of ``world_size`` on the loopback ``port``, for the block.
+
+    Each process takes ``cpu_count // world_size`` threads, so that the
+    processes share the cores instead of fighting over them; the group is
+    destroyed on the way out, also on an error.
+    """
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = LOOPBACK, str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
 
 
 def all_reduce_gradients(model: torch.nn.Module, world_size: int) -> int:
@@ -253,14 +272,9 @@ def train_replica(
     unknown = set(modes) - set(MODES)
     if unknown or not modes:
         raise ValueError(f"modes must be some of {MODES}, got {modes!r}")
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
-    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = LOOPBACK, str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    try:
+    with gloo_process_group(rank, world_size, port):
         for mode in modes:
             _train_replica_once(rank, world_size, setup, mode, Path(folder))
-    finally:
-        dist.destroy_process_group()
 
 
 def _train_replica_once(rank: int, world_size: int, setup: EquivalenceSetup, mode: str, folder: Path) -> None:
@@ -363,10 +377,7 @@ def time_replica_steps(
     allocation, first calls). Every process uses ``cpu_count // world_size``
     threads.
     """
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
-    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = LOOPBACK, str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    try:
+    with gloo_process_group(rank, world_size, port):
         model, tokenizer, data = _training_pieces(setup)
         shard = data.select(shard_indices(len(data), rank, world_size)[: setup.batch_size])
         batch = next(iter(_loader(shard, tokenizer, setup.batch_size, SequentialSampler(shard))))
@@ -385,8 +396,6 @@ def time_replica_steps(
             if step >= warmup:
                 steps.append({"compute": computed - start, "sync": synced - computed, "update": done - synced})
         (Path(folder) / f"steps-rank{rank}.json").write_text(json.dumps({"steps": steps, "bytes_per_step": sent}))
-    finally:
-        dist.destroy_process_group()
 
 
 def data_parallel_step_times(
@@ -513,10 +522,7 @@ def measure_sharded_state(rank: int, world_size: int, port: int, model_name: str
     from helpers.models.loading import load_classifier
     from helpers.training.freezing import training_state_bytes
 
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
-    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = LOOPBACK, str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    try:
+    with gloo_process_group(rank, world_size, port):
         model, tokenizer = load_classifier(model_name, num_labels=2, seed=0, pooling="mean")
         for layer in model.base_model.encoder.layer:
             fully_shard(layer)
@@ -527,8 +533,6 @@ def measure_sharded_state(rank: int, world_size: int, port: int, model_name: str
         optimizer.step()
         held = training_state_bytes(model, optimizer)
         (Path(folder) / f"fsdp-rank{rank}.json").write_text(json.dumps(held))
-    finally:
-        dist.destroy_process_group()
 
 
 def sharded_state_per_rank(world_size: int = 2, model_name: str = "minilm") -> list[dict[str, int]]:
