@@ -83,3 +83,25 @@ def test_the_script_refuses_bad_arguments(tmp_path):
     done = subprocess.run([sys.executable, str(SCRIPT), "--output-dir", str(tmp_path), "--batch-size", "0"],
                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
     assert done.returncode == 2 and "--batch-size" in done.stderr
+
+
+def test_the_sft_script_on_two_processes_takes_the_steps_of_one_process(tmp_path):
+    """Lesson 04's recipe (scripts/train_sft.py): 2 processes of 2 examples end where 1 process of 4 does."""
+    from helpers.models.loading import load_causal_lm
+
+    sizes = ["--sentiment", "8", "--topic", "8", "--describe", "0", "--qa", "0", "--trainable-layers", "1"]
+    script = str(ROOT / "scripts" / "train_sft.py")
+    ends = {}
+    for name, launcher, batch in [("one", [sys.executable], "4"), ("two", _torchrun(2), "2")]:
+        out = tmp_path / name
+        _run(
+            [*launcher, script, "--output-dir", str(out), "--batch-size", batch, "--precision", "fp32", *sizes],
+            tmp_path,
+        )
+        ends[name] = (load_file(out / "model.safetensors"), json.loads((out / "run.json").read_text()))
+    assert [ends[name][1]["processes"] for name in ("one", "two")] == [1, 2]
+    assert ends["one"][1]["effective_batch"] == ends["two"][1]["effective_batch"] == 4
+    base, _ = load_causal_lm("smollm2-135m")
+    start = {name: value for name, value in base.state_dict().items() if name in ends["one"][0]}
+    one, two = ({name: ends[run][0][name] for name in start} for run in ("one", "two"))
+    assert update_difference(start, one, two) < 1e-3
