@@ -89,6 +89,15 @@ def test_the_lesson_uses_the_sizes_and_the_rate_the_benchmark_chose_on_validatio
     assert constants["TRAINABLE_LAST_LAYERS"] == bench.NOTEBOOK_TRAINABLE_LAST_LAYERS
     assert constants["per_task"]["full"]["train"] == bench.NOTEBOOK_SIZES["train"]
     assert constants["per_task"]["full"]["test"] == bench.NOTEBOOK_SIZES["test"]
+    # The cached SFT model (helpers.training.reference.instruction_model) defaults to the same recipe.
+    import inspect
+
+    from helpers.training.reference import LESSON_04_TRAIN_SIZES, instruction_model
+
+    defaults = {name: p.default for name, p in inspect.signature(instruction_model).parameters.items()}
+    assert LESSON_04_TRAIN_SIZES == bench.NOTEBOOK_SIZES["train"] and defaults["train_sizes"] == LESSON_04_TRAIN_SIZES
+    assert defaults["lr"] == pytest.approx(chosen)
+    assert defaults["trainable_last_layers"] == bench.NOTEBOOK_TRAINABLE_LAST_LAYERS
     budget = json.loads(RESULTS.read_text())["budget"]
     assert budget["scored_on"] == "validation"
     assert any(
