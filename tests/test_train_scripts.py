@@ -59,7 +59,7 @@ def test_trainer_on_two_processes_takes_the_steps_of_one_process(tmp_path):
 
 
 def test_accelerate_launch_on_a_cpu_config_starts_one_process(tmp_path):
-    """accelerate 1.15's MULTI_CPU launcher starts a single process on a machine without MPI: run.json says so
+    """accelerate 1.15's MULTI_CPU launcher started a single process here, for 2 asked: run.json says so
     (1 process, effective batch 4), which is why the README gives torchrun for CPU runs. If accelerate
     changes this, this test fails and the README's advice must change with it."""
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
