@@ -38,7 +38,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import DPOConfig
 
 from helpers.data.instructions import format_prompt
-from helpers.device import Precision
+from helpers.device import FP32, Precision
 from helpers.models.generation import answer_instructions
 from helpers.training.lora import trl_training_settings
 
@@ -156,11 +156,18 @@ def completion_logprobs(
     empty = [i for i, (_, completion) in enumerate(rows) if not completion]
     if empty:
         raise ValueError(f"pairs {empty[:5]} have an empty completion")
-    parts = []
     with torch.set_grad_enabled(grad):
-        for i in range(0, len(rows), batch_size):
-            tensors = pad_pairs_left(rows[i : i + batch_size], _pad_id(tokenizer))
-            parts.append(sequence_logprobs(model, *(t.to(device) for t in tensors)))
+        return _rows_logprobs(model, rows, _pad_id(tokenizer), device, batch_size)
+
+
+def _rows_logprobs(
+    model: PreTrainedModel, rows: list[tuple[list[int], list[int]]], pad_id: int, device: str, batch_size: int
+) -> torch.Tensor:
+    """:func:`sequence_logprobs` of (prompt ids, completion ids) rows, ``batch_size`` rows at a time."""
+    parts = []
+    for i in range(0, len(rows), batch_size):
+        tensors = pad_pairs_left(rows[i : i + batch_size], pad_id)
+        parts.append(sequence_logprobs(model, *(t.to(device) for t in tensors)))
     return torch.cat(parts)
 
 
@@ -289,12 +296,16 @@ def reference_logprobs(
     """``(log pi(chosen | prompt), log pi(rejected | prompt))`` of every pair under ``model``, without gradients.
 
     Computed once, before training, with the model that will be the frozen
-    reference (the SFT model): a β sweep on the same pairs reuses them.
+    reference (the SFT model): a β sweep on the same pairs reuses them. The
+    tokens scored are exactly those :class:`DPOObjective` scores in training
+    (the rows of :func:`preference_batches`, both answers after the same
+    prompt tokens), in ``precision``'s arithmetic (fp32 when ``None``): at the
+    first update the policy is the reference and the loss is ``log 2``.
     """
-    context = precision.autocast(device) if precision is not None else torch.autocast("cpu", enabled=False)
-    with context:
-        chosen = completion_logprobs(model, tokenizer, pairs["prompt"], pairs["chosen"], device, batch_size)
-        rejected = completion_logprobs(model, tokenizer, pairs["prompt"], pairs["rejected"], device, batch_size)
+    rows, pad_id = _pair_rows(tokenizer, pairs), _pad_id(tokenizer)
+    with torch.no_grad(), (precision or FP32).autocast(device):
+        chosen = _rows_logprobs(model, [(prompt, answer) for prompt, answer, _ in rows], pad_id, device, batch_size)
+        rejected = _rows_logprobs(model, [(prompt, answer) for prompt, _, answer in rows], pad_id, device, batch_size)
     return chosen.float().cpu(), rejected.float().cpu()
 
 
@@ -322,7 +333,6 @@ def train_dpo(
     same ``pairs``. The history's ``loss`` is the DPO loss of each update.
     For the preference-tuning lesson of issue 34 (not written yet).
     """
-    from helpers.device import FP32
     from helpers.training.freezing import optimizer_for
     from helpers.training.loops import train_loop
 
