@@ -66,8 +66,11 @@ __all__ = [
     "run_on_processes",
     "shard_indices",
     "sharded_state_per_rank",
+    "time_replica_steps",
     "train_one_process",
     "train_replica",
+    "training_state_per_rank",
+    "update_difference",
 ]
 
 LOOPBACK = "127.0.0.1"
@@ -186,8 +189,8 @@ class EquivalenceSetup:
     """The small MiniLM training that every run of :func:`equivalence_runs` repeats.
 
     ``batch_size`` is per process; ``steps`` updates on the first
-    ``train_size`` Rotten Tomatoes training reviews (``batch_size * world_size
-    * steps`` when 0), in their order, with dropout off, a constant ``lr``
+    ``num_examples`` (``batch_size * world_size * steps``) Rotten Tomatoes
+    training reviews, in their order, with dropout off, a constant ``lr``
     and AdamW without weight decay, fp32.
     """
 
@@ -256,7 +259,10 @@ def train_one_process(setup: EquivalenceSetup, batch_size: int, accumulation: in
 def train_replica(
     rank: int, world_size: int, port: int, setup: EquivalenceSetup, modes: tuple[str, ...], folder: str
 ) -> None:
-    """What each process of a data-parallel run does, once per mode; writes the final weights and timings to ``folder``.
+    """What each process of a data-parallel run does, once per mode; writes the final weights to ``folder``.
+
+    Beside the weights, ``"by_hand"`` writes the bytes each all-reduce sends and
+    its seconds (:func:`time_replica_steps` times whole steps).
 
     Joins the ``gloo`` process group on the loopback interface, reads its
     shard of the examples (:class:`torch.utils.data.DistributedSampler`,
@@ -287,9 +293,8 @@ def _train_replica_once(rank: int, world_size: int, setup: EquivalenceSetup, mod
     sampler = DistributedSampler(data, num_replicas=world_size, rank=rank, shuffle=False)
     loader = _loader(data, tokenizer, setup.batch_size, sampler)
     optimizer = _optimizer(model, setup.lr)
-    step_seconds, sync_seconds, sent = [], [], 0
+    sync_seconds, sent = [], 0
     if mode == "ddp":
-        start = time.perf_counter()
         train_loop(
             DistributedDataParallel(model),
             loader,
@@ -299,11 +304,9 @@ def _train_replica_once(rank: int, world_size: int, setup: EquivalenceSetup, mod
             max_grad_norm=None,
             progress=False,
         )
-        step_seconds = [(time.perf_counter() - start) / len(loader)] * len(loader)
     else:
         model.train()
         for batch in loader:
-            start = time.perf_counter()
             model(**batch).loss.backward()
             if mode == "by_hand":
                 synced = time.perf_counter()
@@ -311,10 +314,9 @@ def _train_replica_once(rank: int, world_size: int, setup: EquivalenceSetup, mod
                 sync_seconds.append(time.perf_counter() - synced)
             optimizer.step()
             optimizer.zero_grad()
-            step_seconds.append(time.perf_counter() - start)
     weights = {name: value.detach().clone() for name, value in model.state_dict().items()}
     torch.save(weights, folder / f"{mode}-rank{rank}.pt")
-    timings = {"step_seconds": step_seconds, "sync_seconds": sync_seconds, "bytes_per_step": sent}
+    timings = {"sync_seconds": sync_seconds, "bytes_per_step": sent}  # step costs: time_replica_steps
     (folder / f"{mode}-rank{rank}.json").write_text(json.dumps(timings))
 
 
