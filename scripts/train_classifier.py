@@ -50,15 +50,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
+    from helpers import setup
     from helpers.data.batching import tokenize_for_classification
     from helpers.data.loaders import rotten_tomatoes, subsample
-    from helpers.device import choose_device, detect_capabilities, resolve_precision
     from helpers.models.loading import load_classifier
     from helpers.training.distributed import check_trainer_is_distributed, disable_dropout
 
-    caps = detect_capabilities()
-    device = choose_device(caps)
-    precision = resolve_precision(caps, device, args.precision)
+    env = setup(seed=args.seed, verbose=False, precision=args.precision)  # the notebooks' device and precision
+    device, precision = env.device, env.precision
     training_args = TrainingArguments(
         output_dir=args.output_dir,
         per_device_train_batch_size=args.batch_size,

@@ -43,13 +43,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from helpers.device import choose_device, detect_capabilities, resolve_precision
+    from helpers import setup
     from helpers.training.distributed import launched_world_size
     from helpers.training.reference import instruction_model
 
-    caps = detect_capabilities()
-    device = choose_device(caps)
-    precision = resolve_precision(caps, device, args.precision)
+    env = setup(seed=args.seed, verbose=False, precision=args.precision)  # the notebooks' device and precision
+    device, precision = env.device, env.precision
     model, tokenizer, info = instruction_model(
         {task: getattr(args, task) for task in TASKS},
         seed=args.seed,
