@@ -154,7 +154,7 @@ MAIN_PRECISION = $(if $(filter 1,$(NATIVE_BF16)),bf16,fp32)
 TRAINING_NOTEBOOKS = course/01_strategies.ipynb course/03_bert_classification.ipynb \
 	course/04_gpt_instruction_tuning.ipynb course/05_hyperparameters.ipynb course/06_catastrophic_forgetting.ipynb course/07_overfitting_imbalance.ipynb course/08_multitask.ipynb \
 	course/09_evaluation.ipynb course/11_peft.ipynb \
-	solutions/13_exercise_sentiment.ipynb
+	solutions/14_exercise_sentiment.ipynb
 PYTEST = HF_HUB_OFFLINE=1 FTCOURSE_FAST=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest \
 	-n $(TEST_WORKERS) --dist loadfile --nbval-lax --nbval-current-env --nbval-cell-timeout=900
 

@@ -13,7 +13,7 @@ instructor's notebooks each hidden test starts with::
     except NameError:  # outside `ftcourse grade` (the instructor running solutions/): the same checks
         from ftcourse.grader_prelude import Grader as _Grader
         _grader = _Grader()
-    _check = _grader.begin("15_exercise_early_stopping.ipynb", "es_test_min_delta")
+    _check = _grader.begin("16_exercise_early_stopping.ipynb", "es_test_min_delta")
 
 ``begin`` puts back every builtin, library function, class attribute and
 ``sys.modules`` entry the student's cells replaced (``math.isclose = lambda

@@ -1,8 +1,8 @@
 """Plots the lessons share.
 
-``plot_lr_finder`` is used by ``course/14_exercise_lr_finder.ipynb`` once the
+``plot_lr_finder`` is used by ``course/15_exercise_lr_finder.ipynb`` once the
 student's ``find_lr`` has returned (the exercise's function itself shows no plot);
-``plot_training_curves`` by ``course/15_exercise_early_stopping.ipynb``;
+``plot_training_curves`` by ``course/16_exercise_early_stopping.ipynb``;
 ``plot_loss_curves`` and ``plot_lr_schedules`` by ``course/01_strategies.ipynb``; ``plot_trainer_log`` by
 ``course/03_bert_classification.ipynb``; ``plot_train_validation`` and
 ``plot_intervals`` by ``course/07_overfitting_imbalance.ipynb``; ``plot_forgetting_tradeoff`` by

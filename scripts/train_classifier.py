@@ -4,7 +4,7 @@ The same file runs under the three launchers (README, "Training on several proce
 
     python scripts/train_classifier.py --output-dir runs/classifier
     torchrun --nproc_per_node 2 scripts/train_classifier.py --output-dir runs/classifier
-    accelerate launch --config_file scripts/accelerate/one_node.yaml scripts/train_classifier.py --output-dir ...
+    accelerate launch --config_file scripts/accelerate/one_node_gpus.yaml scripts/train_classifier.py --output-dir ...
 
 ``--batch-size`` is per process: with N processes an update averages N * batch
 size examples (the effective batch). On a machine without a GPU the processes

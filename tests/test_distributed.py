@@ -10,6 +10,7 @@ import pytest
 
 from helpers.training.distributed import (
     EquivalenceSetup,
+    accelerate_run,
     bus_bandwidth_from,
     check_trainer_is_distributed,
     data_parallel_step_times,
@@ -21,6 +22,8 @@ from helpers.training.distributed import (
     ring_all_reduce_seconds,
     shard_indices,
     sharded_state_per_rank,
+    step_costs,
+    token_averaging_runs,
     training_state_per_rank,
     update_difference,
 )
@@ -63,6 +66,35 @@ def test_the_all_reduce_sends_every_gradient_once(runs):
     for rank_timings in runs["timings"]["by_hand"]:
         assert rank_timings["bytes_per_step"] == 4 * parameters  # fp32 gradients, one per trainable weight
         assert len(rank_timings["sync_seconds"]) == runs["setup"]["steps"]
+
+
+@processes
+def test_accelerate_in_an_explicit_loop_takes_the_steps_of_one_process(runs):
+    """notebook_launcher forks 2 real processes; each reads a batch of b, the update is that of one batch of 2b."""
+    setup = EquivalenceSetup(**runs["setup"])
+    run = accelerate_run(setup)
+    assert (run["processes"], run["distributed_type"], run["updates"]) == (2, "MULTI_CPU", setup.steps)
+    assert run["examples_per_process"] == setup.batch_size
+    reference = runs["weights"]["one process, batch N·b"]
+    assert update_difference(runs["start"], reference, run["weights"]) < 1e-3
+    assert update_difference(runs["start"], runs["replicas"]["no_sync"][0], run["weights"]) > 0.1
+
+
+@processes
+def test_token_averaging_gives_the_one_process_loss_and_gradient():
+    """Short answers on one process, long ones on the other: the mean of the two means is not the batch's mean."""
+    from helpers.data.causal_lm import tokenize_instruction
+    from helpers.models.loading import load_causal_lm
+
+    _, tokenizer = load_causal_lm("smollm2-135m")
+    short = [tokenize_instruction("Sentiment?\n", answer, tokenizer) for answer in ("positive", "negative")]
+    long = [tokenize_instruction("Describe it.\n", "A long answer " * 6, tokenizer)]
+    compared = token_averaging_runs([short, long])
+    assert compared["tokens_per_process"][0] < compared["tokens_per_process"][1]
+    assert compared["token_averaged_loss"] == pytest.approx(compared["one_process_loss"], rel=1e-4)
+    assert abs(compared["mean_of_process_means"] - compared["one_process_loss"]) > 0.05
+    assert compared["gradient_difference_per_token"] < 1e-4
+    assert compared["gradient_difference_per_process"] > 0.05
 
 
 def test_shards_interleave_and_pad_to_equal_lengths():
@@ -151,6 +183,27 @@ def test_step_times_split_computation_all_reduce_and_update():
         assert all(step["compute"] > 0 and step["sync"] > 0 and step["update"] > 0 for step in rank["steps"])
     with pytest.raises(ValueError, match="equal shares"):
         data_parallel_step_times(global_batch=5, world_sizes=(2,))
+
+
+def test_the_update_difference_compares_two_updates_from_the_same_start():
+    import torch
+
+    start, first, second = {"w": torch.zeros(2)}, {"w": torch.tensor([3.0, 4.0])}, {"w": torch.tensor([3.0, 5.0])}
+    assert update_difference(start, first, second) == pytest.approx(1 / 5)  # ||(0, 1)|| / ||(3, 4)||
+    assert update_difference(start, first, first) == 0.0
+    with pytest.raises(ValueError, match="did not move"):
+        update_difference(start, start, second)
+    with pytest.raises(ValueError, match="same tensors"):
+        update_difference(start, first, {"v": torch.zeros(2)})
+
+
+def test_a_step_lasts_as_long_as_its_slowest_process():
+    fast = {"compute": 1.0, "sync": 0.5, "update": 0.1}  # arrived first: waited in the all-reduce
+    slow = {"compute": 1.4, "sync": 0.1, "update": 0.2}
+    costs = step_costs({1: [{"steps": [fast]}], 2: [{"steps": [fast, slow]}, {"steps": [slow, fast]}]})
+    assert costs[1] == {"step": [1.6], "compute": [1.0], "sync": [0.5], "update": [0.1]}
+    assert costs[2]["step"] == [pytest.approx(1.7)] * 2  # the slow process's 1.4 + 0.1 + 0.2
+    assert costs[2]["compute"] == [1.4, 1.4] and costs[2]["sync"] == [0.1, 0.1] and costs[2]["update"] == [0.2, 0.2]
 
 
 def test_the_ring_all_reduce_model_sends_two_n_minus_one_over_n_of_the_buffer():

@@ -64,22 +64,22 @@ def test_partial_file_rows_are_on_disk_before_it_is_closed(tmp_path):
 
 def test_mark_lines_are_added_never_changed(tmp_path):
     marks = tmp_path / "marks.csv"
-    assert add_mark_lines(marks, [("bob[1]", "13_exercise_sentiment.ipynb", 10.0), ("=x", "11.ipynb", 10.0)]) == 2
+    assert add_mark_lines(marks, [("bob[1]", "14_exercise_sentiment.ipynb", 10.0), ("=x", "11.ipynb", 10.0)]) == 2
     lines = marks.read_text(encoding=ENCODING).splitlines()
     assert lines[0] == ",".join(MARKS_COLUMNS)
     # The instructor types a mark and a comment (and keeps the file as a spreadsheet saved it: no final newline).
     typed = marks.read_text(encoding=ENCODING).replace(
-        "bob[1],13_exercise_sentiment.ipynb,,10,", 'bob[1],13_exercise_sentiment.ipynb,"7,5",10,"clair, bien mesuré"'
+        "bob[1],14_exercise_sentiment.ipynb,,10,", 'bob[1],14_exercise_sentiment.ipynb,"7,5",10,"clair, bien mesuré"'
     )
     marks.write_text(typed.rstrip("\r\n"), encoding=ENCODING)
     before = marks.read_bytes()
-    assert add_mark_lines(marks, [("bob[1]", "13_exercise_sentiment.ipynb", 10.0), ("eve ", "11.ipynb", 10.0)]) == 1
+    assert add_mark_lines(marks, [("bob[1]", "14_exercise_sentiment.ipynb", 10.0), ("eve ", "11.ipynb", 10.0)]) == 1
     after = marks.read_bytes()
     assert after.startswith(before) and after.count(b"bob[1]") == 1
     assert add_mark_lines(marks, [("eve ", "11.ipynb", 10.0)]) == 0 and marks.read_bytes() == after
     read = {(m.student, m.notebook): (m.mark, m.comment) for m in read_marks(marks)}
     assert read == {
-        ("bob[1]", "13_exercise_sentiment.ipynb"): ("7,5", "clair, bien mesuré"),
+        ("bob[1]", "14_exercise_sentiment.ipynb"): ("7,5", "clair, bien mesuré"),
         ("=x", "11.ipynb"): ("", ""),
         ("eve ", "11.ipynb"): ("", ""),
     }

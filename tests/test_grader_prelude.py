@@ -21,7 +21,7 @@ from ftcourse.grader_prelude import Grader, seed_for
 from ftcourse.grading import solution_answers
 from tests.conftest import ALWAYS_EQUAL_EARLY_STOPPING, ANYTHING, ROOT
 
-QUIZ, LR, ES = "12_quiz.ipynb", "14_exercise_lr_finder.ipynb", "15_exercise_early_stopping.ipynb"
+QUIZ, LR, ES = "13_quiz.ipynb", "15_exercise_lr_finder.ipynb", "16_exercise_early_stopping.ipynb"
 ES_TESTS = ["es_test_init", "es_test_improve", "es_test_patience", "es_test_min_delta", "es_test_max"]
 
 

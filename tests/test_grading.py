@@ -40,10 +40,10 @@ from ftcourse.sandbox import BWRAP, detect_sandbox
 from tests.conftest import ALWAYS_EQUAL_EARLY_STOPPING, ANYTHING, ROOT, run_cli
 
 QUIZ, SENTIMENT, LR, ES = (
-    "12_quiz.ipynb",
-    "13_exercise_sentiment.ipynb",
-    "14_exercise_lr_finder.ipynb",
-    "15_exercise_early_stopping.ipynb",
+    "13_quiz.ipynb",
+    "14_exercise_sentiment.ipynb",
+    "15_exercise_lr_finder.ipynb",
+    "16_exercise_early_stopping.ipynb",
 )
 
 
@@ -324,7 +324,7 @@ for _name, _value in _graders():
     + FIND_GRADERS
     + """
 for _name, _value in _graders():
-    _kind = type(_value.begin("15_exercise_early_stopping.ipynb", "not_a_test", random=False))
+    _kind = type(_value.begin("16_exercise_early_stopping.ipynb", "not_a_test", random=False))
     _kind.plain = lambda self, value, what="": value if isinstance(value, bool) else _Anything()
 """,
     # Module attributes of the checker itself: its private references, and the channel to the anchor.
@@ -933,7 +933,7 @@ def test_bad_submissions_do_not_stop_the_others(graded):
 
 
 def test_feedback_shows_explanations_for_every_option(graded):
-    page = FeedbackPage((graded[1] / "feedback" / "quiz_half_wrong" / "12_quiz.html").read_text(encoding="utf-8"))
+    page = FeedbackPage((graded[1] / "feedback" / "quiz_half_wrong" / "13_quiz.html").read_text(encoding="utf-8"))
     r = row(graded, "quiz_half_wrong", QUIZ)
     submitted = quiz_letters(
         {
@@ -959,7 +959,7 @@ def test_feedback_shows_explanations_for_every_option(graded):
             assert cell["error"].strip().splitlines()[-1] == (
                 "AssertionError: Ce n'est pas la bonne réponse : relisez les explications ci-dessus."
             )
-    assert (graded[1] / "feedback" / "full" / "14_exercise_lr_finder.html").exists()
+    assert (graded[1] / "feedback" / "full" / "15_exercise_lr_finder.html").exists()
 
 
 @pytest.mark.slow
@@ -1035,7 +1035,7 @@ def test_odd_student_ids_are_graded_and_kept_as_they_are(graded, student):
     # Written unchanged, only escaped where a spreadsheet would read a formula.
     assert r["student"] == (("'" + student) if student[0] in "=+-@" else student)
     # Its own feedback folder, and hidden tests seeded from the id as written (not nbgrader's internal name).
-    page = (base / "feedback" / student / "15_exercise_early_stopping.html").read_text(encoding="utf-8")
+    page = (base / "feedback" / student / "16_exercise_early_stopping.html").read_text(encoding="utf-8")
     assert f"graine {seed_for(student, ES, 'es_test_max')} " in page
 
 
@@ -1068,7 +1068,7 @@ def test_hidden_entries_are_ignored(graded):
 
 
 def test_hidden_tests_print_their_seed_in_the_feedback(graded):
-    page = FeedbackPage((graded[1] / "feedback" / "full" / "14_exercise_lr_finder.html").read_text(encoding="utf-8"))
+    page = FeedbackPage((graded[1] / "feedback" / "full" / "15_exercise_lr_finder.html").read_text(encoding="utf-8"))
     for grade_id in ("lr_test_schedule", "lr_test_restore"):
         assert page.cells[grade_id]["stdout"].splitlines()[0] == (
             f"[tests cachés] graine {seed_for('full', LR, grade_id)} = sha256(élève, notebook, test) ; test {grade_id}"
@@ -1186,7 +1186,7 @@ def test_grading_copy_reaches_the_grader_by_a_run_name_without_fallback():
     assert hidden.splitlines()[1] == "def _ftcourse_grader_0123abcd_test(_check):"
     assert (
         "assert _ftcourse_grader_0123abcd.finish(_ftcourse_grader_0123abcd_test(_ftcourse_grader_0123abcd.begin("
-        '"15_exercise_early_stopping.ipynb", "es_test_patience")))'
+        '"16_exercise_early_stopping.ipynb", "es_test_patience")))'
     ) in hidden
     # Its builtins are its own locals, from the grader's copies.
     assert hidden.splitlines()[2] == "    enumerate, range, zip = _check.builtins(('enumerate', 'range', 'zip'))"
@@ -1299,7 +1299,7 @@ def test_feedback_holds_no_hidden_test_code(graded):
 
 def test_feedback_escapes_what_the_student_printed(graded):
     """A student's output is text in the page: no script, no markup of theirs, no terminal escapes."""
-    page_text = (graded[1] / "feedback" / "script_printer" / "15_exercise_early_stopping.html").read_text(
+    page_text = (graded[1] / "feedback" / "script_printer" / "16_exercise_early_stopping.html").read_text(
         encoding="utf-8"
     )
     page = FeedbackPage(page_text)

@@ -33,10 +33,10 @@ from tests.conftest import ROOT, run_cli
 pytestmark = pytest.mark.slow
 
 QUIZ, SENTIMENT, LR, ES = (
-    "12_quiz.ipynb",
-    "13_exercise_sentiment.ipynb",
-    "14_exercise_lr_finder.ipynb",
-    "15_exercise_early_stopping.ipynb",
+    "13_quiz.ipynb",
+    "14_exercise_sentiment.ipynb",
+    "15_exercise_lr_finder.ipynb",
+    "16_exercise_early_stopping.ipynb",
 )
 SANDBOX = detect_sandbox()
 # Without bubblewrap, grading refuses to run: these runs of the trusted instructor answers then ask for no sandbox.
@@ -150,7 +150,7 @@ def test_regrading_gives_byte_identical_csvs(regraded):
 def test_regrade_feedback_shows_the_same_seeds(regraded):
     _, base = regraded
     for run in (1, 2):
-        page = (base / f"feedback{run}" / "eve " / "15_exercise_early_stopping.html").read_text(encoding="utf-8")
+        page = (base / f"feedback{run}" / "eve " / "16_exercise_early_stopping.html").read_text(encoding="utf-8")
         assert f"graine {seed_for('eve ', ES, 'es_test_patience')} " in page
         assert f"graine {seed_for('eve', ES, 'es_test_patience')} " not in page
 
@@ -161,7 +161,7 @@ def test_broken_environment_stops_at_the_canary(tmp_path):
         tmp_path,
         ES,
         **{
-            "15_exercise_early_stopping": (
+            "16_exercise_early_stopping": (
                 "es_solution",
                 "self.counter >= self.patience",
                 "self.counter > self.patience",
@@ -180,7 +180,7 @@ def test_broken_environment_stops_at_the_canary(tmp_path):
         "ftcourse grade: the instructor's solutions do not earn full marks, so the grading "
         "environment is broken (nothing was graded):"
     )
-    assert message[1] == "  15_exercise_early_stopping.ipynb: graded, 7 / 9"
+    assert message[1] == "  16_exercise_early_stopping.ipynb: graded, 7 / 9"
     assert not out.exists() and not partial_path(out).exists()
 
 
@@ -353,7 +353,7 @@ SECRETS = [
     "Juste : ",
     "_check.plain((stopper.best_score, stopper.counter)",
 ]  # no quotes: the .ipynb file escapes them
-# The library version of exercise 14's contract is in the handout by design (lesson 05 teaches it, issue 14): it
+# The library version of exercise 15's contract is in the handout by design (lesson 05 teaches it, issue 14): it
 # saves the state with the exercise's idiom. This is the only fingerprint a handed-out file may hold.
 LIBRARY_VERSIONS = {"helpers/training/lr_finder.py": {"model_state = copy.deepcopy(model.state_dict())"}}
 

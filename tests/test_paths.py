@@ -26,7 +26,7 @@ from ftcourse.grading import CSV_COLUMNS, answered_notebook, max_points, solutio
 from ftcourse.paths import ROOT_ENV, CourseRootNotFound, course_dir, course_root, solutions_dir
 from tests.conftest import ROOT
 
-ES = "15_exercise_early_stopping.ipynb"
+ES = "16_exercise_early_stopping.ipynb"
 
 
 # --- helpers ------------------------------------------------------------------------
@@ -257,9 +257,9 @@ def test_release_check_of_this_checkout_from_an_unrelated_cwd(tmp_path):
 
 def test_run_resolves_notebook_names_in_this_checkout_from_an_unrelated_cwd(tmp_path):
     # A bare notebook name that is not in the working directory is looked up in the course root's course/.
-    result = ftcourse("run", "--output", str(tmp_path / "executed"), "12_quiz.ipynb", cwd=tmp_path)
+    result = ftcourse("run", "--output", str(tmp_path / "executed"), "13_quiz.ipynb", cwd=tmp_path)
     assert result.returncode == 0, output(result)
-    assert "12_quiz.ipynb" in result.stdout and "skipped" in result.stdout
+    assert "13_quiz.ipynb" in result.stdout and "skipped" in result.stdout
 
 
 def test_cli_reports_a_wrong_root_with_exit_2(tmp_path):
@@ -378,9 +378,9 @@ def test_wheel_install_walks_up_from_a_nested_cwd(wheel_site, tiny_root, tmp_pat
     assert result.returncode == 0, output(result)
     assert ES in result.stdout and "skipped" in result.stdout
     missing = wheel_cli(
-        wheel_site, "run", "--output", str(tmp_path / "executed"), "12_quiz.ipynb", cwd=tiny_root / "notes"
+        wheel_site, "run", "--output", str(tmp_path / "executed"), "13_quiz.ipynb", cwd=tiny_root / "notes"
     )
-    assert missing.returncode == 2 and "12_quiz.ipynb: no such notebook" in missing.stderr, output(missing)
+    assert missing.returncode == 2 and "13_quiz.ipynb: no such notebook" in missing.stderr, output(missing)
 
 
 @pytest.mark.slow

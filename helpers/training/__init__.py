@@ -9,8 +9,8 @@ gradient accumulation and activation memory (:mod:`.accumulation`), a hyperparam
 the later lessons and lesson 04's instruction-tuned model (:mod:`.reference`), LoRA with PEFT and supervised fine-tuning with TRL (:mod:`.lora`),
 full, partial and LoRA fine-tuning measured alike (:mod:`.adaptation`), DPO written out, trained by the
 course loop, and TRL's ``DPOConfig`` for this machine (:mod:`.preference`), data-parallel training on several
-processes, by hand and with DDP, and the guard against Trainer's silent one-process-each mode
-(:mod:`.distributed`), and exercise 15's TF-IDF classifier (:mod:`.bow_classifier`).
+processes, by hand, with DDP and with Accelerate, its costs and memory, and the guard against Trainer's silent one-process-each mode
+(:mod:`.distributed`), and exercise 16's TF-IDF classifier (:mod:`.bow_classifier`).
 
 The lessons import from here (``from helpers.training import train_loop``); each name is imported from
 its module on first use. It imports nothing from evaluation or deployment (``tests/test_layers.py``).
@@ -75,18 +75,25 @@ __all__, __getattr__, __dir__ = lazy_exports(
             "train_multitask",
         ],
         "distributed": [
+            "SHARDINGS",
             "EquivalenceSetup",
+            "accelerate_run",
             "all_reduce_gradients",
             "bus_bandwidth_from",
             "check_trainer_is_distributed",
             "data_parallel_step_times",
             "disable_dropout",
             "equivalence_runs",
+            "free_port",
+            "max_weight_difference",
             "projected_step_seconds",
             "ring_all_reduce_seconds",
             "run_on_processes",
             "shard_indices",
             "sharded_state_per_rank",
+            "step_costs",
+            "token_averaging_runs",
+            "train_with_accelerate",
             "training_state_per_rank",
             "update_difference",
         ],

@@ -1,8 +1,8 @@
-"""Exercise 15's model: a linear topic classifier on TF-IDF features that overfits on purpose.
+"""Exercise 16's model: a linear topic classifier on TF-IDF features that overfits on purpose.
 
 ``train_bow_classifier`` is a deliberately small model (a linear layer on
 TF-IDF features) that trains in seconds on a CPU and overfits on purpose: it
-gives ``course/15_exercise_early_stopping.ipynb`` a real validation curve to
+gives ``course/16_exercise_early_stopping.ipynb`` a real validation curve to
 stop on. It is exercise code, apart from the course's training loops.
 """
 

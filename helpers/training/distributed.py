@@ -23,14 +23,20 @@ the ``Trainer`` configuration that trains that way without a word.
 training state is sharded (ZeRO, FSDP) and :func:`sharded_state_per_rank`
 measures it with FSDP2's ``fully_shard`` on real processes;
 :func:`data_parallel_step_times` measures what an update costs on 1 and 2
-processes: computation, all-reduce, optimizer step.
-For the distributed-training lesson of issue 33 (not written yet).
+processes: computation, all-reduce, optimizer step, and :func:`step_costs`
+reads them step by step. :func:`accelerate_run` trains the same way with
+Accelerate's ``Accelerator`` in an explicit loop, started by
+``notebook_launcher``; :func:`token_averaging_runs` shows why a causal-LM
+loss is averaged per token across processes. Taught in
+``course/12_distributed.ipynb``; the scripts that take lessons 03 and 04 to
+a cluster are ``scripts/train_classifier.py`` and ``scripts/train_sft.py``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import tempfile
 import time
@@ -50,9 +56,11 @@ __all__ = [
     "MODES",
     "SHARDINGS",
     "EquivalenceSetup",
+    "accelerate_run",
     "all_reduce_gradients",
     "bus_bandwidth_from",
     "check_trainer_is_distributed",
+    "compare_token_averaging",
     "data_parallel_step_times",
     "disable_dropout",
     "equivalence_runs",
@@ -66,8 +74,11 @@ __all__ = [
     "run_on_processes",
     "shard_indices",
     "sharded_state_per_rank",
+    "step_costs",
     "time_replica_steps",
+    "token_averaging_runs",
     "train_one_process",
+    "train_with_accelerate",
     "train_replica",
     "training_state_per_rank",
     "update_difference",
@@ -350,21 +361,23 @@ def update_difference(
     """How far two trainings from the same ``start`` ended apart, as a share of the first one's whole update.
 
     ``||u2 - u1|| / ||u1||`` with ``u = weights - start`` over all the
-    weights (:func:`helpers.training.accumulation.relative_difference` of the
-    two updates). With Adam, a weight whose gradient is near zero can step by
+    weights. With Adam, a weight whose gradient is near zero can step by
     about the learning rate either way on a rounding error, so the largest
     single difference says little; this share says whether two runs took
     the same steps (a rounding-level share) or different ones (near 1).
+    ``u2 - u1`` is ``second - first``: two subtractions of nearby floats,
+    exact in fp32, so no float64 copies of the model are made (they cost
+    seconds for MiniLM, whose arithmetic here is bound by memory speed).
     """
-    from helpers.training.accumulation import relative_difference
-
     if not start.keys() == first.keys() == second.keys():
         raise ValueError("the three sets of weights do not name the same tensors")
-    first_update = {name: first[name].double() - start[name].double() for name in start}
-    if not any(bool(update.any()) for update in first_update.values()):
+    moved = difference = 0.0
+    for name in start:
+        moved += float(torch.linalg.vector_norm(first[name].float() - start[name].float())) ** 2
+        difference += float(torch.linalg.vector_norm(second[name].float() - first[name].float())) ** 2
+    if moved == 0:
         raise ValueError("the first run did not move from the start: nothing to compare with")
-    second_update = {name: second[name].double() - start[name].double() for name in start}
-    return relative_difference(first_update, second_update)
+    return (difference / moved) ** 0.5
 
 
 def time_replica_steps(
@@ -423,6 +436,28 @@ def data_parallel_step_times(
                 json.loads((Path(folder) / f"steps-rank{rank}.json").read_text()) for rank in range(world_size)
             ]
     return times
+
+
+def step_costs(times: dict[int, list[dict]]) -> dict[int, dict[str, list[float]]]:
+    """Step by step, what an update of :func:`data_parallel_step_times` cost: ``{N: {"step", "compute", "sync", "update": [seconds]}}``.
+
+    ``"step"``: the whole update, as long as its slowest process (compute +
+    all-reduce + optimizer step). ``"compute"`` and ``"update"``: the slowest
+    process's. ``"sync"``: the *fastest* process's all-reduce, because a
+    process that finished its backward pass early waits in the all-reduce for
+    the others; the last one to arrive waits least, and its time is closest
+    to the transfer itself.
+    """
+    costs = {}
+    for world_size, ranks in times.items():
+        per_step = list(zip(*(rank["steps"] for rank in ranks)))  # one tuple of the processes' parts per step
+        costs[world_size] = {
+            "step": [max(p["compute"] + p["sync"] + p["update"] for p in parts) for parts in per_step],
+            "compute": [max(p["compute"] for p in parts) for parts in per_step],
+            "sync": [min(p["sync"] for p in parts) for parts in per_step],
+            "update": [max(p["update"] for p in parts) for parts in per_step],
+        }
+    return costs
 
 
 def ring_all_reduce_seconds(
@@ -519,7 +554,10 @@ def measure_sharded_state(rank: int, world_size: int, port: int, model_name: str
     counts the shard each process holds) is written to
     ``folder/fsdp-rank{rank}.json``. Run by :func:`run_on_processes`.
     """
-    from torch.distributed.fsdp import fully_shard
+    try:
+        from torch.distributed.fsdp import fully_shard
+    except ImportError:  # torch < 2.6 (the course's lower bound is 2.4) had FSDP2 under its first, private name
+        from torch.distributed._composable.fsdp import fully_shard
 
     from helpers.models.loading import load_classifier
     from helpers.training.freezing import training_state_bytes
@@ -568,3 +606,153 @@ def equivalence_runs(setup: EquivalenceSetup = EquivalenceSetup()) -> dict[str, 
             timings[mode] = [json.loads((Path(folder) / f"{mode}-rank{rank}.json").read_text()) for rank in range(n)]
             weights[mode] = replicas[mode][0]
     return {"weights": weights, "replicas": replicas, "timings": timings, "start": start, "setup": asdict(setup)}
+
+
+def train_with_accelerate(setup: EquivalenceSetup, folder: str) -> None:
+    """The same training written with Accelerate's ``Accelerator`` in an explicit loop; one copy per process.
+
+    Launched by :func:`accelerate.notebook_launcher` (see :func:`accelerate_run`):
+    ``accelerator.prepare`` wraps the model in ``DistributedDataParallel`` and
+    deals the loader's batches of ``setup.batch_size`` to the processes in
+    turn, ``accelerator.backward`` replaces
+    ``loss.backward()``. The main process writes the final weights and what
+    Accelerate saw (processes, distributed type) to ``folder``.
+    """
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // accelerator.num_processes))
+    torch.manual_seed(setup.seed)
+    model, tokenizer, data = _training_pieces(setup)
+    # Accelerate deals the loader's batches out in turn (split_batches=False): batch i goes to process
+    # i % world_size, so one step of all processes reads the same examples as one batch of b * world_size.
+    loader = _loader(data, tokenizer, setup.batch_size, SequentialSampler(data))
+    optimizer = _optimizer(model, setup.lr)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    model.train()
+    updates = 0
+    for batch in loader:
+        accelerator.backward(model(**batch).loss)
+        optimizer.step()
+        optimizer.zero_grad()
+        updates += 1
+    if accelerator.is_main_process:
+        weights = {name: value.detach().clone() for name, value in accelerator.unwrap_model(model).state_dict().items()}
+        torch.save(weights, Path(folder) / "accelerate.pt")
+        seen = {
+            "processes": accelerator.num_processes,
+            "distributed_type": str(accelerator.distributed_type.value),
+            "updates": updates,
+            "examples_per_process": len(batch["labels"]),
+        }
+        (Path(folder) / "accelerate.json").write_text(json.dumps(seen))
+    accelerator.wait_for_everyone()
+
+
+def accelerate_run(setup: EquivalenceSetup = EquivalenceSetup()) -> dict[str, Any]:
+    """:func:`train_with_accelerate` on ``setup.world_size`` processes started by ``notebook_launcher``.
+
+    Returns ``{"weights": the final weights, "processes", "distributed_type",
+    "updates", "examples_per_process"}``. ``notebook_launcher`` forks the
+    processes, so it refuses to run once an ``Accelerator`` exists in the
+    calling process.
+    """
+    from unittest import mock
+
+    from accelerate import notebook_launcher
+
+    # Accelerate sets 1 thread per CPU process when OMP_NUM_THREADS is unset; say how many (the cores shared).
+    threads = str(max(1, (os.cpu_count() or 1) // setup.world_size))
+    # torch's elastic launcher, under notebook_launcher, installs signal handlers in the calling process and
+    # leaves them: a Jupyter kernel would then die with a traceback on its next SIGTERM. Put them back.
+    handlers = {
+        number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+    }
+    with tempfile.TemporaryDirectory() as folder, mock.patch.dict(os.environ, {"OMP_NUM_THREADS": threads}):
+        try:
+            notebook_launcher(
+                train_with_accelerate, (setup, folder), num_processes=setup.world_size, master_addr=LOOPBACK,
+                use_port=str(free_port()),
+            )  # fmt: skip
+        finally:
+            for number, handler in handlers.items():
+                signal.signal(number, handler)
+        seen = json.loads((Path(folder) / "accelerate.json").read_text())
+        return {"weights": torch.load(Path(folder) / "accelerate.pt"), **seen}
+
+
+def _summed_token_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """The next-token cross-entropy of ``batch`` summed over its learned labels (not -100), and their count."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+    labels = batch["labels"][:, 1:]
+    total = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100, reduction="sum"
+    )
+    return total, int((labels != -100).sum())
+
+
+def _averaged_gradients(model: torch.nn.Module, loss: torch.Tensor, world_size: int) -> dict[str, torch.Tensor]:
+    model.zero_grad()
+    loss.backward()
+    all_reduce_gradients(model, world_size)  # what DDP does: the mean of the processes' gradients
+    return {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def compare_token_averaging(
+    rank: int, world_size: int, port: int, model_name: str, shards: list[list[dict]], folder: str
+) -> None:
+    """One causal-LM batch split across processes, its loss and gradient averaged two ways; rank 0 writes the comparison.
+
+    Process ``rank`` holds ``shards[rank]`` (tokenized rows with ``labels``).
+    *Per process*: each takes the mean loss over its own tokens and the
+    gradients are averaged across processes (what a plain DDP loop does).
+    *Per token*: the token counts are all-reduced first and each process
+    scales its summed loss by ``world_size / total tokens`` (what
+    ``TrainingArguments(average_tokens_across_devices=True)`` does), so that
+    the average of the processes' gradients is the gradient of the mean over
+    every token. Rank 0 also computes the whole batch in one process, and
+    writes ``folder/token_averaging.json``: the three losses, the tokens of
+    each process, and how far each averaged gradient is from the
+    one-process gradient (:func:`helpers.training.accumulation.relative_difference`).
+    """
+    from helpers.data.causal_lm import instruction_collator
+    from helpers.models.loading import load_causal_lm
+    from helpers.training.accumulation import relative_difference
+
+    with gloo_process_group(rank, world_size, port):
+        model, tokenizer = load_causal_lm(model_name)
+        disable_dropout(model)
+        model.train()
+        collate = instruction_collator(tokenizer)
+        total, count = _summed_token_loss(model, collate(shards[rank]))
+        counts = torch.tensor([0] * world_size)
+        counts[rank] = count
+        dist.all_reduce(counts)
+        all_tokens = int(counts.sum())
+        per_process = _averaged_gradients(model, total / count, world_size)
+        total, _ = _summed_token_loss(model, collate(shards[rank]))
+        per_token = _averaged_gradients(model, total * world_size / all_tokens, world_size)
+        losses = torch.tensor([total.item() / count, total.item()])
+        dist.all_reduce(losses)
+        if rank == 0:
+            whole = collate([row for shard in shards for row in shard])
+            model.zero_grad()
+            single_loss = model(**whole).loss
+            single_loss.backward()
+            single = {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
+            comparison = {
+                "tokens_per_process": counts.tolist(),
+                "one_process_loss": single_loss.item(),
+                "mean_of_process_means": float(losses[0]) / world_size,
+                "token_averaged_loss": float(losses[1]) / all_tokens,
+                "gradient_difference_per_process": relative_difference(single, per_process),
+                "gradient_difference_per_token": relative_difference(single, per_token),
+            }
+            (Path(folder) / "token_averaging.json").write_text(json.dumps(comparison))
+
+
+def token_averaging_runs(shards: list[list[dict]], model_name: str = "smollm2-135m") -> dict[str, Any]:
+    """:func:`compare_token_averaging` on ``len(shards)`` real processes; returns rank 0's comparison."""
+    with tempfile.TemporaryDirectory() as folder:
+        run_on_processes(compare_token_averaging, len(shards), model_name, shards, folder)
+        return json.loads((Path(folder) / "token_averaging.json").read_text())

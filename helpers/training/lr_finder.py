@@ -1,4 +1,4 @@
-"""The LR range test (Smith, 2017): the library version of the contract of ``course/14_exercise_lr_finder.ipynb``.
+"""The LR range test (Smith, 2017): the library version of the contract of ``course/15_exercise_lr_finder.ipynb``.
 
 A few training steps with a learning rate growing exponentially from
 ``min_lr`` to ``max_lr``, one batch each, the loss of every step recorded,
