@@ -10,7 +10,7 @@ The same file runs under the three launchers (README, "Training on several proce
 size examples (the effective batch). On a machine without a GPU the processes
 use the gloo backend (``use_cpu=True``, from the course's precision settings);
 with GPUs, Trainer takes one GPU per process and nccl. The script refuses a
-configuration in which each process would train alone
+configuration in which each process would run the whole training alone
 (:func:`helpers.training.distributed.check_trainer_is_distributed`). Only the
 main process writes the model, with ``run.json`` (the arguments, the number of
 processes, the precision and the training time).

@@ -1,16 +1,17 @@
 """Data parallelism on real processes (gloo, loopback): equivalence with one process, the no-sync failure,
 and the guard against Trainer's silent one-process-each mode under torchrun."""
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from helpers.training.distributed import (
     EquivalenceSetup,
-    accelerate_run,
     bus_bandwidth_from,
     check_trainer_is_distributed,
     data_parallel_step_times,
@@ -69,10 +70,25 @@ def test_the_all_reduce_sends_every_gradient_once(runs):
 
 
 @processes
-def test_accelerate_in_an_explicit_loop_takes_the_steps_of_one_process(runs):
-    """notebook_launcher forks 2 real processes; each reads a batch of b, the update is that of one batch of 2b."""
+def test_accelerate_in_an_explicit_loop_takes_the_steps_of_one_process(runs, tmp_path):
+    """notebook_launcher forks 2 real processes; each reads a batch of b, the update is that of one batch of 2b.
+
+    Run from a fresh Python process: notebook_launcher refuses to start once an Accelerator exists in the
+    calling process, as one does in a test worker that already ran Trainer (a notebook calls it first).
+    """
     setup = EquivalenceSetup(**runs["setup"])
-    run = accelerate_run(setup)
+    saved = tmp_path / "accelerate.pt"
+    code = (
+        "import json, sys, torch\n"
+        "from helpers.training.distributed import EquivalenceSetup, accelerate_run\n"
+        "torch.save(accelerate_run(EquivalenceSetup(**json.loads(sys.argv[1]))), sys.argv[2])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    env["PYTHONPATH"] = str(ROOT)
+    command = [sys.executable, "-c", code, json.dumps(runs["setup"]), str(saved)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = torch.load(saved)
     assert (run["processes"], run["distributed_type"], run["updates"]) == (2, "MULTI_CPU", setup.steps)
     assert run["examples_per_process"] == setup.batch_size
     reference = runs["weights"]["one process, batch N·b"]
@@ -124,10 +140,22 @@ def _torchrun(tmp_path, *script_args):
 def test_the_guard_refuses_trainer_arguments_that_would_train_each_process_alone(tmp_path):
     refused = _torchrun(tmp_path, "default", str(tmp_path / "out"))
     assert refused.returncode != 0
-    assert "each process would train its own model" in refused.stderr
+    assert "each process would run the whole training alone" in refused.stderr
     accepted = _torchrun(tmp_path, "use_cpu", str(tmp_path / "out"))
     assert accepted.returncode == 0, accepted.stderr[-2000:]
     assert "rank 0 of 2: distributed" in accepted.stdout and "rank 1 of 2: distributed" in accepted.stdout
+
+
+@processes
+def test_unguarded_each_process_runs_the_whole_training_alone(tmp_path):
+    """What the guard prevents, for real: 2 processes, each counts 1, reads all 4 batches and ends with the same weights."""
+    done = _torchrun(tmp_path, "unguarded", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    reports = sorted(line for line in done.stdout.splitlines() if line.startswith("counted="))
+    assert len(reports) == 2 and reports[0] == reports[1]  # the same batches, the same weights: one training twice
+    assert (
+        reports[0].startswith("counted=1 batches=4 ") and "ddp=BertMeanPoolingForSequenceClassification" in reports[0]
+    )
 
 
 def test_the_guard_lets_a_single_process_through(monkeypatch, tmp_path):
@@ -139,7 +167,6 @@ def test_the_guard_lets_a_single_process_through(monkeypatch, tmp_path):
 
 def test_the_memory_model_matches_what_one_process_holds():
     """DDP on one process is plain training: the formula equals the bytes measured after an AdamW step."""
-    import torch
 
     from helpers.models.loading import count_parameters, load_classifier
     from helpers.training.freezing import training_state_bytes
@@ -186,7 +213,6 @@ def test_step_times_split_computation_all_reduce_and_update():
 
 
 def test_the_update_difference_compares_two_updates_from_the_same_start():
-    import torch
 
     start, first, second = {"w": torch.zeros(2)}, {"w": torch.tensor([3.0, 4.0])}, {"w": torch.tensor([3.0, 5.0])}
     assert update_difference(start, first, second) == pytest.approx(1 / 5)  # ||(0, 1)|| / ||(3, 4)||
@@ -195,6 +221,17 @@ def test_the_update_difference_compares_two_updates_from_the_same_start():
         update_difference(start, start, second)
     with pytest.raises(ValueError, match="same tensors"):
         update_difference(start, first, {"v": torch.zeros(2)})
+
+
+def test_a_process_group_leaves_the_callers_environment_as_it_was(monkeypatch):
+    import torch.distributed as dist
+
+    from helpers.training.distributed import gloo_process_group
+
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    with gloo_process_group(0, 1, free_port()):
+        assert dist.is_initialized() and dist.get_world_size() == 1
+    assert not dist.is_initialized() and "MASTER_PORT" not in os.environ
 
 
 def test_a_step_lasts_as_long_as_its_slowest_process():

@@ -108,13 +108,15 @@ def launched_world_size() -> int:
 
 
 def check_trainer_is_distributed(args: Any) -> None:
-    """Refuse ``TrainingArguments`` that would make each launched process train alone, without a word.
+    """Refuse ``TrainingArguments`` that would make each launched process run the whole training alone.
 
     Under ``torchrun --nproc_per_node N`` on a machine without a GPU,
     ``TrainingArguments(use_cpu=False)`` (the default) leaves ``Trainer`` in
     ``ParallelMode.NOT_PARALLEL`` with ``world_size`` 1 in every process:
-    each trains its own model on its share of the data and the gradients are
-    never combined; the run ends with N different models and no error.
+    each reads all the examples, the model is not wrapped in DDP, and the
+    N processes run the same training N times over, with 1/N of the
+    intended effective batch (``tests/test_distributed.py`` runs it). Only a
+    transformers warning, hidden at the course's log level, says so.
     Raises ``ValueError`` when the launcher started more processes than
     ``args.world_size`` counts. (The course's configurations pass
     ``use_cpu=True`` on a CPU, through
@@ -124,8 +126,9 @@ def check_trainer_is_distributed(args: Any) -> None:
     if launched > 1 and args.world_size != launched:
         raise ValueError(
             f"{launched} processes were launched (WORLD_SIZE={launched}) but Trainer counts {args.world_size} "
-            f"(parallel mode {args.parallel_mode}): each process would train its own model and the gradients "
-            "would never be averaged. On a machine without a GPU, pass use_cpu=True (the course's "
+            f"(parallel mode {args.parallel_mode}): each process would run the whole training alone, on all the "
+            "examples, without averaging gradients (the same training run N times, with 1/N of the intended effective "
+            "batch). On a machine without a GPU, pass use_cpu=True (the course's "
             "Precision.trainer_kwargs() does) so that Trainer uses the gloo process group."
         )
 
@@ -167,9 +170,12 @@ def gloo_process_group(rank: int, world_size: int, port: int) -> Iterator[None]:
     processes share the cores instead of fighting over them; the group is
     destroyed on the way out, also on an error.
     """
+    from unittest import mock
+
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
-    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = LOOPBACK, str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    # the rendezvous address for this group only: a caller that goes on (a notebook) keeps its environment
+    with mock.patch.dict(os.environ, {"MASTER_ADDR": LOOPBACK, "MASTER_PORT": str(port)}):
+        dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
         yield
     finally:
@@ -419,7 +425,8 @@ def data_parallel_step_times(
     """What one update of ``global_batch`` examples costs on 1, 2, ... processes of this machine, measured.
 
     For each ``N`` in ``world_sizes``, ``N`` processes of ``global_batch / N``
-    examples (:func:`time_replica_steps`, MiniLM, fp32). Returns ``{N: [per
+    examples (:func:`time_replica_steps`, MiniLM, fp32; ``N = 1`` runs in this
+    process, with all the cores, as a lone process would). Returns ``{N: [per
     rank: {"steps": [{"compute", "sync", "update"} seconds per step],
     "bytes_per_step"}]}``. On a machine with fewer cores than ``N`` times the
     threads one process would use, the processes share the same cores:
@@ -431,7 +438,14 @@ def data_parallel_step_times(
             raise ValueError(f"global_batch {global_batch} does not split into {world_size} equal shares")
         setup = EquivalenceSetup(batch_size=global_batch // world_size, steps=1, world_size=world_size)
         with tempfile.TemporaryDirectory() as folder:
-            run_on_processes(time_replica_steps, world_size, setup, repeats, warmup, folder)
+            if world_size == 1:  # this process (starting one would cost more than the steps), with its threads back
+                threads = torch.get_num_threads()
+                try:
+                    time_replica_steps(0, 1, free_port(), setup, repeats, warmup, folder)
+                finally:
+                    torch.set_num_threads(threads)
+            else:
+                run_on_processes(time_replica_steps, world_size, setup, repeats, warmup, folder)
             times[world_size] = [
                 json.loads((Path(folder) / f"steps-rank{rank}.json").read_text()) for rank in range(world_size)
             ]
@@ -661,7 +675,7 @@ def accelerate_run(setup: EquivalenceSetup = EquivalenceSetup()) -> dict[str, An
 
     from accelerate import notebook_launcher
 
-    # Accelerate sets 1 thread per CPU process when OMP_NUM_THREADS is unset; say how many (the cores shared).
+    # Unset, Accelerate picks the threads of each CPU process itself (and warns): give the course's share instead.
     threads = str(max(1, (os.cpu_count() or 1) // setup.world_size))
     # torch's elastic launcher, under notebook_launcher, installs signal handlers in the calling process and
     # leaves them: a Jupyter kernel would then die with a traceback on its next SIGTERM. Put them back.
