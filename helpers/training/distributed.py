@@ -371,9 +371,10 @@ def update_difference(
     about the learning rate either way on a rounding error, so the largest
     single difference says little; this share says whether two runs took
     the same steps (a rounding-level share) or different ones (near 1).
-    ``u2 - u1`` is ``second - first``: two subtractions of nearby floats,
-    exact in fp32, so no float64 copies of the model are made (they cost
-    seconds for MiniLM, whose arithmetic here is bound by memory speed).
+    ``u2 - u1`` is ``second - first``: subtractions of nearby floats, exact
+    in fp32 or within one rounding of the result, so no float64 copies of the
+    model are made (they cost seconds for MiniLM on a machine whose
+    arithmetic here is bound by memory speed).
     """
     if not start.keys() == first.keys() == second.keys():
         raise ValueError("the three sets of weights do not name the same tensors")
