@@ -706,9 +706,11 @@ def _summed_token_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -
     return total, int((labels != -100).sum())
 
 
-def _averaged_gradients(model: torch.nn.Module, loss: torch.Tensor, world_size: int) -> dict[str, torch.Tensor]:
+def _averaged_gradients(
+    model: torch.nn.Module, loss: torch.Tensor, world_size: int, keep_graph: bool = False
+) -> dict[str, torch.Tensor]:
     model.zero_grad()
-    loss.backward()
+    loss.backward(retain_graph=keep_graph)
     all_reduce_gradients(model, world_size)  # what DDP does: the mean of the processes' gradients
     return {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
 
@@ -744,8 +746,8 @@ def compare_token_averaging(
         counts[rank] = count
         dist.all_reduce(counts)
         all_tokens = int(counts.sum())
-        per_process = _averaged_gradients(model, total / count, world_size)
-        total, _ = _summed_token_loss(model, collate(shards[rank]))
+        # one forward pass, two backward passes through it: the same summed loss, scaled two ways
+        per_process = _averaged_gradients(model, total / count, world_size, keep_graph=True)
         per_token = _averaged_gradients(model, total * world_size / all_tokens, world_size)
         losses = torch.tensor([total.item() / count, total.item()])
         dist.all_reduce(losses)
