@@ -3,7 +3,7 @@
 Lesson 08 trains its three tasks (sentiment, topic, subjectivity) alone and
 together at the same budget, over seeds, and at its CPU sizes no joint-vs-alone
 difference separates from the noise. This benchmark runs the same experiment
-(:func:`helpers.training.multitask.train_multitask`, the lesson's recipe: the
+(:func:`helpers.training.multitask.alone_and_together`, the lesson's recipe: the
 same linear-probe heads, learning rate, batches, warmup and decay, one pass at
 the proportional rule) with the sizes changed so that one task is **poor in
 data** next to a **data-rich** one (``SIZES``: a few topic paragraphs beside
@@ -44,12 +44,11 @@ from helpers.data import review_tasks, stratified_subsample, tokenize_for_classi
 from helpers.evaluation import holm_verdicts, paired_seeds, seeds_interval  # noqa: E402
 from helpers.models import load_tokenizer  # noqa: E402
 from helpers.training import (  # noqa: E402
+    alone_and_together,
     build_multitask_model,
     fit_heads_by_linear_probe,
     predict_task,
     task_counts,
-    task_schedule,
-    train_multitask,
 )
 
 # Lesson 08's recipe (course/08_multitask.ipynb, sections 1, 3 and 5).
@@ -97,30 +96,25 @@ def transfer_runs(env, sizes: dict[str, int], test_size: int, seeds: list[int]) 
     num_steps = -(-sum(sizes.values()) // BATCH_SIZE)  # one pass over all the training examples at T = 1
     counts = task_counts(sizes, num_steps, 1.0)
     correct.update({config: {task: [] for task in tasks} for config in CONFIGS})
-
-    def run(task_names, schedule, seed):
-        return train_multitask(
-            {task: tasks[task] for task in task_names},
+    for seed in seeds:
+        by_config, _, _ = alone_and_together(
+            tasks,
             train_sets,
             test,
             tokenizer,
-            schedule,
+            sizes,
+            num_steps,
+            CONFIGS,
+            seed,
             lr=LEARNING_RATE,
-            seed=seed,
             batch_size=BATCH_SIZE,
             head_states=heads,
             device=env.device,
             precision=env.precision,
-        )[1]
-
-    for seed in seeds:
-        for task in tasks:
-            correct["alone"][task].append(run([task], [task] * counts[task], seed).correct[task])
-        for config, temperature in CONFIGS.items():
-            if temperature is not None:
-                joint = run(tasks, task_schedule(sizes, num_steps, temperature, seed), seed)
-                for task in tasks:
-                    correct[config][task].append(joint.correct[task])
+        )
+        for config in CONFIGS:
+            for task in tasks:
+                correct[config][task].append(by_config[config][task])
         print(f"seed {seed} done", flush=True)
     return {"tasks": tasks, "counts": counts, "num_steps": num_steps, "correct": correct}
 

@@ -48,6 +48,10 @@ IMPORTS = [
     ("trl", "SFTTrainer"),
     ("trl", "DPOConfig"),  # helpers.training.preference (issue 34)
     ("trl", "DPOTrainer"),
+    ("trl", "GRPOConfig"),  # helpers.training.preference.grpo_config_for (issue 34)
+    ("trl", "GRPOTrainer"),
+    ("trl.experimental.cpo", "CPOConfig"),  # SimPO (simpo_config_for): an experimental module, whose path may move
+    ("trl.experimental.cpo", "CPOTrainer"),
 ]
 
 # Keyword arguments the course passes, by callable: "module:Name" or "module:Name.method".
@@ -148,6 +152,7 @@ KEYWORDS = {
         "max_length",
         "pad_to_multiple_of",
         "precompute_ref_log_probs",
+        "loss_weights",  # RPO (DPO + NLL): loss_type=["sigmoid", "sft"]
         "max_steps",
         "learning_rate",
         "per_device_train_batch_size",
@@ -160,6 +165,39 @@ KEYWORDS = {
         "use_cpu",
     ],
     "trl:DPOTrainer": ["model", "ref_model", "args", "train_dataset", "eval_dataset", "processing_class"],
+    "trl:GRPOConfig": [
+        # helpers.training.preference.grpo_config_for (the shared part is checked under TrainingArguments)
+        "num_generations",
+        "max_completion_length",
+        "temperature",
+        "beta",
+        "pad_to_multiple_of",
+        "max_steps",
+        "learning_rate",
+        "per_device_train_batch_size",
+        "logging_steps",
+        "save_strategy",
+        "bf16",
+        "fp16",
+        "use_cpu",
+    ],
+    "trl:GRPOTrainer": ["model", "reward_funcs", "args", "train_dataset", "processing_class"],
+    "trl.experimental.cpo:CPOConfig": [
+        # helpers.training.preference.simpo_config_for
+        "loss_type",
+        "cpo_alpha",
+        "beta",
+        "simpo_gamma",
+        "max_length",
+        "max_steps",
+        "learning_rate",
+        "per_device_train_batch_size",
+        "warmup_steps",
+        "bf16",
+        "fp16",
+        "use_cpu",
+    ],
+    "trl.experimental.cpo:CPOTrainer": ["model", "args", "train_dataset", "processing_class"],
     "transformers:BitsAndBytesConfig": [
         "load_in_4bit",
         "bnb_4bit_quant_type",
@@ -200,6 +238,10 @@ SCANNED = {
     "SFTTrainer": "trl:SFTTrainer",
     "DPOConfig": "trl:DPOConfig",
     "DPOTrainer": "trl:DPOTrainer",
+    "GRPOConfig": "trl:GRPOConfig",
+    "GRPOTrainer": "trl:GRPOTrainer",
+    "CPOConfig": "trl.experimental.cpo:CPOConfig",
+    "CPOTrainer": "trl.experimental.cpo:CPOTrainer",
 }
 # course_training_arguments' own parameters (not TrainingArguments fields).
 OWN_PARAMETERS = {"course_training_arguments": {"output_dir", "precision", "seed", "progress"}}

@@ -14,6 +14,7 @@ from helpers.training.multitask import (
     MultiTaskLoader,
     MultiTaskModel,
     TaskView,
+    alone_and_together,
     build_multitask_model,
     fit_heads_by_linear_probe,
     predict_task,
@@ -216,3 +217,46 @@ def test_linear_probe_heads_and_a_short_run_train_every_task(encoder_and_data):
         head_states=states,
     )
     assert list(single.heads) == ["topic"] and set(single_run.correct) == {"topic"}
+
+
+@pytest.mark.slow  # seven short trainings of the real MiniLM
+def test_alone_and_together_trains_each_task_on_its_proportional_share_and_the_joint_models(encoder_and_data):
+    encoder, tokenizer, tasks, raw, tokenized = encoder_and_data
+    model, _ = _model(encoder_and_data)
+    states = fit_heads_by_linear_probe(model, tokenizer, raw, max_length=32)
+    sizes = {task: len(data) for task, data in tokenized.items()}
+    num_steps = 5
+    configs = {"alone": None, "proportional": 1.0}
+    correct, seconds, joint_models = alone_and_together(
+        tasks, tokenized, tokenized, tokenizer, sizes, num_steps, configs, 3, lr=1e-4, batch_size=4, head_states=states
+    )
+    assert set(correct) == set(seconds) == set(configs) and list(joint_models) == ["proportional"]
+    assert all(seconds[name] > 0 for name in configs)
+    counts = task_counts(sizes, num_steps, 1.0)
+    for task in tasks:  # "alone" is the task's own model on exactly the updates the joint model gives it
+        _, single = train_multitask(
+            {task: tasks[task]},
+            tokenized,
+            tokenized,
+            tokenizer,
+            [task] * counts[task],
+            lr=1e-4,
+            seed=3,
+            batch_size=4,
+            head_states=states,
+        )
+        np.testing.assert_array_equal(correct["alone"][task], single.correct[task])
+    joint_model, joint = train_multitask(
+        tasks,
+        tokenized,
+        tokenized,
+        tokenizer,
+        task_schedule(sizes, num_steps, 1.0, 3),
+        lr=1e-4,
+        seed=3,
+        batch_size=4,
+        head_states=states,
+    )
+    for task in tasks:  # the joint model is the one train_multitask gives for the proportional schedule
+        np.testing.assert_array_equal(correct["proportional"][task], joint.correct[task])
+        assert torch.equal(joint_models["proportional"].heads[task].weight, joint_model.heads[task].weight)

@@ -55,7 +55,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
             "wiki_text",
             "wiki_topics",
         ],
-        "preferences": ["REJECTION_KINDS", "closed_task_pairs", "off_format_answer"],
+        "preferences": ["REJECTION_KINDS", "closed_task_pairs", "off_format_answer", "preference_questions"],
         "sampling": ["class_counts", "make_imbalanced", "random_oversample", "random_undersample"],
     },
 )

@@ -14,21 +14,23 @@ rejected one is verifiably worse:
 Pairs are built from the splits of :func:`helpers.data.instructions.instruction_dataset`,
 which are already split by film and by article, so no prompt is in two splits.
 Each row keeps the item it came from (``source``), its ``task`` and the
-``kind`` of its rejected answer. For the preference-tuning lesson of issue 34
-(not written yet); :mod:`helpers.training.preference` trains on these pairs.
+``kind`` of its rejected answer. :func:`preference_questions` gives the
+questions: training ones the SFT model never saw, and held-out ones. For
+the preference-tuning lesson (issue 34); :mod:`helpers.training.preference`
+trains on these pairs.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from datasets import Dataset
+from datasets import Dataset, concatenate_datasets
 from transformers import PreTrainedTokenizerBase
 
-from helpers.data.instructions import CLOSED_TASKS, closed_labels, format_prompt
+from helpers.data.instructions import CLOSED_TASKS, TASKS, closed_labels, format_prompt, instruction_dataset
 
-__all__ = ["REJECTION_KINDS", "closed_task_pairs", "off_format_answer"]
+__all__ = ["REJECTION_KINDS", "closed_task_pairs", "off_format_answer", "preference_questions"]
 
 REJECTION_KINDS = ("wrong_label", "off_format")
 
@@ -87,3 +89,54 @@ def closed_task_pairs(
     if not rows:
         raise ValueError(f"instructions holds no closed-task item ({', '.join(CLOSED_TASKS)})")
     return Dataset.from_list(rows)
+
+
+def preference_questions(
+    sft_train_sizes: Mapping[str, int],
+    per_task: Mapping[str, int],
+    held_out_per_task: Mapping[str, int],
+    held_out_split: str = "test",
+    seed: int = 42,
+    max_words: int = 30,
+) -> tuple[Dataset, Dataset]:
+    """Closed-task questions to build preference pairs on, and held-out questions to measure on.
+
+    The first: ``per_task`` questions of each closed task from the training
+    split of :func:`helpers.data.instructions.instruction_dataset`, none of
+    which the SFT model trained on (it saw ``instruction_dataset({"train":
+    sft_train_sizes}, seed, max_words)["train"]``, the recipe of
+    :func:`helpers.training.reference.instruction_model`; a task left out
+    has none there, as in its recipe). The second:
+    ``held_out_per_task`` questions of ``held_out_split`` (``"validation"`` to
+    choose a recipe, ``"test"`` to report), split by film and article, so no
+    text is in both.
+    """
+    if held_out_split not in ("validation", "test"):
+        raise ValueError(f"held_out_split must be 'validation' or 'test', got {held_out_split!r}")
+    for sizes in (per_task, held_out_per_task):
+        unknown = set(sizes) - set(CLOSED_TASKS)
+        if unknown:
+            raise ValueError(f"tasks {sorted(unknown)} are not closed tasks {list(CLOSED_TASKS)}")
+    no_free = {"describe": 0, "qa": 0}
+    other = "test" if held_out_split == "validation" else "validation"
+    held_out = {task: held_out_per_task.get(task, 0) for task in CLOSED_TASKS} | no_free  # a task left out: none
+    sft_sizes = {task: int(sft_train_sizes.get(task, 0)) for task in TASKS}  # as instruction_model reads them
+    data = instruction_dataset(
+        {"train": dict.fromkeys(CLOSED_TASKS) | no_free, other: 0, held_out_split: held_out},
+        seed=seed,
+        max_words=max_words,
+    )
+    seen = set(
+        instruction_dataset({"train": sft_sizes, "validation": 0, "test": 0}, seed=seed, max_words=max_words)["train"][
+            "input"
+        ]
+    )
+    unseen = data["train"].filter(lambda row: row["input"] not in seen)
+    tasks = unseen["task"]
+    parts = []
+    for task, n in per_task.items():
+        rows = [i for i, name in enumerate(tasks) if name == task]
+        if n > len(rows):
+            raise ValueError(f"{n} {task} questions asked, {len(rows)} unseen ones exist")
+        parts.append(unseen.select(rows[:n]))
+    return concatenate_datasets(parts), data[held_out_split]

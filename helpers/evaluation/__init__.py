@@ -4,7 +4,7 @@ measured number is (:mod:`.uncertainty`); perplexity and per-text losses of a ca
 against general ability, for forgetting (:mod:`.forgetting`); the comparison table of full, partial and
 LoRA fine-tuning (:mod:`.adaptation`); calibration and temperature scaling (:mod:`.calibration`);
 out-of-distribution scores (:mod:`.ood`); CheckList-style behavioural tests (:mod:`.robustness`); closed
-tasks of instruction tuning (:mod:`.closed_tasks`); comparisons said in French, one vocabulary
+tasks of instruction tuning (:mod:`.closed_tasks`); what preference tuning changed (:mod:`.preferences`); comparisons said in French, one vocabulary
 (:mod:`.reporting`).
 
 The lessons import from here (``from helpers.evaluation import bootstrap_interval``); each name is
@@ -30,6 +30,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "imbalance": ["choose_threshold", "imbalance_table", "predict_with_threshold"],
         "metrics": [
             "classification_metrics",
+            "exact_match",
             "fit_majority_baseline",
             "fit_tfidf_logreg",
             "highest_loss_examples",
@@ -57,6 +58,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
             "versus",
         ],
         "perplexity": ["response_losses", "response_perplexity", "text_losses"],
+        "preferences": ["answer_table", "pair_scores", "preference_measures"],
         "robustness": ["run_checklist", "worst_failures"],
         "uncertainty": [
             "Interval",

@@ -53,6 +53,7 @@ __all__ = [
     "task_loaders",
     "predict_task",
     "train_multitask",
+    "alone_and_together",
 ]
 
 TASKS_FILE = "tasks.json"
@@ -413,3 +414,61 @@ def train_multitask(
         correct[task] = (logits.argmax(-1) == np.asarray(eval_sets[task]["labels"])).astype(float)
     steps = {task: sum(t == task for t in schedule) for task in tasks}
     return model, MultiTaskRun(correct, history, steps, seconds)
+
+
+def alone_and_together(
+    tasks: Mapping[str, Sequence[str]],
+    train_sets: Mapping[str, Dataset],
+    eval_sets: Mapping[str, Dataset],
+    tokenizer: PreTrainedTokenizerBase,
+    sizes: Mapping[str, int],
+    num_steps: int,
+    configs: Mapping[str, float | None],
+    seed: int,
+    lr: float,
+    batch_size: int,
+    head_states: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
+    device: str = "cpu",
+    precision: Precision = FP32,
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, float], dict[str, MultiTaskModel]]:
+    """One seed of lesson 08's comparison (section 5; also ``benchmarks/multitask_transfer.py``): each task alone
+    and the tasks together, at the same budget.
+
+    ``configs`` maps a name to a sampling temperature, or to None for "each
+    task alone": one model per task, trained on exactly the updates of its own
+    that a joint model gets under the proportional rule (``T = 1``) over
+    ``num_steps``, so the single-task models together cost one joint model.
+    A temperature trains one model on all the tasks with
+    :func:`task_schedule` at that temperature. Returns each configuration's
+    0/1 correctness per task on ``eval_sets``, its training seconds (summed
+    over the single-task models) and the joint models by name.
+    """
+    counts = task_counts(sizes, num_steps, 1.0)
+    correct: dict[str, dict[str, np.ndarray]] = {}
+    seconds: dict[str, float] = {}
+    joint_models: dict[str, MultiTaskModel] = {}
+
+    def run(task_names, schedule):
+        return train_multitask(
+            {task: tasks[task] for task in task_names},
+            train_sets,
+            eval_sets,
+            tokenizer,
+            schedule,
+            lr=lr,
+            seed=seed,
+            batch_size=batch_size,
+            head_states=head_states,
+            device=device,
+            precision=precision,
+        )
+
+    for name, temperature in configs.items():
+        if temperature is None:
+            runs = [run([task], [task] * counts[task])[1] for task in tasks]
+            correct[name] = {task: single.correct[task] for task, single in zip(tasks, runs)}
+            seconds[name] = sum(single.seconds for single in runs)
+        else:
+            joint_models[name], joint = run(list(tasks), task_schedule(sizes, num_steps, temperature, seed))
+            correct[name], seconds[name] = dict(joint.correct), joint.seconds
+    return correct, seconds, joint_models

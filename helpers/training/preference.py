@@ -18,10 +18,11 @@ with the reference's log-probabilities computed once
 (:func:`reference_logprobs`). Rows are padded on the left and only the
 positions that predict an answer token are projected on the vocabulary: with
 one-word answers after a 60-token prompt, a training step costs about half of
-TRL's on a CPU (measured on SmolLM2-135M, issue 34's note).
+TRL's on a CPU (measured on SmolLM2-135M).
 :func:`dpo_config_for` is the library way, set explicitly where TRL's
 defaults do not fit a laptop (as :func:`helpers.training.lora.sft_config_for`).
-For the preference-tuning lesson of issue 34 (not written yet); the pairs
+For the preference-tuning lesson (issue 34), with RPO's supervised term
+(:func:`chosen_nll`), SimPO (:func:`simpo_config_for`) and GRPO (:func:`grpo_config_for`); the pairs
 come from :mod:`helpers.data.preferences` and :func:`on_policy_pairs`.
 """
 
@@ -45,9 +46,11 @@ from helpers.training.lora import trl_training_settings
 __all__ = [
     "DPOLoss",
     "DPOObjective",
+    "chosen_nll",
     "completion_logprobs",
     "dpo_config_for",
     "dpo_loss",
+    "grpo_config_for",
     "on_policy_pairs",
     "pad_pairs_left",
     "preference_batches",
@@ -55,7 +58,9 @@ __all__ = [
     "prompt_completion_ids",
     "reference_logprobs",
     "sequence_logprobs",
+    "simpo_config_for",
     "train_dpo",
+    "trl_pair_loss",
 ]
 
 
@@ -205,6 +210,18 @@ def dpo_loss(
     return DPOLoss(losses.mean(), beta * chosen_ratio.detach(), beta * rejected_ratio.detach())
 
 
+def chosen_nll(policy_chosen: torch.Tensor, chosen_tokens: torch.Tensor) -> torch.Tensor:
+    """The chosen answers' negative log-likelihood per token over a batch: ``-sum(log pi(chosen)) / tokens``.
+
+    The supervised term that RPO (Pang et al. 2024) adds to DPO, TRL's
+    ``loss_type="sft"``: summed log-probabilities (:func:`completion_logprobs`)
+    and each chosen answer's token count (its end-of-sequence token included).
+    """
+    if policy_chosen.shape != chosen_tokens.shape:
+        raise ValueError(f"{tuple(policy_chosen.shape)} log-probabilities for {tuple(chosen_tokens.shape)} counts")
+    return -policy_chosen.sum() / chosen_tokens.sum()
+
+
 class DPOObjective(torch.nn.Module):
     """A policy whose forward pass on a batch of pairs returns the DPO loss: what a training loop needs.
 
@@ -215,13 +232,22 @@ class DPOObjective(torch.nn.Module):
     pair's chosen then rejected row, left-padded, and the reference's
     log-probabilities of both, computed once before training
     (:func:`reference_logprobs`), as TRL's ``precompute_ref_log_probs`` does.
+
+    The loss is ``dpo_weight * DPO + sft_weight * NLL(chosen)``
+    (:func:`chosen_nll`): ``sft_weight=0`` is DPO, ``sft_weight > 0`` RPO
+    (TRL: ``loss_type=["sigmoid", "sft"]``, ``loss_weights=[dpo_weight,
+    sft_weight]``), ``dpo_weight=0`` supervised training on the chosen
+    answers alone, on the same batches (the control that tells what the
+    preference term adds).
     """
 
-    def __init__(self, model: PreTrainedModel, beta: float) -> None:
+    def __init__(self, model: PreTrainedModel, beta: float, sft_weight: float = 0.0, dpo_weight: float = 1.0) -> None:
         super().__init__()
         if beta <= 0:
             raise ValueError(f"beta must be positive, got {beta}")
-        self.model, self.beta = model, beta
+        if sft_weight < 0 or dpo_weight < 0 or sft_weight + dpo_weight == 0:
+            raise ValueError(f"weights must be >= 0 and not both 0, got sft {sft_weight}, dpo {dpo_weight}")
+        self.model, self.beta, self.sft_weight, self.dpo_weight = model, beta, sft_weight, dpo_weight
 
     def forward(
         self,
@@ -233,7 +259,13 @@ class DPOObjective(torch.nn.Module):
     ) -> DPOLoss:
         logps = sequence_logprobs(self.model, input_ids, attention_mask, completion_mask)
         chosen, rejected = logps.chunk(2)  # the batch is [chosen rows, rejected rows]
-        return dpo_loss(chosen, rejected, reference_chosen.to(logps), reference_rejected.to(logps), self.beta)
+        result = dpo_loss(chosen, rejected, reference_chosen.to(logps), reference_rejected.to(logps), self.beta)
+        if self.sft_weight == 0 and self.dpo_weight == 1:
+            return result
+        loss = self.dpo_weight * result.loss
+        if self.sft_weight:
+            loss = loss + self.sft_weight * chosen_nll(chosen, completion_mask.chunk(2)[0].sum(dim=1))
+        return result._replace(loss=loss)
 
 
 def _pair_rows(tokenizer: PreTrainedTokenizerBase, pairs: Dataset) -> list[tuple[list[int], list[int], list[int]]]:
@@ -323,6 +355,8 @@ def train_dpo(
     precision: Precision | None = None,
     warmup_ratio: float = 0.1,
     progress: bool = True,
+    sft_weight: float = 0.0,
+    dpo_weight: float = 1.0,
 ) -> dict:
     """Train ``model`` in place with the DPO loss on ``pairs``; returns :func:`helpers.training.loops.train_loop`'s history.
 
@@ -330,14 +364,16 @@ def train_dpo(
     AdamW (:func:`helpers.training.freezing.optimizer_for`, no weight decay),
     ``warmup_ratio`` of warmup then a linear decay, gradients clipped at 1.
     ``reference``: :func:`reference_logprobs` of the starting model on the
-    same ``pairs``. The history's ``loss`` is the DPO loss of each update.
-    For the preference-tuning lesson of issue 34 (not written yet).
+    same ``pairs``. ``sft_weight`` and ``dpo_weight`` weigh the supervised
+    and preference terms (:class:`DPOObjective`: RPO, or the chosen answers
+    alone). The history's ``loss`` is the training loss of each update.
+    For the preference-tuning lesson (issue 34).
     """
     from helpers.training.freezing import optimizer_for
     from helpers.training.loops import train_loop
 
     torch.manual_seed(seed)
-    objective = DPOObjective(model, beta)
+    objective = DPOObjective(model, beta, sft_weight, dpo_weight)
     loader = preference_batches(tokenizer, pairs, reference, batch_size, shuffle=True, seed=seed)
     optimizer = optimizer_for(model, lr, weight_decay=0.0)
     history = train_loop(
@@ -389,6 +425,125 @@ def dpo_config_for(
         "precompute_ref_log_probs": True,
     }
     return DPOConfig(**{**config, **settings})
+
+
+def simpo_config_for(
+    output_dir: str | Path,
+    precision: Precision,
+    device: str,
+    max_steps: int,
+    beta: float = 2.0,
+    gamma: float = 1.0,
+    lr: float = 1e-6,
+    batch_size: int = 8,
+    seed: int = 42,
+    max_length: int = 256,
+    progress: bool = True,
+    **settings: Any,
+) -> Any:
+    """A ``CPOConfig`` for SimPO (Meng et al. 2024), TRL's reference-free variant, set for this machine.
+
+    SimPO compares the answers' **mean** log-probability per token, scaled by
+    ``beta``, and asks the chosen one to win by a margin ``gamma``:
+    ``-log sigmoid(beta * (mean log pi(chosen) - mean log pi(rejected)) - gamma)``.
+    No reference model: half the forward passes of DPO, and no anchor either.
+    TRL runs it in its experimental ``CPOTrainer`` (``loss_type="simpo"``,
+    ``cpo_alpha=0``: no supervised term); the import may move, so
+    ``tests/test_api_drift.py`` checks it. The paper's settings are a
+    ``beta`` of 2 to 2.5 and ``gamma / beta`` near 0.5. Settings shared with
+    :func:`dpo_config_for` (precision flags, no checkpointing, nothing saved).
+    """
+    import os
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # the lesson says it is experimental
+    from trl.experimental.cpo import CPOConfig
+
+    config = trl_training_settings(
+        CPOConfig, output_dir, precision, device, max_steps, lr, batch_size, seed, max_length, progress
+    )
+    config.pop("pad_to_multiple_of")  # CPOConfig has no such field
+    config |= {"loss_type": "simpo", "cpo_alpha": 0.0, "beta": beta, "simpo_gamma": gamma}
+    return CPOConfig(**{**config, **settings})
+
+
+def grpo_config_for(
+    output_dir: str | Path,
+    precision: Precision,
+    device: str,
+    max_steps: int,
+    lr: float = 1e-6,
+    prompts_per_step: int = 2,
+    generations: int = 8,
+    max_completion_length: int = 8,
+    temperature: float = 1.0,
+    seed: int = 42,
+    progress: bool = True,
+    **settings: Any,
+) -> Any:
+    """A ``trl.GRPOConfig`` set for this machine: ``generations`` sampled answers for each of ``prompts_per_step``
+    questions per step, answers of at most ``max_completion_length`` tokens, no KL term (``beta=0``, TRL's default).
+
+    GRPO (Shao et al. 2024) scores every answer of a group with a reward
+    function and moves each by its advantage: its reward minus the group's
+    mean, divided by the group's spread; a group whose answers all score
+    alike gives no signal. Settings shared with :func:`dpo_config_for`
+    (precision flags, no checkpointing, nothing saved), kept where
+    ``GRPOConfig`` has the field. For the preference-tuning benchmark (issue 34).
+    """
+    import dataclasses
+
+    from trl import GRPOConfig
+
+    fields = {field.name for field in dataclasses.fields(GRPOConfig)}
+    shared = trl_training_settings(
+        GRPOConfig, output_dir, precision, device, max_steps, lr, prompts_per_step * generations, seed, 0, progress
+    )
+    config = {key: value for key, value in shared.items() if key in fields}
+    config |= {
+        "num_generations": generations,
+        "max_completion_length": max_completion_length,
+        "temperature": temperature,
+        "beta": 0.0,
+        "logging_steps": 1,
+    }
+    return GRPOConfig(**{**config, **settings})
+
+
+def trl_pair_loss(
+    policy: PreTrainedModel,
+    reference: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: Dataset,
+    config: DPOConfig,
+) -> float:
+    """TRL's own loss on ``pairs`` as one batch (``DPOTrainer.compute_loss``), to check a loss written by hand.
+
+    ``config`` (e.g. :func:`dpo_config_for`, with ``loss_type`` and
+    ``loss_weights`` for RPO) sets β and the loss; the reference model runs on
+    the batch itself. Both models are scored in eval mode, without gradients.
+    TRL gets copies: Accelerate replaces the ``forward`` of the models a
+    trainer prepares, and a later ``copy.deepcopy`` of such a model would run
+    the original's weights (its copies would get no gradient).
+    """
+    import copy
+
+    from trl import DPOTrainer
+
+    config = copy.deepcopy(config)
+    config.precompute_ref_log_probs, config.per_device_eval_batch_size = False, len(pairs)
+    policy, reference = copy.deepcopy(policy), copy.deepcopy(reference)
+    trainer = DPOTrainer(
+        model=policy,
+        ref_model=reference,
+        args=config,
+        train_dataset=pairs,
+        eval_dataset=pairs,
+        processing_class=tokenizer,
+    )
+    batch = next(iter(trainer.get_eval_dataloader()))  # in order: the pairs as given
+    policy.eval()
+    with torch.no_grad():
+        return trainer.compute_loss(trainer.model, batch).item()
 
 
 def preferred_answer(first: str, second: str, reference: str, judge: Callable[[str, str], float]) -> int | None:

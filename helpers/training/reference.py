@@ -8,8 +8,8 @@ then one epoch of :func:`helpers.training.loops.train_loop`) and keeps the
 result in the course cache, keyed by the recipe: a second call with the same
 recipe reloads the saved model in seconds instead of training again.
 :func:`instruction_model` does the same for lesson 04's instruction-tuned
-SmolLM2, the starting point of preference tuning (the lesson of issue 34,
-not written yet). Both go through
+SmolLM2, the starting point of preference tuning (issue 34).
+Both go through
 :func:`cached_model`.
 """
 
@@ -326,7 +326,7 @@ def instruction_model(
     argument but ``device``, ``progress`` and ``cache``, with the precision's
     name and the base model's version). Returns ``(model, tokenizer, info)``,
     the model in eval mode on ``device``. The starting model (SFT) of the
-    preference-tuning lesson (issue 34, not written yet).
+    preference-tuning lesson (issue 34).
     """
     from helpers.data.instructions import TASKS
     from helpers.models.loading import load_causal_lm
