@@ -117,7 +117,7 @@ def preference_questions(
         unknown = set(sizes) - set(CLOSED_TASKS)
         if unknown:
             raise ValueError(f"tasks {sorted(unknown)} are not closed tasks {list(CLOSED_TASKS)}")
-    no_free = {"describe": 0, "qa": 0}
+    no_free = {task: 0 for task in TASKS if task not in CLOSED_TASKS}  # answers that cannot be checked
     other = "test" if held_out_split == "validation" else "validation"
     held_out = {task: held_out_per_task.get(task, 0) for task in CLOSED_TASKS} | no_free  # a task left out: none
     sft_sizes = {task: int(sft_train_sizes.get(task, 0)) for task in TASKS}  # as instruction_model reads them

@@ -260,8 +260,6 @@ class DPOObjective(torch.nn.Module):
         logps = sequence_logprobs(self.model, input_ids, attention_mask, completion_mask)
         chosen, rejected = logps.chunk(2)  # the batch is [chosen rows, rejected rows]
         result = dpo_loss(chosen, rejected, reference_chosen.to(logps), reference_rejected.to(logps), self.beta)
-        if self.sft_weight == 0 and self.dpo_weight == 1:
-            return result
         loss = self.dpo_weight * result.loss
         if self.sft_weight:
             loss = loss + self.sft_weight * chosen_nll(chosen, completion_mask.chunk(2)[0].sum(dim=1))
@@ -455,7 +453,7 @@ def simpo_config_for(
     """
     import os
 
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # the lesson says it is experimental
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # this docstring says it is experimental, once
     from trl.experimental.cpo import CPOConfig
 
     config = trl_training_settings(
@@ -487,18 +485,16 @@ def grpo_config_for(
     function and moves each by its advantage: its reward minus the group's
     mean, divided by the group's spread; a group whose answers all score
     alike gives no signal. Settings shared with :func:`dpo_config_for`
-    (precision flags, no checkpointing, nothing saved), kept where
-    ``GRPOConfig`` has the field. For the preference-tuning benchmark (issue 34).
+    (precision flags, no checkpointing, nothing saved), but ``max_length``.
+    For the preference-tuning benchmark (issue 34).
     """
-    import dataclasses
-
     from trl import GRPOConfig
 
-    fields = {field.name for field in dataclasses.fields(GRPOConfig)}
-    shared = trl_training_settings(
-        GRPOConfig, output_dir, precision, device, max_steps, lr, prompts_per_step * generations, seed, 0, progress
+    batch_size = prompts_per_step * generations  # GRPO's batch counts answers
+    config = trl_training_settings(
+        GRPOConfig, output_dir, precision, device, max_steps, lr, batch_size, seed, None, progress
     )
-    config = {key: value for key, value in shared.items() if key in fields}
+    config.pop("max_length")  # GRPOConfig bounds the answers only (max_completion_length)
     config |= {
         "num_generations": generations,
         "max_completion_length": max_completion_length,
